@@ -1,0 +1,196 @@
+//! Wire types of the HTTP API: request and response bodies, the error body, and the JSON carried in
+//! each SSE event's `data`. Shared by the server and the client so the two cannot drift apart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{JobId, JobStatus, LogStream};
+
+/// Where the versioned API lives.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The task every upload runs unless it names another.
+pub const DEFAULT_TASK: &str = "test";
+
+/// A job as the API shows it. `job_id`, `status`, `success`, `start_time` and `end_time` are the
+/// original system's fields; the rest is ours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    /// True only for `passed`.
+    pub success: bool,
+    pub task: String,
+    /// Why the job ended the way it did, for everything but `passed`/`failed`.
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub created_at: DateTime<Utc>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    /// Log lines stored, and lines dropped past the log cap.
+    pub log_lines: i64,
+    pub dropped_lines: i64,
+}
+
+/// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    pub next_before: Option<JobId>,
+}
+
+/// `POST /submit-async` (the original's answer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    pub job_id: JobId,
+}
+
+/// The one error body of every endpoint. `detail` repeats `error` for the original system's
+/// client, which read FastAPI's `detail`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// How a job ended, as carried by its final `status` and `complete` events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+impl Outcome {
+    pub fn new(status: JobStatus) -> Self {
+        Self {
+            status,
+            reason: None,
+            exit_code: None,
+            oom_killed: false,
+        }
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn with_exit_code(mut self, code: i64) -> Self {
+        self.exit_code = Some(code);
+        self
+    }
+}
+
+/// The JSON in an SSE event's `data`. Every variant carries `type`; log lines carry the text in
+/// `data` and the end is `{"type":"complete","success":...}`, as the original client expects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// First event of `/submit-stream` (original protocol only; has no seq).
+    JobId { job_id: JobId },
+    Log {
+        seq: i64,
+        data: String,
+        stream: LogStream,
+        ts: DateTime<Utc>,
+    },
+    Status {
+        seq: i64,
+        status: JobStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        ts: DateTime<Utc>,
+    },
+    Notice {
+        seq: i64,
+        data: String,
+        ts: DateTime<Utc>,
+    },
+    Complete {
+        seq: i64,
+        success: bool,
+        status: JobStatus,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        exit_code: Option<i64>,
+        ts: DateTime<Utc>,
+    },
+}
+
+impl StreamEvent {
+    /// The SSE `event:` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StreamEvent::JobId { .. } => "job_id",
+            StreamEvent::Log { .. } => "log",
+            StreamEvent::Status { .. } => "status",
+            StreamEvent::Notice { .. } => "notice",
+            StreamEvent::Complete { .. } => "complete",
+        }
+    }
+
+    /// The SSE `id:` (the event's seq), if it has one.
+    pub fn seq(&self) -> Option<i64> {
+        match self {
+            StreamEvent::JobId { .. } => None,
+            StreamEvent::Log { seq, .. }
+            | StreamEvent::Status { seq, .. }
+            | StreamEvent::Notice { seq, .. }
+            | StreamEvent::Complete { seq, .. } => Some(*seq),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(self, StreamEvent::Complete { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_event_speaks_the_original_protocol() {
+        let event = StreamEvent::Log {
+            seq: 3,
+            data: "hello".into(),
+            stream: LogStream::Stdout,
+            ts: DateTime::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "log");
+        assert_eq!(json["data"], "hello");
+        assert_eq!(event.seq(), Some(3));
+    }
+
+    #[test]
+    fn complete_event_carries_success() {
+        let event = StreamEvent::Complete {
+            seq: 9,
+            success: false,
+            status: JobStatus::Failed,
+            reason: None,
+            exit_code: Some(1),
+            ts: DateTime::UNIX_EPOCH,
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "complete");
+        assert_eq!(json["success"], false);
+        assert_eq!(json["status"], "failed");
+        let back: StreamEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}

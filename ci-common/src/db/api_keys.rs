@@ -1,0 +1,271 @@
+//! The `api_keys` table. Keys are looked up by the SHA-256 of the presented secret.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use sqlx::SqliteExecutor;
+
+use super::users::User;
+use super::DbError;
+use crate::keys::SecretKey;
+use crate::{ApiKeyId, UserId};
+
+/// `last_used_at` is written at most this often per key.
+pub const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub name: String,
+    /// Non-secret start of the key, e.g. `ci_Ab3dE5fG`.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a key can be used now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyState {
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyState::Active => "Active",
+            KeyState::Revoked => "Revoked",
+            KeyState::Expired => "Expired",
+        }
+    }
+}
+
+impl ApiKey {
+    pub fn state(&self, now: DateTime<Utc>) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyState::Expired
+        } else {
+            KeyState::Active
+        }
+    }
+}
+
+const COLUMNS: &str = "id, user_id, name, prefix, created_at, last_used_at, expires_at, revoked_at";
+
+pub async fn create(
+    ex: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    name: &str,
+    secret: &SecretKey,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<ApiKey, DbError> {
+    let key = ApiKey {
+        id: ApiKeyId::new(),
+        user_id,
+        name: name.to_owned(),
+        prefix: secret.display_prefix(),
+        created_at: Utc::now(),
+        last_used_at: None,
+        expires_at,
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id)
+    .bind(key.user_id)
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(secret.hash())
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .execute(ex)
+    .await?;
+    Ok(key)
+}
+
+/// All keys, or one user's, oldest first.
+pub async fn list(
+    ex: impl SqliteExecutor<'_>,
+    user_id: Option<UserId>,
+) -> Result<Vec<ApiKey>, DbError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE (?1 IS NULL OR user_id = ?1) ORDER BY created_at, id"
+    );
+    Ok(sqlx::query_as(&sql).bind(user_id).fetch_all(ex).await?)
+}
+
+pub async fn get(ex: impl SqliteExecutor<'_>, id: ApiKeyId) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?");
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
+}
+
+/// Revokes a key (keeping the first revocation time); `None` if there is no such key.
+pub async fn revoke(
+    ex: impl SqliteExecutor<'_>,
+    id: ApiKeyId,
+    now: DateTime<Utc>,
+) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(now)
+        .bind(id)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// The key with this secret and its owner, whatever their state (the caller decides what a
+/// revoked key or an inactive user means).
+pub async fn find_by_secret(
+    ex: impl SqliteExecutor<'_>,
+    secret: &SecretKey,
+) -> Result<Option<(ApiKey, User)>, DbError> {
+    let row: Option<KeyAndUser> = sqlx::query_as(
+        "SELECT k.id, k.user_id, k.name, k.prefix, k.created_at, k.last_used_at, k.expires_at,
+                k.revoked_at, u.name AS user_name, u.email, u.active, u.created_at AS user_created_at
+         FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.key_hash = ?",
+    )
+    .bind(secret.hash())
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(KeyAndUser::split))
+}
+
+/// Records a use of the key, at most once per [`LAST_USED_RESOLUTION`].
+pub async fn touch(
+    ex: impl SqliteExecutor<'_>,
+    id: ApiKeyId,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = ?1
+         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?3)",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(now - LAST_USED_RESOLUTION)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyAndUser {
+    #[sqlx(flatten)]
+    key: ApiKey,
+    user_name: String,
+    email: String,
+    active: bool,
+    user_created_at: DateTime<Utc>,
+}
+
+impl KeyAndUser {
+    fn split(self) -> (ApiKey, User) {
+        let user = User {
+            id: self.key.user_id,
+            name: self.user_name,
+            email: self.email,
+            active: self.active,
+            created_at: self.user_created_at,
+        };
+        (self.key, user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::temp_db;
+    use crate::db::users;
+
+    #[tokio::test]
+    async fn keys_are_found_by_secret_and_revocation_sticks() {
+        let (_dir, pool) = temp_db().await;
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let secret = SecretKey::generate();
+        let key = create(&pool, user.id, "laptop", &secret, None)
+            .await
+            .unwrap();
+        let stored: String = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, secret.hash());
+        assert!(!stored.contains(secret.expose()));
+
+        let (found, owner) = find_by_secret(&pool, &secret).await.unwrap().unwrap();
+        assert_eq!(found.id, key.id);
+        assert_eq!(owner, user);
+        assert!(find_by_secret(&pool, &SecretKey::generate())
+            .await
+            .unwrap()
+            .is_none());
+
+        let now = Utc::now();
+        let revoked = revoke(&pool, key.id, now).await.unwrap().unwrap();
+        assert_eq!(revoked.state(now), KeyState::Revoked);
+        let again = revoke(&pool, key.id, now + Duration::seconds(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.revoked_at, revoked.revoked_at);
+        assert!(revoke(&pool, ApiKeyId::new(), now).await.unwrap().is_none());
+        assert_eq!(list(&pool, Some(user.id)).await.unwrap().len(), 1);
+        assert!(list(&pool, Some(UserId::new())).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn last_used_is_written_at_most_once_a_minute() {
+        let (_dir, pool) = temp_db().await;
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let key = create(&pool, user.id, "k", &SecretKey::generate(), None)
+            .await
+            .unwrap();
+        let t0 = Utc::now();
+        touch(&pool, key.id, t0).await.unwrap();
+        touch(&pool, key.id, t0 + Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            get(&pool, key.id).await.unwrap().unwrap().last_used_at,
+            Some(t0)
+        );
+        let t2 = t0 + Duration::seconds(61);
+        touch(&pool, key.id, t2).await.unwrap();
+        assert_eq!(
+            get(&pool, key.id).await.unwrap().unwrap().last_used_at,
+            Some(t2)
+        );
+    }
+
+    #[test]
+    fn expiry() {
+        let now = Utc::now();
+        let key = ApiKey {
+            id: ApiKeyId::new(),
+            user_id: UserId::new(),
+            name: "k".into(),
+            prefix: "ci_x".into(),
+            created_at: now,
+            last_used_at: None,
+            expires_at: Some(now),
+            revoked_at: None,
+        };
+        assert_eq!(key.state(now), KeyState::Expired);
+        assert_eq!(key.state(now - Duration::seconds(1)), KeyState::Active);
+    }
+}

@@ -1,0 +1,367 @@
+//! The `job_events` table: a job's log lines, notices, status changes and final result, numbered
+//! `seq` = 1, 2, 3, ... without gaps. Appends happen inside a write (`BEGIN IMMEDIATE`)
+//! transaction, which makes "last seq + 1" safe.
+
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor};
+
+use super::DbError;
+use crate::api::{Outcome, StreamEvent};
+use crate::{EventKind, JobId, JobStatus, LogStream};
+
+/// Rows per INSERT statement (7 parameters each, well under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// An event about to be written; its seq is assigned by [`append`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub stream: Option<LogStream>,
+    pub ts: DateTime<Utc>,
+    pub text: String,
+    /// JSON details (status and complete events).
+    pub data: Option<String>,
+}
+
+impl NewEvent {
+    pub fn log(stream: LogStream, ts: DateTime<Utc>, text: impl Into<String>) -> Self {
+        Self {
+            kind: EventKind::Log,
+            stream: Some(stream),
+            ts,
+            text: text.into(),
+            data: None,
+        }
+    }
+
+    pub fn notice(text: impl Into<String>) -> Self {
+        Self {
+            kind: EventKind::Notice,
+            stream: None,
+            ts: Utc::now(),
+            text: text.into(),
+            data: None,
+        }
+    }
+
+    pub fn status(status: JobStatus, reason: Option<&str>) -> Self {
+        let details = Outcome {
+            reason: reason.map(str::to_owned),
+            ..Outcome::new(status)
+        };
+        Self {
+            kind: EventKind::Status,
+            stream: None,
+            ts: Utc::now(),
+            text: status.as_str().to_owned(),
+            data: Some(serde_json::to_string(&details).expect("outcome serializes")),
+        }
+    }
+
+    pub fn complete(outcome: &Outcome) -> Self {
+        Self {
+            kind: EventKind::Complete,
+            stream: None,
+            ts: Utc::now(),
+            text: outcome.status.as_str().to_owned(),
+            data: Some(serde_json::to_string(outcome).expect("outcome serializes")),
+        }
+    }
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct EventRow {
+    pub job_id: JobId,
+    pub seq: i64,
+    pub kind: EventKind,
+    pub stream: Option<LogStream>,
+    pub ts: DateTime<Utc>,
+    pub text: String,
+    pub data: Option<String>,
+}
+
+impl EventRow {
+    /// The JSON payload sent to clients as the SSE event's `data`.
+    pub fn to_stream_event(&self) -> StreamEvent {
+        let details = || -> Outcome {
+            self.data
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_else(|| Outcome::new(self.text.parse().unwrap_or(JobStatus::Error)))
+        };
+        match self.kind {
+            EventKind::Log => StreamEvent::Log {
+                seq: self.seq,
+                data: self.text.clone(),
+                stream: self.stream.unwrap_or(LogStream::Stdout),
+                ts: self.ts,
+            },
+            EventKind::Notice => StreamEvent::Notice {
+                seq: self.seq,
+                data: self.text.clone(),
+                ts: self.ts,
+            },
+            EventKind::Status => {
+                let details = details();
+                StreamEvent::Status {
+                    seq: self.seq,
+                    status: details.status,
+                    reason: details.reason,
+                    ts: self.ts,
+                }
+            }
+            EventKind::Complete => {
+                let outcome = details();
+                StreamEvent::Complete {
+                    seq: self.seq,
+                    success: outcome.status.success(),
+                    status: outcome.status,
+                    reason: outcome.reason,
+                    exit_code: outcome.exit_code,
+                    ts: self.ts,
+                }
+            }
+        }
+    }
+}
+
+/// Appends events after the job's last one and returns the new last seq. Must run inside a
+/// write transaction (or on the job's single writer) so that seqs are unique and gap-free.
+pub async fn append(
+    conn: &mut SqliteConnection,
+    job_id: JobId,
+    events: &[NewEvent],
+) -> Result<i64, DbError> {
+    let mut seq = last_seq(&mut *conn, job_id).await?;
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO job_events (job_id, seq, kind, stream, ts, text, data) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            seq += 1;
+            row.push_bind(job_id)
+                .push_bind(seq)
+                .push_bind(event.kind)
+                .push_bind(event.stream)
+                .push_bind(event.ts)
+                .push_bind(event.text.as_str())
+                .push_bind(event.data.as_deref());
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(seq)
+}
+
+/// The job's last seq (0 when it has no events).
+pub async fn last_seq(ex: impl SqliteExecutor<'_>, job_id: JobId) -> Result<i64, DbError> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
+            .bind(job_id)
+            .fetch_one(ex)
+            .await?,
+    )
+}
+
+/// Up to `limit` events with seq > `after`, in order.
+pub async fn list_after(
+    ex: impl SqliteExecutor<'_>,
+    job_id: JobId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
+         WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::temp_db;
+    use crate::db::{jobs, lease, uploads, users};
+
+    #[tokio::test]
+    async fn a_job_lives_queued_running_failed_with_gapless_events() {
+        let (_dir, pool) = temp_db().await;
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let job = jobs::create(&pool, user.id, "test", b"zip bytes")
+            .await
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Queued);
+        assert_eq!(
+            uploads::get(&pool, job.id).await.unwrap().unwrap(),
+            b"zip bytes"
+        );
+
+        let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
+        let claimed = jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, job.id);
+        assert_eq!(claimed.status, JobStatus::Running);
+        assert!(jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .is_none());
+
+        let lines: Vec<_> = (0..1234)
+            .map(|i| NewEvent::log(LogStream::Stdout, Utc::now(), format!("line {i}")))
+            .collect();
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        assert_eq!(append(&mut tx, job.id, &lines).await.unwrap(), 1235);
+        tx.commit().await.unwrap();
+
+        let outcome = Outcome::new(JobStatus::Failed).with_exit_code(1);
+        assert!(jobs::finish(&pool, job.id, Some(epoch), &outcome)
+            .await
+            .unwrap());
+        assert!(!jobs::finish(&pool, job.id, Some(epoch), &outcome)
+            .await
+            .unwrap());
+        assert!(uploads::get(&pool, job.id).await.unwrap().is_none());
+
+        let events = list_after(&pool, job.id, 0, 10_000).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=1237).collect::<Vec<_>>());
+        assert!(matches!(
+            events[0].to_stream_event(),
+            StreamEvent::Status {
+                status: JobStatus::Running,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&events[1].to_stream_event(), StreamEvent::Log { data, .. } if data == "line 0")
+        );
+        assert!(matches!(
+            events.last().unwrap().to_stream_event(),
+            StreamEvent::Complete {
+                success: false,
+                status: JobStatus::Failed,
+                exit_code: Some(1),
+                ..
+            }
+        ));
+        assert_eq!(list_after(&pool, job.id, 1230, 100).await.unwrap().len(), 7);
+        let done = jobs::get(&pool, job.id).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Failed);
+        assert!(done.finished_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_lost_its_lease_cannot_claim_or_finish() {
+        let (_dir, pool) = temp_db().await;
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        jobs::create(&pool, user.id, "test", b"z").await.unwrap();
+        let old = lease::acquire(&pool, "old").await.unwrap().epoch;
+        let job = jobs::claim_next(&pool, old, "img").await.unwrap().unwrap();
+        let new = lease::acquire(&pool, "new").await.unwrap().epoch;
+        assert!(new > old);
+        jobs::create(&pool, user.id, "test", b"z").await.unwrap();
+        assert!(matches!(
+            jobs::claim_next(&pool, old, "img").await,
+            Err(DbError::LeaseLost(e)) if e == old
+        ));
+        let outcome = Outcome::new(JobStatus::Passed);
+        assert!(jobs::finish(&pool, job.id, Some(old), &outcome)
+            .await
+            .is_err());
+        assert!(lease::heartbeat(&pool, old).await.is_err());
+        assert!(jobs::finish(&pool, job.id, Some(new), &outcome)
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_queued_job_ends_it_and_a_running_one_records_the_request() {
+        let (_dir, pool) = temp_db().await;
+        let ada = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let bob = users::create(&pool, "Bob", "bob@example.com")
+            .await
+            .unwrap();
+        let queued = jobs::create(&pool, ada.id, "test", b"z").await.unwrap();
+        assert!(jobs::request_cancel(&pool, queued.id, bob.id)
+            .await
+            .unwrap()
+            .is_none());
+        let cancelled = jobs::request_cancel(&pool, queued.id, ada.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        let last = list_after(&pool, queued.id, 0, 10).await.unwrap();
+        assert!(last.last().unwrap().to_stream_event().is_complete());
+
+        let epoch = lease::acquire(&pool, "c").await.unwrap().epoch;
+        let running = jobs::create(&pool, ada.id, "test", b"z").await.unwrap();
+        jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .unwrap();
+        let requested = jobs::request_cancel(&pool, running.id, ada.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(requested.status, JobStatus::Running);
+        assert!(requested.cancel_requested_at.is_some());
+        assert_eq!(
+            jobs::cancel_requested(&pool).await.unwrap(),
+            vec![running.id]
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_are_fair_between_users_and_fifo_within_one() {
+        let (_dir, pool) = temp_db().await;
+        let ada = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let bob = users::create(&pool, "Bob", "bob@example.com")
+            .await
+            .unwrap();
+        let mut ada_jobs = Vec::new();
+        for _ in 0..10 {
+            ada_jobs.push(jobs::create(&pool, ada.id, "test", b"z").await.unwrap().id);
+        }
+        let epoch = lease::acquire(&pool, "c").await.unwrap().epoch;
+        // Ada's first job runs (concurrency 1) while Bob queues his only job.
+        let first = jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.id, ada_jobs[0]);
+        let bob_job = jobs::create(&pool, bob.id, "test", b"z").await.unwrap();
+        let done = Outcome::new(JobStatus::Passed);
+        jobs::finish(&pool, first.id, Some(epoch), &done)
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        while let Some(job) = jobs::claim_next(&pool, epoch, "img").await.unwrap() {
+            order.push(job.id);
+            jobs::finish(&pool, job.id, Some(epoch), &done)
+                .await
+                .unwrap();
+        }
+        let bob_at = order.iter().position(|id| *id == bob_job.id).unwrap();
+        assert!(
+            bob_at < 1,
+            "Bob's job must run before Ada's 2nd and 3rd: {bob_at}"
+        );
+        let ada_order: Vec<_> = order.into_iter().filter(|id| *id != bob_job.id).collect();
+        assert_eq!(ada_order, ada_jobs[1..].to_vec(), "FIFO within a user");
+    }
+}

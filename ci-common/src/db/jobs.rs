@@ -1,0 +1,359 @@
+//! The `jobs` table: creation with its upload, the queue, cancellation and the end of a job.
+//! Every transition writes its event in the same transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
+
+use super::events::{self, NewEvent};
+use super::{lease, uploads, DbError};
+use crate::api::{JobView, Outcome};
+use crate::keys::sha256_hex;
+use crate::{JobId, JobStatus, Phase, UserId};
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Job {
+    /// Queue order (FIFO) and listing order.
+    pub num: i64,
+    pub id: JobId,
+    pub user_id: UserId,
+    pub task: String,
+    pub status: JobStatus,
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub attempt: i64,
+    pub image: Option<String>,
+    pub phase: Option<Phase>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub controller_epoch: Option<i64>,
+    pub upload_bytes: i64,
+    pub log_lines: i64,
+    pub log_bytes: i64,
+    pub dropped_lines: i64,
+    pub dropped_bytes: i64,
+    pub log_cursor: Option<String>,
+    pub log_cursor_skip: i64,
+}
+
+impl Job {
+    pub fn view(&self) -> JobView {
+        JobView {
+            job_id: self.id,
+            status: self.status,
+            success: self.status.success(),
+            task: self.task.clone(),
+            reason: self.reason.clone(),
+            exit_code: self.exit_code,
+            oom_killed: self.oom_killed,
+            created_at: self.created_at,
+            start_time: self.started_at,
+            end_time: self.finished_at,
+            cancel_requested: self.cancel_requested_at.is_some(),
+            log_lines: self.log_lines,
+            dropped_lines: self.dropped_lines,
+        }
+    }
+}
+
+/// Creates a queued job together with its uploaded archive, in one transaction: when this
+/// returns, the job and its files are durable and any replica or the controller can read them.
+pub async fn create(
+    pool: &SqlitePool,
+    user_id: UserId,
+    task: &str,
+    archive: &[u8],
+) -> Result<Job, DbError> {
+    let now = Utc::now();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let job: Job = sqlx::query_as(
+        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes)
+         VALUES (?, ?, ?, 'queued', ?, ?) RETURNING *",
+    )
+    .bind(JobId::new())
+    .bind(user_id)
+    .bind(task)
+    .bind(now)
+    .bind(archive.len() as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO job_uploads (job_id, archive, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(job.id)
+    .bind(archive)
+    .bind(archive.len() as i64)
+    .bind(sha256_hex(archive))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+pub async fn get(ex: impl SqliteExecutor<'_>, id: JobId) -> Result<Option<Job>, DbError> {
+    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(ex)
+        .await?)
+}
+
+/// The job if it belongs to `user_id`; another user's job is indistinguishable from no job.
+pub async fn get_for_user(
+    ex: impl SqliteExecutor<'_>,
+    id: JobId,
+    user_id: UserId,
+) -> Result<Option<Job>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM jobs WHERE id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(ex)
+            .await?,
+    )
+}
+
+/// A user's jobs, newest first; `before` continues a listing after that job.
+pub async fn list_for_user(
+    ex: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    limit: i64,
+    before: Option<JobId>,
+) -> Result<Vec<Job>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs
+         WHERE user_id = ?1
+           AND (?2 IS NULL OR num < (SELECT num FROM jobs WHERE id = ?2 AND user_id = ?1))
+         ORDER BY num DESC LIMIT ?3",
+    )
+    .bind(user_id)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Asks for a job to be cancelled. A queued job is cancelled at once (no controller owns it
+/// yet); a running one gets `cancel_requested_at` and the controller stops it. Returns the job
+/// as it is afterwards, or `None` if the user has no such job.
+pub async fn request_cancel(
+    pool: &SqlitePool,
+    id: JobId,
+    user_id: UserId,
+) -> Result<Option<Job>, DbError> {
+    let now = Utc::now();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let Some(job) = get_for_user(&mut *tx, id, user_id).await? else {
+        return Ok(None);
+    };
+    match job.status {
+        JobStatus::Queued => {
+            let outcome = Outcome::new(JobStatus::Cancelled)
+                .with_reason("cancelled by the user before it started");
+            end(&mut tx, id, &outcome, now).await?;
+        }
+        JobStatus::Running if job.cancel_requested_at.is_none() => {
+            sqlx::query("UPDATE jobs SET cancel_requested_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        _ => return Ok(Some(job)),
+    }
+    let job = get(&mut *tx, id).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Claims the next queued job for the controller holding `epoch`, in one transaction that also
+/// writes its `running` event. Fair between users: the user with the fewest running jobs goes
+/// first, then the one whose last job started longest ago; FIFO within a user.
+pub async fn claim_next(
+    pool: &SqlitePool,
+    epoch: i64,
+    image: &str,
+) -> Result<Option<Job>, DbError> {
+    let now = Utc::now();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    lease::check(&mut tx, epoch).await?;
+    let job: Option<Job> = sqlx::query_as(
+        "UPDATE jobs
+         SET status = 'running', started_at = ?1, controller_epoch = ?2, image = ?3,
+             attempt = attempt + 1
+         WHERE status = 'queued' AND num = (
+             SELECT MIN(q.num) AS first FROM jobs q
+             WHERE q.status = 'queued' AND q.cancel_requested_at IS NULL
+             GROUP BY q.user_id
+             ORDER BY
+                 (SELECT COUNT(*) FROM jobs r WHERE r.user_id = q.user_id AND r.status = 'running'),
+                 (SELECT MAX(s.started_at) FROM jobs s WHERE s.user_id = q.user_id),
+                 first
+             LIMIT 1)
+         RETURNING *",
+    )
+    .bind(now)
+    .bind(epoch)
+    .bind(image)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(job) = &job {
+        events::append(
+            &mut tx,
+            job.id,
+            &[NewEvent::status(JobStatus::Running, None)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Moves a running job to the given phase (a new container: its log position starts afresh).
+pub async fn set_phase(
+    pool: &SqlitePool,
+    id: JobId,
+    epoch: i64,
+    phase: Phase,
+) -> Result<(), DbError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    lease::check(&mut tx, epoch).await?;
+    sqlx::query(
+        "UPDATE jobs SET phase = ?, log_cursor = NULL, log_cursor_skip = 0
+         WHERE id = ? AND status = 'running'",
+    )
+    .bind(phase)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What one batch of log lines adds to a job's counters, and where its log now ends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogProgress {
+    pub lines: i64,
+    pub bytes: i64,
+    pub dropped_lines: i64,
+    pub dropped_bytes: i64,
+    /// Docker timestamp of the last line consumed, and how many consumed lines carry it.
+    pub cursor: Option<(String, i64)>,
+}
+
+/// Adds a batch's counters to the job (inside the batch's transaction).
+pub async fn record_log_progress(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    progress: &LogProgress,
+) -> Result<(), DbError> {
+    let (cursor, skip) = match &progress.cursor {
+        Some((cursor, skip)) => (Some(cursor.as_str()), *skip),
+        None => (None, 0),
+    };
+    sqlx::query(
+        "UPDATE jobs SET log_lines = log_lines + ?, log_bytes = log_bytes + ?,
+             dropped_lines = dropped_lines + ?, dropped_bytes = dropped_bytes + ?,
+             log_cursor = COALESCE(?, log_cursor),
+             log_cursor_skip = CASE WHEN ? IS NULL THEN log_cursor_skip ELSE ? END
+         WHERE id = ?",
+    )
+    .bind(progress.lines)
+    .bind(progress.bytes)
+    .bind(progress.dropped_lines)
+    .bind(progress.dropped_bytes)
+    .bind(cursor)
+    .bind(cursor)
+    .bind(skip)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends a running job: sets its terminal state, writes its `status` and `complete` events and
+/// deletes its upload, in one transaction. With `epoch`, refuses if that controller lost its
+/// lease. Returns false (and changes nothing) if the job was not running.
+pub async fn finish(
+    pool: &SqlitePool,
+    id: JobId,
+    epoch: Option<i64>,
+    outcome: &Outcome,
+) -> Result<bool, DbError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    if let Some(epoch) = epoch {
+        lease::check(&mut tx, epoch).await?;
+    }
+    let running: Option<JobStatus> =
+        sqlx::query_scalar("SELECT status FROM jobs WHERE id = ? AND status = 'running'")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if running.is_none() {
+        return Ok(false);
+    }
+    end(&mut tx, id, outcome, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Sets a terminal state with its events and drops the upload (caller holds the transaction).
+async fn end(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    debug_assert!(outcome.status.is_terminal());
+    sqlx::query(
+        "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, oom_killed = ?, finished_at = ?,
+             phase = NULL
+         WHERE id = ?",
+    )
+    .bind(outcome.status)
+    .bind(&outcome.reason)
+    .bind(outcome.exit_code)
+    .bind(outcome.oom_killed)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    let events = [
+        NewEvent::status(outcome.status, outcome.reason.as_deref()),
+        NewEvent::complete(outcome),
+    ];
+    events::append(conn, id, &events).await?;
+    uploads::delete(conn, id).await?;
+    Ok(())
+}
+
+/// Running jobs (for reconciliation and cancel checks).
+pub async fn running(ex: impl SqliteExecutor<'_>) -> Result<Vec<Job>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM jobs WHERE status = 'running' ORDER BY num")
+            .fetch_all(ex)
+            .await?,
+    )
+}
+
+/// Running jobs whose user asked for cancellation.
+pub async fn cancel_requested(ex: impl SqliteExecutor<'_>) -> Result<Vec<JobId>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE status = 'running' AND cancel_requested_at IS NOT NULL",
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// How many jobs are in each state.
+pub async fn count_by_status(
+    ex: impl SqliteExecutor<'_>,
+) -> Result<Vec<(JobStatus, i64)>, DbError> {
+    Ok(
+        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+            .fetch_all(ex)
+            .await?,
+    )
+}

@@ -1,0 +1,175 @@
+//! The SQLite database layer. [`connect`] is the one place a database is opened and migrated;
+//! each table has a module of free functions named for what they do.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+pub use sqlx::SqlitePool;
+
+pub mod api_keys;
+pub mod events;
+pub mod jobs;
+pub mod lease;
+pub mod uploads;
+pub mod users;
+
+/// Every migration in `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database at {path}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create the database directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path} to apply migrations")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot apply the database migrations")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a user with the email {0} already exists")]
+    EmailTaken(String),
+    #[error("this controller's lease (epoch {0}) was taken over by another controller")]
+    LeaseLost(i64),
+    #[error("a database query failed")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Opens (creating if needed) the database at `path` with WAL, a busy timeout, `synchronous =
+/// NORMAL` and foreign keys on, and applies pending migrations. Safe when several processes start
+/// at once: migrations run under an OS file lock beside the database.
+pub async fn connect(path: &Path, max_connections: u32) -> Result<SqlitePool, DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let options = SqliteConnectOptions::from_str("sqlite:")
+        .map_err(|source| DbError::Open {
+            path: path.to_owned(),
+            source,
+        })?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .min_connections(1)
+        .acquire_timeout(BUSY_TIMEOUT * 2)
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    migrate(&pool, path).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &SqlitePool, db_path: &Path) -> Result<(), DbError> {
+    let lock_path = sibling(db_path, ".migrate.lock");
+    let lock_err = |source| DbError::Lock {
+        path: lock_path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(lock_err)?;
+    let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| lock_err(std::io::Error::other(e)))?
+        .map_err(lock_err)?;
+    let result = MIGRATOR.run(pool).await;
+    drop(file); // releases the lock
+    Ok(result?)
+}
+
+/// `<db path><suffix>`, e.g. `ci.db.controller.lock`.
+pub fn sibling(db_path: &Path, suffix: &str) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Whether an error is SQLite's unique-constraint violation.
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A fresh database in a temporary directory (kept alive by the returned guard).
+    pub async fn temp_db() -> (tempfile::TempDir, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = connect(&dir.path().join("ci.db"), 4).await.unwrap();
+        (dir, pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_apply_to_an_empty_database_and_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/ci.db");
+        let pool = connect(&path, 2).await.unwrap();
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        for table in [
+            "api_keys",
+            "controller_lease",
+            "job_events",
+            "job_uploads",
+            "jobs",
+            "users",
+        ] {
+            assert!(
+                tables.iter().any(|t| t == table),
+                "missing table {table}: {tables:?}"
+            );
+        }
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        pool.close().await;
+        // Reconnecting applies nothing new and does not fail.
+        let pool = connect(&path, 2).await.unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, MIGRATOR.iter().count() as i64);
+    }
+}

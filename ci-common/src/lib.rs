@@ -1,0 +1,14 @@
+//! What the `ci` binaries share: identifiers, the job state machine, the wire types of the HTTP
+//! API and its SSE stream, API keys, and (feature `db`) the SQLite database layer.
+
+pub mod api;
+pub mod config;
+pub mod ids;
+pub mod job;
+pub mod keys;
+
+#[cfg(feature = "db")]
+pub mod db;
+
+pub use ids::{ApiKeyId, JobId, UserId};
+pub use job::{EventKind, JobStatus, LogStream, Phase};
