@@ -32,6 +32,10 @@ pub struct JobView {
     /// Log lines stored, and lines dropped past the log cap.
     pub log_lines: i64,
     pub dropped_lines: i64,
+    /// The job's last event seq when this view was made (follow with `?after=<last_seq>` to
+    /// see only new output). Filled in by endpoints that show a single job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<i64>,
 }
 
 /// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.

@@ -1,0 +1,409 @@
+//! The end-to-end harness: real binaries as processes, a real SQLite file in a temp directory,
+//! the real Docker daemon, real HTTP and SSE.
+//!
+//! Binaries are taken from the cargo target directory (`cargo build --workspace --bins` first;
+//! the README's test command does that).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ci_common::db::{self, api_keys, users, SqlitePool};
+use ci_common::keys::SecretKey;
+use ci_common::UserId;
+
+pub use ci_common;
+
+/// How long a test waits for any one condition before failing.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The runner image the Docker tests use (built by `scripts/build-runner-image.sh`).
+pub fn test_image() -> String {
+    std::env::var("CI_TEST_IMAGE").unwrap_or_else(|_| "ci-runner:bookworm".to_owned())
+}
+
+/// Path of one of the workspace's binaries (`ci`, `ci-server`, `ci-controller`, `ci-admin`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+/// A fixture project from `pytest-fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = repo_root().join("pytest-fixtures").join(name);
+    assert!(path.is_dir(), "no fixture {}", path.display());
+    path
+}
+
+/// Fails the test unless Docker answers. Tests never skip for lack of Docker.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "Docker is not reachable: this test needs the Docker daemon (scripts/ensure-docker.sh)");
+    let image = test_image();
+    let has_image = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(has_image, "the runner image {image} is missing: run scripts/build-runner-image.sh");
+}
+
+/// Polls `check` until it returns `Some`, failing after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A temporary directory holding a fresh database.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub pool: SqlitePool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ci.db");
+        let pool = db::connect(&path, 4).await.expect("database");
+        Self { dir, path, pool }
+    }
+
+    /// Creates a user with one API key (straight through the database layer).
+    pub async fn user(&self, name: &str) -> TestUser {
+        let email = format!("{}@example.com", name.to_lowercase());
+        let user = users::create(&self.pool, name, &email).await.expect("create user");
+        let key = SecretKey::generate();
+        api_keys::create(&self.pool, user.id, "test", &key, None).await.expect("create key");
+        TestUser { id: user.id, email, key: key.expose().to_owned() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: UserId,
+    pub email: String,
+    pub key: String,
+}
+
+/// A child process that is killed when dropped, its output copied to the test's stderr.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Starts `cmd`, forwarding stdout and stderr (prefixed with `name`) to stderr.
+    pub fn spawn(name: &str, mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        for (stream, tx) in [
+            (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, tx.clone()),
+            (Box::new(child.stderr.take().unwrap()), tx),
+        ] {
+            let label = name.to_owned();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("[{label}] {line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self { name: name.to_owned(), child, lines: rx }
+    }
+
+    /// Waits for an output line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{} printed no line containing {needle:?} within {timeout:?}", self.name)
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!("{} exited ({status:?}) before printing {needle:?}", self.name)
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. "TERM", "INT", "KILL").
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit (up to `timeout`) and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `ci-server` on 127.0.0.1 with an OS-assigned port.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Server {
+    pub fn start(db: &Path) -> Self {
+        Self::start_with(db, &[])
+    }
+
+    pub fn start_with(db: &Path, args: &[&str]) -> Self {
+        let mut cmd = Command::new(bin("ci-server"));
+        cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
+            .arg(db)
+            .args(args)
+            .env("RUST_LOG", "info");
+        let mut proc = Proc::spawn("ci-server", cmd);
+        let line = proc.wait_for_line("listening on http://", WAIT);
+        let url = line[line.find("http://").unwrap()..].trim().to_owned();
+        Self { proc, url }
+    }
+
+    /// `url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+}
+
+/// A running `ci-controller` with its own container prefix; its containers and volumes are
+/// removed when it is dropped.
+pub struct Controller {
+    pub proc: Proc,
+    pub prefix: String,
+}
+
+impl Controller {
+    pub fn start(db: &Path) -> Self {
+        Self::start_with(db, &[])
+    }
+
+    pub fn start_with(db: &Path, args: &[&str]) -> Self {
+        let prefix = format!("citest-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        Self::start_with_prefix(db, &prefix, args)
+    }
+
+    /// Starts a controller with a given prefix (to take over from a killed one).
+    pub fn start_with_prefix(db: &Path, prefix: &str, args: &[&str]) -> Self {
+        require_docker();
+        let mut cmd = Command::new(bin("ci-controller"));
+        cmd.arg("--db-path")
+            .arg(db)
+            .args(["--image", &test_image(), "--container-prefix", prefix, "--interval", "0.05"])
+            .args(args)
+            .env("RUST_LOG", "info");
+        let mut proc = Proc::spawn("ci-controller", cmd);
+        proc.wait_for_line("controller ready", WAIT);
+        Self { proc, prefix: prefix.to_owned() }
+    }
+
+    /// Names of Docker containers carrying this controller's prefix label.
+    pub fn containers(&self) -> Vec<String> {
+        docker_lines(&["ps", "-a", "--filter", &format!("label=ci.prefix={}", self.prefix), "--format", "{{.Names}}"])
+    }
+
+    /// Names of Docker volumes carrying this controller's prefix label.
+    pub fn volumes(&self) -> Vec<String> {
+        docker_lines(&["volume", "ls", "--filter", &format!("label=ci.prefix={}", self.prefix), "--format", "{{.Name}}"])
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        remove_prefix_leftovers(&self.prefix);
+    }
+}
+
+/// Removes every container and volume labelled with `prefix` (test cleanup).
+pub fn remove_prefix_leftovers(prefix: &str) {
+    let label = format!("label=ci.prefix={prefix}");
+    let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
+    if !containers.is_empty() {
+        let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
+    }
+    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &label]);
+    if !volumes.is_empty() {
+        let _ = Command::new("docker").args(["volume", "rm", "-f"]).args(&volumes).output();
+    }
+}
+
+/// Runs `docker ARGS` and returns its non-empty stdout lines.
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Zips a directory (every file, paths relative to it) into memory.
+pub fn zip_dir(dir: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&current)
+            .expect("read fixture dir")
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+            if name.contains("__pycache__") || name.contains(".pytest_cache") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                writer.start_file(name, options).expect("zip entry");
+                writer.write_all(&std::fs::read(&path).expect("read file")).expect("zip write");
+            }
+        }
+    }
+    writer.finish().expect("zip finish").into_inner()
+}
+
+/// One SSE event as a client sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sse {
+    pub id: String,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// Reads an SSE response until it ends (or `stop` says so), with the harness timeout.
+pub async fn read_sse(
+    response: reqwest::Response,
+    mut stop: impl FnMut(&Sse) -> bool,
+) -> Vec<Sse> {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+    let mut stream = response.bytes_stream().eventsource();
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(event) = stream.next().await {
+            let event = event.expect("valid SSE");
+            let data = serde_json::from_str(&event.data)
+                .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {:?}", event.data));
+            let sse = Sse { id: event.id, event: event.event, data };
+            let done = stop(&sse);
+            out.push(sse);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("SSE stream timed out");
+    out
+}
+
+/// A reqwest client with a bearer key.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("http client")
+}
+
+/// Uploads `zip` as a new job with the v1 API and returns the job JSON (panics unless 201).
+pub async fn submit(server: &Server, key: &str, zip: Vec<u8>) -> serde_json::Value {
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(zip).file_name("project.zip"));
+    let response = client()
+        .post(server.at("/api/v1/jobs"))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("submit");
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert_eq!(status, 201, "submit failed: {body}");
+    body
+}
+
+/// Follows a job's events from the beginning until its `complete` event.
+pub async fn follow(server: &Server, key: &str, job_id: &str) -> Vec<Sse> {
+    let response = client()
+        .get(server.at(&format!("/api/v1/jobs/{job_id}/events")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(response.status(), 200);
+    read_sse(response, |e| e.event == "complete").await
+}
+
+/// The `data` text of every `log` event, in order.
+pub fn log_lines(events: &[Sse]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.data["type"] == "log")
+        .map(|e| e.data["data"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}

@@ -54,6 +54,7 @@ impl Job {
             cancel_requested: self.cancel_requested_at.is_some(),
             log_lines: self.log_lines,
             dropped_lines: self.dropped_lines,
+            last_seq: None,
         }
     }
 }
