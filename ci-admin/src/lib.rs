@@ -1,1 +1,408 @@
+//! `ci-admin`: manage users and API keys directly in the database.
 
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Duration, Local, Utc};
+use ci_common::db::api_keys::{self, ApiKey};
+use ci_common::db::users::{self, User};
+use ci_common::db::{self, DbError, SqlitePool};
+use ci_common::keys::SecretKey;
+use ci_common::{ApiKeyId, UserId};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ci-admin", version, about = "Manage ci users and API keys")]
+pub struct Cli {
+    /// SQLite database file (the same default as ci-server and ci-controller).
+    #[arg(long, global = true, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
+    pub db_path: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect, activate and deactivate users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// List all users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user, by ID or email.
+    Get {
+        /// The user's ID.
+        #[arg(required_unless_present = "email", conflicts_with = "email")]
+        id: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deactivate a user: their keys stop working until they are activated again.
+    Deactivate { id: String },
+    /// Activate a user.
+    Activate { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key for a user; the key is printed once.
+    Create {
+        #[command(flatten)]
+        user: UserRef,
+        /// A name to recognise the key by (e.g. "laptop").
+        #[arg(long)]
+        name: String,
+        /// Make the key expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List API keys (all, or one user's).
+    List {
+        #[command(flatten)]
+        user: OptionalUserRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by its key ID.
+    Revoke { key_id: String },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct UserRef {
+    /// The user's email.
+    #[arg(long)]
+    email: Option<String>,
+    /// The user's ID.
+    #[arg(long)]
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct OptionalUserRef {
+    /// Only this user's keys (by email).
+    #[arg(long)]
+    email: Option<String>,
+    /// Only this user's keys (by ID).
+    #[arg(long)]
+    user_id: Option<String>,
+}
+
+/// Runs one command, writing its human or JSON output to `out`.
+pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
+    let pool = db::connect(&cli.db_path, 2)
+        .await
+        .with_context(|| format!("cannot open the database {}", cli.db_path.display()))?;
+    let result = match cli.command {
+        Command::User(command) => user_command(&pool, command, out).await,
+        Command::Key(command) => key_command(&pool, command, out).await,
+    };
+    pool.close().await;
+    result
+}
+
+async fn user_command(pool: &SqlitePool, command: UserCommand, out: &mut impl Write) -> Result<()> {
+    match command {
+        UserCommand::Create { name, email } => {
+            let name = name.trim();
+            let email = email.trim();
+            if name.is_empty() {
+                bail!("the name is empty: pass --name \"Full Name\"");
+            }
+            users::validate_email(email).map_err(|e| anyhow!(e))?;
+            let user = users::create(pool, name, email).await.map_err(|e| match e {
+                DbError::EmailTaken(email) => anyhow!(
+                    "a user with the email {email} already exists (see `ci-admin user get --email {email}`)"
+                ),
+                other => anyhow::Error::new(other).context("cannot create the user"),
+            })?;
+            writeln!(out, "✓ User created successfully")?;
+            writeln!(out, "ID: {}", user.id)?;
+            writeln!(out, "Name: {}", user.name)?;
+            writeln!(out, "Email: {}", user.email)?;
+        }
+        UserCommand::List { json } => {
+            let all = users::list(pool).await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+            } else if all.is_empty() {
+                writeln!(out, "No users found.")?;
+            } else {
+                let rows = all.iter().map(|u| {
+                    vec![
+                        u.id.to_string(),
+                        u.name.clone(),
+                        u.email.clone(),
+                        active_label(u.active).to_owned(),
+                        local_time(u.created_at),
+                    ]
+                });
+                write_table(out, &["ID", "NAME", "EMAIL", "STATUS", "CREATED"], rows)?;
+            }
+        }
+        UserCommand::Get { id, email, json } => {
+            let user = match (id, email) {
+                (Some(id), _) => find_user_by_id(pool, &id).await?,
+                (None, Some(email)) => find_user_by_email(pool, &email).await?,
+                (None, None) => unreachable!("clap requires an ID or --email"),
+            };
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&user)?)?;
+            } else {
+                let keys = api_keys::list(pool, Some(user.id)).await?;
+                let active = keys.iter().filter(|k| k.revoked_at.is_none()).count();
+                writeln!(out, "ID: {}", user.id)?;
+                writeln!(out, "Name: {}", user.name)?;
+                writeln!(out, "Email: {}", user.email)?;
+                writeln!(out, "Status: {}", active_label(user.active))?;
+                writeln!(out, "Created: {}", local_time(user.created_at))?;
+                writeln!(out, "API keys: {} ({active} not revoked)", keys.len())?;
+            }
+        }
+        UserCommand::Deactivate { id } => set_active(pool, &id, false, out).await?,
+        UserCommand::Activate { id } => set_active(pool, &id, true, out).await?,
+    }
+    Ok(())
+}
+
+async fn set_active(pool: &SqlitePool, id: &str, active: bool, out: &mut impl Write) -> Result<()> {
+    let user = find_user_by_id(pool, id).await?;
+    let user = users::set_active(pool, user.id, active)
+        .await?
+        .context("the user vanished")?;
+    let verb = if active { "activated" } else { "deactivated" };
+    writeln!(out, "✓ User {} ({}) {verb}", user.email, user.id)?;
+    if !active {
+        writeln!(
+            out,
+            "Their API keys are refused until `ci-admin user activate {}`.",
+            user.id
+        )?;
+    }
+    Ok(())
+}
+
+async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Write) -> Result<()> {
+    match command {
+        KeyCommand::Create {
+            user,
+            name,
+            expires_in_days,
+        } => {
+            let user = resolve_user(pool, user.email, user.user_id).await?;
+            let name = name.trim();
+            if name.is_empty() {
+                bail!("the key name is empty: pass --name, e.g. --name laptop");
+            }
+            let expires_at = expires_in_days.map(|days| Utc::now() + Duration::days(days.into()));
+            let secret = SecretKey::generate();
+            let key = api_keys::create(pool, user.id, name, &secret, expires_at).await?;
+            writeln!(out, "✓ API key created successfully")?;
+            writeln!(out, "Key ID: {}", key.id)?;
+            writeln!(out, "Name: {}", key.name)?;
+            writeln!(out, "User: {} ({})", user.email, user.id)?;
+            if let Some(at) = key.expires_at {
+                writeln!(out, "Expires: {}", local_time(at))?;
+            }
+            writeln!(out, "API Key: {}", secret.expose())?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "⚠ Save this key now: it is shown only once and cannot be recovered."
+            )?;
+        }
+        KeyCommand::List { user, json } => {
+            let owner = match (user.email, user.user_id) {
+                (None, None) => None,
+                (email, id) => Some(resolve_user(pool, email, id).await?),
+            };
+            let keys = api_keys::list(pool, owner.as_ref().map(|u| u.id)).await?;
+            let emails: std::collections::HashMap<UserId, String> = users::list(pool)
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.email))
+                .collect();
+            let now = Utc::now();
+            if json {
+                let rows: Vec<_> = keys.iter().map(|k| key_json(k, &emails, now)).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else if keys.is_empty() {
+                writeln!(out, "No API keys found.")?;
+            } else {
+                let rows = keys.iter().map(|k| {
+                    vec![
+                        k.id.to_string(),
+                        format!("{}…", k.prefix),
+                        k.name.clone(),
+                        emails.get(&k.user_id).cloned().unwrap_or_default(),
+                        k.state(now).label().to_owned(),
+                        local_time(k.created_at),
+                        k.last_used_at
+                            .map(local_time)
+                            .unwrap_or_else(|| "never".to_owned()),
+                    ]
+                });
+                let header = [
+                    "KEY ID",
+                    "PREFIX",
+                    "NAME",
+                    "USER",
+                    "STATUS",
+                    "CREATED",
+                    "LAST USED",
+                ];
+                write_table(out, &header, rows)?;
+            }
+        }
+        KeyCommand::Revoke { key_id } => {
+            let id: ApiKeyId = key_id.parse().map_err(|_| unknown_key(&key_id))?;
+            let key = api_keys::revoke(pool, id, Utc::now())
+                .await?
+                .ok_or_else(|| unknown_key(&key_id))?;
+            writeln!(
+                out,
+                "✓ API key {} ({}, {}…) revoked",
+                key.id, key.name, key.prefix
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn key_json(
+    key: &ApiKey,
+    emails: &std::collections::HashMap<UserId, String>,
+    now: DateTime<Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "user_id": key.user_id,
+        "user_email": emails.get(&key.user_id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "status": key.state(now),
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    })
+}
+
+async fn resolve_user(
+    pool: &SqlitePool,
+    email: Option<String>,
+    id: Option<String>,
+) -> Result<User> {
+    match (email, id) {
+        (Some(email), _) => find_user_by_email(pool, &email).await,
+        (None, Some(id)) => find_user_by_id(pool, &id).await,
+        (None, None) => bail!("name the user with --email or --user-id"),
+    }
+}
+
+async fn find_user_by_id(pool: &SqlitePool, id: &str) -> Result<User> {
+    let unknown = || anyhow!("no user with the ID {id:?} (see `ci-admin user list`)");
+    let id: UserId = id.parse().map_err(|_| unknown())?;
+    users::get(pool, id).await?.ok_or_else(unknown)
+}
+
+async fn find_user_by_email(pool: &SqlitePool, email: &str) -> Result<User> {
+    users::find_by_email(pool, email.trim())
+        .await?
+        .ok_or_else(|| anyhow!("no user with the email {email:?} (see `ci-admin user list`)"))
+}
+
+fn unknown_key(id: &str) -> anyhow::Error {
+    anyhow!("no API key with the ID {id:?} (see `ci-admin key list`)")
+}
+
+fn active_label(active: bool) -> &'static str {
+    if active {
+        "Active"
+    } else {
+        "Inactive"
+    }
+}
+
+fn local_time(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Writes a left-aligned table with a header row.
+fn write_table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: impl Iterator<Item = Vec<String>>,
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_on_the_widest_cell() {
+        let mut out = Vec::new();
+        let rows = vec![
+            vec!["a".to_owned(), "✓".to_owned()],
+            vec!["long".to_owned(), "x".to_owned()],
+        ];
+        write_table(&mut out, &["ID", "OK"], rows.into_iter()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ID    OK\na     ✓\nlong  x\n"
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,391 @@
+//! `ci-admin` as users run it: the real binary against a real SQLite file.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ci_common::db::{self, api_keys, users};
+use ci_common::keys::SecretKey;
+use ci_tests::bin;
+
+struct Admin {
+    dir: tempfile::TempDir,
+}
+
+impl Admin {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("ci.db")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin("ci-admin"))
+            .arg("--db-path")
+            .arg(self.db())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ci-admin {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs a command that must fail with exit 1 and returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "ci-admin {args:?}: {}",
+            text(&out.stdout)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with("error: "),
+            "one clear error line expected: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    fn create_user(&self, name: &str, email: &str) -> String {
+        let out = self.ok(&["user", "create", "--name", name, "--email", email]);
+        field(&out, "ID: ")
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The value after `prefix` on the line that starts with it.
+fn field(out: &str, prefix: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{out}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn user_create_prints_the_original_confirmation() {
+    let admin = Admin::new();
+    let out = admin.ok(&[
+        "user",
+        "create",
+        "--name",
+        "Ada Lovelace",
+        "--email",
+        "ada@example.com",
+    ]);
+    let id = field(&out, "ID: ");
+    let redacted = out.replace(&id, "[id]");
+    insta::assert_snapshot!(redacted, @r"
+    ✓ User created successfully
+    ID: [id]
+    Name: Ada Lovelace
+    Email: ada@example.com
+    ");
+}
+
+#[test]
+fn user_create_rejects_invalid_and_duplicate_emails() {
+    let admin = Admin::new();
+    admin.create_user("Ada", "ada@example.com");
+    let err = admin.fails(&[
+        "user",
+        "create",
+        "--name",
+        "Again",
+        "--email",
+        "ADA@example.com",
+    ]);
+    assert!(err.contains("already exists"), "{err}");
+    for bad in ["not-an-email", "a@b", "a b@example.com"] {
+        let err = admin.fails(&["user", "create", "--name", "X", "--email", bad]);
+        assert!(err.contains("invalid email"), "{bad}: {err}");
+    }
+    let err = admin.fails(&["user", "create", "--name", " ", "--email", "x@example.com"]);
+    assert!(err.contains("--name"), "{err}");
+    // Nothing was created by the failures.
+    let list: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["user", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn user_list_get_deactivate_activate() {
+    let admin = Admin::new();
+    assert_eq!(admin.ok(&["user", "list"]).trim(), "No users found.");
+    let ada = admin.create_user("Ada", "ada@example.com");
+    let bob = admin.create_user("Bob", "bob@example.com");
+
+    let table = admin.ok(&["user", "list"]);
+    let header = table.lines().next().unwrap();
+    assert!(header.starts_with("ID") && header.contains("EMAIL") && header.contains("STATUS"));
+    assert!(table.contains("ada@example.com") && table.contains("bob@example.com"));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["user", "list", "--json"])).unwrap();
+    let emails: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails.len(), 2);
+    assert!(emails.contains(&"ada@example.com"));
+
+    let by_id = admin.ok(&["user", "get", &ada]);
+    assert_eq!(field(&by_id, "Email: "), "ada@example.com");
+    assert_eq!(field(&by_id, "Status: "), "Active");
+    let by_email: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["user", "get", "--email", "bob@example.com", "--json"]))
+            .unwrap();
+    assert_eq!(by_email["id"], bob.as_str());
+    assert_eq!(by_email["active"], true);
+
+    admin.ok(&["user", "deactivate", &ada]);
+    assert_eq!(
+        field(&admin.ok(&["user", "get", &ada]), "Status: "),
+        "Inactive"
+    );
+    admin.ok(&["user", "activate", &ada]);
+    assert_eq!(
+        field(&admin.ok(&["user", "get", &ada]), "Status: "),
+        "Active"
+    );
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for args in [
+        vec!["user", "get", unknown.as_str()],
+        vec!["user", "get", "not-a-uuid"],
+        vec!["user", "get", "--email", "nobody@example.com"],
+        vec!["user", "deactivate", unknown.as_str()],
+        vec!["user", "activate", "xyz"],
+    ] {
+        let err = admin.fails(&args);
+        assert!(err.contains("no user"), "{args:?}: {err}");
+        assert!(
+            err.contains("ci-admin user list"),
+            "the error says what to do next: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_create_list_revoke_and_the_key_works() {
+    let admin = Admin::new();
+    let ada = admin.create_user("Ada", "ada@example.com");
+    admin.create_user("Bob", "bob@example.com");
+
+    let out = admin.ok(&[
+        "key",
+        "create",
+        "--email",
+        "ada@example.com",
+        "--name",
+        "laptop",
+    ]);
+    let secret = field(&out, "API Key: ");
+    assert!(out.contains("shown only once"), "{out}");
+    let key_id = field(&out, "Key ID: ");
+    let by_id = admin.ok(&["key", "create", "--user-id", &ada, "--name", "ci"]);
+    let second = field(&by_id, "API Key: ");
+    admin.ok(&[
+        "key",
+        "create",
+        "--email",
+        "bob@example.com",
+        "--name",
+        "bob",
+    ]);
+
+    // The secret is a well-formed key and only its hash is stored.
+    let parsed = SecretKey::parse(&secret).expect("a valid key is printed");
+    let pool = db::connect(&admin.db(), 1).await.unwrap();
+    let (key, owner) = api_keys::find_by_secret(&pool, &parsed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(key.id.to_string(), key_id);
+    assert_eq!(owner.email, "ada@example.com");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT key_hash FROM api_keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(stored
+        .iter()
+        .all(|h| h != &secret && h != &second && h.len() == 64));
+
+    let table = admin.ok(&["key", "list", "--email", "ada@example.com"]);
+    assert_eq!(
+        table.lines().count(),
+        3,
+        "header + Ada's two keys:\n{table}"
+    );
+    assert!(
+        table.contains(&secret[..11]),
+        "the display prefix is listed"
+    );
+    assert!(!table.contains(&secret), "the secret is never listed again");
+    assert!(table.contains("Active"));
+    let all: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["key", "list", "--json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
+
+    let revoked = admin.ok(&["key", "revoke", &key_id]);
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let json: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["key", "list", "--user-id", &ada, "--json"])).unwrap();
+    let states: Vec<(&str, &str)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap(), k["status"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&(key_id.as_str(), "revoked")), "{states:?}");
+    assert!(admin
+        .ok(&["key", "list", "--email", "ada@example.com"])
+        .contains("Revoked"));
+    let (key, _) = api_keys::find_by_secret(&pool, &parsed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(key.revoked_at.is_some());
+
+    let err = admin.fails(&["key", "revoke", &uuid::Uuid::new_v4().to_string()]);
+    assert!(
+        err.contains("no API key") && err.contains("ci-admin key list"),
+        "{err}"
+    );
+    let err = admin.fails(&[
+        "key",
+        "create",
+        "--email",
+        "nobody@example.com",
+        "--name",
+        "x",
+    ]);
+    assert!(err.contains("no user"), "{err}");
+    let err = admin.fails(&["key", "list", "--user-id", "garbage"]);
+    assert!(err.contains("no user"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let admin = Admin::new();
+    let out = admin.run(&["key", "create", "--name", "x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --email/--user-id is a usage error"
+    );
+    let out = admin.run(&["user", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn migrations_are_safe_when_processes_start_at_once() {
+    let admin = Admin::new();
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(bin("ci-admin"))
+                .arg("--db-path")
+                .arg(admin.db())
+                .args([
+                    "user",
+                    "create",
+                    "--name",
+                    "N",
+                    "--email",
+                    &format!("u{i}@example.com"),
+                ])
+                .output_async()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "concurrent start failed: {}",
+            text(&out.stderr)
+        );
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["user", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 4);
+}
+
+/// Spawns without waiting, so several processes really start together.
+trait SpawnNow {
+    fn output_async(&mut self) -> std::process::Child;
+}
+
+impl SpawnNow for Command {
+    fn output_async(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_default_database_is_the_same_from_any_working_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let run_in = |cwd: &Path, args: &[&str]| {
+        let out = Command::new(bin("ci-admin"))
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", home.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("CI_DB_PATH")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    run_in(
+        a.path(),
+        &[
+            "user",
+            "create",
+            "--name",
+            "Ada",
+            "--email",
+            "ada@example.com",
+        ],
+    );
+    let listed = run_in(b.path(), &["user", "list"]);
+    assert!(listed.contains("ada@example.com"), "{listed}");
+    let expected = home.path().join(".local/share/ci/ci.db");
+    assert!(
+        expected.exists(),
+        "the default database lives at {}",
+        expected.display()
+    );
+    assert!(
+        std::fs::read_dir(a.path()).unwrap().next().is_none(),
+        "nothing written to the cwd"
+    );
+    let pool = db::connect(&expected, 1).await.unwrap();
+    assert!(users::find_by_email(&pool, "ada@example.com")
+        .await
+        .unwrap()
+        .is_some());
+}
