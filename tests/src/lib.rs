@@ -26,10 +26,13 @@ pub fn test_image() -> String {
 
 /// Path of one of the workspace's binaries (`ci`, `ci-server`, `ci-controller`, `ci-admin`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-binary>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let path = profile_dir.join(name);
+    let exe = std::env::current_exe().expect("executable path");
+    // Tests live in target/<profile>/deps/, binaries (such as ci-bench) in target/<profile>/.
+    let mut dir = exe.parent().expect("target/<profile>");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins` before the tests",
@@ -40,7 +43,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
 }
 
 /// A fixture project from `pytest-fixtures/`.
@@ -59,7 +65,10 @@ pub fn require_docker() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "Docker is not reachable: this test needs the Docker daemon (scripts/ensure-docker.sh)");
+    assert!(
+        ok,
+        "Docker is not reachable: this test needs the Docker daemon (scripts/ensure-docker.sh)"
+    );
     let image = test_image();
     let has_image = Command::new("docker")
         .args(["image", "inspect", &image])
@@ -68,7 +77,10 @@ pub fn require_docker() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(has_image, "the runner image {image} is missing: run scripts/build-runner-image.sh");
+    assert!(
+        has_image,
+        "the runner image {image} is missing: run scripts/build-runner-image.sh"
+    );
 }
 
 /// Polls `check` until it returns `Some`, failing after `timeout` with `what`.
@@ -82,7 +94,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -105,10 +120,18 @@ impl TestDb {
     /// Creates a user with one API key (straight through the database layer).
     pub async fn user(&self, name: &str) -> TestUser {
         let email = format!("{}@example.com", name.to_lowercase());
-        let user = users::create(&self.pool, name, &email).await.expect("create user");
+        let user = users::create(&self.pool, name, &email)
+            .await
+            .expect("create user");
         let key = SecretKey::generate();
-        api_keys::create(&self.pool, user.id, "test", &key, None).await.expect("create key");
-        TestUser { id: user.id, email, key: key.expose().to_owned() }
+        api_keys::create(&self.pool, user.id, "test", &key, None)
+            .await
+            .expect("create key");
+        TestUser {
+            id: user.id,
+            email,
+            key: key.expose().to_owned(),
+        }
     }
 }
 
@@ -129,11 +152,18 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd`, forwarding stdout and stderr (prefixed with `name`) to stderr.
     pub fn spawn(name: &str, mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let (tx, rx) = mpsc::channel();
         for (stream, tx) in [
-            (Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, tx.clone()),
+            (
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+                tx.clone(),
+            ),
             (Box::new(child.stderr.take().unwrap()), tx),
         ] {
             let label = name.to_owned();
@@ -144,7 +174,11 @@ impl Proc {
                 }
             });
         }
-        Self { name: name.to_owned(), child, lines: rx }
+        Self {
+            name: name.to_owned(),
+            child,
+            lines: rx,
+        }
     }
 
     /// Waits for an output line containing `needle` and returns it.
@@ -156,11 +190,17 @@ impl Proc {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{} printed no line containing {needle:?} within {timeout:?}", self.name)
+                    panic!(
+                        "{} printed no line containing {needle:?} within {timeout:?}",
+                        self.name
+                    )
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
-                    panic!("{} exited ({status:?}) before printing {needle:?}", self.name)
+                    panic!(
+                        "{} exited ({status:?}) before printing {needle:?}",
+                        self.name
+                    )
                 }
             }
         }
@@ -186,7 +226,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -241,7 +285,10 @@ impl Controller {
     }
 
     pub fn start_with(db: &Path, args: &[&str]) -> Self {
-        let prefix = format!("citest-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let prefix = format!(
+            "citest-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
         Self::start_with_prefix(db, &prefix, args)
     }
 
@@ -251,22 +298,46 @@ impl Controller {
         let mut cmd = Command::new(bin("ci-controller"));
         cmd.arg("--db-path")
             .arg(db)
-            .args(["--image", &test_image(), "--container-prefix", prefix, "--interval", "0.05"])
+            .args([
+                "--image",
+                &test_image(),
+                "--container-prefix",
+                prefix,
+                "--interval",
+                "0.05",
+            ])
             .args(args)
             .env("RUST_LOG", "info");
         let mut proc = Proc::spawn("ci-controller", cmd);
         proc.wait_for_line("controller ready", WAIT);
-        Self { proc, prefix: prefix.to_owned() }
+        Self {
+            proc,
+            prefix: prefix.to_owned(),
+        }
     }
 
     /// Names of Docker containers carrying this controller's prefix label.
     pub fn containers(&self) -> Vec<String> {
-        docker_lines(&["ps", "-a", "--filter", &format!("label=ci.prefix={}", self.prefix), "--format", "{{.Names}}"])
+        docker_lines(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=ci.prefix={}", self.prefix),
+            "--format",
+            "{{.Names}}",
+        ])
     }
 
     /// Names of Docker volumes carrying this controller's prefix label.
     pub fn volumes(&self) -> Vec<String> {
-        docker_lines(&["volume", "ls", "--filter", &format!("label=ci.prefix={}", self.prefix), "--format", "{{.Name}}"])
+        docker_lines(&[
+            "volume",
+            "ls",
+            "--filter",
+            &format!("label=ci.prefix={}", self.prefix),
+            "--format",
+            "{{.Name}}",
+        ])
     }
 }
 
@@ -283,11 +354,17 @@ pub fn remove_prefix_leftovers(prefix: &str) {
     let label = format!("label=ci.prefix={prefix}");
     let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
     if !containers.is_empty() {
-        let _ = Command::new("docker").args(["rm", "-f"]).args(&containers).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&containers)
+            .output();
     }
     let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &label]);
     if !volumes.is_empty() {
-        let _ = Command::new("docker").args(["volume", "rm", "-f"]).args(&volumes).output();
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
     }
 }
 
@@ -316,7 +393,11 @@ pub fn zip_dir(dir: &Path) -> Vec<u8> {
             .collect();
         entries.sort();
         for path in entries {
-            let name = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+            let name = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             if name.contains("__pycache__") || name.contains(".pytest_cache") {
                 continue;
             }
@@ -324,7 +405,9 @@ pub fn zip_dir(dir: &Path) -> Vec<u8> {
                 stack.push(path);
             } else {
                 writer.start_file(name, options).expect("zip entry");
-                writer.write_all(&std::fs::read(&path).expect("read file")).expect("zip write");
+                writer
+                    .write_all(&std::fs::read(&path).expect("read file"))
+                    .expect("zip write");
             }
         }
     }
@@ -340,10 +423,7 @@ pub struct Sse {
 }
 
 /// Reads an SSE response until it ends (or `stop` says so), with the harness timeout.
-pub async fn read_sse(
-    response: reqwest::Response,
-    mut stop: impl FnMut(&Sse) -> bool,
-) -> Vec<Sse> {
+pub async fn read_sse(response: reqwest::Response, mut stop: impl FnMut(&Sse) -> bool) -> Vec<Sse> {
     use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
     let mut stream = response.bytes_stream().eventsource();
@@ -353,7 +433,11 @@ pub async fn read_sse(
             let event = event.expect("valid SSE");
             let data = serde_json::from_str(&event.data)
                 .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {:?}", event.data));
-            let sse = Sse { id: event.id, event: event.event, data };
+            let sse = Sse {
+                id: event.id,
+                event: event.event,
+                data,
+            };
             let done = stop(&sse);
             out.push(sse);
             if done {
@@ -361,7 +445,9 @@ pub async fn read_sse(
             }
         }
     };
-    tokio::time::timeout(WAIT, read).await.expect("SSE stream timed out");
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("SSE stream timed out");
     out
 }
 
@@ -372,8 +458,10 @@ pub fn client() -> reqwest::Client {
 
 /// Uploads `zip` as a new job with the v1 API and returns the job JSON (panics unless 201).
 pub async fn submit(server: &Server, key: &str, zip: Vec<u8>) -> serde_json::Value {
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(zip).file_name("project.zip"));
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(zip).file_name("project.zip"),
+    );
     let response = client()
         .post(server.at("/api/v1/jobs"))
         .bearer_auth(key)
