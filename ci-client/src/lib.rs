@@ -1,1 +1,343 @@
+//! `ci`: submit a Python project's tests to the ci service, follow the log live, reattach to a
+//! job, list, inspect and cancel jobs. `main.rs` parses the command line and calls [`run`].
 
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod follow;
+pub mod output;
+pub mod project;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ci_common::api::JobView;
+use ci_common::JobId;
+use clap::CommandFactory;
+use reqwest::StatusCode;
+
+use crate::api::{Api, ApiError};
+use crate::cli::{CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, WaitArgs};
+use crate::config::{Env, FileConfig, Settings};
+use crate::follow::{follow, Backoff, Finished, HttpEvents};
+use crate::output::{Printer, Spinner, Style};
+
+/// How `ci` ends; the exit codes are part of its interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The command did what was asked (for `submit`/`wait`: the job passed).
+    Ok,
+    /// The job did not pass, or the command failed.
+    Failed,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Failed => ExitCode::from(1),
+            Exit::Interrupted => ExitCode::from(130),
+        }
+    }
+}
+
+impl Exit {
+    fn for_job(finished: &Finished) -> Self {
+        if finished.status.success() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        }
+    }
+}
+
+/// Runs one command, printing errors as one line plus their cause chain.
+pub async fn main(cli: Cli) -> ExitCode {
+    match run(cli).await {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            let style = Style::detect(std::io::stderr().is_terminal());
+            eprintln!("{} {error:#}", style.red("error:"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Exit> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = Cli::command();
+        clap_complete::generate(shell, &mut command, "ci", &mut std::io::stdout());
+        return Ok(Exit::Ok);
+    }
+    // Listen for Ctrl-C from the start, so it never kills the process half-way.
+    let mut interrupt = Interrupt::new()?;
+    let settings = settings(&cli)?;
+    let key = settings.key()?;
+    let api = Api::new(settings.servers.clone(), key)?;
+    match cli.command {
+        Command::Submit(args) => submit(&api, args, &mut interrupt).await,
+        Command::Wait(args) => wait(&api, args, &mut interrupt).await,
+        Command::List(args) => list(&api, args).await,
+        Command::Status(args) => status(&api, args).await,
+        Command::Cancel(args) => cancel(&api, args).await,
+        Command::Completions { .. } => unreachable!("handled above"),
+    }
+}
+
+fn settings(cli: &Cli) -> Result<Settings> {
+    let path = config::config_path(
+        std::env::var_os(config::CONFIG_ENV).map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    );
+    let file = match path {
+        Some(path) => FileConfig::load(&path)?,
+        None => FileConfig {
+            path: PathBuf::from("~/.ci/config"),
+            ..FileConfig::default()
+        },
+    };
+    Settings::resolve(
+        cli.global.server.as_deref(),
+        cli.global.api_key.as_deref(),
+        &Env::from_process(),
+        &file,
+    )
+}
+
+async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Result<Exit> {
+    let animate = std::io::stderr().is_terminal();
+    let spinner = |message: &str| animate.then(|| Spinner::start(message));
+    let stop = |spinner: Option<Spinner>| {
+        if let Some(spinner) = spinner {
+            spinner.stop();
+        }
+    };
+
+    let dir = args.dir.clone();
+    let packing = spinner("Packing the project...");
+    let zipped = tokio::task::spawn_blocking(move || project::zip_project(&dir))
+        .await
+        .context("packing the project stopped unexpectedly")?;
+    stop(packing);
+    let zipped = zipped?;
+
+    let uploading = spinner(&format!(
+        "Uploading {} files ({}) to {}...",
+        zipped.files.len(),
+        human_size(zipped.bytes.len()),
+        api.current_server()
+    ));
+    let submitted = tokio::select! {
+        result = api.submit(zipped.bytes, &args.task) => result,
+        () = interrupt.recv() => {
+            stop(uploading);
+            eprintln!("Interrupted before the job was submitted.");
+            return Ok(Exit::Interrupted);
+        }
+    };
+    stop(uploading);
+    let job = submitted.map_err(|e| match e {
+        ApiError::Unreachable { .. } | ApiError::Unauthorized { .. } => anyhow::Error::new(e),
+        other => anyhow::Error::new(other)
+            .context("the upload was rejected: fix the project and submit again"),
+    })?;
+    let id = job.job_id;
+
+    if args.detach {
+        if args.json {
+            println!("{}", serde_json::json!({ "job_id": id }));
+        } else {
+            println!("Job submitted: {id}");
+        }
+        return Ok(Exit::Ok);
+    }
+
+    let mut printer = Printer::new(id);
+    eprintln!("Job ID: {}", printer.err.bold(&id.to_string()));
+    printer.info(&format!("Reattach with: ci wait {id}"));
+    if job.status == ci_common::JobStatus::Queued {
+        printer.spin("Waiting for a runner...");
+    }
+    let mut source = HttpEvents { api, job_id: id };
+    let outcome = tokio::select! {
+        result = follow(&mut source, &mut printer, 0, Backoff::default()) => result,
+        () = interrupt.recv() => {
+            printer.stop_spinner();
+            eprintln!("Cancelling job {id}...");
+            match tokio::time::timeout(Duration::from_secs(15), api.cancel(id)).await {
+                Ok(Ok(job)) => eprintln!("Job {id} {}.", cancel_summary(&job)),
+                Ok(Err(e)) => eprintln!("Could not cancel job {id}: {:#}", anyhow::Error::new(e)),
+                Err(_) => eprintln!("Could not cancel job {id}: the server did not answer in time (try `ci cancel {id}`)"),
+            }
+            return Ok(Exit::Interrupted);
+        }
+    };
+    finish(&mut printer, id, outcome)
+}
+
+async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Exit> {
+    let id = args.job_id;
+    let job = api.job(id).await?;
+    let mut printer = Printer::new(id);
+    if job.status.is_terminal() && !args.all {
+        let finished = Finished::from_view(&job);
+        printer.finished(&finished);
+        return Ok(Exit::for_job(&finished));
+    }
+    let after = if args.all {
+        0
+    } else {
+        job.last_seq.unwrap_or(0)
+    };
+    if !job.status.is_terminal() {
+        printer.info(&format!(
+            "Following job {id} ({}); Ctrl-C detaches, the job keeps running.",
+            job.status
+        ));
+        if job.status == ci_common::JobStatus::Queued {
+            printer.spin("Waiting for a runner...");
+        }
+    }
+    let mut source = HttpEvents { api, job_id: id };
+    let outcome = tokio::select! {
+        result = follow(&mut source, &mut printer, after, Backoff::default()) => result,
+        () = interrupt.recv() => {
+            printer.stop_spinner();
+            eprintln!("Detached; job {id} continues on the server. Reattach with: ci wait {id}");
+            return Ok(Exit::Interrupted);
+        }
+    };
+    finish(&mut printer, id, outcome)
+}
+
+fn finish(printer: &mut Printer, id: JobId, outcome: Result<Finished>) -> Result<Exit> {
+    printer.stop_spinner();
+    let finished = outcome.with_context(|| {
+        format!("stopped following job {id}; it may still be running: reattach with `ci wait {id}`")
+    })?;
+    printer.finished(&finished);
+    Ok(Exit::for_job(&finished))
+}
+
+fn cancel_summary(job: &JobView) -> String {
+    if job.status.is_terminal() {
+        format!("is {}", job.status)
+    } else {
+        format!(
+            "was {}; cancellation requested, it ends as cancelled shortly",
+            job.status
+        )
+    }
+}
+
+async fn list(api: &Api, args: ListArgs) -> Result<Exit> {
+    let mut jobs: Vec<JobView> = Vec::new();
+    let mut before = None;
+    loop {
+        let want = args.limit - jobs.len() as u32;
+        let page = api.list(want, before).await?;
+        let got = page.jobs.len();
+        jobs.extend(page.jobs);
+        match page.next_before {
+            Some(next) if got > 0 && jobs.len() < args.limit as usize => before = Some(next),
+            _ => break,
+        }
+    }
+    jobs.truncate(args.limit as usize);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &jobs).context("cannot write JSON")?;
+        writeln!(out)?;
+    } else {
+        let style = Style::detect(std::io::stdout().is_terminal());
+        write!(out, "{}", output::jobs_table(&jobs, &chrono::Local, style))?;
+    }
+    Ok(Exit::Ok)
+}
+
+async fn status(api: &Api, args: StatusArgs) -> Result<Exit> {
+    let job = api.job(args.job_id).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &job).context("cannot write JSON")?;
+        writeln!(out)?;
+    } else {
+        let style = Style::detect(std::io::stdout().is_terminal());
+        write!(out, "{}", output::job_details(&job, &chrono::Local, style))?;
+    }
+    Ok(Exit::Ok)
+}
+
+async fn cancel(api: &Api, args: CancelArgs) -> Result<Exit> {
+    let id = args.job_id;
+    let job = match api.cancel(id).await {
+        Ok(job) => job,
+        Err(e) if e.status() == Some(StatusCode::CONFLICT) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "job {id} has already finished, so there is nothing to cancel (`ci status {id}` shows how it ended)"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job)?);
+    } else {
+        println!("Job {id} {}.", cancel_summary(&job));
+    }
+    Ok(Exit::Ok)
+}
+
+fn human_size(bytes: usize) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// Ctrl-C (SIGINT), listened for from the moment it is created.
+pub struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    pub fn new() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot listen for Ctrl-C")?;
+            Ok(Interrupt { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupt {})
+    }
+
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(10), "10 B");
+        assert_eq!(human_size(2048), "2.0 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

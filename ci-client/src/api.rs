@@ -1,0 +1,265 @@
+//! The HTTP client of the `/api/v1` API, over one or more server replicas.
+//!
+//! Requests go to the current replica; when it cannot be reached the next one is tried, and the
+//! one that answered becomes current. Errors say what to do: start a server, fix the key, ...
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ci_common::api::{ErrorBody, JobList, JobView, API_PREFIX};
+use ci_common::keys::SecretKey;
+use ci_common::JobId;
+use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
+
+use crate::config::KEY_HELP;
+
+/// How a request failed, so callers (and the reconnect loop) can tell what is worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "cannot reach the ci server at {urls}: start it with scripts/up.sh (or run ci-server), \
+         or point --server / CI_SERVER_URL at a running one"
+    )]
+    Unreachable {
+        urls: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the server refused the API key: {KEY_HELP}")]
+    Unauthorized {
+        #[source]
+        message: ServerMessage,
+    },
+    #[error("{context}")]
+    Rejected {
+        status: StatusCode,
+        context: String,
+        #[source]
+        message: ServerMessage,
+    },
+}
+
+impl ApiError {
+    /// Whether trying again (perhaps on another replica) may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Unreachable { .. } => true,
+            ApiError::Unauthorized { .. } => false,
+            ApiError::Rejected { status, .. } => status.is_server_error(),
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ApiError::Unreachable { .. } => None,
+            ApiError::Unauthorized { .. } => Some(StatusCode::UNAUTHORIZED),
+            ApiError::Rejected { status, .. } => Some(*status),
+        }
+    }
+}
+
+/// What the server said about a refused request (its `ErrorBody.error`, or the raw body).
+#[derive(Debug, thiserror::Error)]
+#[error("server said: {0}")]
+pub struct ServerMessage(pub String);
+
+pub struct Api {
+    http: reqwest::Client,
+    servers: Vec<Url>,
+    current: AtomicUsize,
+    key: SecretKey,
+}
+
+impl Api {
+    pub fn new(servers: Vec<Url>, key: SecretKey) -> Result<Self> {
+        assert!(!servers.is_empty(), "at least one server URL");
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("ci/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            // The event stream sends keep-alive comments while idle; this long without a byte
+            // means the connection is dead and the follower should reconnect.
+            .read_timeout(Duration::from_secs(75))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(Api {
+            http,
+            servers,
+            current: AtomicUsize::new(0),
+            key,
+        })
+    }
+
+    /// The replica requests go to now.
+    pub fn current_server(&self) -> &Url {
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
+    /// Moves to the next replica (used when a stream breaks).
+    pub fn rotate(&self) {
+        if self.servers.len() > 1 {
+            self.current.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn url(&self, base: &Url, path: &str) -> Url {
+        let relative = format!(
+            "{}/{}",
+            API_PREFIX.trim_start_matches('/'),
+            path.trim_start_matches('/')
+        );
+        base.join(&relative).expect("API paths are valid URL paths")
+    }
+
+    /// Sends a request built by `build` to the current replica, then to the others in order
+    /// while none can be reached. Only connection failures move on: a request that reached a
+    /// server is never sent twice.
+    async fn send(
+        &self,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        method: Method,
+    ) -> Result<Response, ApiError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last_error = None;
+        for offset in 0..self.servers.len() {
+            let index = (start + offset) % self.servers.len();
+            let url = self.url(&self.servers[index], path);
+            let request =
+                build(self.http.request(method.clone(), url)).bearer_auth(self.key.expose());
+            match request.send().await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(e) if e.is_connect() || (e.is_timeout() && method == Method::GET) => {
+                    last_error = Some(e)
+                }
+                Err(e) => {
+                    return Err(ApiError::Unreachable {
+                        urls: self.servers[index].to_string(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        Err(ApiError::Unreachable {
+            urls: self.servers_text(),
+            source: last_error.expect("at least one server was tried"),
+        })
+    }
+
+    fn servers_text(&self) -> String {
+        self.servers
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/'))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub async fn submit(&self, zip: Vec<u8>, task: &str) -> Result<JobView, ApiError> {
+        let build = |request: RequestBuilder| {
+            let form = reqwest::multipart::Form::new()
+                .part(
+                    "file",
+                    reqwest::multipart::Part::bytes(zip.clone())
+                        .file_name("project.zip")
+                        .mime_str("application/zip")
+                        .expect("valid MIME type"),
+                )
+                .text("task", task.to_owned());
+            request.multipart(form)
+        };
+        let response = self.send("jobs", build, Method::POST).await?;
+        json(response, "the server did not accept the upload").await
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<JobView, ApiError> {
+        let response = self.send(&format!("jobs/{id}"), |r| r, Method::GET).await?;
+        json(response, &not_found_hint(id)).await
+    }
+
+    pub async fn list(&self, limit: u32, before: Option<JobId>) -> Result<JobList, ApiError> {
+        let build = |r: RequestBuilder| {
+            let r = r.query(&[("limit", limit.to_string())]);
+            match before {
+                Some(before) => r.query(&[("before", before.to_string())]),
+                None => r,
+            }
+        };
+        let response = self.send("jobs", build, Method::GET).await?;
+        json(response, "cannot list jobs").await
+    }
+
+    pub async fn cancel(&self, id: JobId) -> Result<JobView, ApiError> {
+        let response = self
+            .send(&format!("jobs/{id}/cancel"), |r| r, Method::POST)
+            .await?;
+        json(response, &not_found_hint(id)).await
+    }
+
+    /// Opens the job's event stream with the events after `after`.
+    pub async fn events(&self, id: JobId, after: i64) -> Result<Response, ApiError> {
+        let build = |r: RequestBuilder| {
+            r.query(&[("after", after.to_string())])
+                .header(header::ACCEPT, "text/event-stream")
+                .header("Last-Event-ID", after.to_string())
+        };
+        let response = self
+            .send(&format!("jobs/{id}/events"), build, Method::GET)
+            .await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(error_from(response, &not_found_hint(id)).await)
+        }
+    }
+}
+
+fn not_found_hint(id: JobId) -> String {
+    format!("job {id}")
+}
+
+async fn json<T: serde::de::DeserializeOwned>(
+    response: Response,
+    what: &str,
+) -> Result<T, ApiError> {
+    if !response.status().is_success() {
+        return Err(error_from(response, what).await);
+    }
+    let status = response.status();
+    let url = response.url().clone();
+    response.json().await.map_err(|e| ApiError::Rejected {
+        status,
+        context: format!("the server at {url} sent an answer ci cannot read (is it a ci server of the same version?)"),
+        message: ServerMessage(e.to_string()),
+    })
+}
+
+/// Turns a non-2xx answer into an error that says what to do.
+async fn error_from(response: Response, what: &str) -> ApiError {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let message = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => body.error,
+        Err(_) if text.trim().is_empty() => status.to_string(),
+        Err(_) => text.trim().chars().take(500).collect(),
+    };
+    let message = ServerMessage(message);
+    if status == StatusCode::UNAUTHORIZED {
+        return ApiError::Unauthorized { message };
+    }
+    let context = match status {
+        StatusCode::NOT_FOUND if what.starts_with("job ") => format!(
+            "{what} was not found: check the ID (`ci list` shows your jobs; other users' jobs are not visible)"
+        ),
+        StatusCode::CONFLICT => format!("{what}: the request conflicts with the job's state"),
+        s if s.is_server_error() => format!("{what}: the server failed ({s}); try again, or ask its operator to check its log"),
+        s => format!("{what} ({s})"),
+    };
+    ApiError::Rejected {
+        status,
+        context,
+        message,
+    }
+}

@@ -1,0 +1,144 @@
+//! The command line, as clap sees it. Kept compatible with the original `ci` commands
+//! (`ci submit test`, `ci wait <id>`, `ci list`) so existing scripts keep working.
+
+use std::path::PathBuf;
+
+use ci_common::api::DEFAULT_TASK;
+use ci_common::JobId;
+use clap::{Args, Parser, Subcommand};
+
+/// Run a Python project's tests on the ci service and follow their log.
+#[derive(Debug, Parser)]
+#[command(name = "ci", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// Server URL, or a comma-separated list of replicas tried in order
+    /// [env: CI_SERVER_URL] [config: server_url] [default: http://localhost:8000]
+    #[arg(long, global = true, value_name = "URL[,URL...]")]
+    pub server: Option<String>,
+
+    /// API key (ci_...) [env: CI_API_KEY] [config: api_key]
+    #[arg(long, global = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload the project in the current folder, run its tests and stream the log.
+    ///
+    /// Exits 0 if the tests passed and 1 otherwise. Ctrl-C cancels the job.
+    Submit(SubmitArgs),
+    /// Follow a job's log until it ends (new output only, or everything with --all).
+    ///
+    /// Exits 0 if the job passed and 1 otherwise. Ctrl-C detaches; the job keeps running.
+    Wait(WaitArgs),
+    /// List your jobs, newest first.
+    List(ListArgs),
+    /// Show one job: status, reason, exit code, times and log size.
+    Status(StatusArgs),
+    /// Cancel a queued or running job.
+    Cancel(CancelArgs),
+    /// Print a shell completion script (e.g. `ci completions bash > ~/.local/share/bash-completion/completions/ci`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The task to run.
+    #[arg(default_value = DEFAULT_TASK)]
+    pub task: String,
+
+    /// Print the job ID and return at once instead of following the log.
+    #[arg(long = "async")]
+    pub detach: bool,
+
+    /// The project folder to upload.
+    #[arg(short = 'C', long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// With --async: print `{"job_id": ...}` instead of text.
+    #[arg(long, requires = "detach")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// The job to follow (as printed by `ci submit`).
+    pub job_id: JobId,
+
+    /// Print the job's whole log from the beginning, not only new output.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the jobs as a JSON array.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How many jobs to show at most.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub job_id: JobId,
+
+    /// Print the job as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    pub job_id: JobId,
+
+    /// Print the job as JSON after the request.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn original_commands_still_parse() {
+        let cli = Cli::try_parse_from(["ci", "submit", "test"]).unwrap();
+        assert!(matches!(cli.command, Command::Submit(ref a) if a.task == "test" && !a.detach));
+        let cli = Cli::try_parse_from(["ci", "submit", "--async"]).unwrap();
+        assert!(matches!(cli.command, Command::Submit(ref a) if a.task == "test" && a.detach));
+        let id = JobId::new();
+        let cli = Cli::try_parse_from(["ci", "wait", &id.to_string(), "--all"]).unwrap();
+        assert!(matches!(cli.command, Command::Wait(ref a) if a.job_id == id && a.all));
+        let cli = Cli::try_parse_from(["ci", "list", "--server", "http://a:1", "--api-key", "k"])
+            .unwrap();
+        assert_eq!(cli.global.server.as_deref(), Some("http://a:1"));
+        assert_eq!(cli.global.api_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn a_mistyped_job_id_is_a_usage_error() {
+        let err = Cli::try_parse_from(["ci", "wait", "nope"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}
