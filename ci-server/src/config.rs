@@ -1,0 +1,97 @@
+//! The server's configuration: flags with environment fallbacks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::upload::Limits;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Stateless HTTP API of ci: uploads, jobs and SSE log streams. Run as many replicas as you like
+/// against one database.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ci-server", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CI_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "CI_PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// The SQLite database shared with the controller and the other replicas.
+    #[arg(long, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
+    pub db_path: PathBuf,
+
+    /// Largest accepted upload (the zip archive), in bytes.
+    #[arg(long, env = "CI_MAX_UPLOAD_BYTES", default_value_t = 100 * MIB)]
+    pub max_upload_bytes: u64,
+
+    /// Most entries (files and folders) an uploaded archive may hold.
+    #[arg(long, env = "CI_MAX_ARCHIVE_ENTRIES", default_value_t = 20_000)]
+    pub max_entries: u64,
+
+    /// Largest total unpacked size of an uploaded archive, in bytes.
+    #[arg(long, env = "CI_MAX_UNPACKED_BYTES", default_value_t = 1024 * MIB)]
+    pub max_unpacked_bytes: u64,
+
+    /// Highest compression ratio (unpacked / packed) of an archive entry over 1 MiB.
+    #[arg(long, env = "CI_MAX_RATIO", default_value_t = 200)]
+    pub max_ratio: u64,
+
+    /// Seconds between keep-alive comments on idle SSE streams.
+    #[arg(long, env = "CI_KEEPALIVE_SECS", default_value_t = 15)]
+    pub keepalive_secs: u64,
+
+    /// Time limit of a request that is not an upload (streams are not limited once started).
+    #[arg(long, env = "CI_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Time limit of an upload, from its first byte to its answer.
+    #[arg(long, env = "CI_UPLOAD_TIMEOUT_SECS", default_value_t = 600)]
+    pub upload_timeout_secs: u64,
+
+    /// How often live streams check the database for new events, in milliseconds.
+    #[arg(long, env = "CI_POLL_MS", default_value_t = 15)]
+    pub poll_ms: u64,
+
+    /// Database connections of this replica.
+    #[arg(long, env = "CI_DB_CONNECTIONS", default_value_t = 8)]
+    pub db_connections: u32,
+}
+
+impl Config {
+    /// The defaults (and `CI_*` environment variables) with another database (for tests).
+    pub fn for_db(db_path: impl Into<PathBuf>) -> Self {
+        let mut config = Config::parse_from(["ci-server"]);
+        config.db_path = db_path.into();
+        config
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_entries: self.max_entries,
+            max_unpacked_bytes: self.max_unpacked_bytes,
+            max_ratio: self.max_ratio,
+        }
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs.max(1))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    pub fn upload_timeout(&self) -> Duration {
+        Duration::from_secs(self.upload_timeout_secs.max(1))
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.clamp(1, 1000))
+    }
+}

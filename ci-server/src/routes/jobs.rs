@@ -1,0 +1,132 @@
+//! `/api/v1/jobs`: upload, list, show and cancel jobs.
+
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use ci_common::api::{JobList, JobView};
+use ci_common::db::{events, jobs as db_jobs};
+use ci_common::{JobId, JobStatus};
+use serde::Deserialize;
+
+use super::{accept_upload, owned_job, JobPath};
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+/// `POST /api/v1/jobs`: multipart `file` (zip) and optional `task` → 201 with the queued job.
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = accept_upload(&state, &user, multipart).await?;
+    let mut view = job.view();
+    view.last_seq = Some(0);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    pub limit: Option<String>,
+    pub before: Option<String>,
+}
+
+impl ListParams {
+    /// The page size and the job to continue after, or what is wrong with them.
+    pub fn parse(&self, default: i64) -> Result<(i64, Option<JobId>), ApiError> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => default,
+            Some(text) => match text.parse::<i64>() {
+                Ok(n) if n >= 1 => n.min(MAX_LIMIT),
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`limit` must be a number from 1 to {MAX_LIMIT}, not {text:?}"
+                    )))
+                }
+            },
+        };
+        let before = match self.before.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "`before` must be a job id (the `next_before` of the previous page), not {text:?}"
+                ))
+            })?),
+        };
+        Ok((limit, before))
+    }
+}
+
+pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("bad query string: {}", err.body_text()))
+}
+
+/// `GET /api/v1/jobs?limit=N&before=<id>`: the caller's jobs, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let (limit, before) = params.parse(DEFAULT_LIMIT)?;
+    let jobs = db_jobs::list_for_user(&state.pool, user.user_id, limit, before).await?;
+    let next_before = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|job| job.id))
+        .flatten();
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(db_jobs::Job::view).collect(),
+        next_before,
+    }))
+}
+
+/// `GET /api/v1/jobs/{id}`: one job, with the seq of its last event.
+pub async fn get(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JobPath(id): JobPath,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(view_with_seq(&state, &user, id).await?))
+}
+
+pub async fn view_with_seq(
+    state: &AppState,
+    user: &AuthUser,
+    id: JobId,
+) -> Result<JobView, ApiError> {
+    let job = owned_job(state, user, id).await?;
+    let mut view = job.view();
+    view.last_seq = Some(events::last_seq(&state.pool, id).await?);
+    Ok(view)
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one is stopped
+/// by the controller (202 either way); a job that already ended answers 409.
+pub async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JobPath(id): JobPath,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = owned_job(&state, &user, id).await?;
+    let ended = |job: &db_jobs::Job| ApiError::AlreadyEnded {
+        job: job.id,
+        status: job.status,
+        reason: job.reason.clone(),
+    };
+    if job.status.is_terminal() {
+        return Err(ended(&job));
+    }
+    let job = db_jobs::request_cancel(&state.pool, id, user.user_id)
+        .await?
+        .ok_or(ApiError::JobNotFound)?;
+    if job.status.is_terminal() && job.status != JobStatus::Cancelled {
+        return Err(ended(&job));
+    }
+    tracing::info!(job.id = %id, status = %job.status, "cancel requested");
+    let mut view = job.view();
+    view.last_seq = Some(events::last_seq(&state.pool, id).await?);
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}

@@ -1,0 +1,149 @@
+//! Handlers, one file per resource, and what they share: the job id in the path, the owned job,
+//! and accepting an upload.
+
+use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use ci_common::api::DEFAULT_TASK;
+use ci_common::db::jobs::{self as db_jobs, Job};
+use ci_common::JobId;
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::AppState;
+
+pub mod compat;
+pub mod events;
+pub mod health;
+pub mod jobs;
+
+/// The `{id}` of a job route. A malformed id is answered like a missing job (404).
+pub struct JobPath(pub JobId);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::JobNotFound)?;
+        id.parse().map(JobPath).map_err(|_| ApiError::JobNotFound)
+    }
+}
+
+/// The caller's job, or 404 whether it is missing or someone else's.
+pub async fn owned_job(state: &AppState, user: &AuthUser, id: JobId) -> Result<Job, ApiError> {
+    db_jobs::get_for_user(&state.pool, id, user.user_id)
+        .await?
+        .ok_or(ApiError::JobNotFound)
+}
+
+const TASK_MAX_LEN: usize = 64;
+
+/// Reads a multipart upload (`file`, optional `task`), validates the archive and creates the
+/// job with it in one transaction. Nothing is stored when anything is wrong.
+pub async fn accept_upload(
+    state: &AppState,
+    user: &AuthUser,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Job, ApiError> {
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "{}: send the upload as multipart/form-data with the zip in the field `file` \
+             (e.g. curl -F file=@project.zip)",
+            rejection.body_text()
+        ))
+    })?;
+    let max = state.config.max_upload_bytes;
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "the upload is larger than the limit of {max} bytes: leave out large or generated \
+             files (virtualenvs, caches, data sets)"
+        ))
+    };
+    let field_error = |err: MultipartError| {
+        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::BadRequest(format!(
+                "the multipart body is malformed ({}): send the zip in the field `file`",
+                err.body_text()
+            ))
+        }
+    };
+    let mut archive: Option<Vec<u8>> = None;
+    let mut task: Option<String> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(field_error)? {
+        match field.name() {
+            Some("file") => {
+                if archive.is_some() {
+                    return Err(ApiError::BadRequest(
+                        "more than one `file` field: upload one zip archive per job".into(),
+                    ));
+                }
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(field_error)? {
+                    if (bytes.len() + chunk.len()) as u64 > max {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                archive = Some(bytes);
+            }
+            Some("task") => {
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(field_error)? {
+                    text.extend_from_slice(&chunk);
+                    if text.len() > TASK_MAX_LEN {
+                        return Err(invalid_task());
+                    }
+                }
+                task = Some(String::from_utf8(text).map_err(|_| invalid_task())?);
+            }
+            // Unknown fields are skipped, as the original system did.
+            _ => {}
+        }
+    }
+    let Some(archive) = archive else {
+        return Err(ApiError::BadRequest(
+            "the upload has no `file` field: send the project zip in the multipart field `file` \
+             (e.g. curl -F file=@project.zip)"
+                .into(),
+        ));
+    };
+    let task = task
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_TASK.to_owned());
+    if !task
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(invalid_task());
+    }
+    let limits = state.config.limits();
+    let (archive, summary) = tokio::task::spawn_blocking(move || {
+        let summary = crate::upload::validate(&archive, &limits);
+        (archive, summary)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("validating an upload")))?;
+    let summary = summary?;
+    let job = db_jobs::create(&state.pool, user.user_id, &task, &archive).await?;
+    tracing::info!(
+        job.id = %job.id,
+        bytes = archive.len(),
+        files = summary.files,
+        unpacked = summary.unpacked_bytes,
+        "job queued"
+    );
+    Ok(job)
+}
+
+fn invalid_task() -> ApiError {
+    ApiError::Invalid(format!(
+        "invalid `task`: use up to {TASK_MAX_LEN} letters, digits, `-`, `_`, `.` or `:` \
+         (or leave it out for \"{DEFAULT_TASK}\")"
+    ))
+}
