@@ -1,1 +1,115 @@
+//! `ci-controller`: the single process that turns queued jobs into results. It claims jobs from
+//! the database, runs each in locked-down Docker containers (dependencies, then pytest), streams
+//! their output into `job_events`, and survives its own crashes by reattaching to the containers
+//! it finds on start.
 
+pub mod archive;
+pub mod config;
+pub mod docker;
+pub mod logs;
+pub mod metrics;
+pub mod runner;
+pub mod sandbox;
+mod scheduler;
+mod singleton;
+
+#[cfg(test)]
+mod fake;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ci_common::db::{self, lease};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::Args;
+pub use singleton::AnotherController;
+
+use crate::docker::BollardDocker;
+use crate::logs::LogCap;
+use crate::metrics::Metrics;
+use crate::runner::{Ctx, JobSettings};
+use crate::sandbox::Sandbox;
+use crate::scheduler::Scheduler;
+
+/// Runs the controller until `shutdown` is cancelled (SIGTERM/SIGINT) or it loses its lease.
+///
+/// On shutdown the controller stops claiming jobs, writes the log lines it has read, and
+/// **leaves running job containers alone**: the next controller reattaches to them and continues
+/// their logs from the stored cursor, so a restart (an upgrade, a deploy) neither kills the
+/// users' jobs nor loses output. It then releases its lease and its lock and returns `Ok`.
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::connect(&args.db_path, 8)
+        .await
+        .with_context(|| format!("cannot open the database {}", args.db_path.display()))?;
+    let Some(lock) = singleton::lock(&args, &pool, &shutdown).await? else {
+        return Ok(());
+    };
+    let holder = singleton::holder();
+    let lease = lease::acquire(&pool, &holder)
+        .await
+        .context("cannot take the controller lease")?;
+    let epoch = lease.epoch;
+    info!(epoch, holder, "holding the controller lease");
+
+    let docker = BollardDocker::connect(args.docker_host.as_deref())
+        .await
+        .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.set_epoch(epoch);
+    let (uid, gid) = args.uid_gid();
+    let ctx = Arc::new(Ctx {
+        docker,
+        pool: pool.clone(),
+        epoch,
+        sandbox: Sandbox::from_args(&args),
+        settings: JobSettings {
+            job_timeout: args.job_timeout,
+            stop_grace: args.stop_grace,
+            max_line_bytes: args.max_line_bytes as usize,
+            log_cap: LogCap {
+                lines: args.log_cap_lines,
+                bytes: args.log_cap_bytes,
+            },
+            workspace_size: args.workspace_size,
+            uid,
+            gid,
+        },
+        metrics: metrics.clone(),
+    });
+
+    if let Some(addr) = args.metrics_addr {
+        let (metrics, pool, stop) = (metrics.clone(), pool.clone(), shutdown.clone());
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        drop(listener);
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics, pool, stop).await {
+                warn!("the metrics server stopped: {e}");
+            }
+        });
+    }
+
+    let mut scheduler = Scheduler::new(
+        ctx,
+        args.max_concurrent(),
+        args.interval(),
+        shutdown.clone(),
+    );
+    scheduler
+        .reconcile(true)
+        .await
+        .context("startup reconciliation failed")?;
+    println!("controller ready (epoch {epoch})");
+    let result = scheduler.run().await;
+    scheduler.detach_all().await;
+    if let Err(e) = lease::release(&pool, epoch).await {
+        warn!("cannot release the lease: {e}");
+    }
+    drop(lock);
+    pool.close().await;
+    info!("controller stopped");
+    result
+}

@@ -1,0 +1,306 @@
+//! Command-line flags (each with an environment fallback) and the settings derived from them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Runs queued ci jobs in locked-down Docker containers and streams their output into the
+/// database. Exactly one controller runs per database.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ci-controller", version, about)]
+pub struct Args {
+    /// The SQLite database shared with the ci-server replicas.
+    #[arg(long, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
+    pub db_path: PathBuf,
+
+    /// Seconds between two looks at the queue (pickup latency), e.g. 0.1.
+    #[arg(long, env = "CI_RECONCILE_INTERVAL", default_value_t = 0.1, value_parser = parse_interval)]
+    pub interval: f64,
+
+    /// Prefix of container and volume names, and value of their `ci.prefix` label.
+    #[arg(long, env = "CI_CONTAINER_PREFIX", default_value = "ci", value_parser = parse_prefix)]
+    pub container_prefix: String,
+
+    /// The image jobs run in (offline: scripts/build-runner-image.sh, then --image ci-runner:bookworm).
+    #[arg(long, env = "CI_IMAGE", default_value = "python:3.12-slim")]
+    pub image: String,
+
+    /// How many jobs run at once (default: the number of CPUs).
+    #[arg(long, env = "CI_MAX_CONCURRENT_JOBS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_jobs: Option<u32>,
+
+    /// Wall-clock limit of a job, counted from its start: `90s`, `30m`, `1h` or plain seconds.
+    #[arg(long, env = "CI_JOB_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub job_timeout: Duration,
+
+    /// Memory limit of a job's container (memory + swap is the same): `512m`, `1g`, bytes.
+    #[arg(long, env = "CI_MEMORY", default_value = "1g", value_parser = parse_size)]
+    pub memory: u64,
+
+    /// CPUs a job's container may use, e.g. 0.5 or 2.
+    #[arg(long, env = "CI_CPUS", default_value_t = 1.0, value_parser = parse_cpus)]
+    pub cpus: f64,
+
+    /// Maximum number of processes in a job's container.
+    #[arg(long, env = "CI_PIDS_LIMIT", default_value_t = 256, value_parser = clap::value_parser!(i64).range(1..))]
+    pub pids_limit: i64,
+
+    /// Size of the tmpfs mounted at /tmp (also HOME) in a job's container.
+    #[arg(long, env = "CI_TMP_SIZE", default_value = "256m", value_parser = parse_size)]
+    pub tmp_size: u64,
+
+    /// Largest unpacked project accepted into the /workspace volume.
+    #[arg(long, env = "CI_WORKSPACE_SIZE", default_value = "256m", value_parser = parse_size)]
+    pub workspace_size: u64,
+
+    /// A job's stored log keeps at most this many bytes (head and tail; 0 = unlimited).
+    #[arg(long, env = "CI_LOG_CAP_BYTES", default_value = "32m", value_parser = parse_size)]
+    pub log_cap_bytes: u64,
+
+    /// A job's stored log keeps at most this many lines (head and tail; 0 = unlimited).
+    #[arg(long, env = "CI_LOG_CAP_LINES", default_value_t = 1_000_000)]
+    pub log_cap_lines: u64,
+
+    /// Longer output lines are split into several log lines of at most this many bytes.
+    #[arg(long, env = "CI_MAX_LINE_BYTES", default_value = "16k", value_parser = parse_line_bytes)]
+    pub max_line_bytes: u64,
+
+    /// Docker network of the dependency installation phase.
+    #[arg(long, env = "CI_INSTALL_NETWORK", default_value = "bridge")]
+    pub install_network: String,
+
+    /// Docker network of the test phase (`none`: no network).
+    #[arg(long, env = "CI_TEST_NETWORK", default_value = "none")]
+    pub test_network: String,
+
+    /// How long a stopped job gets between SIGTERM and SIGKILL.
+    #[arg(long, env = "CI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+
+    /// Docker daemon address (unix:///path or tcp://host:port); default: DOCKER_HOST, then the
+    /// local socket.
+    #[arg(long, env = "CI_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Serve /metrics (Prometheus) and /health on this address, e.g. 127.0.0.1:9100.
+    #[arg(long, env = "CI_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Wait for the running controller to exit instead of exiting at once.
+    #[arg(long, env = "CI_CONTROLLER_WAIT")]
+    pub wait: bool,
+
+    /// The uid:gid jobs run as inside their containers.
+    #[arg(long, env = "CI_USER", default_value = "1000:1000", value_parser = parse_user)]
+    pub user: String,
+}
+
+impl Args {
+    pub fn max_concurrent(&self) -> usize {
+        self.max_concurrent_jobs
+            .map(|n| n as usize)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.interval)
+    }
+
+    /// The uid and gid of `--user`.
+    pub fn uid_gid(&self) -> (u64, u64) {
+        split_user(&self.user).unwrap_or((1000, 1000))
+    }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 0.1)"))?;
+    if value.is_finite() && value > 0.0 && value <= 60.0 {
+        Ok(value)
+    } else {
+        Err("the interval must be between 0 and 60 seconds".into())
+    }
+}
+
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of CPUs (e.g. 1.5)"))?;
+    if value.is_finite() && value >= 0.01 {
+        Ok(value)
+    } else {
+        Err("--cpus must be at least 0.01".into())
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 40
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("the prefix must be 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit".into())
+    }
+}
+
+fn split_user(s: &str) -> Option<(u64, u64)> {
+    let (uid, gid) = s.split_once(':')?;
+    Some((uid.parse().ok()?, gid.parse().ok()?))
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    match split_user(s) {
+        Some((0, _)) => Err("jobs must not run as root (uid 0)".into()),
+        Some(_) => Ok(s.to_owned()),
+        None => Err(format!("{s:?} is not uid:gid (e.g. 1000:1000)")),
+    }
+}
+
+fn parse_line_bytes(s: &str) -> Result<u64, String> {
+    let value = parse_size(s)?;
+    if value >= 16 {
+        Ok(value)
+    } else {
+        Err("--max-line-bytes must be at least 16".into())
+    }
+}
+
+/// `90s`, `30m`, `1h`, `500ms` or plain seconds (fractions allowed).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "ms" => 0.001,
+        "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use s, m or h, e.g. 90s)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 1h)"))?;
+    let secs = value * factor;
+    if secs.is_finite() && secs >= 0.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("{s:?} is not a duration (e.g. 90s, 30m, 1h)"))
+    }
+}
+
+/// `256m`, `1g`, `512k`, `1GiB` or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let factor: u64 = match unit.to_ascii_lowercase().trim_end_matches(['b', 'i']) {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use k, m or g, e.g. 256m)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 256m, 1g)"))?;
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("{s:?} is not a size (e.g. 256m, 1g)"));
+    }
+    Ok((value * factor as f64) as u64)
+}
+
+/// A size as Docker and people write it (`256m`).
+pub fn human_size(bytes: u64) -> String {
+    for (unit, factor) in [("g", 1u64 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_docker_units() {
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("256m").unwrap(), 256 << 20);
+        assert_eq!(parse_size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(parse_size("16k").unwrap(), 16 << 10);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(human_size(256 << 20), "256m");
+        assert_eq!(human_size(1 << 30), "1g");
+        assert_eq!(human_size(1000), "1000");
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let args = Args::try_parse_from(["ci-controller"]).unwrap();
+        assert_eq!(args.interval, 0.1);
+        assert_eq!(args.container_prefix, "ci");
+        assert_eq!(args.image, "python:3.12-slim");
+        assert_eq!(args.job_timeout, Duration::from_secs(1800));
+        assert_eq!(args.memory, 1 << 30);
+        assert_eq!(args.cpus, 1.0);
+        assert_eq!(args.pids_limit, 256);
+        assert_eq!(args.tmp_size, 256 << 20);
+        assert_eq!(args.log_cap_bytes, 32 << 20);
+        assert_eq!(args.log_cap_lines, 1_000_000);
+        assert_eq!(args.max_line_bytes, 16 << 10);
+        assert_eq!(args.install_network, "bridge");
+        assert_eq!(args.test_network, "none");
+        assert_eq!(args.stop_grace, Duration::from_secs(10));
+        assert_eq!(args.user, "1000:1000");
+        assert_eq!(args.uid_gid(), (1000, 1000));
+        assert!(args.max_concurrent() >= 1);
+    }
+
+    #[test]
+    fn root_and_odd_prefixes_are_refused() {
+        assert!(Args::try_parse_from(["ci-controller", "--user", "0:0"]).is_err());
+        assert!(Args::try_parse_from(["ci-controller", "--container-prefix", "a/b"]).is_err());
+        assert!(Args::try_parse_from(["ci-controller", "--max-concurrent-jobs", "0"]).is_err());
+    }
+}

@@ -1,0 +1,351 @@
+//! The few Docker operations the controller needs, behind a trait so the job state machine can
+//! be tested with a fake; [`BollardDocker`] talks to the real daemon through its API.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use bollard::container::{
+    Config, CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogOutput,
+    LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
+};
+use bollard::image::CreateImageOptions;
+use bollard::volume::{CreateVolumeOptions, ListVolumesOptions, RemoveVolumeOptions};
+use bytes::Bytes;
+use ci_common::LogStream;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+/// A Docker API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Api(String),
+}
+
+pub type DockerResult<T> = Result<T, DockerError>;
+
+/// One log message as Docker returns it with `timestamps`: `"<RFC 3339 nanos> <text>"`, where
+/// the text ends with `\n` unless it is part of a longer line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogChunk {
+    pub stream: LogStream,
+    pub bytes: Bytes,
+}
+
+/// What the controller needs to know about a container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerState {
+    /// `created`, `running`, `exited`, ...
+    pub status: String,
+    pub running: bool,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+}
+
+/// A container found by label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSummary {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub running: bool,
+}
+
+/// A volume found by label.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeSummary {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// The Docker operations of the controller. Names are container or volume names.
+pub trait Docker: Send + Sync + 'static {
+    /// Whether the image exists locally.
+    fn image_exists(&self, image: &str) -> impl Future<Output = DockerResult<bool>> + Send;
+    fn pull_image(&self, image: &str) -> impl Future<Output = DockerResult<()>> + Send;
+    fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = DockerResult<()>> + Send;
+    /// Removes a volume; a missing one is not an error.
+    fn remove_volume(&self, name: &str) -> impl Future<Output = DockerResult<()>> + Send;
+    fn list_volumes(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = DockerResult<Vec<VolumeSummary>>> + Send;
+    fn create_container(
+        &self,
+        name: &str,
+        config: Config<String>,
+    ) -> impl Future<Output = DockerResult<()>> + Send;
+    /// Extracts a tar archive into `path` of a (created, not necessarily started) container.
+    fn upload_archive(
+        &self,
+        name: &str,
+        path: &str,
+        tar: Bytes,
+    ) -> impl Future<Output = DockerResult<()>> + Send;
+    fn start_container(&self, name: &str) -> impl Future<Output = DockerResult<()>> + Send;
+    /// The container's state, `None` if there is no such container.
+    fn inspect_container(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = DockerResult<Option<ContainerState>>> + Send;
+    /// Follows the container's stdout and stderr with timestamps, from `since` (UNIX seconds,
+    /// 0 = the beginning); the stream ends when the container stops.
+    fn logs(&self, name: &str, since: i64) -> BoxStream<'static, DockerResult<LogChunk>>;
+    /// Sends a signal (`SIGTERM`, `SIGKILL`); a container that is not running is not an error.
+    fn kill_container(
+        &self,
+        name: &str,
+        signal: &str,
+    ) -> impl Future<Output = DockerResult<()>> + Send;
+    /// Removes a container, running or not; a missing one is not an error.
+    fn remove_container(&self, name: &str) -> impl Future<Output = DockerResult<()>> + Send;
+    /// Every container (running or not) carrying `label` (`key=value`).
+    fn list_containers(
+        &self,
+        label: &str,
+    ) -> impl Future<Output = DockerResult<Vec<ContainerSummary>>> + Send;
+}
+
+/// The real daemon, through bollard.
+#[derive(Clone)]
+pub struct BollardDocker {
+    docker: bollard::Docker,
+}
+
+impl BollardDocker {
+    /// Connects to `host` (`unix://...`, `tcp://...`, `http://...`) or, without one, wherever
+    /// bollard looks by default (`DOCKER_HOST`, then the local socket), and negotiates the API
+    /// version with the daemon (older daemons refuse newer clients).
+    pub async fn connect(host: Option<&str>) -> Result<Self, bollard::errors::Error> {
+        const TIMEOUT_SECS: u64 = 120;
+        let docker = match host {
+            None => bollard::Docker::connect_with_local_defaults()?,
+            Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
+                bollard::Docker::connect_with_unix(h, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)?
+            }
+            Some(h) => {
+                bollard::Docker::connect_with_http(h, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)?
+            }
+        };
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        Ok(Self { docker })
+    }
+}
+
+fn api_error(err: bollard::errors::Error) -> DockerError {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => DockerError::NotFound(message),
+        other => DockerError::Api(other.to_string()),
+    }
+}
+
+fn ignore_not_found(result: Result<(), bollard::errors::Error>) -> DockerResult<()> {
+    match result.map_err(api_error) {
+        Err(DockerError::NotFound(_)) => Ok(()),
+        other => other,
+    }
+}
+
+fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![label.to_owned()])])
+}
+
+impl Docker for BollardDocker {
+    async fn image_exists(&self, image: &str) -> DockerResult<bool> {
+        match self.docker.inspect_image(image).await.map_err(api_error) {
+            Ok(_) => Ok(true),
+            Err(DockerError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> DockerResult<()> {
+        let options = CreateImageOptions {
+            from_image: image,
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            step.map_err(api_error)?;
+        }
+        Ok(())
+    }
+
+    async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> DockerResult<()> {
+        let options = CreateVolumeOptions {
+            name: name.to_owned(),
+            labels,
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(options)
+            .await
+            .map(drop)
+            .map_err(api_error)
+    }
+
+    async fn remove_volume(&self, name: &str) -> DockerResult<()> {
+        ignore_not_found(
+            self.docker
+                .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
+                .await,
+        )
+    }
+
+    async fn list_volumes(&self, label: &str) -> DockerResult<Vec<VolumeSummary>> {
+        let options = ListVolumesOptions {
+            filters: label_filter(label),
+        };
+        let list = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(api_error)?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeSummary {
+                name: v.name,
+                labels: v.labels,
+            })
+            .collect())
+    }
+
+    async fn create_container(&self, name: &str, config: Config<String>) -> DockerResult<()> {
+        let options = CreateContainerOptions {
+            name: name.to_owned(),
+            platform: None,
+        };
+        self.docker
+            .create_container(Some(options), config)
+            .await
+            .map(drop)
+            .map_err(api_error)
+    }
+
+    async fn upload_archive(&self, name: &str, path: &str, tar: Bytes) -> DockerResult<()> {
+        let options = UploadToContainerOptions {
+            path: path.to_owned(),
+            ..Default::default()
+        };
+        self.docker
+            .upload_to_container(name, Some(options), tar)
+            .await
+            .map_err(api_error)
+    }
+
+    async fn start_container(&self, name: &str) -> DockerResult<()> {
+        self.docker
+            .start_container::<String>(name, None)
+            .await
+            .map_err(api_error)
+    }
+
+    async fn inspect_container(&self, name: &str) -> DockerResult<Option<ContainerState>> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                Ok(Some(ContainerState {
+                    status: state
+                        .status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "unknown".into()),
+                    running: state.running.unwrap_or(false),
+                    exit_code: state.exit_code.unwrap_or(-1),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                }))
+            }
+            Err(e) => match api_error(e) {
+                DockerError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn logs(&self, name: &str, since: i64) -> BoxStream<'static, DockerResult<LogChunk>> {
+        let options = LogsOptions::<String> {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            since,
+            timestamps: true,
+            tail: "all".to_owned(),
+            ..Default::default()
+        };
+        self.docker
+            .logs(name, Some(options))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(LogChunk {
+                            stream: LogStream::Stdout,
+                            bytes: message,
+                        }))
+                    }
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+                        stream: LogStream::Stderr,
+                        bytes: message,
+                    })),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(api_error(e))),
+                }
+            })
+            .boxed()
+    }
+
+    async fn kill_container(&self, name: &str, signal: &str) -> DockerResult<()> {
+        let options = KillContainerOptions { signal };
+        match self.docker.kill_container(name, Some(options)).await {
+            // 409: the container is not running (any more).
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            other => ignore_not_found(other),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> DockerResult<()> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        ignore_not_found(self.docker.remove_container(name, Some(options)).await)
+    }
+
+    async fn list_containers(&self, label: &str) -> DockerResult<Vec<ContainerSummary>> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: label_filter(label),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(api_error)?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerSummary {
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_else(|| c.id.clone().unwrap_or_default()),
+                labels: c.labels.unwrap_or_default(),
+                running: c.state.as_deref() == Some("running"),
+            })
+            .collect())
+    }
+}

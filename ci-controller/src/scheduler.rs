@@ -1,0 +1,275 @@
+//! The controller loop: one turn at a time (claim, cancel checks, heartbeat, periodic
+//! reconciliation), each job in its own task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ci_common::api::Outcome;
+use ci_common::db::jobs::{self, Job};
+use ci_common::db::{lease, DbError};
+use ci_common::{JobId, JobStatus};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::docker::{ContainerSummary, Docker};
+use crate::runner::{Ctx, JobControl, TaskEnd};
+use crate::sandbox::LABEL_JOB;
+
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What one turn of the loop did.
+#[derive(Debug, PartialEq)]
+enum Turn {
+    Worked,
+    Idle,
+}
+
+pub const LOST_REASON: &str = "the controller restarted and found no container for this job";
+
+pub struct Scheduler<D> {
+    ctx: Arc<Ctx<D>>,
+    max_jobs: usize,
+    interval: Duration,
+    shutdown: CancellationToken,
+    tasks: JoinSet<(JobId, TaskEnd)>,
+    task_jobs: HashMap<tokio::task::Id, JobId>,
+    owned: HashMap<JobId, JobControl>,
+    last_heartbeat: Instant,
+    last_reconcile: Instant,
+}
+
+fn lease_lost(e: &DbError) -> bool {
+    matches!(e, DbError::LeaseLost(_))
+}
+
+impl<D: Docker> Scheduler<D> {
+    pub fn new(
+        ctx: Arc<Ctx<D>>,
+        max_jobs: usize,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            ctx,
+            max_jobs: max_jobs.max(1),
+            interval,
+            shutdown,
+            tasks: JoinSet::new(),
+            task_jobs: HashMap::new(),
+            owned: HashMap::new(),
+            last_heartbeat: Instant::now(),
+            last_reconcile: Instant::now(),
+        }
+    }
+
+    /// Loops until shutdown (`Ok`) or until the lease is lost (`Err`).
+    pub async fn run(&mut self) -> anyhow::Result<()> {
+        let mut backoff = self.interval;
+        while !self.shutdown.is_cancelled() {
+            let wait = match self.turn().await {
+                Ok(Turn::Worked) => {
+                    backoff = self.interval;
+                    Duration::ZERO
+                }
+                Ok(Turn::Idle) => {
+                    backoff = self.interval;
+                    self.interval
+                }
+                Err(e) if e.downcast_ref::<DbError>().is_some_and(lease_lost) => {
+                    return Err(e.context("another controller took over the lease; stopping"));
+                }
+                Err(e) => {
+                    warn!("controller turn failed, retrying in {backoff:?}: {e:#}");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    wait
+                }
+            };
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn turn(&mut self) -> anyhow::Result<Turn> {
+        let ctx = self.ctx.clone();
+        self.reap().await?;
+        if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
+            lease::heartbeat(&ctx.pool, ctx.epoch).await?;
+            self.last_heartbeat = Instant::now();
+        }
+        if !self.owned.is_empty() {
+            for id in jobs::cancel_requested(&ctx.pool).await? {
+                if let Some(control) = self.owned.get(&id) {
+                    if !control.cancel.is_cancelled() {
+                        info!(job.id = %id, "cancel requested");
+                        control.cancel.cancel();
+                    }
+                }
+            }
+        }
+        if self.last_reconcile.elapsed() >= RECONCILE_EVERY {
+            self.last_reconcile = Instant::now();
+            self.reconcile(false).await?;
+        }
+        let mut worked = false;
+        while self.owned.len() < self.max_jobs && !self.shutdown.is_cancelled() {
+            match jobs::claim_next(&ctx.pool, ctx.epoch, &ctx.sandbox.image).await? {
+                Some(job) => {
+                    info!(job.id = %job.id, "claimed job");
+                    self.spawn(job, Vec::new());
+                    worked = true;
+                }
+                None => break,
+            }
+        }
+        self.ctx.metrics.set_running(self.owned.len());
+        Ok(if worked { Turn::Worked } else { Turn::Idle })
+    }
+
+    fn spawn(&mut self, job: Job, found: Vec<ContainerSummary>) {
+        let control = JobControl {
+            cancel: CancellationToken::new(),
+            shutdown: self.shutdown.clone(),
+        };
+        let id = job.id;
+        self.owned.insert(id, control.clone());
+        let ctx = self.ctx.clone();
+        let span = tracing::info_span!("job", job.id = %id);
+        let handle = self
+            .tasks
+            .spawn(async move { (id, ctx.run_job(job, found, control).await) }.instrument(span));
+        self.task_jobs.insert(handle.id(), id);
+    }
+
+    /// Collects ended job tasks. A panicked task's job ends as `error`.
+    async fn reap(&mut self) -> anyhow::Result<()> {
+        while let Some(result) = self.tasks.try_join_next_with_id() {
+            match result {
+                Ok((task, (id, end))) => {
+                    self.task_jobs.remove(&task);
+                    self.owned.remove(&id);
+                    match end {
+                        TaskEnd::LeaseLost => return Err(DbError::LeaseLost(self.ctx.epoch).into()),
+                        TaskEnd::Failed(e) => {
+                            error!(job.id = %id, "cannot record the end of the job: {e}")
+                        }
+                        TaskEnd::Finished(_) | TaskEnd::Detached => {}
+                    }
+                }
+                Err(join) => {
+                    let Some(id) = self.task_jobs.remove(&join.id()) else {
+                        continue;
+                    };
+                    self.owned.remove(&id);
+                    error!(job.id = %id, "the job's task failed: {join}");
+                    let outcome = Outcome::new(JobStatus::Error)
+                        .with_reason("the controller hit an internal error while running this job");
+                    jobs::finish(&self.ctx.pool, id, Some(self.ctx.epoch), &outcome).await?;
+                    self.ctx.cleanup(id).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Matches containers with this controller's prefix to jobs: running jobs are reattached,
+    /// containers of ended or unknown jobs are removed, running jobs without a container are
+    /// `lost`, and volumes no job needs are removed. Jobs owned by a live task are left alone.
+    pub async fn reconcile(&mut self, startup: bool) -> anyhow::Result<()> {
+        let ctx = self.ctx.clone();
+        let label = ctx.sandbox.prefix_label();
+        let containers = ctx
+            .docker
+            .list_containers(&label)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list containers: {e}"))?;
+        let mut by_job: HashMap<Option<JobId>, Vec<ContainerSummary>> = HashMap::new();
+        for c in containers {
+            let id = c.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
+            by_job.entry(id).or_default().push(c);
+        }
+        for job in jobs::running(&ctx.pool).await? {
+            if self.owned.contains_key(&job.id) {
+                by_job.remove(&Some(job.id));
+                continue;
+            }
+            match by_job.remove(&Some(job.id)) {
+                Some(found) if !found.is_empty() => {
+                    info!(job.id = %job.id, startup, "found the container of a running job");
+                    self.spawn(job, found);
+                }
+                _ => {
+                    warn!(job.id = %job.id, "running job has no container: marking it lost");
+                    let outcome = Outcome::new(JobStatus::Lost).with_reason(LOST_REASON);
+                    jobs::finish(&ctx.pool, job.id, Some(ctx.epoch), &outcome).await?;
+                    ctx.metrics.job_finished(JobStatus::Lost, 0.0);
+                    ctx.cleanup(job.id).await;
+                }
+            }
+        }
+        for (id, found) in by_job {
+            if id.is_some_and(|id| self.owned.contains_key(&id)) {
+                continue;
+            }
+            for c in found {
+                info!(
+                    container = c.name,
+                    "removing a container no running job needs"
+                );
+                if let Err(e) = ctx.docker.remove_container(&c.name).await {
+                    ctx.metrics.docker_error();
+                    warn!("cannot remove container {}: {e}", c.name);
+                }
+            }
+        }
+        let volumes = ctx
+            .docker
+            .list_volumes(&label)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list volumes: {e}"))?;
+        for v in volumes {
+            let id: Option<JobId> = v.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
+            if id.is_some_and(|id| self.owned.contains_key(&id)) {
+                continue;
+            }
+            info!(volume = v.name, "removing a volume no running job needs");
+            if let Err(e) = ctx.docker.remove_volume(&v.name).await {
+                ctx.metrics.docker_error();
+                warn!("cannot remove volume {}: {e}", v.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Shutdown: tells every job task to write what it has read and stop following, and waits
+    /// for them. Their containers keep running for the next controller.
+    pub async fn detach_all(&mut self) {
+        self.shutdown.cancel();
+        let wait = async {
+            while let Some(result) = self.tasks.join_next().await {
+                if let Ok((id, end)) = result {
+                    info!(job.id = %id, ?end, "job task stopped");
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            warn!("some job tasks did not stop within 30s");
+            self.tasks.abort_all();
+        }
+    }
+}
