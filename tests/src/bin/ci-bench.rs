@@ -1,0 +1,197 @@
+//! `ci-bench`: starts real `ci-server` / `ci-controller` / `ci` binaries on a temp database and
+//! the real Docker daemon, runs the benchmark scenarios, prints a table and writes
+//! `docs/benchmarks.md`. Run it through `scripts/bench.sh`.
+//!
+//! Exit status: 0 when every scenario completed with its correctness checks passing, 1 otherwise
+//! (targets never change it), 2 for usage errors.
+
+#[path = "ci-bench/client.rs"]
+mod client;
+#[path = "ci-bench/fixtures.rs"]
+mod fixtures;
+#[path = "ci-bench/report.rs"]
+mod report;
+#[path = "ci-bench/scenarios.rs"]
+mod scenarios;
+#[path = "ci-bench/stack.rs"]
+mod stack;
+#[path = "ci-bench/stats.rs"]
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::report::{Machine, Outcome};
+use crate::scenarios::{Ctx, Sizes, SCENARIOS};
+
+/// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency
+/// and idle footprint, measured with the real binaries and Docker.
+#[derive(Debug, Parser)]
+#[command(name = "ci-bench")]
+struct Args {
+    /// Small sizes and one run per scenario (a smoke check, about a minute or two).
+    #[arg(long)]
+    quick: bool,
+
+    /// Repetitions (default 5, or 1 with --quick). Scenarios 4-6 run at most 3 times in full mode.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: Option<u32>,
+
+    /// Where the markdown report goes.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    output: PathBuf,
+
+    /// Run only these scenarios (comma-separated numbers, e.g. 4,5).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=7))]
+    only: Vec<u32>,
+
+    /// The runner image (default: $CI_TEST_IMAGE, else ci-runner:bookworm).
+    #[arg(long)]
+    image: Option<String>,
+
+    /// Keep the services' logs even when everything passed.
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ci-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("ci-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let image = args.image.clone().unwrap_or_else(ci_tests::test_image);
+    // Fails with a clear message when Docker or the image is missing.
+    std::panic::catch_unwind(ci_tests::require_docker)
+        .map_err(|_| anyhow::anyhow!("Docker or the runner image {image} is not available"))?;
+    let runs = args
+        .runs
+        .map(|r| r as usize)
+        .unwrap_or(if args.quick { 1 } else { 5 });
+    let sizes = Sizes::new(args.quick, runs);
+    let work = tempfile::Builder::new()
+        .prefix("ci-bench-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    let log_dir = work.path().join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let fixtures_dir = work.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures_dir)?;
+    let ctx = Arc::new(Ctx {
+        quick: args.quick,
+        runs,
+        image: image.clone(),
+        work: fixtures_dir,
+        log_dir: log_dir.clone(),
+        http: client::http(),
+        sizes,
+    });
+    let mode = format!(
+        "{} (runs {}; sizes: {:?})",
+        if args.quick { "quick" } else { "full" },
+        ctx.runs,
+        ctx.sizes
+    );
+    eprintln!("ci-bench: {mode}");
+    let machine = Machine::describe(&image);
+
+    let scenario_limit = Duration::from_secs(if args.quick { 300 } else { 900 });
+    let mut outcomes = Vec::new();
+    for scenario in SCENARIOS.iter() {
+        if !args.only.is_empty() && !args.only.contains(&(scenario.number as u32)) {
+            continue;
+        }
+        eprintln!("ci-bench: {}. {} ...", scenario.number, scenario.title);
+        let started = Instant::now();
+        let task = tokio::spawn(scenarios::run(scenario.number, Arc::clone(&ctx)));
+        let abort = task.abort_handle();
+        let findings = match tokio::time::timeout(scenario_limit, task).await {
+            Ok(Ok(Ok(findings))) => Ok(findings),
+            Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+            Ok(Err(join)) => Err(panic_text(join)),
+            Err(_) => {
+                abort.abort();
+                Err(format!("took longer than {scenario_limit:?}"))
+            }
+        };
+        let outcome = Outcome {
+            number: scenario.number,
+            findings,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        match &outcome.findings {
+            Ok(_) if outcome.passed() => {
+                eprintln!(
+                    "ci-bench: {}. done in {:.0} s",
+                    scenario.number, outcome.seconds
+                )
+            }
+            Ok(f) => {
+                for c in f.checks.iter().filter(|c| !c.ok) {
+                    eprintln!("ci-bench: {}. check failed: {}", scenario.number, c.what);
+                }
+            }
+            Err(e) => eprintln!("ci-bench: {}. did not complete: {e}", scenario.number),
+        }
+        outcomes.push(outcome);
+        // Let an aborted scenario's processes and containers go before the next one starts.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    println!("{}", report::results_table(&outcomes));
+    println!("{}", report::correctness_table(&outcomes));
+    let markdown = report::markdown(&machine, &mode, &outcomes);
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&args.output, markdown)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    eprintln!("ci-bench: wrote {}", args.output.display());
+
+    let all_passed = !outcomes.is_empty() && outcomes.iter().all(Outcome::passed);
+    if !all_passed || args.keep_logs {
+        let kept = work.keep();
+        eprintln!(
+            "ci-bench: services' logs kept in {}",
+            kept.join("logs").display()
+        );
+    }
+    Ok(all_passed)
+}
+
+fn panic_text(join: tokio::task::JoinError) -> String {
+    if join.is_panic() {
+        let payload = join.into_panic();
+        let text = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        format!("panicked: {text}")
+    } else {
+        "cancelled".to_owned()
+    }
+}

@@ -1,0 +1,1018 @@
+//! The seven scenarios. Each starts its own stack on a fresh database, measures, checks that what
+//! it measured is correct (every line accounted for, no errors), and returns figures + checks.
+//! Targets are reported, never enforced.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::TryStreamExt;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::client::{self, follow, submit, wait_done};
+use crate::fixtures;
+use crate::stack::{memory_of, now_ns, DockerEvents, Stack, StackOptions};
+use crate::stats::{Check, Goal, Metric, Unit};
+
+/// Everything the scenarios share.
+pub struct Ctx {
+    pub quick: bool,
+    pub runs: usize,
+    pub image: String,
+    /// Where fixtures are generated.
+    pub work: PathBuf,
+    /// Where the services' output goes.
+    pub log_dir: PathBuf,
+    pub http: reqwest::Client,
+    pub sizes: Sizes,
+}
+
+/// How big each scenario is.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub e2e_runs: usize,
+    pub pickup_jobs: usize,
+    pub latency_runs: usize,
+    pub latency_lines: usize,
+    pub latency_interval_ms: u64,
+    pub flood_runs: usize,
+    pub flood_lines: usize,
+    pub fan_runs: usize,
+    pub fan_followers: usize,
+    pub fan_lines: usize,
+    pub fan_rate: usize,
+    pub fan_delay_ms: u64,
+    pub conc_runs: usize,
+    pub conc_jobs: usize,
+    pub conc_users: usize,
+    pub idle_runs: usize,
+}
+
+impl Sizes {
+    pub fn new(quick: bool, runs: usize) -> Self {
+        let runs = runs.max(1);
+        let heavy = runs.min(3);
+        if quick {
+            Sizes {
+                e2e_runs: 2 * runs,
+                pickup_jobs: 3 * runs,
+                latency_runs: runs,
+                latency_lines: 50,
+                latency_interval_ms: 10,
+                flood_runs: runs,
+                flood_lines: 20_000,
+                fan_runs: runs,
+                fan_followers: 50,
+                fan_lines: 1_000,
+                fan_rate: 2_000,
+                fan_delay_ms: 1_000,
+                conc_runs: runs,
+                conc_jobs: 4,
+                conc_users: 2,
+                idle_runs: runs,
+            }
+        } else {
+            Sizes {
+                e2e_runs: 2 * runs,
+                pickup_jobs: 6 * runs,
+                latency_runs: runs,
+                latency_lines: 300,
+                latency_interval_ms: 10,
+                flood_runs: heavy,
+                flood_lines: 1_000_000,
+                fan_runs: heavy,
+                fan_followers: 1_000,
+                fan_lines: 10_000,
+                fan_rate: 2_000,
+                fan_delay_ms: 3_000,
+                conc_runs: heavy,
+                conc_jobs: 20,
+                conc_users: 5,
+                idle_runs: runs,
+            }
+        }
+    }
+}
+
+/// What a scenario found.
+#[derive(Default)]
+pub struct Findings {
+    pub metrics: Vec<Metric>,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+}
+
+impl Findings {
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        self.checks.push(Check {
+            what: what.into(),
+            ok,
+        });
+    }
+}
+
+/// A scenario's number, title and one-line description.
+pub struct Scenario {
+    pub number: usize,
+    pub title: &'static str,
+}
+
+pub const SCENARIOS: [Scenario; 7] = [
+    Scenario {
+        number: 1,
+        title: "End to end",
+    },
+    Scenario {
+        number: 2,
+        title: "Pickup latency",
+    },
+    Scenario {
+        number: 3,
+        title: "Log latency",
+    },
+    Scenario {
+        number: 4,
+        title: "Log throughput",
+    },
+    Scenario {
+        number: 5,
+        title: "Fan-out",
+    },
+    Scenario {
+        number: 6,
+        title: "Concurrency",
+    },
+    Scenario {
+        number: 7,
+        title: "Idle footprint",
+    },
+];
+
+pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
+    match number {
+        1 => end_to_end(&ctx).await,
+        2 => pickup(&ctx).await,
+        3 => log_latency(&ctx).await,
+        4 => throughput(&ctx).await,
+        5 => fan_out(&ctx).await,
+        6 => concurrency(&ctx).await,
+        7 => idle(&ctx).await,
+        _ => bail!("no scenario {number}"),
+    }
+}
+
+impl Ctx {
+    fn stack_options(&self, replicas: usize, controller_args: &[&str]) -> StackOptions {
+        StackOptions {
+            replicas,
+            controller_args: controller_args.iter().map(|s| (*s).to_owned()).collect(),
+            image: self.image.clone(),
+            log_dir: self.log_dir.clone(),
+        }
+    }
+
+    /// How long one job may take before the scenario gives up on it.
+    fn job_timeout(&self) -> Duration {
+        Duration::from_secs(if self.quick { 120 } else { 600 })
+    }
+}
+
+fn ms(ns: i128) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn status_of(view: &serde_json::Value) -> String {
+    view["status"].as_str().unwrap_or("?").to_owned()
+}
+
+/// Runs `cmd` to completion with a time limit; returns (wall time, success, output tail).
+async fn timed(
+    mut cmd: tokio::process::Command,
+    timeout: Duration,
+) -> Result<(Duration, bool, String)> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let start = Instant::now();
+    let output = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .with_context(|| format!("{cmd:?} took longer than {timeout:?}"))?
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let elapsed = start.elapsed();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+    let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+    Ok((elapsed, output.status.success(), tail))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. End to end
+
+async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
+    let stack = Stack::start(ctx.stack_options(1, &[])).await?;
+    let user = stack.db.user("Bench").await;
+    let ours_dir = fixtures::trivial(&ctx.work, "e2e-ours")?;
+    let floor_dir = fixtures::trivial(&ctx.work, "e2e-floor")?;
+    let url = stack.server(0).url.clone();
+    let timeout = ctx.job_timeout();
+
+    let ci = |dir: &std::path::Path| {
+        let mut cmd = tokio::process::Command::new(ci_tests::bin("ci"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CI_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(["submit", "test"])
+            .current_dir(dir)
+            .env("CI_SERVER_URL", &url)
+            .env("CI_API_KEY", &user.key)
+            .env("CI_CONFIG", dir.join("no-such-config"))
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("NO_COLOR", "1");
+        cmd
+    };
+    let floor = |dir: &std::path::Path| {
+        let mut cmd = tokio::process::Command::new("docker");
+        cmd.args(["run", "--rm", "--label"])
+            .arg(format!("ci.prefix={}", stack.prefix()))
+            .arg("-v")
+            .arg(format!("{}:/w", dir.display()))
+            .args(["-w", "/w", "--user", "1000:1000", &ctx.image])
+            .args(["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider"]);
+        cmd
+    };
+
+    // One unmeasured pair warms Docker and the page cache.
+    let (_, ok, tail) = timed(ci(&ours_dir.dir), timeout).await?;
+    if !ok {
+        bail!("warm-up `ci submit test` failed:\n{tail}");
+    }
+    let (_, ok, tail) = timed(floor(&floor_dir.dir), timeout).await?;
+    if !ok {
+        bail!("warm-up floor `docker run` failed:\n{tail}");
+    }
+
+    let mut f = Findings::default();
+    let (mut ours, mut floors, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_ok, mut floor_ok) = (0, 0);
+    for _ in 0..ctx.sizes.e2e_runs {
+        let (t_ours, ok, tail) = timed(ci(&ours_dir.dir), timeout).await?;
+        if ok {
+            ours_ok += 1;
+        } else {
+            f.notes.push(format!("`ci submit test` failed:\n{tail}"));
+        }
+        let (t_floor, ok, tail) = timed(floor(&floor_dir.dir), timeout).await?;
+        if ok {
+            floor_ok += 1;
+        } else {
+            f.notes.push(format!("floor `docker run` failed:\n{tail}"));
+        }
+        let (a, b) = (t_ours.as_secs_f64(), t_floor.as_secs_f64());
+        ours.push(a * 1000.0);
+        floors.push(b * 1000.0);
+        ratios.push(a / b);
+    }
+    let n = ctx.sizes.e2e_runs;
+    f.check(
+        ours_ok == n,
+        format!("{ours_ok}/{n} `ci submit test` exited 0"),
+    );
+    f.check(floor_ok == n, format!("{floor_ok}/{n} floor runs exited 0"));
+    f.metrics.push(Metric::new(
+        "`ci submit test` wall time",
+        Unit::Ms,
+        Goal::None,
+        ours,
+    ));
+    f.metrics.push(Metric::new(
+        "floor: bare `docker run … pytest` wall time",
+        Unit::Ms,
+        Goal::None,
+        floors,
+    ));
+    f.metrics.push(Metric::new(
+        "ours / floor (per interleaved pair)",
+        Unit::Ratio,
+        Goal::AtMost(1.3),
+        ratios,
+    ));
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pickup latency
+
+async fn pickup(ctx: &Ctx) -> Result<Findings> {
+    let mut stack = Stack::start(ctx.stack_options(1, &[])).await?;
+    let user = stack.db.user("Bench").await;
+    let zip = fixtures::trivial(&ctx.work, "pickup")?.zip();
+    let events = DockerEvents::start(stack.prefix(), now_ns().saturating_sub(1_000_000_000))?;
+    let base = stack.server(0).url.clone();
+    let mut f = Findings::default();
+    let mut accepted = Vec::new();
+    let mut claimed = Vec::new();
+    let mut passed = 0;
+    for _ in 0..ctx.sizes.pickup_jobs {
+        let job = submit(&ctx.http, &base, &user.key, zip.clone()).await?;
+        let view = wait_done(&ctx.http, &base, &user.key, &job.job_id, ctx.job_timeout()).await?;
+        if status_of(&view) == "passed" {
+            passed += 1;
+        } else {
+            f.notes.push(format!(
+                "job {} ended {}: {}",
+                job.job_id,
+                status_of(&view),
+                view["reason"]
+            ));
+        }
+        if let Some(start) = view["start_time"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        {
+            let start_ns = start.timestamp_nanos_opt().unwrap_or(0) as i128;
+            claimed.push(ms(start_ns - job.accepted_ns as i128));
+        }
+        accepted.push(job);
+        stack.ensure_alive()?;
+    }
+    let ids: Vec<String> = accepted.iter().map(|j| j.job_id.clone()).collect();
+    let starts = events.wait_for_starts(&ids, Duration::from_secs(10)).await;
+    let latencies: Vec<f64> = accepted
+        .iter()
+        .filter_map(|j| {
+            starts
+                .get(&j.job_id)
+                .map(|t| ms(*t as i128 - j.accepted_ns as i128))
+        })
+        .collect();
+    let n = ctx.sizes.pickup_jobs;
+    f.check(passed == n, format!("{passed}/{n} jobs passed"));
+    f.check(
+        latencies.len() == n,
+        format!(
+            "{}/{n} jobs had a container start in `docker events`",
+            latencies.len()
+        ),
+    );
+    f.metrics.push(Metric::new(
+        "201 accepted → container started (docker events)",
+        Unit::Ms,
+        Goal::AtMost(150.0),
+        latencies,
+    ));
+    f.metrics.push(Metric::new(
+        "201 accepted → job claimed (`start_time`)",
+        Unit::Ms,
+        Goal::None,
+        claimed,
+    ));
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Log latency
+
+async fn log_latency(ctx: &Ctx) -> Result<Findings> {
+    let mut stack = Stack::start(ctx.stack_options(1, &[])).await?;
+    let user = stack.db.user("Bench").await;
+    let lines = ctx.sizes.latency_lines;
+    let zip = fixtures::latency(&ctx.work, lines, ctx.sizes.latency_interval_ms)?.zip();
+    let base = stack.server(0).url.clone();
+    let mut f = Findings::default();
+    let mut latencies = Vec::new();
+    let mut complete_runs = 0;
+    for _ in 0..ctx.sizes.latency_runs {
+        let job = submit(&ctx.http, &base, &user.key, zip.clone()).await?;
+        let mut seen = 0usize;
+        let mut in_order = true;
+        let followed = follow(
+            &ctx.http,
+            &base,
+            &user.key,
+            &job.job_id,
+            ctx.job_timeout(),
+            |text, arrived| {
+                let mut parts = text.split(' ');
+                if parts.next() != Some("lat") {
+                    return;
+                }
+                let i: Option<usize> = parts.next().and_then(|v| v.parse().ok());
+                let printed: Option<i128> = parts.next().and_then(|v| v.parse().ok());
+                if let (Some(i), Some(printed)) = (i, printed) {
+                    in_order &= i == seen;
+                    seen += 1;
+                    latencies.push(ms(arrived as i128 - printed));
+                }
+            },
+        )
+        .await?;
+        let ok = seen == lines
+            && in_order
+            && followed.id_gaps == 0
+            && followed.complete_status.as_deref() == Some("passed");
+        if ok {
+            complete_runs += 1;
+        } else {
+            f.notes.push(format!(
+                "job {}: {seen}/{lines} lines, in order: {in_order}, id gaps: {}, complete: {:?}",
+                job.job_id, followed.id_gaps, followed.complete_status
+            ));
+        }
+        stack.ensure_alive()?;
+    }
+    let runs = ctx.sizes.latency_runs;
+    f.check(
+        complete_runs == runs,
+        format!("{complete_runs}/{runs} jobs passed with all {lines} lines streamed in order, no seq gaps"),
+    );
+    f.metrics.push(Metric::new(
+        format!(
+            "print → SSE arrival (a line every {} ms)",
+            ctx.sizes.latency_interval_ms
+        ),
+        Unit::Ms,
+        Goal::AtMost(100.0),
+        latencies,
+    ));
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Log throughput
+
+/// Samples `MAX(seq)` of a job every few milliseconds until stopped.
+fn poll_progress(
+    pool: ci_tests::ci_common::db::SqlitePool,
+    job_id: String,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> tokio::task::JoinHandle<Vec<(u64, i64)>> {
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let deadline = Instant::now() + limit;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            let seq: Result<i64, _> =
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
+                    .bind(&job_id)
+                    .fetch_one(&pool)
+                    .await;
+            if let Ok(seq) = seq {
+                samples.push((now_ns(), seq));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        samples
+    })
+}
+
+/// What the database holds of the flood: count and checksum of `flood ` lines in seq order,
+/// their first and last seq, and the first and last event timestamps.
+struct Stored {
+    count: usize,
+    sha: String,
+    first_seq: i64,
+    last_seq: i64,
+    first_ts: Option<chrono::DateTime<chrono::Utc>>,
+    last_ts: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) -> Result<Stored> {
+    let mut rows = sqlx::query(
+        "SELECT seq, ts, text FROM job_events WHERE job_id = ? AND kind = 'log' ORDER BY seq",
+    )
+    .bind(job_id)
+    .fetch(pool);
+    let mut hash = Sha256::new();
+    let mut out = Stored {
+        count: 0,
+        sha: String::new(),
+        first_seq: 0,
+        last_seq: 0,
+        first_ts: None,
+        last_ts: None,
+    };
+    while let Some(row) = rows.try_next().await? {
+        let text: &str = row.try_get("text")?;
+        if !text.starts_with("flood ") {
+            continue;
+        }
+        hash.update(text.as_bytes());
+        hash.update(b"\n");
+        let seq: i64 = row.try_get("seq")?;
+        let ts: chrono::DateTime<chrono::Utc> = row.try_get("ts")?;
+        if out.count == 0 {
+            out.first_seq = seq;
+            out.first_ts = Some(ts);
+        }
+        out.last_seq = seq;
+        out.last_ts = Some(ts);
+        out.count += 1;
+    }
+    out.sha = fixtures::hex(&hash.finalize());
+    Ok(out)
+}
+
+async fn throughput(ctx: &Ctx) -> Result<Findings> {
+    let lines = ctx.sizes.flood_lines;
+    let zip = fixtures::flood(&ctx.work, lines)?.zip();
+    let expected_sha = fixtures::flood_checksum(lines);
+    let mut f = Findings::default();
+    let mut stored_rate = Vec::new();
+    let mut ts_rate = Vec::new();
+    let mut print_rate = Vec::new();
+    let mut follower_done = Vec::new();
+    let mut follower_rate = Vec::new();
+    let mut lost = Vec::new();
+    let mut server_peak = Vec::new();
+    let mut controller_peak = Vec::new();
+    for run in 0..ctx.sizes.flood_runs {
+        // A fresh stack per run, so that peak memory is this run's.
+        let mut stack =
+            Stack::start(ctx.stack_options(2, &["--log-cap-lines", "0", "--log-cap-bytes", "4g"]))
+                .await?;
+        let user = stack.db.user("Bench").await;
+        let submit_to = stack.server(0).url.clone();
+        let follow_from = stack.server(1).url.clone();
+        let job = submit(&ctx.http, &submit_to, &user.key, zip.clone()).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = poll_progress(
+            stack.db.pool.clone(),
+            job.job_id.clone(),
+            Arc::clone(&stop),
+            ctx.job_timeout(),
+        );
+
+        let mut hash = Sha256::new();
+        let mut count = 0usize;
+        let mut last_arrival = 0u64;
+        let mut end_line: Option<String> = None;
+        let followed = follow(
+            &ctx.http,
+            &follow_from,
+            &user.key,
+            &job.job_id,
+            ctx.job_timeout(),
+            |text, arrived| {
+                if text.starts_with("flood ") {
+                    hash.update(text.as_bytes());
+                    hash.update(b"\n");
+                    count += 1;
+                    last_arrival = arrived;
+                } else if text.starts_with("flood-end ") {
+                    end_line = Some(text.to_owned());
+                }
+            },
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let samples = poller.await.unwrap_or_default();
+        let followed = followed?;
+        let follower_sha = fixtures::hex(&hash.finalize());
+        let view = wait_done(
+            &ctx.http,
+            &submit_to,
+            &user.key,
+            &job.job_id,
+            ctx.job_timeout(),
+        )
+        .await?;
+        stack.ensure_alive()?;
+        let servers_peak = stack
+            .servers
+            .iter()
+            .map(|s| memory_of(s.proc.pid()).map(|m| m.peak))
+            .collect::<Result<Vec<_>>>()?;
+        server_peak.push(servers_peak.iter().copied().fold(0.0, f64::max));
+        controller_peak.push(stack.controller.proc.memory_mb()?.peak);
+
+        let stored = stored_flood(&stack.db.pool, &job.job_id).await?;
+        // The fixture's own account: flood-end <start_ns> <end_ns> <count> <sha256>
+        let end: Vec<String> = end_line
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        let printed_start: Option<u64> = end.get(1).and_then(|v| v.parse().ok());
+        let printed_end: Option<u64> = end.get(2).and_then(|v| v.parse().ok());
+        let printed_count: Option<usize> = end.get(3).and_then(|v| v.parse().ok());
+        let printed_sha = end.get(4).cloned().unwrap_or_default();
+
+        let tag = format!("run {}", run + 1);
+        f.check(
+            status_of(&view) == "passed",
+            format!("{tag}: job passed ({})", status_of(&view)),
+        );
+        f.check(
+            printed_count == Some(lines) && printed_sha == expected_sha,
+            format!("{tag}: the fixture printed {lines} lines with the expected checksum"),
+        );
+        f.check(
+            stored.count == lines && stored.sha == expected_sha,
+            format!(
+                "{tag}: database holds {}/{lines} lines, checksum {}",
+                stored.count,
+                if stored.sha == expected_sha {
+                    "matches"
+                } else {
+                    "DIFFERS"
+                }
+            ),
+        );
+        f.check(
+            count == lines && follower_sha == expected_sha && followed.id_gaps == 0,
+            format!(
+                "{tag}: follower (other replica) got {count}/{lines} lines in order, checksum {}, {} seq gaps",
+                if follower_sha == expected_sha { "matches" } else { "DIFFERS" },
+                followed.id_gaps
+            ),
+        );
+        f.check(
+            view["dropped_lines"].as_i64() == Some(0),
+            format!(
+                "{tag}: no line dropped by the log cap ({})",
+                view["dropped_lines"]
+            ),
+        );
+        lost.push(lines.saturating_sub(count.min(stored.count)) as f64);
+
+        // Stored rate, as observed by polling MAX(seq): from the first flood line's seq being
+        // visible to the last one's.
+        let seen_at = |seq: i64| samples.iter().find(|(_, s)| *s >= seq).map(|(t, _)| *t);
+        if let (Some(t0), Some(t1)) = (seen_at(stored.first_seq), seen_at(stored.last_seq)) {
+            if t1 > t0 && stored.count > 1 {
+                stored_rate.push((stored.count - 1) as f64 / ((t1 - t0) as f64 / 1e9));
+            }
+        }
+        if let (Some(a), Some(b)) = (stored.first_ts, stored.last_ts) {
+            let secs = (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            if secs > 0.0 {
+                ts_rate.push((stored.count - 1) as f64 / secs);
+            }
+        }
+        if let (Some(a), Some(b)) = (printed_start, printed_end) {
+            if b > a {
+                print_rate.push(lines as f64 / ((b - a) as f64 / 1e9));
+            }
+            if last_arrival > a {
+                let secs = (last_arrival - a) as f64 / 1e9;
+                follower_done.push(secs);
+                follower_rate.push(count as f64 / secs);
+            }
+        }
+    }
+    f.metrics.push(Metric::new(
+        "stored in SQLite (MAX(seq) polled every 10 ms)",
+        Unit::LinesPerSec,
+        Goal::AtLeast(250_000.0),
+        stored_rate,
+    ));
+    f.metrics.push(Metric::new(
+        "stored, by first/last event `ts`",
+        Unit::LinesPerSec,
+        Goal::None,
+        ts_rate,
+    ));
+    f.metrics.push(Metric::new(
+        "fixture print rate (the source)",
+        Unit::LinesPerSec,
+        Goal::None,
+        print_rate,
+    ));
+    f.metrics.push(Metric::new(
+        "first print → follower has the last line",
+        Unit::Secs,
+        Goal::None,
+        follower_done,
+    ));
+    f.metrics.push(Metric::new(
+        "follower delivery rate",
+        Unit::LinesPerSec,
+        Goal::None,
+        follower_rate,
+    ));
+    f.metrics.push(Metric::new(
+        "lines lost",
+        Unit::Count,
+        Goal::AtMost(0.0),
+        lost,
+    ));
+    f.metrics.push(
+        Metric::new(
+            "ci-server peak RSS (VmHWM, max of 2 replicas)",
+            Unit::Mb,
+            Goal::AtMost(100.0),
+            server_peak,
+        )
+        .note("bounded"),
+    );
+    f.metrics.push(
+        Metric::new(
+            "ci-controller peak RSS (VmHWM)",
+            Unit::Mb,
+            Goal::AtMost(100.0),
+            controller_peak,
+        )
+        .note("bounded"),
+    );
+    f.notes.push(format!("{lines} lines of 51 bytes per run; log cap off (--log-cap-lines 0 --log-cap-bytes 4g); submitted to replica 1, followed from replica 2"));
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Fan-out
+
+/// What one fan-out follower saw.
+struct FanResult {
+    lines: usize,
+    in_order: bool,
+    passed: bool,
+    gaps: u64,
+    /// Latency of every 10th line, ms.
+    sampled: Vec<f64>,
+    last_arrival: u64,
+    error: Option<String>,
+}
+
+async fn fan_out(ctx: &Ctx) -> Result<Findings> {
+    let s = &ctx.sizes;
+    let zip = fixtures::fanout(&ctx.work, s.fan_lines, s.fan_rate, 20, s.fan_delay_ms)?.zip();
+    let mut f = Findings::default();
+    let mut peak = Vec::new();
+    let mut latencies = Vec::new();
+    let mut all_done = Vec::new();
+    let mut connect_ms = Vec::new();
+    for run in 0..s.fan_runs {
+        let mut stack = Stack::start(ctx.stack_options(2, &[])).await?;
+        let user = stack.db.user("Bench").await;
+        let submit_to = stack.server(0).url.clone();
+        let follow_from = stack.server(1).url.clone();
+        let job = submit(&ctx.http, &submit_to, &user.key, zip.clone()).await?;
+        // Every follower has its own connection (HTTP/1.1, like separate users).
+        let started = now_ns();
+        let mut tasks = Vec::new();
+        for _ in 0..s.fan_followers {
+            let http = client::http();
+            let (url, key, id) = (follow_from.clone(), user.key.clone(), job.job_id.clone());
+            let timeout = ctx.job_timeout();
+            tasks.push(tokio::spawn(async move {
+                let mut r = FanResult {
+                    lines: 0,
+                    in_order: true,
+                    passed: false,
+                    gaps: 0,
+                    sampled: Vec::new(),
+                    last_arrival: 0,
+                    error: None,
+                };
+                let outcome = follow(&http, &url, &key, &id, timeout, |text, arrived| {
+                    let mut parts = text.split(' ');
+                    if parts.next() != Some("fan") {
+                        return;
+                    }
+                    let i: Option<usize> = parts.next().and_then(|v| v.parse().ok());
+                    let printed: Option<u64> = parts.next().and_then(|v| v.parse().ok());
+                    if let (Some(i), Some(printed)) = (i, printed) {
+                        r.in_order &= i == r.lines;
+                        r.lines += 1;
+                        r.last_arrival = arrived;
+                        if i % 10 == 0 {
+                            r.sampled.push((arrived as f64 - printed as f64) / 1e6);
+                        }
+                    }
+                })
+                .await;
+                match outcome {
+                    Ok(followed) => {
+                        r.passed = followed.complete_status.as_deref() == Some("passed");
+                        r.gaps = followed.id_gaps;
+                        (r, Some(followed.connected_ns))
+                    }
+                    Err(e) => {
+                        r.error = Some(format!("{e:#}"));
+                        (r, None)
+                    }
+                }
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.context("follower task")?);
+        }
+        stack.ensure_alive()?;
+        peak.push(stack.server(1).proc.memory_mb()?.peak);
+        let complete = results
+            .iter()
+            .filter(|(r, _)| r.lines == s.fan_lines && r.in_order && r.passed && r.gaps == 0)
+            .count();
+        let tag = format!("run {}", run + 1);
+        f.check(
+            complete == s.fan_followers,
+            format!("{tag}: {complete}/{} followers got all {} lines in order, no seq gaps, then `complete` (passed)", s.fan_followers, s.fan_lines),
+        );
+        if let Some((r, _)) = results
+            .iter()
+            .find(|(r, _)| r.error.is_some() || r.lines != s.fan_lines)
+        {
+            f.notes.push(format!(
+                "{tag}: a follower got {} lines: {}",
+                r.lines,
+                r.error.as_deref().unwrap_or("stream ended early")
+            ));
+        }
+        if let Some(last) = results.iter().map(|(r, _)| r.last_arrival).max() {
+            all_done.push((last.saturating_sub(started)) as f64 / 1e9);
+        }
+        if let Some(latest_connect) = results.iter().filter_map(|(_, c)| *c).max() {
+            connect_ms.push(ms(latest_connect as i128 - started as i128));
+        }
+        for (r, _) in results {
+            latencies.extend(r.sampled);
+        }
+    }
+    f.metrics.push(Metric::new(
+        "ci-server peak RSS (the followers' replica)",
+        Unit::Mb,
+        Goal::AtMost(100.0),
+        peak,
+    ));
+    f.metrics.push(Metric::new(
+        "delivery latency, print → arrival (every 10th line)",
+        Unit::Ms,
+        Goal::None,
+        latencies,
+    ));
+    f.metrics.push(Metric::new(
+        "all followers connected (after 201)",
+        Unit::Ms,
+        Goal::None,
+        connect_ms,
+    ));
+    f.metrics.push(Metric::new(
+        "201 → every follower has every line",
+        Unit::Secs,
+        Goal::None,
+        all_done,
+    ));
+    f.notes.push(format!(
+        "{} followers on replica 2 (job submitted to replica 1); the job waits {} ms, then prints {} lines at {} lines/s in batches of 20",
+        s.fan_followers, s.fan_delay_ms, s.fan_lines, s.fan_rate
+    ));
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Concurrency
+
+async fn concurrency(ctx: &Ctx) -> Result<Findings> {
+    let s = &ctx.sizes;
+    let mut stack = Stack::start(ctx.stack_options(1, &[])).await?;
+    let mut users = Vec::new();
+    for i in 0..s.conc_users {
+        users.push(stack.db.user(&format!("User{}", i + 1)).await);
+    }
+    let zip = fixtures::trivial(&ctx.work, "concurrency")?.zip();
+    let base = stack.server(0).url.clone();
+    let events = DockerEvents::start(stack.prefix(), now_ns().saturating_sub(1_000_000_000))?;
+    let mut f = Findings::default();
+    let mut total = Vec::new();
+    let mut errors = Vec::new();
+    let mut first_round = Vec::new();
+    for run in 0..s.conc_runs {
+        let started = Instant::now();
+        let submits = (0..s.conc_jobs).map(|k| {
+            let user = users[k % users.len()].clone();
+            let (http, base, zip) = (ctx.http.clone(), base.clone(), zip.clone());
+            tokio::spawn(async move {
+                let job = submit(&http, &base, &user.key, zip).await?;
+                let view = wait_done(
+                    &http,
+                    &base,
+                    &user.key,
+                    &job.job_id,
+                    Duration::from_secs(600),
+                )
+                .await?;
+                anyhow::Ok((k % 26, job.job_id, status_of(&view)))
+            })
+        });
+        let submits: Vec<_> = submits.collect();
+        let mut jobs = Vec::new();
+        let mut failed = 0;
+        for task in submits {
+            match task.await.context("job task")? {
+                Ok((u, id, status)) => {
+                    if status != "passed" {
+                        failed += 1;
+                        f.notes.push(format!("job {id} ended {status}"));
+                    }
+                    jobs.push((u % s.conc_users, id));
+                }
+                Err(e) => {
+                    failed += 1;
+                    f.notes.push(format!("a submission failed: {e:#}"));
+                }
+            }
+        }
+        total.push(started.elapsed().as_secs_f64());
+        errors.push(failed as f64);
+        stack.ensure_alive()?;
+        let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
+        let starts = events.wait_for_starts(&ids, Duration::from_secs(10)).await;
+        let mut order: Vec<(u64, usize)> = jobs
+            .iter()
+            .filter_map(|(u, id)| starts.get(id).map(|t| (*t, *u)))
+            .collect();
+        order.sort();
+        let letters: String = order
+            .iter()
+            .map(|(_, u)| (b'A' + *u as u8) as char)
+            .collect();
+        let round: std::collections::HashSet<usize> =
+            order.iter().take(s.conc_users).map(|(_, u)| *u).collect();
+        first_round.push(round.len() as f64);
+        let tag = format!("run {}", run + 1);
+        f.check(
+            failed == 0,
+            format!(
+                "{tag}: {}/{} jobs accepted and passed",
+                s.conc_jobs - failed,
+                s.conc_jobs
+            ),
+        );
+        f.check(
+            order.len() == s.conc_jobs,
+            format!(
+                "{tag}: {}/{} container starts seen",
+                order.len(),
+                s.conc_jobs
+            ),
+        );
+        f.notes
+            .push(format!("{tag}: container start order by user: {letters}"));
+    }
+    f.metrics.push(Metric::new(
+        format!(
+            "{} jobs by {} users, all submitted at once → all done",
+            s.conc_jobs, s.conc_users
+        ),
+        Unit::Secs,
+        Goal::None,
+        total,
+    ));
+    f.metrics.push(Metric::new(
+        "errors (rejected or not passed)",
+        Unit::Count,
+        Goal::AtMost(0.0),
+        errors,
+    ));
+    f.metrics.push(
+        Metric::new(
+            format!("users among the first {} container starts", s.conc_users),
+            Unit::Count,
+            Goal::AtLeast(s.conc_users as f64),
+            first_round,
+        )
+        .note("fair: every user once"),
+    );
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Idle footprint
+
+async fn idle(ctx: &Ctx) -> Result<Findings> {
+    let mut f = Findings::default();
+    let (mut server, mut controller) = (Vec::new(), Vec::new());
+    for _ in 0..ctx.sizes.idle_runs {
+        let mut stack = Stack::start(ctx.stack_options(1, &[])).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stack.ensure_alive()?;
+        server.push(stack.server(0).proc.memory_mb()?.rss);
+        controller.push(stack.controller.proc.memory_mb()?.rss);
+    }
+    f.check(
+        server.len() == ctx.sizes.idle_runs,
+        format!("{} fresh stacks started and measured", server.len()),
+    );
+    f.metrics.push(Metric::new(
+        "ci-server RSS (VmRSS) 0.5 s after ready",
+        Unit::Mb,
+        Goal::AtMost(20.0),
+        server,
+    ));
+    f.metrics.push(Metric::new(
+        "ci-controller RSS (VmRSS) 0.5 s after ready",
+        Unit::Mb,
+        Goal::AtMost(25.0),
+        controller,
+    ));
+    Ok(f)
+}
