@@ -170,7 +170,7 @@ fn on_response<B>(response: &axum::http::Response<B>, latency: Duration, span: &
     span.record("status", response.status().as_u16());
     tracing::info!(
         status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        latency_ms = %format_args!("{:.2}", latency.as_secs_f64() * 1000.0),
         "response"
     );
 }

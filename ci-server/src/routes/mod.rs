@@ -85,6 +85,12 @@ pub async fn accept_upload(
                 let mut bytes = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(field_error)? {
                     if (bytes.len() + chunk.len()) as u64 > max {
+                        drop(bytes);
+                        let rest_of_field =
+                            async { while let Ok(Some(_)) = field.chunk().await {} };
+                        let _ = tokio::time::timeout(DRAIN_TIME, rest_of_field).await;
+                        drop(field);
+                        drain(&mut multipart).await;
                         return Err(too_large());
                     }
                     bytes.extend_from_slice(&chunk);
@@ -140,6 +146,20 @@ pub async fn accept_upload(
     );
     Ok(job)
 }
+
+/// Reads (and drops) the rest of a refused upload, within the body limit and a few seconds, so
+/// that the client, which is usually still sending, reads the answer instead of a reset
+/// connection.
+async fn drain(multipart: &mut Multipart) {
+    let rest = async {
+        while let Ok(Some(mut next)) = multipart.next_field().await {
+            while let Ok(Some(_)) = next.chunk().await {}
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, rest).await;
+}
+
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn invalid_task() -> ApiError {
     ApiError::Invalid(format!(

@@ -1,0 +1,214 @@
+//! Helpers of the `server_*` tests: a server with extra flags and environment, a stand-in for the
+//! controller that writes events exactly as it does, and hand-made zip archives.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ci_common::api::Outcome;
+use ci_common::db::events::{self, NewEvent};
+use ci_common::db::{jobs, lease, uploads, SqlitePool};
+use ci_common::{JobId, JobStatus, LogStream};
+use ci_tests::{bin, client, Proc, Server, WAIT};
+
+/// Time limit of one server test.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Starts a `ci-server` with extra flags and environment variables.
+pub fn start_server(db: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Server {
+    let mut cmd = Command::new(bin("ci-server"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
+        .arg(db)
+        .args(args)
+        .env("RUST_LOG", "info");
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    let mut proc = Proc::spawn("ci-server", cmd);
+    let line = proc.wait_for_line("listening on http://", WAIT);
+    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    Server { proc, url }
+}
+
+/// Writes to the database what the controller writes, the way it writes it.
+pub struct FakeController {
+    pub pool: SqlitePool,
+    pub epoch: i64,
+}
+
+impl FakeController {
+    pub async fn new(pool: &SqlitePool) -> Self {
+        let epoch = lease::acquire(pool, "server-tests").await.unwrap().epoch;
+        Self {
+            pool: pool.clone(),
+            epoch,
+        }
+    }
+
+    /// Claims the next queued job (writes its `running` status event, seq 1).
+    pub async fn claim(&self) -> JobId {
+        jobs::claim_next(&self.pool, self.epoch, "test-image")
+            .await
+            .unwrap()
+            .expect("a queued job")
+            .id
+    }
+
+    /// Appends log lines in one write transaction; returns the new last seq.
+    pub async fn log(&self, job: JobId, lines: &[String]) -> i64 {
+        let events: Vec<_> = lines
+            .iter()
+            .map(|l| NewEvent::log(LogStream::Stdout, chrono::Utc::now(), l.clone()))
+            .collect();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let seq = events::append(&mut tx, job, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        seq
+    }
+
+    /// Ends the job (its `status` and `complete` events).
+    pub async fn finish(&self, job: JobId, status: JobStatus) {
+        let mut outcome = Outcome::new(status);
+        if status == JobStatus::Failed {
+            outcome = outcome.with_exit_code(1);
+        } else if status == JobStatus::Passed {
+            outcome = outcome.with_exit_code(0);
+        }
+        assert!(jobs::finish(&self.pool, job, Some(self.epoch), &outcome)
+            .await
+            .unwrap());
+    }
+}
+
+pub fn lines(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("line {i}")).collect()
+}
+
+/// Jobs and stored uploads in the database.
+pub async fn counts(pool: &SqlitePool) -> (i64, i64) {
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (jobs, uploads::count(pool).await.unwrap())
+}
+
+/// A small valid project.
+pub fn project_zip() -> Vec<u8> {
+    zip_files(&[
+        ("tests/test_ok.py", b"def test_ok():\n    assert True\n"),
+        ("requirements.txt", b""),
+    ])
+}
+
+/// A deflated archive of the given files.
+pub fn zip_files(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(data).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// A stored archive written byte by byte: `(name, data, unix mode)`, each with its own local
+/// header, unless `central` overrides which local header offsets the directory points at.
+pub fn raw_zip(entries: &[(&[u8], &[u8], u32)], offsets: Option<&[u32]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut written = Vec::new();
+    for (name, data, _) in entries {
+        written.push(out.len() as u32);
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crc32(data).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(data);
+    }
+    let offsets = offsets.unwrap_or(&written);
+    let cd_offset = out.len() as u32;
+    let mut central = Vec::new();
+    for ((name, data, mode), offset) in entries.iter().zip(offsets) {
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&crc32(data).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&(mode << 16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+    }
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Uploads `zip` to `path` and returns the status and JSON body.
+pub async fn upload(
+    server: &Server,
+    path: &str,
+    key: &str,
+    zip: Vec<u8>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(zip).file_name("project.zip"),
+    );
+    let response = client()
+        .post(server.at(path))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload request");
+    let status = response.status();
+    let body = response.json().await.expect("JSON answer");
+    (status, body)
+}
+
+/// GETs `path` with a key and returns the status and JSON body.
+pub async fn get_json(
+    server: &Server,
+    path: &str,
+    key: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = client()
+        .get(server.at(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let body = response.json().await.expect("JSON answer");
+    (status, body)
+}
