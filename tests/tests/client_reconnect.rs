@@ -1,0 +1,70 @@
+//! A stream cut in the middle: `ci` follows a job on replica 1, replica 1 dies, and `ci`
+//! finishes on replica 2 with the same log it would have printed without the cut.
+
+#[path = "client_support.rs"]
+mod support;
+
+use ci_tests::{fixture, Controller, Server, TestDb};
+use support::{job_id_in, run, CiEnv, CiProc, CI_TIMEOUT};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follows_on_the_next_replica_without_losing_or_repeating_lines() {
+    let db = TestDb::new().await;
+    let ada = db.user("ada").await;
+    let mut replica1 = Server::start(&db.path);
+    let replica2 = Server::start(&db.path);
+    let _controller = Controller::start(&db.path);
+    let env = CiEnv::new();
+    let servers = format!("{},{}", replica1.url, replica2.url);
+    let here = fixture("slow_lines");
+
+    let mut ci = CiProc::spawn(env.ci(&servers, &ada.key, &here, &["submit", "test"]));
+    let id = job_id_in(&ci.wait_for_line("Job ID: ", CI_TIMEOUT));
+    ci.wait_for_line("tick 3", CI_TIMEOUT);
+    replica1.proc.child.kill().unwrap();
+    replica1.proc.child.wait().unwrap();
+
+    let out = ci.finish(CI_TIMEOUT).expect_code(0);
+    assert!(
+        out.stderr.contains("reconnecting"),
+        "the cut was noticed:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("Job {id} passed")),
+        "{}",
+        out.stderr
+    );
+    let ticks: Vec<&str> = out
+        .stdout
+        .lines()
+        // pytest prints the first tick after the test file's name, on the same line.
+        .filter_map(|l| l.find("tick ").map(|at| &l[at..]))
+        .collect();
+    let expected: Vec<String> = (1..=25).map(|n| format!("tick {n}")).collect();
+    assert_eq!(
+        ticks, expected,
+        "every line once, in order:\n{}",
+        out.stdout
+    );
+
+    // The whole log, read afterwards from the surviving replica, is what was printed live.
+    let all = run(env.ci(&replica2.url, &ada.key, &here, &["wait", &id, "--all"])).expect_code(0);
+    assert_eq!(out.stdout, all.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_first_replica_is_skipped() {
+    let db = TestDb::new().await;
+    let ada = db.user("ada").await;
+    let server = Server::start(&db.path);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let servers = format!("http://127.0.0.1:{port},{}", server.url);
+    let env = CiEnv::new();
+    let out = run(env.ci(&servers, &ada.key, env.home.path(), &["list"])).expect_code(0);
+    assert_eq!(out.stdout, "No jobs found.\n");
+}

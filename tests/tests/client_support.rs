@@ -1,0 +1,279 @@
+//! Helpers for the `client_*` tests: run the real `ci` binary with a clean environment (its own
+//! HOME and config file, no CI_* variables from the caller), with a timeout, and read what it
+//! printed. Included by each `client_*` test file with `#[path]`; as a test target of its own it
+//! holds no tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ci_tests::ci_common::api::JobView;
+use ci_tests::ci_common::JobStatus;
+use ci_tests::{bin, client, Controller, Server, TestDb, TestUser, WAIT};
+
+/// How long one `ci` command may take (a job runs in Docker: install + pytest).
+pub const CI_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A home folder and config file for `ci`, isolated from the machine's.
+pub struct CiEnv {
+    pub home: tempfile::TempDir,
+}
+
+impl Default for CiEnv {
+    fn default() -> Self {
+        Self {
+            home: tempfile::tempdir().expect("temp home"),
+        }
+    }
+}
+
+impl CiEnv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `~/.ci/config` inside the temporary home.
+    pub fn config_path(&self) -> PathBuf {
+        self.home.path().join(".ci").join("config")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        let path = self.config_path();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// `ci ARGS` with nothing set but HOME (and NO_COLOR): callers add the server and key.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("ci"));
+        cmd.args(args)
+            .env_remove("CI_SERVER_URL")
+            .env_remove("CI_API_KEY")
+            .env_remove("CI_CONFIG")
+            .env("HOME", self.home.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `ci ARGS` against `server_url` as `key` (both from the environment), in `dir`.
+    pub fn ci(&self, server_url: &str, key: &str, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.command(args);
+        cmd.env("CI_SERVER_URL", server_url)
+            .env("CI_API_KEY", key)
+            .current_dir(dir);
+        cmd
+    }
+}
+
+/// What a finished `ci` printed, and how it exited.
+#[derive(Debug)]
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Fails the test with both outputs unless `ci` exited with `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "ci exited {:?}, expected {code}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "ci panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A running `ci`: its stdout and stderr are collected separately, and every line is also
+/// copied to the test's stderr and offered to `wait_for_line`.
+pub struct CiProc {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CiProc {
+    pub fn spawn(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start ci");
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let streams: [(Box<dyn Read + Send>, _, &str); 2] = [
+            (Box::new(child.stdout.take().unwrap()), stdout.clone(), "ci"),
+            (
+                Box::new(child.stderr.take().unwrap()),
+                stderr.clone(),
+                "ci stderr",
+            ),
+        ];
+        for (stream, sink, label) in streams {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    eprint!("[{label}] {line}");
+                    sink.lock().unwrap().push_str(&line);
+                    let _ = tx.send(line.trim_end().to_owned());
+                    line.clear();
+                }
+            }));
+        }
+        Self {
+            child,
+            stdout,
+            stderr,
+            lines,
+            readers,
+        }
+    }
+
+    /// Waits for a line (on stdout or stderr) containing `needle`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "ci printed no line containing {needle:?} within {timeout:?}\n--- stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    /// Sends a signal ("INT", "TERM", ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for `ci` to exit (killing it after `timeout`) and returns what it printed.
+    pub fn finish(mut self, timeout: Duration) -> Out {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "ci did not exit within {timeout:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                    self.stdout.lock().unwrap(),
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
+        Out {
+            code: status.code(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for CiProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cmd` to completion (with `CI_TIMEOUT`).
+pub fn run(cmd: Command) -> Out {
+    CiProc::spawn(cmd).finish(CI_TIMEOUT)
+}
+
+/// A database with a user, one server replica and a controller.
+pub struct Stack {
+    pub db: TestDb,
+    pub server: Server,
+    pub controller: Controller,
+    pub ada: TestUser,
+    pub env: CiEnv,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        let db = TestDb::new().await;
+        let ada = db.user("ada").await;
+        let server = Server::start(&db.path);
+        let controller = Controller::start(&db.path);
+        Self {
+            db,
+            server,
+            controller,
+            ada,
+            env: CiEnv::new(),
+        }
+    }
+
+    /// `ci ARGS` as ada against the server, in `dir`.
+    pub fn ci(&self, dir: &Path, args: &[&str]) -> Command {
+        self.env.ci(&self.server.url, &self.ada.key, dir, args)
+    }
+}
+
+/// `GET /api/v1/jobs/{id}` as `key`.
+pub async fn job_view(server_url: &str, key: &str, id: &str) -> JobView {
+    client()
+        .get(format!("{server_url}/api/v1/jobs/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("GET job")
+        .error_for_status()
+        .expect("GET job status")
+        .json()
+        .await
+        .expect("job JSON")
+}
+
+/// Polls the API until the job is in a terminal state.
+pub async fn wait_until_finished(server_url: &str, key: &str, id: &str) -> JobView {
+    ci_tests::wait_for("the job to finish", WAIT, || async {
+        let job = job_view(server_url, key, id).await;
+        job.status.is_terminal().then_some(job)
+    })
+    .await
+}
+
+/// The job id in a `Job ID: <id>` or `Job submitted: <id>` line.
+pub fn job_id_in(line: &str) -> String {
+    let id = line.rsplit(' ').next().unwrap().trim().to_owned();
+    assert!(id.parse::<uuid::Uuid>().is_ok(), "no job id in {line:?}");
+    id
+}
+
+pub fn is_terminal(status: JobStatus) -> bool {
+    status.is_terminal()
+}
