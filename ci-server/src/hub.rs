@@ -19,7 +19,7 @@ use tracing::Instrument;
 /// Events per database read.
 pub const PAGE: i64 = 500;
 /// Batches a follower may fall behind before it re-reads from the database instead.
-const CHANNEL_CAPACITY: usize = 256;
+pub const CHANNEL_CAPACITY: usize = 256;
 /// How often an idle tail checks whether anyone still follows it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -63,11 +63,18 @@ struct Inner {
     tails: Mutex<HashMap<JobId, broadcast::Sender<Arc<Batch>>>>,
     changes: watch::Sender<u64>,
     shutdown: CancellationToken,
+    capacity: usize,
 }
 
 impl Hub {
-    /// Starts the change watcher (polling every `poll`) and returns the hub.
-    pub fn start(pool: SqlitePool, poll: Duration, shutdown: CancellationToken) -> Self {
+    /// Starts the change watcher (polling every `poll`) and returns the hub; each job's channel
+    /// holds `capacity` batches.
+    pub fn start(
+        pool: SqlitePool,
+        poll: Duration,
+        shutdown: CancellationToken,
+        capacity: usize,
+    ) -> Self {
         let (changes, _) = watch::channel(0);
         let hub = Hub {
             inner: Arc::new(Inner {
@@ -75,6 +82,7 @@ impl Hub {
                 tails: Mutex::new(HashMap::new()),
                 changes,
                 shutdown,
+                capacity: capacity.max(1),
             }),
         };
         tokio::spawn(watch_changes(hub.clone(), poll));
@@ -91,7 +99,7 @@ impl Hub {
         if let Some(sender) = tails.get(&job_id) {
             return sender.subscribe();
         }
-        let (sender, receiver) = broadcast::channel(CHANNEL_CAPACITY);
+        let (sender, receiver) = broadcast::channel(self.inner.capacity);
         tails.insert(job_id, sender.clone());
         let span = tracing::debug_span!("tail", job.id = %job_id);
         tokio::spawn(tail(self.clone(), job_id, sender).instrument(span));

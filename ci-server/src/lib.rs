@@ -50,7 +50,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: SqlitePool, config: Config, shutdown: CancellationToken) -> Self {
-        let hub = hub::Hub::start(pool.clone(), config.poll_interval(), shutdown.clone());
+        let hub = hub::Hub::start(
+            pool.clone(),
+            config.poll_interval(),
+            shutdown.clone(),
+            hub::CHANNEL_CAPACITY,
+        );
         Self {
             pool,
             config: Arc::new(config),

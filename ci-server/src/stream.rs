@@ -28,6 +28,14 @@ pub enum Framing {
 }
 
 impl Framing {
+    /// SSE events from rendered job events.
+    pub fn frame(
+        self,
+        events: impl Stream<Item = Rendered> + Send + 'static,
+    ) -> impl Stream<Item = Event> + Send + 'static {
+        events.map(move |rendered| self.event(&rendered))
+    }
+
     pub fn event(self, rendered: &Rendered) -> Event {
         let event = Event::default()
             .id(rendered.seq.to_string())
@@ -50,7 +58,6 @@ struct Follower {
     pending: VecDeque<Rendered>,
     done: bool,
     shutdown: CancellationToken,
-    framing: Framing,
 }
 
 /// The job's events after `after`. With `live`, follows the job until its `complete` event;
@@ -60,8 +67,7 @@ pub fn follow(
     job_id: JobId,
     after: i64,
     live: bool,
-    framing: Framing,
-) -> impl Stream<Item = Event> + Send + 'static {
+) -> impl Stream<Item = Rendered> + Send + 'static {
     let follower = Follower {
         hub: state.hub.clone(),
         job_id,
@@ -72,7 +78,6 @@ pub fn follow(
         pending: VecDeque::new(),
         done: false,
         shutdown: state.shutdown.clone(),
-        framing,
     };
     stream::unfold(follower, |mut f| async move {
         let event = f.next().await?;
@@ -81,14 +86,14 @@ pub fn follow(
 }
 
 impl Follower {
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<Rendered> {
         loop {
             if let Some(rendered) = self.pending.pop_front() {
                 if rendered.complete {
                     self.done = true;
                     self.pending.clear();
                 }
-                return Some(self.framing.event(&rendered));
+                return Some(rendered);
             }
             if self.done || self.shutdown.is_cancelled() {
                 return None;
@@ -172,4 +177,133 @@ where
         sse,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use ci_common::api::Outcome;
+    use ci_common::db::events::NewEvent;
+    use ci_common::db::{self, jobs, lease, users};
+    use ci_common::{JobStatus, LogStream};
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::Config;
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        state: AppState,
+        job: JobId,
+        epoch: i64,
+    }
+
+    async fn setup(capacity: usize) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ci.db");
+        let pool = db::connect(&path, 4).await.unwrap();
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let job = jobs::create(&pool, user.id, "test", b"zip")
+            .await
+            .unwrap()
+            .id;
+        let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
+        jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let hub = Hub::start(
+            pool.clone(),
+            Duration::from_millis(5),
+            shutdown.clone(),
+            capacity,
+        );
+        let state = AppState {
+            pool,
+            config: Arc::new(Config::for_db(path)),
+            shutdown,
+            hub,
+            touches: Arc::default(),
+        };
+        Setup {
+            _dir: dir,
+            state,
+            job,
+            epoch,
+        }
+    }
+
+    async fn log(state: &AppState, job: JobId, text: &str) -> i64 {
+        let mut tx = state.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let line = NewEvent::log(LogStream::Stdout, Utc::now(), text);
+        let seq = events::append(&mut tx, job, &[line]).await.unwrap();
+        tx.commit().await.unwrap();
+        seq
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_lags_the_channel_rereads_from_the_database() {
+        let Setup {
+            _dir,
+            state,
+            job,
+            epoch,
+        } = setup(2).await;
+        let mut follower = Box::pin(follow(&state, job, 0, true));
+        assert_eq!(follower.next().await.unwrap().seq, 1);
+        // Another follower that keeps up, to know when each batch was broadcast.
+        let mut watcher = state.hub.subscribe(job);
+        for i in 0..20 {
+            let seq = log(&state, job, &format!("line {i}")).await;
+            loop {
+                match watcher.recv().await {
+                    Ok(batch) if batch.upto >= seq => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => panic!("tail closed"),
+                }
+            }
+        }
+        let outcome = Outcome::new(JobStatus::Passed);
+        jobs::finish(&state.pool, job, Some(epoch), &outcome)
+            .await
+            .unwrap();
+        let rest: Vec<i64> = tokio::time::timeout(
+            Duration::from_secs(30),
+            follower.map(|r| r.seq).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rest, (2..=23).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_tail_stops_when_its_last_follower_leaves_and_shutdown_ends_streams() {
+        let Setup {
+            _dir, state, job, ..
+        } = setup(16).await;
+        let mut follower = Box::pin(follow(&state, job, 0, true));
+        assert_eq!(follower.next().await.unwrap().seq, 1);
+        assert_eq!(state.hub.tails(), 1);
+        drop(follower);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while state.hub.tails() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the tail stopped");
+
+        let mut follower = Box::pin(follow(&state, job, 0, true));
+        assert_eq!(follower.next().await.unwrap().seq, 1);
+        state.shutdown.cancel();
+        let next = tokio::time::timeout(Duration::from_secs(5), follower.next())
+            .await
+            .expect("the stream ended on shutdown");
+        assert!(next.is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! Live job events over SSE, with events written to the database exactly as the controller
 //! writes them: order, resumption on another replica without gap or duplicate, the end of the
-//! stream, keep-alives, many followers, and shutdown with open streams.
+//! stream, keep-alives (and the request time limit does not cut a stream), many followers, and
+//! shutdown with open streams.
 
 mod common_server;
 
@@ -153,7 +154,10 @@ async fn resuming_on_another_replica_has_no_gap_and_no_duplicate() {
 async fn keep_alive_comments_arrive_while_the_job_is_quiet() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start_with(&db.path, &["--keepalive-secs", "1"]);
+        let server = Server::start_with(
+            &db.path,
+            &["--keepalive-secs", "2", "--request-timeout-secs", "1"],
+        );
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let job = running_job(&server, &ada.key, &controller).await;

@@ -44,7 +44,7 @@ pub async fn submit(
     multipart: MultipartResult,
 ) -> Result<Response, ApiError> {
     let job = accept_upload(&state, &user, multipart).await?;
-    let events = follow(&state, job.id, 0, true, Framing::Unnamed);
+    let events = Framing::Unnamed.frame(follow(&state, job.id, 0, true));
     Ok(with_job_header(sse_response(&state, events), job.id))
 }
 
@@ -57,8 +57,8 @@ pub async fn submit_stream(
     let job = accept_upload(&state, &user, multipart).await?;
     let first = StreamEvent::JobId { job_id: job.id };
     let first = Event::default().data(serde_json::to_string(&first).expect("serializes"));
-    let events =
-        stream::once(async move { first }).chain(follow(&state, job.id, 0, true, Framing::Unnamed));
+    let events = stream::once(async move { first })
+        .chain(Framing::Unnamed.frame(follow(&state, job.id, 0, true)));
     Ok(with_job_header(sse_response(&state, events), job.id))
 }
 
@@ -130,18 +130,17 @@ pub async fn stream(
     };
     let live = !job.status.is_terminal();
     if live || from_beginning || resume {
-        let events = follow(&state, id, after, live, Framing::Unnamed);
+        let events = Framing::Unnamed.frame(follow(&state, id, after, live));
         return Ok(sse_response(&state, events).into_response());
     }
     let notice = serde_json::json!({"type": "log", "data": "Job already completed."});
     let notice = Event::default().data(notice.to_string());
     // The job's last event is its `complete` event.
-    let events = stream::once(async move { notice }).chain(follow(
+    let events = stream::once(async move { notice }).chain(Framing::Unnamed.frame(follow(
         &state,
         id,
         (after - 1).max(0),
         false,
-        Framing::Unnamed,
-    ));
+    )));
     Ok(sse_response(&state, events))
 }
