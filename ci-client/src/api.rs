@@ -171,7 +171,7 @@ impl Api {
             request.multipart(form)
         };
         let response = self.send("jobs", build, Method::POST).await?;
-        json(response, "the server did not accept the upload").await
+        json(response, "the server rejected the upload").await
     }
 
     pub async fn job(&self, id: JobId) -> Result<JobView, ApiError> {

@@ -130,7 +130,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         "Uploading {} files ({}) to {}...",
         zipped.files.len(),
         human_size(zipped.bytes.len()),
-        api.current_server()
+        api.current_server().as_str().trim_end_matches('/')
     ));
     let submitted = tokio::select! {
         result = api.submit(zipped.bytes, &args.task) => result,
@@ -141,11 +141,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         }
     };
     stop(uploading);
-    let job = submitted.map_err(|e| match e {
-        ApiError::Unreachable { .. } | ApiError::Unauthorized { .. } => anyhow::Error::new(e),
-        other => anyhow::Error::new(other)
-            .context("the upload was rejected: fix the project and submit again"),
-    })?;
+    let job = submitted?;
     let id = job.job_id;
 
     if args.detach {
@@ -277,8 +273,12 @@ async fn cancel(api: &Api, args: CancelArgs) -> Result<Exit> {
     let id = args.job_id;
     let job = match api.cancel(id).await {
         Ok(job) => job,
-        Err(e) if e.status() == Some(StatusCode::CONFLICT) => {
-            return Err(anyhow::Error::new(e).context(format!(
+        Err(ApiError::Rejected {
+            status: StatusCode::CONFLICT,
+            message,
+            ..
+        }) => {
+            return Err(anyhow::Error::new(message).context(format!(
                 "job {id} has already finished, so there is nothing to cancel (`ci status {id}` shows how it ended)"
             )))
         }

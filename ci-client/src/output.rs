@@ -167,8 +167,8 @@ impl Sink for Printer {
                     return;
                 }
                 let text = match reason {
-                    Some(reason) => format!("[ci] job {status}: {reason}"),
-                    None => format!("[ci] job {status}"),
+                    Some(reason) => format!("[ci] status: {status} ({reason})"),
+                    None => format!("[ci] status: {status}"),
                 };
                 self.info(&text);
                 if *status == JobStatus::Queued {

@@ -156,3 +156,30 @@ async fn wait_on_a_failed_job_exits_1() {
         human.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_upload_shows_the_servers_message() {
+    let db = ci_tests::TestDb::new().await;
+    let ada = db.user("ada").await;
+    let server = ci_tests::Server::start_with(&db.path, &["--max-entries", "2"]);
+    let env = support::CiEnv::new();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir(project.path().join("tests")).unwrap();
+    for n in 0..5 {
+        std::fs::write(
+            project.path().join(format!("tests/test_{n}.py")),
+            "def test_x():\n    pass\n",
+        )
+        .unwrap();
+    }
+    let out =
+        run(env.ci(&server.url, &ada.key, project.path(), &["submit", "test"])).expect_code(1);
+    assert!(
+        out.stderr
+            .starts_with("error: the server rejected the upload"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("server said: "), "{}", out.stderr);
+    assert!(!out.stderr.contains("Job ID"), "{}", out.stderr);
+}
