@@ -167,17 +167,16 @@ fn request_span(request: &Request) -> Span {
         method = %request.method(),
         route,
         status = field::Empty,
+        latency_ms = field::Empty,
         user_id = field::Empty,
     )
 }
 
 fn on_response<B>(response: &axum::http::Response<B>, latency: Duration, span: &Span) {
+    let latency_ms = (latency.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     span.record("status", response.status().as_u16());
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_ms = %format_args!("{:.2}", latency.as_secs_f64() * 1000.0),
-        "response"
-    );
+    span.record("latency_ms", latency_ms);
+    tracing::info!("response");
 }
 
 async fn not_found(uri: Uri) -> ApiError {
