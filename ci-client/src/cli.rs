@@ -137,6 +137,13 @@ mod tests {
     }
 
     #[test]
+    fn help_text() {
+        insta::assert_snapshot!(Cli::command().render_help().to_string());
+        let submit = Cli::try_parse_from(["ci", "submit", "-h"]).unwrap_err();
+        insta::assert_snapshot!(submit.render().to_string());
+    }
+
+    #[test]
     fn a_mistyped_job_id_is_a_usage_error() {
         let err = Cli::try_parse_from(["ci", "wait", "nope"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);

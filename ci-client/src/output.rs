@@ -180,8 +180,10 @@ impl Sink for Printer {
     }
 
     fn reconnecting(&mut self, error: &anyhow::Error, attempt: u32, delay: Duration) {
+        // The root cause is enough here; the whole chain is printed if following gives up.
         self.info(&format!(
-            "[ci] connection lost ({error:#}); reconnecting in {:.1}s (attempt {attempt})",
+            "[ci] connection lost ({}); reconnecting in {:.1}s (attempt {attempt})",
+            error.root_cause(),
             delay.as_secs_f64()
         ));
     }
