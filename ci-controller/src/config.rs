@@ -9,7 +9,7 @@ use clap::Parser;
 /// Runs queued ci jobs in locked-down Docker containers and streams their output into the
 /// database. Exactly one controller runs per database.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "ci-controller", version, about)]
+#[command(name = "ci-controller", version, about, args_override_self = true)]
 pub struct Args {
     /// The SQLite database shared with the ci-server replicas.
     #[arg(long, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
@@ -295,6 +295,12 @@ mod tests {
         assert_eq!(args.user, "1000:1000");
         assert_eq!(args.uid_gid(), (1000, 1000));
         assert!(args.max_concurrent() >= 1);
+    }
+
+    #[test]
+    fn the_last_occurrence_of_a_flag_wins() {
+        let args = Args::try_parse_from(["ci-controller", "--image", "a", "--image", "b"]).unwrap();
+        assert_eq!(args.image, "b");
     }
 
     #[test]

@@ -548,6 +548,7 @@ impl<D: Docker> Ctx<D> {
         use futures_util::StreamExt;
         let mut parser = LogParser::new(self.settings.max_line_bytes, cursor);
         let mut lines = Vec::with_capacity(256);
+        let mut drained = false;
         loop {
             if read_log {
                 let mut stream = self.docker.logs(name, parser.since());
@@ -592,6 +593,14 @@ impl<D: Docker> Ctx<D> {
                 .map_err(|e| anyhow::anyhow!("cannot inspect container {name}: {e}"))?
                 .with_context(|| format!("the container {name} disappeared"))?;
             if !state.running && state.status != "created" {
+                if read_log && !drained {
+                    // A follow can end before everything was read (Docker ends it when the
+                    // container stops, even when the reader is behind a log rotation): read
+                    // what is left once more from the cursor.
+                    drained = true;
+                    parser.rewind();
+                    continue;
+                }
                 if read_log {
                     let cursor = parser.finish(&mut lines);
                     for line in lines.drain(..) {

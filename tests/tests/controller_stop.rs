@@ -1,0 +1,111 @@
+//! Cancelling and timing out running jobs, and the sandbox settings of a real container.
+
+#[path = "controller_support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use ci_common::db::jobs;
+use ci_common::JobStatus;
+use ci_tests::{docker_lines, Controller, TestDb};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let controller = Controller::start_with(
+        &db.path,
+        &[
+            "--memory",
+            "512m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "128",
+            "--tmp-size",
+            "64m",
+        ],
+    );
+    let id = queue(&db, user.id, "slow_lines").await;
+    running_with_line(&db, id, "tick 2").await;
+
+    let name = format!("{}-{id}-test", controller.prefix);
+    let out = std::process::Command::new("docker")
+        .args(["inspect", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker inspect {name}");
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &inspect[0];
+    let host = &c["HostConfig"];
+    assert_eq!(c["Config"]["User"], "1000:1000");
+    assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        host["SecurityOpt"],
+        serde_json::json!(["no-new-privileges"])
+    );
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["Tmpfs"]["/tmp"], "rw,nosuid,nodev,size=64m");
+    assert_eq!(host["PidsLimit"], 128);
+    assert_eq!(host["Memory"], 512 * 1024 * 1024);
+    assert_eq!(host["MemorySwap"], host["Memory"]);
+    assert_eq!(host["NanoCpus"], 500_000_000);
+    assert_eq!(host["NetworkMode"], "none");
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["Privileged"], false);
+    assert_eq!(host["LogConfig"]["Type"], "json-file");
+    let labels = &c["Config"]["Labels"];
+    assert_eq!(labels["ci.managed"], "true");
+    assert_eq!(labels["ci.job_id"], id.to_string());
+    assert_eq!(labels["ci.prefix"], controller.prefix);
+    assert_eq!(labels["ci.phase"], "test");
+    assert_eq!(c["Config"]["WorkingDir"], "/workspace/src");
+    assert_eq!(c["Mounts"][0]["Destination"], "/workspace");
+    assert_eq!(c["Mounts"][0]["Type"], "volume");
+
+    jobs::request_cancel(&db.pool, id, user.id).await.unwrap();
+    let job = finished(&db, id, Duration::from_secs(60)).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    let reason = job.reason.unwrap();
+    assert!(reason.starts_with("cancelled by the user; "), "{reason}");
+    assert!(
+        reason.contains("SIGTERM") || reason.contains("SIGKILL"),
+        "{reason}"
+    );
+    let log = log_texts(&all_events(&db, id).await).join("\n");
+    assert!(
+        !log.contains("tick 25"),
+        "the job was stopped before it ended"
+    );
+    ci_tests::wait_for(
+        "the cancelled job's container to be removed",
+        JOB_WAIT,
+        || async {
+            (docker_lines(&["ps", "-aq", "--filter", &format!("name={name}")]).is_empty()
+                && controller.volumes().is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_past_its_timeout_is_stopped_and_timed_out() {
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let controller =
+        Controller::start_with(&db.path, &["--job-timeout", "5s", "--stop-grace", "2s"]);
+    let id = queue(&db, user.id, "sleep_forever").await;
+    let job = finished(&db, id, Duration::from_secs(90)).await;
+    assert_eq!(job.status, JobStatus::TimedOut);
+    let reason = job.reason.unwrap();
+    assert!(reason.starts_with("timed out after 5s; "), "{reason}");
+    let started = job.started_at.unwrap();
+    let took = job.finished_at.unwrap() - started;
+    assert!(took >= chrono::Duration::seconds(5), "stopped after {took}");
+    ci_tests::wait_for("the container to be removed", JOB_WAIT, || async {
+        controller.containers().is_empty().then_some(())
+    })
+    .await;
+}
