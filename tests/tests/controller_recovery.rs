@@ -1,0 +1,73 @@
+//! A controller killed with SIGKILL mid-job: the next one reattaches to the running container,
+//! continues its log without duplicating or losing a line, and cleans up.
+
+#[path = "controller_support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use ci_common::JobStatus;
+use ci_tests::{Controller, TestDb, WAIT};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_once() {
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let mut first = Controller::start(&db.path);
+    let prefix = first.prefix.clone();
+    let id = queue(&db, user.id, "slow_lines").await;
+    running_with_line(&db, id, "tick 3").await;
+
+    first.proc.signal("KILL");
+    first.proc.wait_exit(Duration::from_secs(10));
+    // The job's container keeps running without a controller.
+    assert!(!first.containers().is_empty());
+
+    let second = Controller::start_with_prefix(&db.path, &prefix, &[]);
+    let job = finished(&db, id, JOB_WAIT).await;
+    assert_eq!(job.status, JobStatus::Passed, "reason: {:?}", job.reason);
+    let events = all_events(&db, id).await;
+    assert_well_formed(&job, &events);
+    let lines = log_texts(&events);
+    for n in 1..=25 {
+        let tick = format!("tick {n}");
+        let count = lines
+            .iter()
+            .filter(|l| {
+                l.split_whitespace().eq(tick.split_whitespace()) || l.ends_with(&format!(" {tick}"))
+            })
+            .count();
+        assert_eq!(count, 1, "{tick:?} appears {count} times in {lines:#?}");
+    }
+    ci_tests::wait_for(
+        "the job's container and volume to be removed",
+        WAIT,
+        || async { (second.containers().is_empty() && second.volumes().is_empty()).then_some(()) },
+    )
+    .await;
+    drop(second);
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_without_a_container_is_lost_and_orphans_are_removed() {
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let mut first = Controller::start(&db.path);
+    let prefix = first.prefix.clone();
+    let id = queue(&db, user.id, "slow_lines").await;
+    running_with_line(&db, id, "tick 2").await;
+    first.proc.signal("KILL");
+    first.proc.wait_exit(Duration::from_secs(10));
+    // The container vanishes while no controller runs.
+    ci_tests::remove_prefix_leftovers(&prefix);
+
+    let _second = Controller::start_with_prefix(&db.path, &prefix, &[]);
+    let job = finished(&db, id, Duration::from_secs(30)).await;
+    assert_eq!(job.status, JobStatus::Lost);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("the controller restarted and found no container for this job")
+    );
+}
