@@ -8,7 +8,27 @@ use ci_tests::{fixture, Controller, Server, TestDb};
 use support::{job_id_in, run, CiEnv, CiProc, CI_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn follows_on_the_next_replica_without_losing_or_repeating_lines() {
+async fn follows_on_the_next_replica_when_the_first_is_killed() {
+    follow_across_a_cut(|replica1| {
+        replica1.proc.child.kill().unwrap();
+        replica1.proc.child.wait().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follows_on_the_next_replica_when_the_first_shuts_down_cleanly() {
+    // A graceful shutdown ends the stream without `complete`: that is a cut too.
+    follow_across_a_cut(|replica1| {
+        replica1.proc.signal("TERM");
+        replica1.proc.wait_exit(ci_tests::WAIT);
+    })
+    .await;
+}
+
+/// Follows slow_lines through `replica1,replica2`, cuts replica 1 with `cut` after a few
+/// lines, and checks that every line was printed exactly once, as `ci wait --all` prints it.
+async fn follow_across_a_cut(cut: impl FnOnce(&mut Server)) {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
     let mut replica1 = Server::start(&db.path);
@@ -21,8 +41,7 @@ async fn follows_on_the_next_replica_without_losing_or_repeating_lines() {
     let mut ci = CiProc::spawn(env.ci(&servers, &ada.key, &here, &["submit", "test"]));
     let id = job_id_in(&ci.wait_for_line("Job ID: ", CI_TIMEOUT));
     ci.wait_for_line("tick 3", CI_TIMEOUT);
-    replica1.proc.child.kill().unwrap();
-    replica1.proc.child.wait().unwrap();
+    cut(&mut replica1);
 
     let out = ci.finish(CI_TIMEOUT).expect_code(0);
     assert!(
