@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Build the offline Python runner image (no registry needed).
+#
+# Usage: scripts/build-runner-image.sh [--force] [--tag TAG]
+#
+#   --tag TAG   image tag to build (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm)
+#   --force     rebuild even if the image already exists
+#
+# The root filesystem comes from `debootstrap --variant=minbase` (python3, pip, venv, pytest) using the
+# Debian mirror configured in this machine's apt sources (override with CI_DEBIAN_MIRROR=URL), and is
+# loaded with `docker import`. The image has a non-root user `runner` (uid/gid 1000, home /home/runner)
+# and a /workspace directory owned by 1000:1000. Needs root, debootstrap and a reachable Docker daemon
+# (scripts/ensure-docker.sh provides both). Downloaded .debs are cached in $CI_DEBOOTSTRAP_CACHE
+# (default /var/cache/ci-runner-debootstrap) so rebuilds are faster. The host's local CA certificates
+# (/usr/local/share/ca-certificates) are added to the image unless CI_RUNNER_HOST_CA=0. The root
+# filesystem is assembled under $CI_RUNNER_BUILD_DIR (default /var/tmp; must allow exec and devices).
+set -euo pipefail
+
+SUITE=bookworm
+INCLUDE=python3,python3-pip,python3-venv,python3-pytest
+tag="${CI_RUNNER_IMAGE:-ci-runner:bookworm}"
+force=0
+
+die() { printf 'build-runner-image: error: %s\n' "$*" >&2; exit 1; }
+log() { printf 'build-runner-image: %s\n' "$*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --force) force=1 ;;
+    --tag) [ $# -ge 2 ] || die "--tag needs a value, e.g. --tag ci-runner:bookworm"; tag="$2"; shift ;;
+    --tag=*) tag="${1#--tag=}" ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;
+    *) printf 'build-runner-image: unknown argument: %s\n' "$1" >&2
+       printf 'usage: %s [--force] [--tag TAG]\n' "$0" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$tag" ] || die "the image tag is empty: pass --tag TAG or set CI_RUNNER_IMAGE"
+
+command -v docker >/dev/null 2>&1 \
+  || die "the docker CLI is not installed: run scripts/ensure-docker.sh (as root)"
+docker info >/dev/null 2>&1 \
+  || die "Docker is not reachable (docker info failed): run scripts/ensure-docker.sh (as root), or set DOCKER_HOST to a running daemon"
+
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+if [ "$force" = 0 ] && image_exists "$tag"; then
+  log "image $tag already exists (use --force to rebuild)"
+  exit 0
+fi
+
+[ "$(id -u)" = 0 ] || die "building the image needs root (debootstrap/chroot): run it as root, e.g. sudo $0"
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] \
+  || die "debootstrap is not installed: apt-get install -y debootstrap (or run scripts/ensure-docker.sh)"
+PATH="$PATH:/usr/sbin:/sbin"
+
+# One build at a time on this machine; a second caller waits and then finds the image.
+lock_file=/var/lock/ci-runner-image.lock
+exec 9>"$lock_file"
+if ! flock -n 9; then
+  log "another build is running; waiting for it (lock $lock_file)"
+  flock 9
+fi
+if [ "$force" = 0 ] && image_exists "$tag"; then
+  log "image $tag already exists (built by a concurrent run)"
+  exit 0
+fi
+
+# --- find the Debian mirror in the machine's apt sources --------------------------------------
+# Prints the first URI that serves suite $SUITE (type deb), looking at deb822 *.sources files and
+# one-line *.list files. Comments and [options] are ignored.
+find_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -r "$f" ] || continue
+    case "$f" in
+      *.sources)
+        awk -v suite="$SUITE" '
+          function flush() {
+            if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uris != "" && enabled != "no") {
+              split(uris, u, " "); print u[1]; found = 1; exit
+            }
+            types = ""; suites = ""; uris = ""; enabled = ""
+          }
+          /^[ \t]*#/ { next }
+          /^[ \t]*$/ { flush(); next }
+          {
+            line = $0
+            key = tolower(line); sub(/:.*/, "", key); gsub(/[ \t]/, "", key)
+            val = line; sub(/^[^:]*:[ \t]*/, "", val); gsub(/[ \t]+/, " ", val); sub(/ $/, "", val)
+            if (key == "types") types = val
+            else if (key == "suites") suites = val
+            else if (key == "uris") uris = val
+            else if (key == "enabled") enabled = tolower(val)
+          }
+          END { if (!found) flush() }
+        ' "$f"
+        ;;
+      *)
+        awk -v suite="$SUITE" '
+          { sub(/#.*/, "") }
+          $1 == "deb" {
+            i = 2
+            if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+            if ($(i + 1) == suite) { print $i; exit }
+          }
+        ' "$f"
+        ;;
+    esac
+  done | head -n 1
+}
+
+mirror="${CI_DEBIAN_MIRROR:-}"
+if [ -z "$mirror" ]; then
+  mirror="$(find_mirror)"
+  [ -n "$mirror" ] || die "no Debian mirror for suite '$SUITE' found in /etc/apt/sources.list or /etc/apt/sources.list.d/*.{sources,list}: add one there, or set CI_DEBIAN_MIRROR=URL"
+  log "using Debian mirror $mirror (from the machine's apt sources)"
+else
+  log "using Debian mirror $mirror (from CI_DEBIAN_MIRROR)"
+fi
+
+# --- build the root filesystem ---------------------------------------------------------------
+build_parent="${CI_RUNNER_BUILD_DIR:-/var/tmp}"
+mkdir -p "$build_parent"
+workdir="$(mktemp -d "$build_parent/ci-runner-image.XXXXXX")"
+rootfs="$workdir/rootfs"
+tmp_tag="ci-runner-build-$$:tmp"
+deboot_pid=""
+cleanup() {
+  local m
+  # Stop an unfinished debootstrap (its own process group) and let it unmount what it mounted.
+  if [ -n "$deboot_pid" ] && kill -0 "$deboot_pid" 2>/dev/null; then
+    kill -TERM -- "-$deboot_pid" 2>/dev/null || true
+    wait "$deboot_pid" 2>/dev/null || true
+  fi
+  # debootstrap mounts /proc, /sys, ... in the target; never rm -rf through a live mount.
+  if [ -d "$workdir" ]; then
+    awk -v d="$workdir" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+      umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$workdir"
+  fi
+  docker image rm "$tmp_tag" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cache_dir="${CI_DEBOOTSTRAP_CACHE:-/var/cache/ci-runner-debootstrap}"
+mkdir -p "$cache_dir"
+
+start=$SECONDS
+log "debootstrap $SUITE into $rootfs (packages: $INCLUDE)"
+# In the background, in its own process group, so that a signal to this script is handled at once
+# (bash runs traps only between foreground commands) and stops all of debootstrap's children.
+setsid debootstrap --variant=minbase --include="$INCLUDE" --cache-dir="$cache_dir" \
+  "$SUITE" "$rootfs" "$mirror" >"$workdir/debootstrap.log" 2>&1 </dev/null &
+deboot_pid=$!
+if ! wait "$deboot_pid"; then
+  deboot_pid=""
+  tail -n 30 "$workdir/debootstrap.log" >&2
+  [ -f "$rootfs/debootstrap/debootstrap.log" ] && tail -n 30 "$rootfs/debootstrap/debootstrap.log" >&2
+  die "debootstrap failed (log above). If it could not download, check that $mirror is reachable (apt-get update) or set CI_DEBIAN_MIRROR=URL; if the target is noexec/nodev, set CI_RUNNER_BUILD_DIR to a directory on a normal filesystem"
+fi
+deboot_pid=""
+log "debootstrap done in $((SECONDS - start))s"
+
+# Non-root user runner (1000:1000) and the workspace.
+grep -q '^runner:' "$rootfs/etc/group" || echo 'runner:x:1000:' >>"$rootfs/etc/group"
+grep -q '^runner:' "$rootfs/etc/passwd" \
+  || echo 'runner:x:1000:1000:CI runner:/home/runner:/bin/sh' >>"$rootfs/etc/passwd"
+grep -q '^runner:' "$rootfs/etc/shadow" 2>/dev/null || echo 'runner:*:19000:0:99999:7:::' >>"$rootfs/etc/shadow"
+[ -f "$rootfs/etc/gshadow" ] && { grep -q '^runner:' "$rootfs/etc/gshadow" || echo 'runner:!::' >>"$rootfs/etc/gshadow"; }
+install -d -o 1000 -g 1000 -m 0755 "$rootfs/home/runner" "$rootfs/workspace"
+
+# Trust the same local CAs as this machine (e.g. a TLS-intercepting proxy in front of PyPI), so that
+# `pip install` inside the sandbox works wherever it works on the host. Set CI_RUNNER_HOST_CA=0 to skip.
+if [ "${CI_RUNNER_HOST_CA:-1}" != 0 ] && compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
+  cp -a /usr/local/share/ca-certificates/. "$rootfs/usr/local/share/ca-certificates/"
+  if ! out="$(chroot "$rootfs" update-ca-certificates 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "update-ca-certificates failed in the image (output above); rerun with CI_RUNNER_HOST_CA=0 to skip the host CAs"
+  fi
+  log "added the host's local CA certificates (/usr/local/share/ca-certificates)"
+fi
+
+# Shrink: apt lists and caches, docs, man/info pages, message translations (LANG is C.UTF-8),
+# debootstrap leftovers, logs.
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \
+       "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* \
+       "$rootfs"/usr/share/lintian "$rootfs"/var/log/* "$rootfs"/debootstrap
+find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+# Docker provides these at run time.
+: >"$rootfs/etc/resolv.conf"
+: >"$rootfs/etc/hostname"
+
+log "importing into Docker as $tag"
+tar --numeric-owner -C "$rootfs" -c . | docker import \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'ENV LANG=C.UTF-8' \
+  --change 'WORKDIR /workspace' \
+  --change 'CMD ["python3"]' \
+  - "$tmp_tag" >/dev/null
+
+# Only a working image gets the real tag.
+if ! out="$(docker run --rm --network none --user 1000:1000 "$tmp_tag" python3 -m pytest --version 2>&1)"; then
+  printf '%s\n' "$out" >&2
+  die "the freshly built image does not run pytest (output above); rerun with --force after fixing the cause"
+fi
+old_id="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
+docker tag "$tmp_tag" "$tag"
+# A --force rebuild leaves the previous image untagged; drop it unless a container still uses it.
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+  docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
+size="$(docker image inspect -f '{{.Size}}' "$tag")"
+log "built $tag ($((size / 1024 / 1024)) MiB, $out) in $((SECONDS - start))s"

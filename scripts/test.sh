@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The project's test command: Docker + runner image + build + the whole test suite.
+#
+# Usage: scripts/test.sh [NEXTEST ARGS...]
+#   e.g. scripts/test.sh -E 'test(sse)'     # extra arguments go to `cargo nextest run`
+#
+# Runs scripts/ensure-docker.sh and scripts/build-runner-image.sh (both do nothing when all is in
+# place), builds every binary (the integration tests start the real ci-server/ci-controller), then
+# `cargo nextest run --workspace --no-fail-fast`. The tests use the image in $CI_TEST_IMAGE
+# (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm, the image built here).
+set -euo pipefail
+
+die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+runner_image="${CI_RUNNER_IMAGE:-ci-runner:bookworm}"
+export CI_TEST_IMAGE="${CI_TEST_IMAGE:-$runner_image}"
+
+scripts/ensure-docker.sh
+if [ "$CI_TEST_IMAGE" = "$runner_image" ]; then
+  scripts/build-runner-image.sh --tag "$runner_image"
+else
+  log "CI_TEST_IMAGE=$CI_TEST_IMAGE is not the runner image ($runner_image): not building it; the tests use $CI_TEST_IMAGE as it is"
+fi
+
+# CI shells may not have rustup's bin directory on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo is not installed: install Rust with rustup (https://rustup.rs), then rerun"
+cargo nextest --version >/dev/null 2>&1 \
+  || die "cargo-nextest is not installed: cargo install cargo-nextest --locked, then rerun"
+
+locked=()
+[ -f Cargo.lock ] && locked=(--locked)
+
+log "cargo build --workspace --bins ${locked[*]}"
+cargo build --workspace --bins "${locked[@]}"
+
+log "cargo nextest run --workspace --no-fail-fast $* (CI_TEST_IMAGE=$CI_TEST_IMAGE)"
+exec cargo nextest run --workspace --no-fail-fast "$@"
