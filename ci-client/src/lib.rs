@@ -74,14 +74,14 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         clap_complete::generate(shell, &mut command, "ci", &mut std::io::stdout());
         return Ok(Exit::Ok);
     }
-    // Listen for Ctrl-C from the start, so it never kills the process half-way.
-    let mut interrupt = Interrupt::new()?;
     let settings = settings(&cli)?;
     let key = settings.key()?;
     let api = Api::new(settings.servers.clone(), key)?;
+    // `submit` and `wait` handle Ctrl-C themselves (cancel, or detach); the other commands keep
+    // the default (the process ends, exit 130).
     match cli.command {
-        Command::Submit(args) => submit(&api, args, &mut interrupt).await,
-        Command::Wait(args) => wait(&api, args, &mut interrupt).await,
+        Command::Submit(args) => submit(&api, args, &mut Interrupt::new()?).await,
+        Command::Wait(args) => wait(&api, args, &mut Interrupt::new()?).await,
         Command::List(args) => list(&api, args).await,
         Command::Status(args) => status(&api, args).await,
         Command::Cancel(args) => cancel(&api, args).await,
