@@ -388,4 +388,36 @@ async fn the_default_database_is_the_same_from_any_working_directory() {
         .await
         .unwrap()
         .is_some());
+
+    // ci-server started elsewhere without --db-path serves the same users.
+    let key_out = run_in(
+        a.path(),
+        &["key", "create", "--email", "ada@example.com", "--name", "k"],
+    );
+    let key = field(&key_out, "API Key: ");
+    let c = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin("ci-server"));
+    cmd.args(["--host", "127.0.0.1", "--port", "0"])
+        .current_dir(c.path())
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("CI_DB_PATH");
+    let mut server = ci_tests::Proc::spawn("ci-server", cmd);
+    let line = server.wait_for_line("listening on http://", ci_tests::WAIT);
+    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    let response = ci_tests::client()
+        .get(format!("{url}/api/v1/jobs"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the server reads the database ci-admin wrote"
+    );
+    assert!(
+        std::fs::read_dir(c.path()).unwrap().next().is_none(),
+        "nothing written to the cwd"
+    );
 }
