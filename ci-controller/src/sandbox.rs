@@ -80,7 +80,11 @@ impl Sandbox {
     }
 }
 
-/// The command of a phase.
+/// PID 1 of every container: runs the phase's command, forwards Docker's signals to it and
+/// ignores signals sent from inside the container (see the script's header).
+const SUPERVISOR: &str = include_str!("supervisor.py");
+
+/// The command of a phase, run under [`SUPERVISOR`].
 pub fn command(phase: Phase) -> Vec<String> {
     let args: &[&str] = match phase {
         Phase::Install => &[
@@ -94,7 +98,11 @@ pub fn command(phase: Phase) -> Vec<String> {
         ],
         Phase::Test => &["python3", "-m", "pytest", "-p", "no:cacheprovider"],
     };
-    args.iter().map(|s| s.to_string()).collect()
+    ["python3", "-c", SUPERVISOR]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// The environment of every phase: HOME on the tmpfs, packages installed into the workspace
@@ -142,7 +150,8 @@ pub fn container_config(sandbox: &Sandbox, job: JobId, phase: Phase) -> Config<S
         memory_swap: Some(sandbox.memory_bytes),
         nano_cpus: Some(sandbox.nano_cpus),
         pids_limit: Some(sandbox.pids_limit),
-        init: Some(true),
+        // The supervisor is PID 1: Docker's init would forward a test's own kill(1, SIGTERM).
+        init: Some(false),
         network_mode: Some(network.clone()),
         privileged: Some(false),
         log_config: Some(HostConfigLogConfig {
@@ -208,7 +217,14 @@ mod tests {
         assert_eq!(host.memory, Some(1 << 30));
         assert_eq!(host.nano_cpus, Some(1_000_000_000));
         assert_eq!(host.pids_limit, Some(256));
-        assert_eq!(host.init, Some(true));
+        assert_eq!(host.init, Some(false));
+        let cmd = config.cmd.clone().unwrap();
+        assert_eq!(cmd[..2], ["python3", "-c"]);
+        assert!(cmd[2].contains("sigwaitinfo"), "PID 1 is the supervisor");
+        assert_eq!(
+            cmd[3..],
+            ["python3", "-m", "pytest", "-p", "no:cacheprovider"]
+        );
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(
             host.tmpfs.unwrap()["/tmp"],

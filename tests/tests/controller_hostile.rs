@@ -34,8 +34,6 @@ async fn tests_have_no_network_and_a_read_only_root() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known gap: docker-init (PID 1) runs as the job's uid, so the job's kill(1, SIGTERM) \
-            is forwarded to pytest and the job ends with exit 143"]
 async fn the_job_cannot_kill_pid1() {
     all_pass(&["kill_pid1"]).await;
 }

@@ -52,7 +52,20 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     assert_eq!(host["MemorySwap"], host["Memory"]);
     assert_eq!(host["NanoCpus"], 500_000_000);
     assert_eq!(host["NetworkMode"], "none");
-    assert_eq!(host["Init"], true);
+    // PID 1 is the controller's supervisor (not Docker's init, which would forward a test's
+    // own kill(1, SIGTERM)); it forwards Docker's stop signal to pytest.
+    assert_eq!(host["Init"], false);
+    assert_eq!(c["Config"]["Cmd"][0], "python3");
+    assert_eq!(c["Config"]["Cmd"][1], "-c");
+    assert!(c["Config"]["Cmd"][2]
+        .as_str()
+        .unwrap()
+        .contains("sigwaitinfo"));
+    let cmd: Vec<&str> = c["Config"]["Cmd"].as_array().unwrap()[3..]
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(cmd, ["python3", "-m", "pytest", "-p", "no:cacheprovider"]);
     assert_eq!(host["Privileged"], false);
     assert_eq!(host["LogConfig"]["Type"], "json-file");
     let labels = &c["Config"]["Labels"];
@@ -70,8 +83,8 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     let reason = job.reason.unwrap();
     assert!(reason.starts_with("cancelled by the user; "), "{reason}");
     assert!(
-        reason.contains("SIGTERM") || reason.contains("SIGKILL"),
-        "{reason}"
+        reason.contains("stopped with SIGTERM"),
+        "pytest ends on SIGTERM within the grace period: {reason}"
     );
     let log = log_texts(&all_events(&db, id).await).join("\n");
     assert!(
