@@ -67,6 +67,8 @@ INTERVAL_NS = {interval_ms} * 1_000_000
 def test_steady_output(capsys):
     with capsys.disabled():
         out = sys.stdout
+        # pytest has printed "test_x.py " without a newline: end that line first.
+        out.write("\n")
         start = time.monotonic_ns()
         for i in range(LINES):
             target = start + i * INTERVAL_NS
@@ -114,6 +116,8 @@ def test_flood(capsys):
     digest = hashlib.sha256()
     with capsys.disabled():
         out = sys.stdout
+        # pytest has printed "test_x.py " without a newline: end that line first.
+        out.write("\n")
         out.flush()
         start = time.time_ns()
         batch = []
@@ -158,6 +162,8 @@ def test_fan_out(capsys):
     time.sleep({delay_ms} / 1000)
     with capsys.disabled():
         out = sys.stdout
+        # pytest has printed "test_x.py " without a newline: end that line first.
+        out.write("\n")
         start = time.monotonic_ns()
         i = 0
         while i < LINES:

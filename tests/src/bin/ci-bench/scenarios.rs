@@ -352,6 +352,21 @@ async fn pickup(ctx: &Ctx) -> Result<Findings> {
                 .map(|t| ms(*t as i128 - j.accepted_ns as i128))
         })
         .collect();
+    let creates = events.first("create");
+    let created: Vec<f64> = accepted
+        .iter()
+        .filter_map(|j| {
+            let c = creates.get(&j.job_id)?;
+            Some(ms(*c as i128 - j.accepted_ns as i128))
+        })
+        .collect();
+    let create_to_start: Vec<f64> = accepted
+        .iter()
+        .filter_map(|j| {
+            let (c, s) = (creates.get(&j.job_id)?, starts.get(&j.job_id)?);
+            Some(ms(*s as i128 - *c as i128))
+        })
+        .collect();
     let n = ctx.sizes.pickup_jobs;
     f.check(passed == n, format!("{passed}/{n} jobs passed"));
     f.check(
@@ -372,6 +387,18 @@ async fn pickup(ctx: &Ctx) -> Result<Findings> {
         Unit::Ms,
         Goal::None,
         claimed,
+    ));
+    f.metrics.push(Metric::new(
+        "201 accepted → container created (docker events)",
+        Unit::Ms,
+        Goal::None,
+        created,
+    ));
+    f.metrics.push(Metric::new(
+        "container created → started (archive upload + start)",
+        Unit::Ms,
+        Goal::None,
+        create_to_start,
     ));
     Ok(f)
 }

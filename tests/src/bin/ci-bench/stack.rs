@@ -305,17 +305,18 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A container `start` as Docker reported it.
+/// A container `create` or `start` as Docker reported it.
 #[derive(Clone, Debug)]
-pub struct ContainerStart {
+pub struct ContainerEvent {
     pub job_id: String,
+    pub action: String,
     pub time_ns: u64,
 }
 
 /// `docker events` for one controller prefix, running in the background (killed on drop).
 pub struct DockerEvents {
     child: tokio::process::Child,
-    starts: Arc<Mutex<Vec<ContainerStart>>>,
+    events: Arc<Mutex<Vec<ContainerEvent>>>,
 }
 
 impl DockerEvents {
@@ -337,6 +338,8 @@ impl DockerEvents {
                 "--filter",
                 "type=container",
                 "--filter",
+                "event=create",
+                "--filter",
                 "event=start",
                 "--format",
                 "{{json .}}",
@@ -348,8 +351,8 @@ impl DockerEvents {
             .spawn()
             .context("cannot run docker events")?;
         let stdout = child.stdout.take().context("docker events stdout")?;
-        let starts = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&starts);
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
         tokio::spawn(async move {
             let mut lines = tokio::io::BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -360,27 +363,37 @@ impl DockerEvents {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
+                let action = event["Action"].as_str().unwrap_or_default().to_owned();
                 let time_ns = event["timeNano"].as_u64().unwrap_or(0);
                 if !job_id.is_empty() && time_ns > 0 {
-                    if let Ok(mut starts) = sink.lock() {
-                        starts.push(ContainerStart { job_id, time_ns });
+                    if let Ok(mut events) = sink.lock() {
+                        events.push(ContainerEvent {
+                            job_id,
+                            action,
+                            time_ns,
+                        });
                     }
                 }
             }
         });
-        Ok(Self { child, starts })
+        Ok(Self { child, events })
+    }
+
+    /// The time of each job's first container `action` (`create`, `start`) seen so far.
+    pub fn first(&self, action: &str) -> HashMap<String, u64> {
+        let mut first: HashMap<String, u64> = HashMap::new();
+        if let Ok(events) = self.events.lock() {
+            for e in events.iter().filter(|e| e.action == action) {
+                let t = first.entry(e.job_id.clone()).or_insert(e.time_ns);
+                *t = (*t).min(e.time_ns);
+            }
+        }
+        first
     }
 
     /// The first container start of each job seen so far.
     pub fn first_starts(&self) -> HashMap<String, u64> {
-        let mut first: HashMap<String, u64> = HashMap::new();
-        if let Ok(starts) = self.starts.lock() {
-            for s in starts.iter() {
-                let t = first.entry(s.job_id.clone()).or_insert(s.time_ns);
-                *t = (*t).min(s.time_ns);
-            }
-        }
-        first
+        self.first("start")
     }
 
     /// Waits until every job in `jobs` has a container start (or `timeout`).
