@@ -546,6 +546,36 @@ async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) 
     Ok(out)
 }
 
+/// Lines per second that the database layer alone stores: the controller's batch write
+/// (`BEGIN IMMEDIATE`, `events::append` of 1000 lines, commit) on a fresh database, without
+/// Docker or log parsing in the way.
+async fn append_ceiling(lines: usize) -> Result<f64> {
+    use ci_tests::ci_common::db::{events, jobs};
+    use ci_tests::ci_common::LogStream;
+    let db = ci_tests::TestDb::new().await;
+    let user = db.user("Ceiling").await;
+    let job = jobs::create(&db.pool, user.id, "test", b"zip").await?;
+    let started = Instant::now();
+    let mut i = 0;
+    while i < lines {
+        let end = (i + 1000).min(lines);
+        let batch: Vec<events::NewEvent> = (i..end)
+            .map(|k| {
+                events::NewEvent::log(
+                    LogStream::Stdout,
+                    chrono::Utc::now(),
+                    fixtures::flood_line(k),
+                )
+            })
+            .collect();
+        let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
+        events::append(&mut tx, job.id, &batch).await?;
+        tx.commit().await?;
+        i = end;
+    }
+    Ok(lines as f64 / started.elapsed().as_secs_f64())
+}
+
 async fn throughput(ctx: &Ctx) -> Result<Findings> {
     let lines = ctx.sizes.flood_lines;
     let zip = fixtures::flood(&ctx.work, lines)?.zip();
@@ -559,6 +589,7 @@ async fn throughput(ctx: &Ctx) -> Result<Findings> {
     let mut lost = Vec::new();
     let mut server_peak = Vec::new();
     let mut controller_peak = Vec::new();
+    let mut ceiling = Vec::new();
     for run in 0..ctx.sizes.flood_runs {
         // A fresh stack per run, so that peak memory is this run's.
         let mut stack =
@@ -694,12 +725,20 @@ async fn throughput(ctx: &Ctx) -> Result<Findings> {
                 follower_rate.push(count as f64 / secs);
             }
         }
+        drop(stack);
+        ceiling.push(append_ceiling(lines).await?);
     }
     f.metrics.push(Metric::new(
         "stored in SQLite (MAX(seq) polled every 10 ms)",
         Unit::LinesPerSec,
         Goal::AtLeast(250_000.0),
         stored_rate,
+    ));
+    f.metrics.push(Metric::new(
+        "ceiling: `events::append` alone (1000-line transactions, no Docker)",
+        Unit::LinesPerSec,
+        Goal::None,
+        ceiling,
     ));
     f.metrics.push(Metric::new(
         "stored, by first/last event `ts`",
