@@ -18,7 +18,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::events::resume_point;
-use super::jobs::{query_error, view_with_seq, ListParams, MAX_LIMIT};
+use super::jobs::{query_error, ListParams, MAX_LIMIT};
 use super::{accept_upload, owned_job, JobPath};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -82,15 +82,6 @@ pub async fn list(
     let (limit, before) = params.parse(MAX_LIMIT)?;
     let jobs = db_jobs::list_for_user(&state.pool, user.user_id, limit, before).await?;
     Ok(Json(jobs.iter().map(db_jobs::Job::view).collect()))
-}
-
-/// `GET /jobs/{id}`.
-pub async fn get(
-    State(state): State<AppState>,
-    user: AuthUser,
-    JobPath(id): JobPath,
-) -> Result<Json<JobView>, ApiError> {
-    Ok(Json(view_with_seq(&state, &user, id).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
