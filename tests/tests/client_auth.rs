@@ -1,7 +1,7 @@
 //! Where `ci` finds the server and the API key (flag, environment, config file), and what it
 //! says when the key is refused or the server is unreachable. Needs a server, not Docker.
 
-#[path = "client_support.rs"]
+#[path = "support/client.rs"]
 mod support;
 
 use ci_tests::ci_common::db::api_keys;

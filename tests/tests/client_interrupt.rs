@@ -1,6 +1,6 @@
 //! Ctrl-C: during `ci submit` it cancels the job; during `ci wait` it only detaches.
 
-#[path = "client_support.rs"]
+#[path = "support/client.rs"]
 mod support;
 
 use ci_tests::ci_common::JobStatus;

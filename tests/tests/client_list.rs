@@ -1,6 +1,6 @@
 //! `ci list`, `ci status` and `ci cancel` as users run them.
 
-#[path = "client_support.rs"]
+#[path = "support/client.rs"]
 mod support;
 
 use ci_tests::ci_common::api::JobView;

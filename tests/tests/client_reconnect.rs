@@ -1,7 +1,7 @@
 //! A stream cut in the middle: `ci` follows a job on replica 1, replica 1 dies, and `ci`
 //! finishes on replica 2 with the same log it would have printed without the cut.
 
-#[path = "client_support.rs"]
+#[path = "support/client.rs"]
 mod support;
 
 use ci_tests::{fixture, Controller, Server, TestDb};

@@ -1,7 +1,7 @@
 //! `ci submit` and `ci wait` as users run them: the real `ci` binary against a real server,
 //! controller and Docker.
 
-#[path = "client_support.rs"]
+#[path = "support/client.rs"]
 mod support;
 
 use ci_tests::fixture;

@@ -1,7 +1,7 @@
 //! The controller runs the fixture projects in the runner image and records what a user sees:
 //! status, reason, exit code and the log.
 
-#[path = "controller_support.rs"]
+#[path = "support/controller.rs"]
 mod support;
 
 use ci_common::db::uploads;

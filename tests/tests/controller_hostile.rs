@@ -1,6 +1,6 @@
 //! Projects that attack the sandbox are contained and end the way a user expects.
 
-#[path = "controller_support.rs"]
+#[path = "support/controller.rs"]
 mod support;
 
 use ci_common::db::jobs;

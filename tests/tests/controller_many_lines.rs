@@ -1,6 +1,6 @@
 //! A job that prints 200,000 lines gets every one of them stored exactly once, in order.
 
-#[path = "controller_support.rs"]
+#[path = "support/controller.rs"]
 mod support;
 
 use std::time::Instant;

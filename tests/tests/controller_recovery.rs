@@ -1,7 +1,7 @@
 //! A controller killed with SIGKILL mid-job: the next one reattaches to the running container,
 //! continues its log without duplicating or losing a line, and cleans up.
 
-#[path = "controller_support.rs"]
+#[path = "support/controller.rs"]
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! One controller per database, fair scheduling between users, and a missing image.
 
-#[path = "controller_support.rs"]
+#[path = "support/controller.rs"]
 mod support;
 
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! Cancelling and timing out running jobs, and the sandbox settings of a real container.
 
-#[path = "controller_support.rs"]
+#[path = "support/controller.rs"]
 mod support;
 
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Helpers for the `client_*` tests: run the real `ci` binary with a clean environment (its own
 //! HOME and config file, no CI_* variables from the caller), with a timeout, and read what it
-//! printed. Included by each `client_*` test file with `#[path]`; as a test target of its own it
-//! holds no tests.
+//! printed. Included by each `client_*` test file with `#[path]`.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};

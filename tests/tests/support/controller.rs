@@ -1,5 +1,4 @@
-//! Helpers shared by the `controller_*` tests (included with `#[path]`; as its own test target
-//! it holds no tests).
+//! Helpers shared by the `controller_*` tests (included with `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;
