@@ -250,7 +250,8 @@ the controller runs `python3 -m pytest` without `-s`.
    replica 1); the job waits (so the followers can connect), then prints lines with their print
    time at a steady rate. Every follower must get every line in order, then `complete`. Server
    peak RSS is `VmHWM` of the followers' replica; latency is sampled on every 10th line of every
-   follower.
+   follower. The followers run inside `ci-bench` on the same cores as the server (on 2 cores they
+   take about as much CPU as the server does), so the latency is an upper bound.
 6. **Concurrency** — J jobs from U users (round-robin), all submitted at once, each polled until it
    ends: time to all done, errors, and the order of first container starts by user (from
    `docker events`); fairness figure = distinct users among the first U starts. The controller

@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::client::{self, follow, submit, wait_done};
+use crate::client::{follow, submit, wait_done};
 use crate::fixtures;
 use crate::stack::{memory_of, now_ns, DockerEvents, Stack, StackOptions};
 use crate::stats::{Check, Goal, Metric, Unit};
@@ -821,11 +821,11 @@ async fn fan_out(ctx: &Ctx) -> Result<Findings> {
         let submit_to = stack.server(0).url.clone();
         let follow_from = stack.server(1).url.clone();
         let job = submit(&ctx.http, &submit_to, &user.key, zip.clone()).await?;
-        // Every follower has its own connection (HTTP/1.1, like separate users).
+        // One client: every in-flight HTTP/1.1 stream gets its own connection, like separate users.
         let started = now_ns();
         let mut tasks = Vec::new();
         for _ in 0..s.fan_followers {
-            let http = client::http();
+            let http = ctx.http.clone();
             let (url, key, id) = (follow_from.clone(), user.key.clone(), job.job_id.clone());
             let timeout = ctx.job_timeout();
             tasks.push(tokio::spawn(async move {
