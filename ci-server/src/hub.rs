@@ -1,13 +1,18 @@
 //! Live job events, fanned out on one replica. One tail task per followed job reads new events
-//! from the database and broadcasts them to every follower of that job on this replica; tails
-//! wake only when a cheap `PRAGMA data_version` check on one dedicated connection says that the
-//! database changed. The database stays the only source of truth: a follower replays what it
-//! missed from it, so a slow follower, a new tail or another replica never causes a gap.
+//! from the database, renders each one once as SSE frames, and broadcasts them to every follower
+//! of that job on this replica; followers only share the rendered bytes. Tails wake only when a
+//! cheap `PRAGMA data_version` check on one dedicated connection says that the database changed.
+//! A tail also keeps its most recent batches, so that a follower that starts near the tail's
+//! position replays from memory instead of querying the database. The database stays the only
+//! source of truth: a follower replays what it missed from it, so a slow follower, a new tail or
+//! another replica never causes a gap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use ci_common::db::events::{self, EventRow};
 use ci_common::db::SqlitePool;
 use ci_common::JobId;
@@ -22,35 +27,129 @@ pub const PAGE: i64 = 500;
 pub const CHANNEL_CAPACITY: usize = 256;
 /// How often an idle tail checks whether anyone still follows it.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How many of its latest events a tail keeps for new followers (at most), and reads when it
+/// starts.
+const RECENT_EVENTS: usize = 1000;
+/// How many bytes of rendered frames a tail keeps for new followers (at most).
+const RECENT_BYTES: usize = 2 << 20;
 
-/// One event, rendered once for all followers.
-#[derive(Clone, Debug)]
-pub struct Rendered {
-    pub seq: i64,
-    pub kind: &'static str,
-    pub json: String,
-    pub complete: bool,
+/// How events are framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// `id:`, `event: <type>` and `data:` (the v1 API).
+    Named,
+    /// `id:` and `data:` only, so that clients listening for unnamed messages (the original
+    /// system's) see every event.
+    Unnamed,
 }
 
-impl Rendered {
-    pub fn from_row(row: &EventRow) -> Self {
-        let event = row.to_stream_event();
+/// One SSE frame without an id or name: `data: <json>` and a blank line.
+pub fn data_frame(json: &str) -> Bytes {
+    Bytes::from(format!("data: {json}\n\n"))
+}
+
+/// Consecutive events, rendered once as SSE frames in both framings: a follower sends a batch
+/// (or its end, from some event on) as one chunk of the response body, without copying it.
+#[derive(Debug)]
+pub struct Batch {
+    /// The seq before the batch's first event: the batch holds every event after `from` up to
+    /// and including `upto`. A batch with no events announces where a tail starts.
+    pub from: i64,
+    pub upto: i64,
+    /// Each event's seq, and where its frame starts in `named` and `unnamed`.
+    seqs: Vec<i64>,
+    named_at: Vec<usize>,
+    unnamed_at: Vec<usize>,
+    named: Bytes,
+    unnamed: Bytes,
+    /// The index of the job's `complete` event, if the batch holds it.
+    complete: Option<usize>,
+}
+
+impl Batch {
+    /// Renders stored events (in seq order) that follow `from`.
+    pub fn render(from: i64, rows: &[EventRow]) -> Self {
+        let mut named = String::with_capacity(rows.len() * 160);
+        let mut unnamed = String::with_capacity(rows.len() * 140);
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut named_at = Vec::with_capacity(rows.len());
+        let mut unnamed_at = Vec::with_capacity(rows.len());
+        let mut complete = None;
+        for row in rows {
+            let event = row.to_stream_event();
+            // The JSON has no raw newline, so it is one `data:` line.
+            let json = serde_json::to_string(&event).expect("stream events serialize");
+            if complete.is_none() && event.is_complete() {
+                complete = Some(seqs.len());
+            }
+            seqs.push(row.seq);
+            named_at.push(named.len());
+            unnamed_at.push(unnamed.len());
+            let seq = row.seq;
+            let kind = event.type_name();
+            let _ = write!(named, "id: {seq}\nevent: {kind}\ndata: {json}\n\n");
+            let _ = write!(unnamed, "id: {seq}\ndata: {json}\n\n");
+        }
         Self {
-            seq: row.seq,
-            kind: event.type_name(),
-            json: serde_json::to_string(&event).expect("stream events serialize"),
-            complete: event.is_complete(),
+            from,
+            upto: rows.last().map_or(from, |r| r.seq),
+            seqs,
+            named_at,
+            unnamed_at,
+            named: Bytes::from(named),
+            unnamed: Bytes::from(unnamed),
+            complete,
+        }
+    }
+
+    fn empty(at: i64) -> Self {
+        Self::render(at, &[])
+    }
+
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Whether the batch holds the job's `complete` event.
+    pub fn completes(&self) -> bool {
+        self.complete.is_some()
+    }
+
+    fn bytes(&self) -> usize {
+        self.named.len() + self.unnamed.len()
+    }
+
+    /// The frames of the events after `after`, up to and including a `complete` event, as one
+    /// chunk that shares this batch's memory; and whether that chunk ends with `complete`.
+    pub fn frames_after(&self, after: i64, framing: Framing) -> (Bytes, bool) {
+        let (bytes, at) = match framing {
+            Framing::Named => (&self.named, &self.named_at),
+            Framing::Unnamed => (&self.unnamed, &self.unnamed_at),
+        };
+        let first = self.seqs.partition_point(|seq| *seq <= after);
+        let start = at.get(first).copied().unwrap_or(bytes.len());
+        match self.complete {
+            Some(c) if c >= first => {
+                let end = at.get(c + 1).copied().unwrap_or(bytes.len());
+                (bytes.slice(start..end), true)
+            }
+            _ => (bytes.slice(start..), false),
         }
     }
 }
 
-/// What a tail broadcasts: the events after `from` up to and including `upto`. A batch with no
-/// events announces where the tail starts.
-#[derive(Debug)]
-pub struct Batch {
-    pub from: i64,
-    pub upto: i64,
-    pub events: Vec<Rendered>,
+/// A new follower's view of a job's tail.
+pub struct Subscription {
+    /// Every batch the tail reads from now on.
+    pub live: broadcast::Receiver<Arc<Batch>>,
+    /// With `Some`, the tail's recent batches cover every event after the follower's position
+    /// up to the tail's position: these batches, then `live`, are the whole stream, without a
+    /// database read. With `None`, the follower reads what it missed from the database.
+    pub replay: Option<Vec<Arc<Batch>>>,
 }
 
 #[derive(Clone)]
@@ -60,10 +159,55 @@ pub struct Hub {
 
 struct Inner {
     pool: SqlitePool,
-    tails: Mutex<HashMap<JobId, broadcast::Sender<Arc<Batch>>>>,
+    tails: Mutex<HashMap<JobId, Tail>>,
     changes: watch::Sender<u64>,
     shutdown: CancellationToken,
     capacity: usize,
+}
+
+/// A running tail, as followers see it.
+struct Tail {
+    sender: broadcast::Sender<Arc<Batch>>,
+    /// `None` until the tail read its starting point.
+    recent: Option<Recent>,
+}
+
+/// A tail's latest batches: every event after `start`, up to the tail's position.
+struct Recent {
+    start: i64,
+    batches: VecDeque<Arc<Batch>>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, batch: &Arc<Batch>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.events += batch.len();
+        self.bytes += batch.bytes();
+        self.batches.push_back(batch.clone());
+        while self.events > RECENT_EVENTS || self.bytes > RECENT_BYTES {
+            let Some(old) = self.batches.pop_front() else {
+                break;
+            };
+            self.events -= old.len();
+            self.bytes -= old.bytes();
+            self.start = old.upto;
+        }
+    }
+
+    /// The batches a follower at `after` needs, if they are all here.
+    fn after(&self, after: i64) -> Option<Vec<Arc<Batch>>> {
+        (after >= self.start).then(|| {
+            self.batches
+                .iter()
+                .filter(|b| b.upto > after)
+                .cloned()
+                .collect()
+        })
+    }
 }
 
 impl Hub {
@@ -93,22 +237,63 @@ impl Hub {
         &self.inner.pool
     }
 
-    /// Follows a job's live events: receives every batch the job's tail reads from now on.
-    pub fn subscribe(&self, job_id: JobId) -> broadcast::Receiver<Arc<Batch>> {
+    /// Follows a job's live events from just after `after`: the batches the job's tail reads
+    /// from now on and, when the tail still holds them, the recent ones the follower needs.
+    pub fn subscribe(&self, job_id: JobId, after: i64) -> Subscription {
         let mut tails = self.inner.tails.lock().expect("hub lock");
-        if let Some(sender) = tails.get(&job_id) {
-            return sender.subscribe();
+        if let Some(tail) = tails.get(&job_id) {
+            return Subscription {
+                live: tail.sender.subscribe(),
+                replay: tail.recent.as_ref().and_then(|r| r.after(after)),
+            };
         }
-        let (sender, receiver) = broadcast::channel(self.inner.capacity);
-        tails.insert(job_id, sender.clone());
+        let (sender, live) = broadcast::channel(self.inner.capacity);
+        tails.insert(
+            job_id,
+            Tail {
+                sender: sender.clone(),
+                recent: None,
+            },
+        );
         let span = tracing::debug_span!("tail", job.id = %job_id);
         tokio::spawn(tail(self.clone(), job_id, sender).instrument(span));
-        receiver
+        Subscription { live, replay: None }
     }
 
     /// How many jobs have a tail on this replica.
     pub fn tails(&self) -> usize {
         self.inner.tails.lock().expect("hub lock").len()
+    }
+
+    /// Sends a batch to the tail's followers and keeps it for new ones, in one step, so that a
+    /// follower that subscribes gets each batch exactly once: in its replay or live. `start`
+    /// begins the recent batches at the tail's starting point.
+    fn publish(
+        &self,
+        job_id: JobId,
+        sender: &broadcast::Sender<Arc<Batch>>,
+        batch: Batch,
+        start: bool,
+    ) {
+        let batch = Arc::new(batch);
+        let mut tails = self.inner.tails.lock().expect("hub lock");
+        if let Some(tail) = tails
+            .get_mut(&job_id)
+            .filter(|t| t.sender.same_channel(sender))
+        {
+            if start {
+                tail.recent = Some(Recent {
+                    start: batch.upto,
+                    batches: VecDeque::new(),
+                    events: 0,
+                    bytes: 0,
+                });
+            }
+            if let Some(recent) = tail.recent.as_mut() {
+                recent.push(&batch);
+            }
+        }
+        let _ = sender.send(batch);
     }
 
     /// Removes the job's tail if it is `sender` and (with `only_if_unfollowed`) nobody follows it.
@@ -122,7 +307,10 @@ impl Hub {
         if only_if_unfollowed && sender.receiver_count() > 0 {
             return false;
         }
-        if tails.get(&job_id).is_some_and(|s| s.same_channel(sender)) {
+        if tails
+            .get(&job_id)
+            .is_some_and(|t| t.sender.same_channel(sender))
+        {
             tails.remove(&job_id);
         }
         true
@@ -130,14 +318,15 @@ impl Hub {
 }
 
 /// Reads a job's new events whenever the database changed, until the job completes or nobody
-/// follows it any more.
+/// follows it any more. It starts a little before the job's last event, so that new followers
+/// of a running job usually find what they missed in its recent batches.
 async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Batch>>) {
     let mut changes = hub.inner.changes.subscribe();
     changes.borrow_and_update();
     let pool = hub.pool().clone();
     let mut cursor = loop {
         match events::last_seq(&pool, job_id).await {
-            Ok(seq) => break seq,
+            Ok(seq) => break (seq - RECENT_EVENTS as i64).max(0),
             Err(err) => {
                 tracing::warn!(error = format!("{err:#}"), "tail cannot start; retrying");
                 tokio::select! {
@@ -147,11 +336,7 @@ async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Batch>>) {
             }
         }
     };
-    let _ = sender.send(Arc::new(Batch {
-        from: cursor,
-        upto: cursor,
-        events: Vec::new(),
-    }));
+    hub.publish(job_id, &sender, Batch::empty(cursor), true);
     let mut read_now = true;
     loop {
         if read_now {
@@ -168,20 +353,20 @@ async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Batch>>) {
                         break;
                     }
                 };
-                let Some(last) = rows.last() else { break };
-                let batch = Batch {
-                    from: cursor,
-                    upto: last.seq,
-                    events: rows.iter().map(Rendered::from_row).collect(),
-                };
+                if rows.is_empty() {
+                    break;
+                }
+                let full = rows.len() as i64 >= PAGE;
+                let batch = Batch::render(cursor, &rows);
+                drop(rows);
                 cursor = batch.upto;
-                let complete = batch.events.iter().any(|e| e.complete);
-                let _ = sender.send(Arc::new(batch));
+                let complete = batch.completes();
+                hub.publish(job_id, &sender, batch, false);
                 if complete {
                     hub.retire(job_id, &sender, false);
                     return;
                 }
-                if (rows.len() as i64) < PAGE {
+                if !full {
                     break;
                 }
             }

@@ -8,8 +8,7 @@
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::response::sse::Event;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use ci_common::api::{JobView, StreamEvent, SubmittedJob};
 use ci_common::db::{events, jobs as db_jobs};
@@ -22,6 +21,7 @@ use super::jobs::{query_error, ListParams, MAX_LIMIT};
 use super::{accept_upload, owned_job, JobPath};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
+use crate::hub::data_frame;
 use crate::stream::{follow, sse_response, Framing};
 use crate::AppState;
 
@@ -44,8 +44,8 @@ pub async fn submit(
     multipart: MultipartResult,
 ) -> Result<Response, ApiError> {
     let job = accept_upload(&state, &user, multipart).await?;
-    let events = Framing::Unnamed.frame(follow(&state, job.id, 0, true));
-    Ok(with_job_header(sse_response(&state, events), job.id))
+    let frames = follow(&state, job.id, 0, true, Framing::Unnamed);
+    Ok(with_job_header(sse_response(&state, frames), job.id))
 }
 
 /// `POST /submit-stream`: like `/submit`, but first sends `{"type":"job_id","job_id":...}`.
@@ -56,10 +56,10 @@ pub async fn submit_stream(
 ) -> Result<Response, ApiError> {
     let job = accept_upload(&state, &user, multipart).await?;
     let first = StreamEvent::JobId { job_id: job.id };
-    let first = Event::default().data(serde_json::to_string(&first).expect("serializes"));
-    let events = stream::once(async move { first })
-        .chain(Framing::Unnamed.frame(follow(&state, job.id, 0, true)));
-    Ok(with_job_header(sse_response(&state, events), job.id))
+    let first = data_frame(&serde_json::to_string(&first).expect("serializes"));
+    let frames =
+        stream::once(async move { first }).chain(follow(&state, job.id, 0, true, Framing::Unnamed));
+    Ok(with_job_header(sse_response(&state, frames), job.id))
 }
 
 /// `POST /submit-async` → `{"job_id": "..."}`.
@@ -121,17 +121,18 @@ pub async fn stream(
     };
     let live = !job.status.is_terminal();
     if live || from_beginning || resume {
-        let events = Framing::Unnamed.frame(follow(&state, id, after, live));
-        return Ok(sse_response(&state, events).into_response());
+        let frames = follow(&state, id, after, live, Framing::Unnamed);
+        return Ok(sse_response(&state, frames));
     }
     let notice = serde_json::json!({"type": "log", "data": "Job already completed."});
-    let notice = Event::default().data(notice.to_string());
+    let notice = data_frame(&notice.to_string());
     // The job's last event is its `complete` event.
-    let events = stream::once(async move { notice }).chain(Framing::Unnamed.frame(follow(
+    let frames = stream::once(async move { notice }).chain(follow(
         &state,
         id,
         (after - 1).max(0),
         false,
-    )));
-    Ok(sse_response(&state, events))
+        Framing::Unnamed,
+    ));
+    Ok(sse_response(&state, frames))
 }

@@ -53,6 +53,6 @@ pub async fn follow(
     let after = resume_point(&headers, params.after.as_deref())?;
     let job = owned_job(&state, &user, id).await?;
     let live = !job.status.is_terminal();
-    let events = Framing::Named.frame(follow_events(&state, id, after, live));
-    Ok(sse_response(&state, events))
+    let frames = follow_events(&state, id, after, live, Framing::Named);
+    Ok(sse_response(&state, frames))
 }
