@@ -1,7 +1,8 @@
 //! A job's output on its way into `job_events`: [`LogParser`] turns Docker's timestamped log
 //! messages into lines (split when too long, lossy UTF-8, `\r\n` handled) and tracks the resume
-//! cursor; [`LogSink`] writes them in batches, fenced by the lease epoch, keeping the head and
-//! the tail of a log that goes past its cap.
+//! cursor; [`LogSink`] batches them for a writer task that stores them, fenced by the lease
+//! epoch, while the log is read on; the sink keeps the head and the tail of a log that goes past
+//! its cap.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -11,14 +12,24 @@ use ci_common::db::events::{self, NewEvent};
 use ci_common::db::jobs::{self, LogProgress};
 use ci_common::db::{lease, DbError, SqlitePool};
 use ci_common::{JobId, LogStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::docker::LogChunk;
 
-/// A batch is written when it has this many lines...
+/// A batch is handed to the writer when it has this many lines...
 pub const BATCH_LINES: usize = 1000;
+/// ...or this many bytes of text...
+pub const BATCH_BYTES: usize = 1 << 20;
 /// ...or when its first line has waited this long.
 pub const BATCH_DELAY: Duration = Duration::from_millis(25);
+/// Batches waiting for the writer (beyond that, reading the log waits for the database).
+const WRITER_QUEUE: usize = 6;
+/// A writer that is behind commits what is waiting in one transaction of up to this many
+/// lines (or bytes).
+const WRITE_MAX_LINES: usize = 8000;
+const WRITE_MAX_BYTES: usize = 8 << 20;
 
 /// One line of output.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +76,9 @@ pub struct LogParser {
     consumed: Option<Cursor>,
     /// While resuming: messages at or before this position are skipped.
     skip: Option<(DateTime<Utc>, i64)>,
+    /// The last timestamp parsed, up to its whole second (`YYYY-MM-DDTHH:MM:SS`, UTC), and
+    /// that second: a timestamp in the same second only needs its fraction read.
+    last_second: Option<([u8; 19], DateTime<Utc>)>,
 }
 
 impl LogParser {
@@ -75,6 +89,7 @@ impl LogParser {
             pending: [Vec::new(), Vec::new()],
             consumed: cursor,
             skip: None,
+            last_second: None,
         };
         parser.rewind();
         parser
@@ -97,12 +112,22 @@ impl LogParser {
     /// those lines when no partial line is left over (otherwise the stored cursor must not move
     /// past the start of the partial line).
     pub fn push(&mut self, chunk: &LogChunk, out: &mut Vec<LogLine>) -> Option<Cursor> {
+        if self.push_lines(chunk, out) {
+            self.consumed.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Like [`LogParser::push`] without copying the cursor: returns whether
+    /// [`LogParser::cursor`] may be stored with the lines read so far.
+    pub fn push_lines(&mut self, chunk: &LogChunk, out: &mut Vec<LogLine>) -> bool {
         let bytes = &chunk.bytes[..];
         let (ts_text, content) = match bytes.iter().position(|b| *b == b' ') {
             Some(i) => (std::str::from_utf8(&bytes[..i]).ok(), &bytes[i + 1..]),
             None => (None, bytes),
         };
-        let parsed = ts_text.and_then(|t| Some((t, parse_ts(t)?)));
+        let parsed = ts_text.and_then(|t| Some((t, self.parse_time(t)?)));
         let (ts, content) = match parsed {
             Some((text, ts)) => {
                 if let Some((skip_ts, left)) = &mut self.skip {
@@ -111,7 +136,7 @@ impl LogParser {
                             *left -= 1;
                         }
                         self.advance(text);
-                        return None;
+                        return false;
                     }
                     self.skip = None;
                 }
@@ -145,11 +170,41 @@ impl LogParser {
                 pending.drain(..cut);
             }
         }
-        if self.pending.iter().all(Vec::is_empty) {
-            self.consumed.clone()
-        } else {
-            None
+        self.consumed.is_some() && self.pending.iter().all(Vec::is_empty)
+    }
+
+    /// Where the log was read up to.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.consumed.as_ref()
+    }
+
+    /// Parses a Docker timestamp; one in the same second as the previous one (the usual case
+    /// in a busy log) costs only reading its fraction.
+    fn parse_time(&mut self, text: &str) -> Option<DateTime<Utc>> {
+        let b = text.as_bytes();
+        let utc_fraction = b.len() > 20 && b.len() <= 30 && b[19] == b'.' && b[b.len() - 1] == b'Z';
+        if utc_fraction {
+            if let Some((second, at)) = &self.last_second {
+                if b[..19] == second[..] {
+                    let digits = &b[20..b.len() - 1];
+                    if digits.iter().all(u8::is_ascii_digit) {
+                        let mut nanos: i64 = 0;
+                        for (i, d) in digits.iter().enumerate().take(9) {
+                            nanos += i64::from(d - b'0') * 10i64.pow(8 - i as u32);
+                        }
+                        return Some(*at + chrono::Duration::nanoseconds(nanos));
+                    }
+                }
+            }
         }
+        let ts = parse_ts(text)?;
+        if utc_fraction {
+            let mut second = [0u8; 19];
+            second.copy_from_slice(&b[..19]);
+            let at = ts - chrono::Duration::nanoseconds(i64::from(ts.timestamp_subsec_nanos()));
+            self.last_second = Some((second, at));
+        }
+        Some(ts)
     }
 
     /// The container is done: unfinished lines become lines. Returns the final cursor.
@@ -248,17 +303,109 @@ impl LogCap {
     }
 }
 
-/// Writes a job's events in batches, each in one `BEGIN IMMEDIATE` transaction fenced by the
-/// controller's lease epoch, together with the job's log counters and cursor.
-pub struct LogSink {
+/// A finished batch on its way to the writer: events, and the job's counters and cursor that
+/// go with them (the cursor covers exactly the lines of this and earlier batches).
+#[derive(Debug, Default)]
+struct Batch {
+    events: Vec<NewEvent>,
+    progress: LogProgress,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.progress == LogProgress::default()
+    }
+
+    /// Appends a later batch: its events after ours, its counters added, its cursor wins.
+    fn absorb(&mut self, later: Batch) {
+        if self.events.is_empty() {
+            self.events = later.events;
+        } else {
+            self.events.extend(later.events);
+        }
+        let (mine, theirs) = (&mut self.progress, later.progress);
+        mine.lines += theirs.lines;
+        mine.bytes += theirs.bytes;
+        mine.dropped_lines += theirs.dropped_lines;
+        mine.dropped_bytes += theirs.dropped_bytes;
+        if theirs.cursor.is_some() {
+            mine.cursor = theirs.cursor;
+        }
+    }
+}
+
+enum ToWriter {
+    Batch(Batch),
+    /// Answered once everything sent before it is committed.
+    Sync(oneshot::Sender<()>),
+}
+
+/// Writes batches as they come, each in one `BEGIN IMMEDIATE` transaction fenced by the lease
+/// epoch. When it is behind, everything waiting (up to [`WRITE_MAX_LINES`]) goes into one
+/// transaction. Ends at the first error (the sink then reports it) or when the sink is gone.
+async fn write_batches(
     pool: SqlitePool,
     job: JobId,
     epoch: i64,
+    mut rx: mpsc::Receiver<ToWriter>,
+) -> Result<(), DbError> {
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = Batch::default();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                ToWriter::Batch(b) => batch.absorb(b),
+                ToWriter::Sync(ack) => acks.push(ack),
+            }
+            if acks.is_empty()
+                && batch.events.len() < WRITE_MAX_LINES
+                && batch_bytes(&batch) < WRITE_MAX_BYTES
+            {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit(&pool, job, epoch, &batch).await?;
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+    Ok(())
+}
+
+fn batch_bytes(batch: &Batch) -> usize {
+    batch.events.iter().map(|e| e.text.len()).sum()
+}
+
+async fn commit(pool: &SqlitePool, job: JobId, epoch: i64, batch: &Batch) -> Result<(), DbError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    lease::check(&mut tx, epoch).await?;
+    if !batch.events.is_empty() {
+        events::append(&mut tx, job, &batch.events).await?;
+    }
+    jobs::record_log_progress(&mut tx, job, &batch.progress).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Collects a job's events into batches and hands them to a writer task, so the log is read
+/// while the previous batch commits. The queue to the writer is bounded: a slow database
+/// slows the reader down instead of filling memory. [`LogSink::sync`] (and `end_of_log`)
+/// wait until everything handed over is committed and report the writer's error, if any.
+pub struct LogSink {
+    epoch: i64,
     cap: LogCap,
+    to_writer: Option<mpsc::Sender<ToWriter>>,
+    writer: Option<JoinHandle<Result<(), DbError>>>,
+    /// The writer ended with `LeaseLost` (later calls report it again).
+    lease_lost: bool,
     batch: Vec<NewEvent>,
+    batch_bytes: usize,
     progress: LogProgress,
     first_pending: Option<Instant>,
-    /// Lines and bytes of the log stored so far (in the database or the batch).
+    /// Lines and bytes of the log stored so far (in the database or on the way there).
     stored_lines: u64,
     stored_bytes: u64,
     /// Past the head: lines go to `tail` (the last ones are kept, older ones dropped).
@@ -271,7 +418,8 @@ pub struct LogSink {
 }
 
 impl LogSink {
-    /// A sink for a job that already stored `lines` lines of `bytes` bytes.
+    /// A sink for a job that already stored `lines` lines of `bytes` bytes. Starts its writer
+    /// task (which ends when the sink is dropped, after writing what it was given).
     pub fn new(
         pool: SqlitePool,
         job: JobId,
@@ -280,12 +428,16 @@ impl LogSink {
         lines: u64,
         bytes: u64,
     ) -> Self {
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let writer = tokio::spawn(write_batches(pool, job, epoch, rx));
         Self {
-            pool,
-            job,
             epoch,
             cap,
+            to_writer: Some(tx),
+            writer: Some(writer),
+            lease_lost: false,
             batch: Vec::with_capacity(BATCH_LINES),
+            batch_bytes: 0,
             progress: LogProgress::default(),
             first_pending: None,
             stored_lines: lines,
@@ -310,6 +462,7 @@ impl LogSink {
             self.stored_bytes += len;
             self.progress.lines += 1;
             self.progress.bytes += len as i64;
+            self.batch_bytes += len as usize;
             self.batch
                 .push(NewEvent::log(line.stream, line.ts, line.text));
             self.first_pending.get_or_insert_with(Instant::now);
@@ -331,50 +484,102 @@ impl LogSink {
     }
 
     /// Records how far the log has been read, once the lines before it are pushed.
-    pub fn set_cursor(&mut self, cursor: Cursor) {
+    pub fn set_cursor(&mut self, cursor: &Cursor) {
         if !self.truncating {
-            self.progress.cursor = Some((cursor.ts.clone(), cursor.count));
+            match &mut self.progress.cursor {
+                Some((ts, count)) => {
+                    ts.clear();
+                    ts.push_str(&cursor.ts);
+                    *count = cursor.count;
+                }
+                None => self.progress.cursor = Some((cursor.ts.clone(), cursor.count)),
+            }
             self.first_pending.get_or_insert_with(Instant::now);
         }
-        self.latest_cursor = Some(cursor);
+        match &mut self.latest_cursor {
+            Some(latest) => latest.clone_from(cursor),
+            None => self.latest_cursor = Some(cursor.clone()),
+        }
     }
 
-    /// Whether the batch is full and should be written now.
+    /// Whether the batch is full and should be handed over now.
     pub fn is_full(&self) -> bool {
-        self.batch.len() >= BATCH_LINES
+        self.batch.len() >= BATCH_LINES || self.batch_bytes >= BATCH_BYTES
     }
 
-    /// When the pending batch must be written at the latest.
+    /// When the pending batch must be handed over at the latest.
     pub fn deadline(&self) -> Option<Instant> {
         self.first_pending.map(|t| t + BATCH_DELAY)
     }
 
-    /// Writes a notice (after every line pushed before it) at once.
+    /// Hands a notice (after every line pushed before it) to the writer at once.
     pub async fn notice(&mut self, text: impl Into<String>) -> Result<(), DbError> {
         self.batch.push(NewEvent::notice(text));
         self.flush().await
     }
 
-    /// Writes the pending batch.
+    /// Hands the pending batch to the writer; waits only while the writer's queue is full.
+    /// Fails if the writer has stopped on an error (with that error).
     pub async fn flush(&mut self) -> Result<(), DbError> {
         self.first_pending = None;
         if self.batch.is_empty() && self.progress == LogProgress::default() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        lease::check(&mut tx, self.epoch).await?;
-        if !self.batch.is_empty() {
-            events::append(&mut tx, self.job, &self.batch).await?;
+        let batch = Batch {
+            events: std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_LINES)),
+            progress: std::mem::take(&mut self.progress),
+        };
+        self.batch_bytes = 0;
+        self.send(ToWriter::Batch(batch)).await
+    }
+
+    /// Hands over the pending batch and waits until everything handed over is committed.
+    pub async fn sync(&mut self) -> Result<(), DbError> {
+        self.flush().await?;
+        let (ack, done) = oneshot::channel();
+        self.send(ToWriter::Sync(ack)).await?;
+        match done.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.writer_error().await),
         }
-        jobs::record_log_progress(&mut tx, self.job, &self.progress).await?;
-        tx.commit().await?;
-        self.batch.clear();
-        self.progress = LogProgress::default();
-        Ok(())
+    }
+
+    async fn send(&mut self, msg: ToWriter) -> Result<(), DbError> {
+        let sent = match &self.to_writer {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.writer_error().await)
+        }
+    }
+
+    /// Why the writer stopped (it only stops early on an error).
+    async fn writer_error(&mut self) -> DbError {
+        self.to_writer = None;
+        let ended = match self.writer.take() {
+            Some(writer) => writer.await,
+            None => Ok(Ok(())),
+        };
+        match ended {
+            Ok(Err(e)) => {
+                self.lease_lost = matches!(e, DbError::LeaseLost(_));
+                e
+            }
+            _ if self.lease_lost => DbError::LeaseLost(self.epoch),
+            Ok(Ok(())) => DbError::Query(sqlx::Error::Protocol(
+                "the log writer stopped after an earlier error".to_owned(),
+            )),
+            Err(join) => DbError::Query(sqlx::Error::Protocol(format!(
+                "the log writer failed: {join}"
+            ))),
+        }
     }
 
     /// The container's log is complete: writes what is pending, and for a truncated log one
-    /// "log truncated" notice followed by the kept tail.
+    /// "log truncated" notice followed by the kept tail, and waits until all of it is stored.
     pub async fn end_of_log(&mut self) -> Result<(), DbError> {
         if self.truncating {
             if self.dropped_lines > 0 {
@@ -396,7 +601,7 @@ impl LogSink {
             self.dropped_lines = 0;
             self.dropped_bytes = 0;
         }
-        self.flush().await
+        self.sync().await
     }
 
     /// Forgets the cursor of the previous container (a new phase starts a new log).
@@ -537,5 +742,217 @@ mod tests {
         };
         assert_eq!(cap.head(), (5, u64::MAX));
         assert_eq!(cap.tail(), (6, u64::MAX));
+    }
+
+    #[test]
+    fn timestamps_in_the_same_second_parse_like_the_full_parser() {
+        let mut parser = LogParser::new(100, None);
+        for text in [
+            "2024-05-01T10:00:00.000000001Z",
+            "2024-05-01T10:00:00.5Z",
+            "2024-05-01T10:00:00.123456789Z",
+            "2024-05-01T10:00:00.12Z",
+            "2024-05-01T10:00:01.000000007Z",
+            "2024-05-01T10:00:01.999999999Z",
+            "2024-05-01T10:00:01+02:00",
+            "2024-05-01T10:00:01.25Z",
+            "2024-05-01T10:00:01.2x5Z",
+        ] {
+            assert_eq!(parser.parse_time(text), parse_ts(text), "{text}");
+        }
+    }
+
+    mod sink {
+        use super::*;
+        use ci_common::db::{self, users};
+        use ci_common::EventKind;
+
+        struct Db {
+            _dir: tempfile::TempDir,
+            pool: SqlitePool,
+            epoch: i64,
+            job: JobId,
+            /// The job's events before the sink's (from the claim).
+            base: i64,
+        }
+
+        async fn db() -> Db {
+            let dir = tempfile::tempdir().unwrap();
+            let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
+            let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
+            let user = users::create(&pool, "Ada", "ada@example.com")
+                .await
+                .unwrap();
+            jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
+            let job = jobs::claim_next(&pool, epoch, "img")
+                .await
+                .unwrap()
+                .unwrap()
+                .id;
+            let base = events::last_seq(&pool, job).await.unwrap();
+            Db {
+                base,
+                _dir: dir,
+                pool,
+                epoch,
+                job,
+            }
+        }
+
+        fn sink(d: &Db, cap: LogCap) -> LogSink {
+            LogSink::new(d.pool.clone(), d.job, d.epoch, cap, 0, 0)
+        }
+
+        fn ts_of(i: usize) -> String {
+            format!(
+                "2024-05-01T10:00:{:02}.{:09}Z",
+                i / 1_000_000,
+                i % 1_000_000
+            )
+        }
+
+        /// Pushes lines `0..n` with their cursors the way `follow` does.
+        async fn feed(sink: &mut LogSink, range: std::ops::Range<usize>) {
+            for i in range {
+                let ts = ts_of(i);
+                sink.push_line(LogLine {
+                    stream: LogStream::Stdout,
+                    ts: parse_ts(&ts).unwrap(),
+                    text: format!("line {i}"),
+                });
+                sink.set_cursor(&Cursor { ts, count: 1 });
+                if sink.is_full() {
+                    sink.flush().await.unwrap();
+                }
+            }
+        }
+
+        async fn stored(d: &Db) -> Vec<events::EventRow> {
+            events::list_after(&d.pool, d.job, d.base, 1_000_000)
+                .await
+                .unwrap()
+        }
+
+        #[tokio::test]
+        async fn batches_are_stored_in_order_with_their_cursor_once_drained() {
+            let d = db().await;
+            let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+            sink.notice("running tests").await.unwrap();
+            let n = 25 * BATCH_LINES + 7;
+            feed(&mut sink, 0..n).await;
+            sink.end_of_log().await.unwrap();
+            let rows = stored(&d).await;
+            assert_eq!(rows.len(), n + 1);
+            assert_eq!(rows[0].text, "running tests");
+            for (i, row) in rows.iter().enumerate() {
+                assert_eq!(row.seq, d.base + i as i64 + 1, "gap-free");
+            }
+            for (i, row) in rows[1..].iter().enumerate() {
+                assert_eq!(row.kind, EventKind::Log);
+                assert_eq!(row.text, format!("line {i}"));
+            }
+            let job = jobs::get(&d.pool, d.job).await.unwrap().unwrap();
+            assert_eq!(job.log_lines, n as i64);
+            assert_eq!(job.log_cursor.as_deref(), Some(ts_of(n - 1).as_str()));
+            assert_eq!(job.log_cursor_skip, 1);
+        }
+
+        #[tokio::test]
+        async fn a_pending_batch_is_stored_within_the_delay_without_a_full_batch() {
+            let d = db().await;
+            let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+            feed(&mut sink, 0..3).await;
+            let deadline = sink.deadline().expect("lines are pending");
+            assert!(deadline <= Instant::now() + BATCH_DELAY);
+            tokio::time::sleep_until(deadline).await;
+            sink.flush().await.unwrap();
+            // Handed over, not waited for: the writer stores it on its own.
+            let wait = async {
+                while stored(&d).await.len() < 3 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), wait)
+                .await
+                .expect("stored without end_of_log");
+        }
+
+        #[tokio::test]
+        async fn a_lost_lease_stops_the_writer_and_every_later_call_reports_it() {
+            let d = db().await;
+            let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+            feed(&mut sink, 0..10).await;
+            sink.sync().await.unwrap();
+            lease::acquire(&d.pool, "another").await.unwrap();
+            feed(&mut sink, 10..20).await;
+            let err = sink.end_of_log().await.unwrap_err();
+            assert!(
+                matches!(err, DbError::LeaseLost(e) if e == d.epoch),
+                "{err:?}"
+            );
+            sink.notice("more").await.unwrap_err();
+            let err = sink.sync().await.unwrap_err();
+            assert!(matches!(err, DbError::LeaseLost(_)), "{err:?}");
+            assert_eq!(stored(&d).await.len(), 10, "nothing after the takeover");
+        }
+
+        #[tokio::test]
+        async fn a_slow_database_holds_the_reader_back_after_a_few_batches() {
+            let d = db().await;
+            let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+            // Another connection holds the write lock: the writer waits on it.
+            let mut blocker = d.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("UPDATE jobs SET log_lines = log_lines")
+                .execute(&mut *blocker)
+                .await
+                .unwrap();
+            let mut handed = 0;
+            let stuck = loop {
+                feed(
+                    &mut sink,
+                    handed * BATCH_LINES..(handed + 1) * BATCH_LINES - 1,
+                )
+                .await;
+                sink.push_line(LogLine {
+                    stream: LogStream::Stdout,
+                    ts: Utc::now(),
+                    text: "x".into(),
+                });
+                match tokio::time::timeout(Duration::from_millis(200), sink.flush()).await {
+                    Ok(result) => result.unwrap(),
+                    Err(_) => break handed,
+                }
+                handed += 1;
+                // Queued, plus what the writer took at once into its waiting transaction.
+                let bound = WRITER_QUEUE + WRITE_MAX_LINES / BATCH_LINES + 1;
+                assert!(handed <= bound, "the queue is bounded");
+            };
+            assert!(stuck >= WRITER_QUEUE, "a few batches are queued first");
+            blocker.rollback().await.unwrap();
+            sink.end_of_log().await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_capped_log_keeps_head_notice_and_tail_through_the_writer() {
+            let d = db().await;
+            let mut sink = sink(
+                &d,
+                LogCap {
+                    lines: 3000,
+                    bytes: 0,
+                },
+            );
+            feed(&mut sink, 0..10_000).await;
+            sink.end_of_log().await.unwrap();
+            let rows = stored(&d).await;
+            assert_eq!(rows.len(), 3001);
+            assert_eq!(rows[1499].text, "line 1499");
+            assert!(rows[1500].text.starts_with("log truncated: 7000 lines"));
+            assert_eq!(rows[1501].text, "line 8500");
+            assert_eq!(rows[3000].text, "line 9999");
+            let job = jobs::get(&d.pool, d.job).await.unwrap().unwrap();
+            assert_eq!((job.log_lines, job.dropped_lines), (3000, 7000));
+            assert_eq!(job.log_cursor.as_deref(), Some(ts_of(9999).as_str()));
+        }
     }
 }

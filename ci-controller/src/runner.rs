@@ -210,7 +210,24 @@ impl<D: Docker> Ctx<D> {
     ) -> TaskEnd {
         let id = job.id;
         let started = Instant::now();
-        let flow = self.drive(&job, &found, &control).await;
+        let mut sink = LogSink::new(
+            self.pool.clone(),
+            job.id,
+            self.epoch,
+            self.settings.log_cap,
+            job.log_lines.max(0) as u64,
+            job.log_bytes.max(0) as u64,
+        );
+        let flow = self.drive(&job, &found, &control, &mut sink).await;
+        // Whichever way the job went, what its log writer was given is stored before its end
+        // (and a writer that failed, for example on a lost lease, decides the job's end).
+        let stored = sink.sync().await;
+        drop(sink);
+        let flow = match (flow, stored) {
+            (Err(e), _) => Err(e),
+            (Ok(flow), Ok(())) => Ok(flow),
+            (Ok(_), Err(e)) => Err(anyhow::Error::from(e)),
+        };
         let outcome = match flow {
             Ok(Flow::Detached) => return TaskEnd::Detached,
             Ok(Flow::Done(outcome)) => outcome,
@@ -258,6 +275,7 @@ impl<D: Docker> Ctx<D> {
         job: &Job,
         found: &[ContainerSummary],
         control: &JobControl,
+        sink: &mut LogSink,
     ) -> anyhow::Result<Flow> {
         let deadline = {
             let started = job.started_at.unwrap_or_else(chrono::Utc::now);
@@ -267,14 +285,6 @@ impl<D: Docker> Ctx<D> {
             let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
             Instant::now() + left
         };
-        let mut sink = LogSink::new(
-            self.pool.clone(),
-            job.id,
-            self.epoch,
-            self.settings.log_cap,
-            job.log_lines.max(0) as u64,
-            job.log_bytes.max(0) as u64,
-        );
         let has = |phase: Phase| {
             found
                 .iter()
@@ -286,7 +296,7 @@ impl<D: Docker> Ctx<D> {
         });
 
         if found.is_empty() {
-            return self.start_fresh(job, &mut sink, control, deadline).await;
+            return self.start_fresh(job, sink, control, deadline).await;
         }
         info!(job.id = %job.id, phase = ?job.phase, "reattaching to the job's container");
         if !has(Phase::Test) {
@@ -296,13 +306,13 @@ impl<D: Docker> Ctx<D> {
                 read_log: in_install,
             };
             let end = self
-                .run_phase(job.id, Phase::Install, start, &mut sink, control, deadline)
+                .run_phase(job.id, Phase::Install, start, sink, control, deadline)
                 .await?;
             if let Some(flow) = self.after_install(end) {
                 return Ok(flow);
             }
             return self
-                .test_phase(job.id, Start::Fresh(None), &mut sink, control, deadline)
+                .test_phase(job.id, Start::Fresh(None), sink, control, deadline)
                 .await;
         }
         let start = Start::Resume {
@@ -313,7 +323,7 @@ impl<D: Docker> Ctx<D> {
             },
             read_log: true,
         };
-        self.test_phase(job.id, start, &mut sink, control, deadline)
+        self.test_phase(job.id, start, sink, control, deadline)
             .await
     }
 
@@ -557,7 +567,7 @@ impl<D: Docker> Ctx<D> {
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => {
-                            sink.flush().await?;
+                            sink.sync().await?;
                             return Ok(None);
                         }
                         _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -565,11 +575,11 @@ impl<D: Docker> Ctx<D> {
                         }
                         item = stream.next() => match item {
                             Some(Ok(chunk)) => {
-                                let cursor = parser.push(&chunk, &mut lines);
+                                let at_line_end = parser.push_lines(&chunk, &mut lines);
                                 for line in lines.drain(..) {
                                     sink.push_line(line);
                                 }
-                                if let Some(cursor) = cursor {
+                                if let (true, Some(cursor)) = (at_line_end, parser.cursor()) {
                                     sink.set_cursor(cursor);
                                 }
                                 if sink.is_full() {
@@ -607,7 +617,7 @@ impl<D: Docker> Ctx<D> {
                         sink.push_line(line);
                     }
                     if let Some(cursor) = cursor {
-                        sink.set_cursor(cursor);
+                        sink.set_cursor(&cursor);
                     }
                 }
                 sink.end_of_log().await?;
@@ -617,7 +627,7 @@ impl<D: Docker> Ctx<D> {
             parser.rewind();
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    sink.flush().await?;
+                    sink.sync().await?;
                     return Ok(None);
                 }
                 _ = tokio::time::sleep(Duration::from_millis(if read_log { 100 } else { 250 })) => {}
