@@ -362,6 +362,7 @@ mod tests {
                 gid: 1000,
             },
             metrics: Arc::new(Metrics::default()),
+            image_seen: Default::default(),
         })
     }
 

@@ -77,6 +77,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             gid,
         },
         metrics: metrics.clone(),
+        image_seen: Default::default(),
     });
 
     if let Some(addr) = args.metrics_addr {

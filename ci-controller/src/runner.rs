@@ -41,7 +41,12 @@ pub struct Ctx<D> {
     pub sandbox: Sandbox,
     pub settings: JobSettings,
     pub metrics: Arc<Metrics>,
+    /// When the image was last seen present (it is not inspected again for every job).
+    pub image_seen: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long an image seen present is trusted without inspecting it again.
+const IMAGE_SEEN_FOR: Duration = Duration::from_secs(30);
 
 /// Signals a job task listens to.
 #[derive(Clone, Debug, Default)]
@@ -335,8 +340,22 @@ impl<D: Docker> Ctx<D> {
         deadline: Instant,
     ) -> anyhow::Result<Flow> {
         let image = &self.sandbox.image;
-        match self.docker.image_exists(image).await {
-            Ok(true) => {}
+        let seen = self
+            .image_seen
+            .lock()
+            .unwrap()
+            .is_some_and(|t| t.elapsed() < IMAGE_SEEN_FOR);
+        let exists = if seen {
+            Ok(true)
+        } else {
+            self.docker.image_exists(image).await
+        };
+        match exists {
+            Ok(true) => {
+                if !seen {
+                    *self.image_seen.lock().unwrap() = Some(Instant::now());
+                }
+            }
             Ok(false) => {
                 sink.notice(format!("pulling image {image}")).await?;
                 if let Err(e) = self.docker.pull_image(image).await {
@@ -351,21 +370,29 @@ impl<D: Docker> Ctx<D> {
                 )));
             }
         }
-        let Some(zip) = uploads::get(&self.pool, job.id).await? else {
-            return Ok(error("the job's uploaded project is missing"));
-        };
-        let s = &self.settings;
-        let workspace = match zip_to_tar(&zip, s.uid, s.gid, s.workspace_size) {
-            Ok(ws) => ws,
-            Err(e) => return Ok(error(e.to_string())),
-        };
-        drop(zip);
+        // The workspace volume is created while the project is unpacked.
         let volume = self.sandbox.volume_name(job.id);
-        if let Err(e) = self
+        let create_volume = self
             .docker
-            .create_volume(&volume, self.sandbox.labels(job.id, None))
-            .await
-        {
+            .create_volume(&volume, self.sandbox.labels(job.id, None));
+        let s = &self.settings;
+        let (uid, gid, size) = (s.uid, s.gid, s.workspace_size);
+        let unpack = async {
+            let Some(zip) = uploads::get(&self.pool, job.id).await? else {
+                return Ok(None);
+            };
+            let tar = tokio::task::spawn_blocking(move || zip_to_tar(&zip, uid, gid, size))
+                .await
+                .context("unpacking the project failed")?;
+            anyhow::Ok(Some(tar))
+        };
+        let (created, unpacked) = tokio::join!(create_volume, unpack);
+        let workspace = match unpacked? {
+            None => return Ok(error("the job's uploaded project is missing")),
+            Some(Err(e)) => return Ok(error(e.to_string())),
+            Some(Ok(ws)) => ws,
+        };
+        if let Err(e) = created {
             self.metrics.docker_error();
             return Ok(error(format!("could not create the workspace volume: {e}")));
         }

@@ -9,6 +9,8 @@ use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::{lease, DbError};
 use ci_common::{JobId, JobStatus};
+use sqlx::SqliteConnection;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,8 @@ use crate::sandbox::LABEL_JOB;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the queue watcher looks whether another connection committed.
+const WATCH_EVERY: Duration = Duration::from_millis(10);
 
 /// What one turn of the loop did.
 #[derive(Debug, PartialEq)]
@@ -41,6 +45,10 @@ pub struct Scheduler<D> {
     owned: HashMap<JobId, JobControl>,
     last_heartbeat: Instant,
     last_reconcile: Instant,
+    /// A job was queued (from the queue watcher).
+    queued: Arc<Notify>,
+    /// A job task ended (its slot is free).
+    job_ended: Arc<Notify>,
 }
 
 fn lease_lost(e: &DbError) -> bool {
@@ -64,13 +72,25 @@ impl<D: Docker> Scheduler<D> {
             owned: HashMap::new(),
             last_heartbeat: Instant::now(),
             last_reconcile: Instant::now(),
+            queued: Arc::new(Notify::new()),
+            job_ended: Arc::new(Notify::new()),
         }
     }
 
     /// Loops until shutdown (`Ok`) or until the lease is lost (`Err`).
     pub async fn run(&mut self) -> anyhow::Result<()> {
+        let watching = self.shutdown.child_token();
+        let _stop_watching = watching.clone().drop_guard();
+        match self.ctx.pool.acquire().await {
+            Ok(conn) => {
+                let conn = conn.detach();
+                tokio::spawn(watch_queue(conn, self.queued.clone(), watching));
+            }
+            Err(e) => warn!("cannot open the queue watcher's connection, polling only: {e}"),
+        }
         let mut backoff = self.interval;
         while !self.shutdown.is_cancelled() {
+            let mut wakeable = false;
             let wait = match self.turn().await {
                 Ok(Turn::Worked) => {
                     backoff = self.interval;
@@ -78,6 +98,7 @@ impl<D: Docker> Scheduler<D> {
                 }
                 Ok(Turn::Idle) => {
                     backoff = self.interval;
+                    wakeable = true;
                     self.interval
                 }
                 Err(e) if e.downcast_ref::<DbError>().is_some_and(lease_lost) => {
@@ -94,9 +115,12 @@ impl<D: Docker> Scheduler<D> {
                 tokio::task::yield_now().await;
                 continue;
             }
+            let can_claim = wakeable && self.owned.len() < self.max_jobs;
             tokio::select! {
                 _ = self.shutdown.cancelled() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.queued.notified(), if can_claim => {}
+                _ = self.job_ended.notified(), if wakeable => {}
             }
         }
         Ok(())
@@ -146,10 +170,14 @@ impl<D: Docker> Scheduler<D> {
         let id = job.id;
         self.owned.insert(id, control.clone());
         let ctx = self.ctx.clone();
+        let ended = self.job_ended.clone();
         let span = tracing::info_span!("job", job.id = %id);
-        let handle = self
-            .tasks
-            .spawn(async move { (id, ctx.run_job(job, found, control).await) }.instrument(span));
+        let task = async move {
+            let end = ctx.run_job(job, found, control).await;
+            ended.notify_one();
+            (id, end)
+        };
+        let handle = self.tasks.spawn(task.instrument(span));
         self.task_jobs.insert(handle.id(), id);
     }
 
@@ -271,5 +299,69 @@ impl<D: Docker> Scheduler<D> {
             warn!("some job tasks did not stop within 30s");
             self.tasks.abort_all();
         }
+    }
+}
+
+/// Wakes the claim loop soon after a job is queued, instead of at the next `--interval`:
+/// `PRAGMA data_version` on a connection of its own changes whenever another connection (a
+/// server replica queueing a job, or anything else) commits; only then is the queue read.
+async fn watch_queue(mut conn: SqliteConnection, queued: Arc<Notify>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let checked = async {
+            let version = jobs::data_version(&mut conn).await?;
+            if seen == Some(version) {
+                return Ok::<_, DbError>(false);
+            }
+            seen = Some(version);
+            jobs::any_queued(&mut conn).await
+        };
+        match checked.await {
+            Ok(true) => queued.notify_one(),
+            Ok(false) => {}
+            Err(e) => {
+                warn!("the queue watcher failed (the claim loop still polls): {e}");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ci_common::db::{self, users};
+
+    #[tokio::test]
+    async fn the_queue_watcher_wakes_the_claim_loop_when_a_job_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
+        let queued = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let conn = pool.acquire().await.unwrap().detach();
+        tokio::spawn(watch_queue(conn, queued.clone(), stop.clone()));
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), queued.notified())
+                .await
+                .is_err(),
+            "no job, no wake"
+        );
+        jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(2), queued.notified())
+            .await
+            .expect("woken soon after the job is queued");
+        stop.cancel();
     }
 }

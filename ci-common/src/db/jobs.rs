@@ -358,3 +358,47 @@ pub async fn count_by_status(
             .await?,
     )
 }
+
+/// Whether a job is waiting to be claimed (a cheap read, for waking the claim loop).
+pub async fn any_queued(ex: impl SqliteExecutor<'_>) -> Result<bool, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs
+                        WHERE status = 'queued' AND cancel_requested_at IS NULL)",
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// PRAGMA data_version on its own connection: changes when another connection commits.
+pub async fn data_version(conn: &mut SqliteConnection) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await?)
+}
+
+#[cfg(test)]
+mod queue_watch_tests {
+    use super::*;
+    use crate::db::testing::temp_db;
+    use crate::db::{lease, users};
+
+    #[tokio::test]
+    async fn a_queued_job_is_seen_and_moves_data_version_on_a_watching_connection() {
+        let (_dir, pool) = temp_db().await;
+        let mut watcher = pool.acquire().await.unwrap().detach();
+        let before = data_version(&mut watcher).await.unwrap();
+        assert!(!any_queued(&pool).await.unwrap());
+        assert_eq!(data_version(&mut watcher).await.unwrap(), before);
+
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        create(&pool, user.id, "test", b"zip").await.unwrap();
+        assert_ne!(data_version(&mut watcher).await.unwrap(), before);
+        assert!(any_queued(&mut watcher).await.unwrap());
+
+        let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
+        claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        assert!(!any_queued(&pool).await.unwrap());
+    }
+}
