@@ -36,6 +36,27 @@ pub struct Sandbox {
     pub log_max_size_bytes: u64,
 }
 
+/// Bytes Docker's json-file driver adds to every line (`{"log":"…\n","stream":"stdout",
+/// "time":"<RFC 3339 nanos>"}` and its newline), before any escaping of the text.
+pub const LOG_FRAMING_BYTES: u64 = 80;
+/// Files of a container's json-file log (the current one and the rotated ones).
+pub const LOG_MAX_FILES: u64 = 3;
+
+/// `max-size` of a container's json-file log: a whole capped log with its framing (the text
+/// cap plus [`LOG_FRAMING_BYTES`] for each line of the line cap), at least 64 MiB. With
+/// [`LOG_MAX_FILES`] files, Docker keeps at least two such files behind the one being written,
+/// so the reader can fall that far behind a fast producer before anything is rotated away.
+/// Past that (a job printing faster than Docker serves its log, for longer than that), the
+/// oldest unread lines are gone: they fall in the part of the log that is dropped past the
+/// cap, but they are missing from the truncation notice's count, and a lag larger than the
+/// kept tail would lose tail lines too.
+pub fn log_max_size(cap_bytes: u64, cap_lines: u64) -> u64 {
+    let text = if cap_bytes == 0 { 1 << 30 } else { cap_bytes };
+    let lines = if cap_lines == 0 { text / 16 } else { cap_lines };
+    text.saturating_add(lines.saturating_mul(LOG_FRAMING_BYTES))
+        .max(64 << 20)
+}
+
 impl Sandbox {
     pub fn from_args(args: &Args) -> Self {
         Self {
@@ -48,8 +69,7 @@ impl Sandbox {
             tmp_size_bytes: args.tmp_size,
             install_network: args.install_network.clone(),
             test_network: args.test_network.clone(),
-            // Room for the whole capped log plus Docker's JSON framing; at least 16 MiB.
-            log_max_size_bytes: (args.log_cap_bytes.saturating_mul(2)).max(16 << 20),
+            log_max_size_bytes: log_max_size(args.log_cap_bytes, args.log_cap_lines),
         }
     }
 
@@ -161,7 +181,7 @@ pub fn container_config(sandbox: &Sandbox, job: JobId, phase: Phase) -> Config<S
                     "max-size".to_owned(),
                     format!("{}k", sandbox.log_max_size_bytes / 1024),
                 ),
-                ("max-file".to_owned(), "2".to_owned()),
+                ("max-file".to_owned(), LOG_MAX_FILES.to_string()),
             ])),
         }),
         ..Default::default()
@@ -199,6 +219,20 @@ mod tests {
             test_network: "none".into(),
             log_max_size_bytes: 64 << 20,
         }
+    }
+
+    #[test]
+    fn the_json_log_holds_a_whole_capped_log_with_its_framing_twice() {
+        // The defaults: 32 MiB and 1M lines of at least 80 bytes of framing each.
+        let size = log_max_size(32 << 20, 1_000_000);
+        assert_eq!(size, (32 << 20) + 80_000_000);
+        let retained = size * (LOG_MAX_FILES - 1);
+        assert!(retained >= 2 * ((32 << 20) + 1_000_000 * LOG_FRAMING_BYTES));
+        assert_eq!(log_max_size(1 << 20, 1000), 64 << 20, "at least 64 MiB");
+        assert!(
+            log_max_size(0, 0) >= 1 << 30,
+            "unlimited: a generous fixed size"
+        );
     }
 
     #[test]
