@@ -85,9 +85,9 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
-        drop(listener);
+        info!("metrics on http://{}", listener.local_addr()?);
         tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, metrics, pool, stop).await {
+            if let Err(e) = metrics::serve(listener, metrics, pool, stop).await {
                 warn!("the metrics server stopped: {e}");
             }
         });

@@ -1,7 +1,6 @@
 //! Counters of the controller, served as Prometheus text on `--metrics-addr` with `/health`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -111,13 +110,11 @@ async fn health(State(state): State<MetricsState>) -> impl IntoResponse {
 
 /// Serves `/metrics` and `/health` until `shutdown`.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     pool: SqlitePool,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!("metrics on http://{}", listener.local_addr()?);
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/health", get(health))
