@@ -253,9 +253,11 @@ the controller runs `python3 -m pytest` without `-s`.
    follower. The followers run inside `ci-bench` on the same cores as the server (on 2 cores they
    take about as much CPU as the server does), so the latency is an upper bound.
 6. **Concurrency** — J jobs from U users (round-robin), all submitted at once, each polled until it
-   ends: time to all done, errors, and the order of first container starts by user (from
-   `docker events`); fairness figure = distinct users among the first U starts. The controller
-   runs its default number of concurrent jobs (the number of CPUs).
+   ends: time to all done, errors, and the order in which the controller claimed the jobs, by
+   user (their `start_time`); fairness figure = distinct users among the first U claims. The
+   container start order (from `docker events`) is noted too: containers of jobs claimed moments
+   apart are set up in parallel and may start in swapped order. The controller runs its default
+   number of concurrent jobs (the number of CPUs).
 7. **Idle footprint** — `VmRSS` of the server and the controller 0.5 s after each said it was ready,
    with an empty database.
 
