@@ -351,20 +351,32 @@ impl Drop for Controller {
 
 /// Removes every container and volume labelled with `prefix` (test cleanup).
 pub fn remove_prefix_leftovers(prefix: &str) {
+    // A killed controller may have left a Docker request in flight (a volume or container being
+    // created) that lands after a first sweep, so sweep until two sweeps in a row find nothing.
     let label = format!("label=ci.prefix={prefix}");
-    let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
-    if !containers.is_empty() {
-        let _ = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&containers)
-            .output();
-    }
-    let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &label]);
-    if !volumes.is_empty() {
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "-f"])
-            .args(&volumes)
-            .output();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut quiet = 0;
+    while quiet < 2 && Instant::now() < deadline {
+        let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
+        if !containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&containers)
+                .output();
+        }
+        let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &label]);
+        if !volumes.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+        if containers.is_empty() && volumes.is_empty() {
+            quiet += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            quiet = 0;
+        }
     }
 }
 
