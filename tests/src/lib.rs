@@ -58,29 +58,25 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Fails the test unless Docker answers. Tests never skip for lack of Docker.
 pub fn require_docker() {
-    let ok = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
     assert!(
-        ok,
+        docker_succeeds(&["info", "--format", "{{.ServerVersion}}"]),
         "Docker is not reachable: this test needs the Docker daemon (scripts/ensure-docker.sh)"
     );
     let image = test_image();
-    let has_image = Command::new("docker")
-        .args(["image", "inspect", &image])
+    assert!(
+        docker_succeeds(&["image", "inspect", &image]),
+        "the runner image {image} is missing: run scripts/build-runner-image.sh"
+    );
+}
+
+/// Whether `docker ARGS` exits 0 (its output is discarded).
+fn docker_succeeds(args: &[&str]) -> bool {
+    Command::new("docker")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        has_image,
-        "the runner image {image} is missing: run scripts/build-runner-image.sh"
-    );
+        .is_ok_and(|s| s.success())
 }
 
 /// Polls `check` until it returns `Some`, failing after `timeout` with `what`.
