@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ci_common::db::{self, api_keys, users, SqlitePool};
@@ -138,15 +138,49 @@ pub struct TestUser {
     pub key: String,
 }
 
-/// A child process that is killed when dropped, its output copied to the test's stderr.
+/// A child process that is killed when dropped. Its stdout and stderr are collected separately,
+/// and every line is also copied to the test's stderr (prefixed with its name) and offered to
+/// [`Proc::wait_for_line`].
 pub struct Proc {
     pub name: String,
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a finished process printed, and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Fails the test with both outputs unless the process exited with `code` (and did not
+    /// panic).
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exited {:?}, expected {code}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
 }
 
 impl Proc {
-    /// Starts `cmd`, forwarding stdout and stderr (prefixed with `name`) to stderr.
+    /// Starts `cmd` with its output piped and collected.
     pub fn spawn(name: &str, mut cmd: Command) -> Self {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -154,30 +188,49 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let (tx, rx) = mpsc::channel();
-        for (stream, tx) in [
+        let (tx, lines) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let streams: [(Box<dyn std::io::Read + Send>, _, String); 2] = [
             (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-                tx.clone(),
+                Box::new(child.stdout.take().unwrap()),
+                stdout.clone(),
+                name.to_owned(),
             ),
-            (Box::new(child.stderr.take().unwrap()), tx),
-        ] {
-            let label = name.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    eprintln!("[{label}] {line}");
-                    let _ = tx.send(line);
-                }
-            });
-        }
+            (
+                Box::new(child.stderr.take().unwrap()),
+                stderr.clone(),
+                format!("{name} stderr"),
+            ),
+        ];
+        let readers = streams
+            .into_iter()
+            .map(|(stream, sink, label)| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    let mut bytes = Vec::new();
+                    while reader.read_until(b'\n', &mut bytes).is_ok_and(|n| n > 0) {
+                        let line = String::from_utf8_lossy(&bytes);
+                        eprint!("[{label}] {line}");
+                        sink.lock().unwrap().push_str(&line);
+                        let _ = tx.send(line.trim_end().to_owned());
+                        bytes.clear();
+                    }
+                })
+            })
+            .collect();
         Self {
             name: name.to_owned(),
             child,
-            lines: rx,
+            lines,
+            stdout,
+            stderr,
+            readers,
         }
     }
 
-    /// Waits for an output line containing `needle` and returns it.
+    /// Waits for an output line (stdout or stderr) containing `needle` and returns it.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
@@ -185,17 +238,17 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "{} printed no line containing {needle:?} within {timeout:?}",
-                        self.name
-                    )
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} printed no line containing {needle:?} within {timeout:?}\n--- stderr:\n{}",
+                    self.name,
+                    self.stderr.lock().unwrap()
+                ),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
                     panic!(
-                        "{} exited ({status:?}) before printing {needle:?}",
-                        self.name
+                        "{} exited ({status:?}) before printing {needle:?}\n--- stderr:\n{}",
+                        self.name,
+                        self.stderr.lock().unwrap()
                     )
                 }
             }
@@ -222,12 +275,33 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit within {timeout:?}",
-                self.name
-            );
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} did not exit within {timeout:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+                    self.name,
+                    self.stdout.lock().unwrap(),
+                    self.stderr.lock().unwrap()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit (killing it and failing after `timeout`) and returns all it
+    /// printed.
+    pub fn finish(mut self, timeout: Duration) -> Output {
+        let status = self.wait_exit(timeout);
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        let stdout = self.stdout.lock().unwrap().clone();
+        let stderr = self.stderr.lock().unwrap().clone();
+        Output {
+            code: status.code(),
+            stdout,
+            stderr,
         }
     }
 }

@@ -3,15 +3,13 @@
 //! printed. Included by each `client_*` test file with `#[path]`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use ci_tests::ci_common::api::JobView;
 use ci_tests::ci_common::JobStatus;
-use ci_tests::{bin, client, Controller, Server, TestDb, TestUser, WAIT};
+use ci_tests::{bin, client, Controller, Proc, Server, TestDb, TestUser, WAIT};
 
 /// How long one `ci` command may take (a job runs in Docker: install + pytest).
 pub const CI_TIMEOUT: Duration = Duration::from_secs(180);
@@ -69,141 +67,29 @@ impl CiEnv {
 }
 
 /// What a finished `ci` printed, and how it exited.
-#[derive(Debug)]
-pub struct Out {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub type Out = ci_tests::Output;
 
-impl Out {
-    /// Fails the test with both outputs unless `ci` exited with `code`.
-    pub fn expect_code(self, code: i32) -> Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "ci exited {:?}, expected {code}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
-        );
-        assert!(
-            !self.stderr.contains("panicked"),
-            "ci panicked:\n{}",
-            self.stderr
-        );
-        self
-    }
-}
-
-/// A running `ci`: its stdout and stderr are collected separately, and every line is also
-/// copied to the test's stderr and offered to `wait_for_line`.
-pub struct CiProc {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    lines: mpsc::Receiver<String>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
+/// A running `ci` (the harness's process wrapper under the name the client tests use).
+pub struct CiProc(Proc);
 
 impl CiProc {
-    pub fn spawn(mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start ci");
-        let (tx, lines) = mpsc::channel();
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut readers = Vec::new();
-        let streams: [(Box<dyn Read + Send>, _, &str); 2] = [
-            (Box::new(child.stdout.take().unwrap()), stdout.clone(), "ci"),
-            (
-                Box::new(child.stderr.take().unwrap()),
-                stderr.clone(),
-                "ci stderr",
-            ),
-        ];
-        for (stream, sink, label) in streams {
-            let tx = tx.clone();
-            readers.push(std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                    eprint!("[{label}] {line}");
-                    sink.lock().unwrap().push_str(&line);
-                    let _ = tx.send(line.trim_end().to_owned());
-                    line.clear();
-                }
-            }));
-        }
-        Self {
-            child,
-            stdout,
-            stderr,
-            lines,
-            readers,
-        }
+    pub fn spawn(cmd: Command) -> Self {
+        Self(Proc::spawn("ci", cmd))
     }
 
     /// Waits for a line (on stdout or stderr) containing `needle`.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "ci printed no line containing {needle:?} within {timeout:?}\n--- stderr:\n{}",
-                    self.stderr.lock().unwrap()
-                ),
-            }
-        }
+        self.0.wait_for_line(needle, timeout)
     }
 
     /// Sends a signal ("INT", "TERM", ...).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.0.signal(signal)
     }
 
     /// Waits for `ci` to exit (killing it after `timeout`) and returns what it printed.
-    pub fn finish(mut self, timeout: Duration) -> Out {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "ci did not exit within {timeout:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-                    self.stdout.lock().unwrap(),
-                    self.stderr.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        let stdout = self.stdout.lock().unwrap().clone();
-        let stderr = self.stderr.lock().unwrap().clone();
-        Out {
-            code: status.code(),
-            stdout,
-            stderr,
-        }
-    }
-}
-
-impl Drop for CiProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn finish(self, timeout: Duration) -> Out {
+        self.0.finish(timeout)
     }
 }
 
