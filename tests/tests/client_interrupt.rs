@@ -5,7 +5,7 @@ mod support;
 
 use ci_tests::ci_common::JobStatus;
 use ci_tests::fixture;
-use support::{job_id_in, run, wait_until_finished, CiProc, Stack, CI_TIMEOUT};
+use support::{job_id_in, wait_until_finished, CiProc, Stack, CI_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_during_submit_cancels_the_job() {
@@ -34,12 +34,7 @@ async fn ctrl_c_during_submit_cancels_the_job() {
 async fn ctrl_c_during_wait_detaches_and_the_job_goes_on() {
     let stack = Stack::start().await;
     let here = fixture("slow_lines");
-    let id = job_id_in(
-        run(stack.ci(&here, &["submit", "--async"]))
-            .expect_code(0)
-            .stdout
-            .trim(),
-    );
+    let id = stack.submit_async(&here);
 
     let mut ci = CiProc::spawn(stack.ci(&here, &["wait", &id]));
     ci.wait_for_line("tick ", CI_TIMEOUT);

@@ -6,7 +6,7 @@ mod support;
 use ci_tests::ci_common::api::JobView;
 use ci_tests::ci_common::JobStatus;
 use ci_tests::{fixture, submit, zip_dir};
-use support::{job_id_in, run, wait_until_finished, Stack};
+use support::{run, wait_until_finished, Stack};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn list_shows_only_the_callers_jobs() {
@@ -17,12 +17,7 @@ async fn list_shows_only_the_callers_jobs() {
     let empty = run(stack.ci(&here, &["list"])).expect_code(0);
     assert_eq!(empty.stdout, "No jobs found.\n");
 
-    let mine = job_id_in(
-        run(stack.ci(&here, &["submit", "--async"]))
-            .expect_code(0)
-            .stdout
-            .trim(),
-    );
+    let mine = stack.submit_async(&here);
     let theirs = submit(&stack.server, &bob.key, zip_dir(&here)).await["job_id"]
         .as_str()
         .unwrap()
@@ -66,12 +61,7 @@ async fn list_shows_only_the_callers_jobs() {
 async fn cancel_a_running_job_then_a_finished_one() {
     let stack = Stack::start().await;
     let here = fixture("slow_lines");
-    let id = job_id_in(
-        run(stack.ci(&here, &["submit", "--async"]))
-            .expect_code(0)
-            .stdout
-            .trim(),
-    );
+    let id = stack.submit_async(&here);
 
     let out = run(stack.ci(&here, &["cancel", &id])).expect_code(0);
     assert!(out.stdout.contains(&format!("Job {id} ")), "{}", out.stdout);

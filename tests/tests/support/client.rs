@@ -126,6 +126,12 @@ impl Stack {
     pub fn ci(&self, dir: &Path, args: &[&str]) -> Command {
         self.env.ci(&self.server.url, &self.ada.key, dir, args)
     }
+
+    /// `ci submit --async` as ada in `dir`; returns the job id it printed.
+    pub fn submit_async(&self, dir: &Path) -> String {
+        let out = run(self.ci(dir, &["submit", "--async"])).expect_code(0);
+        job_id_in(out.stdout.trim())
+    }
 }
 
 /// `GET /api/v1/jobs/{id}` as `key`.
