@@ -346,6 +346,7 @@ mod tests {
             status,
             success: status.success(),
             task: "test".into(),
+            image: None,
             reason: None,
             exit_code: None,
             oom_killed: false,

@@ -21,6 +21,10 @@ pub struct JobView {
     /// True only for `passed`.
     pub success: bool,
     pub task: String,
+    /// The image the job runs in: the one it asked for until it starts, then the one it runs in
+    /// (absent while a job that asked for none is queued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Why the job ended the way it did, for everything but `passed`/`failed`.
     pub reason: Option<String>,
     pub exit_code: Option<i64>,

@@ -2,10 +2,13 @@
 //! API and its SSE stream, API keys, and (feature `db`) the SQLite database layer.
 
 pub mod api;
+pub mod archive;
 pub mod config;
 pub mod ids;
 pub mod job;
 pub mod keys;
+pub mod policy;
+pub mod project;
 
 #[cfg(feature = "db")]
 pub mod db;

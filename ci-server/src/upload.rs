@@ -248,40 +248,12 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<Summary, UploadError> {
     })
 }
 
-/// The normalized path of an entry (`a/./b//c/` → `a/b/c`), or why it is unsafe.
+/// The normalized path of an entry, by the one rule the controller also unpacks with.
 fn normalize(name: &str) -> Result<String, UploadError> {
-    let unsafe_path = |problem| UploadError::UnsafePath {
+    ci_common::archive::entry_path(name).map_err(|problem| UploadError::UnsafePath {
         name: name.to_owned(),
         problem,
-    };
-    if name.is_empty() {
-        return Err(unsafe_path("empty name"));
-    }
-    if name.contains('\0') {
-        return Err(unsafe_path("NUL byte in the name"));
-    }
-    if name.contains('\\') {
-        return Err(unsafe_path("backslash in the name"));
-    }
-    if name.starts_with('/') {
-        return Err(unsafe_path("absolute path"));
-    }
-    let bytes = name.as_bytes();
-    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-        return Err(unsafe_path("drive letter"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(unsafe_path("control character in the name"));
-    }
-    let mut parts = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(unsafe_path("`..` component")),
-            part => parts.push(part),
-        }
-    }
-    Ok(parts.join("/"))
+    })
 }
 
 struct Directory {

@@ -36,15 +36,23 @@ pub struct Job {
     pub dropped_bytes: i64,
     pub log_cursor: Option<String>,
     pub log_cursor_skip: i64,
+    /// Extra pytest arguments (`ci submit test -- ARGS`), a JSON array of strings.
+    pub args: String,
 }
 
 impl Job {
+    /// The extra pytest arguments the job was submitted with.
+    pub fn args(&self) -> Vec<String> {
+        serde_json::from_str(&self.args).unwrap_or_default()
+    }
+
     pub fn view(&self) -> JobView {
         JobView {
             job_id: self.id,
             status: self.status,
             success: self.status.success(),
             task: self.task.clone(),
+            image: self.image.clone(),
             reason: self.reason.clone(),
             exit_code: self.exit_code,
             oom_killed: self.oom_killed,
@@ -59,25 +67,59 @@ impl Job {
     }
 }
 
-/// Creates a queued job together with its uploaded archive, in one transaction: when this
-/// returns, the job and its files are durable and any replica or the controller can read them.
+/// What a new job is made of.
+#[derive(Clone, Copy, Debug)]
+pub struct NewJob<'a> {
+    pub user_id: UserId,
+    pub task: &'a str,
+    /// The image the job asked for (checked against the operator's policy); `None` runs it in the
+    /// controller's default image.
+    pub image: Option<&'a str>,
+    /// Extra pytest arguments.
+    pub args: &'a [String],
+    /// The project, as the validated zip archive.
+    pub archive: &'a [u8],
+}
+
+/// Creates a queued job of `task` with its uploaded archive, no image choice and no extra
+/// arguments (see [`create_job`]).
 pub async fn create(
     pool: &SqlitePool,
     user_id: UserId,
     task: &str,
     archive: &[u8],
 ) -> Result<Job, DbError> {
+    create_job(
+        pool,
+        &NewJob {
+            user_id,
+            task,
+            image: None,
+            args: &[],
+            archive,
+        },
+    )
+    .await
+}
+
+/// Creates a queued job together with its uploaded archive, in one transaction: when this
+/// returns, the job and its files are durable and any replica or the controller can read them.
+pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbError> {
     let now = Utc::now();
+    let archive = new.archive;
+    let args = serde_json::to_string(new.args).expect("strings serialize");
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let job: Job = sqlx::query_as(
-        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes)
-         VALUES (?, ?, ?, 'queued', ?, ?) RETURNING *",
+        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING *",
     )
     .bind(JobId::new())
-    .bind(user_id)
-    .bind(task)
+    .bind(new.user_id)
+    .bind(new.task)
     .bind(now)
     .bind(archive.len() as i64)
+    .bind(new.image)
+    .bind(args)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
@@ -171,18 +213,19 @@ pub async fn request_cancel(
 
 /// Claims the next queued job for the controller holding `epoch`, in one transaction that also
 /// writes its `running` event. Fair between users: the user with the fewest running jobs goes
-/// first, then the one whose last job started longest ago; FIFO within a user.
+/// first, then the one whose last job started longest ago; FIFO within a user. A job that did
+/// not ask for an image gets `default_image`.
 pub async fn claim_next(
     pool: &SqlitePool,
     epoch: i64,
-    image: &str,
+    default_image: &str,
 ) -> Result<Option<Job>, DbError> {
     let now = Utc::now();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     lease::check(&mut tx, epoch).await?;
     let job: Option<Job> = sqlx::query_as(
         "UPDATE jobs
-         SET status = 'running', started_at = ?1, controller_epoch = ?2, image = ?3,
+         SET status = 'running', started_at = ?1, controller_epoch = ?2, image = COALESCE(image, ?3),
              attempt = attempt + 1
          WHERE status = 'queued' AND num = (
              SELECT MIN(q.num) AS first FROM jobs q
@@ -197,7 +240,7 @@ pub async fn claim_next(
     )
     .bind(now)
     .bind(epoch)
-    .bind(image)
+    .bind(default_image)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(job) = &job {

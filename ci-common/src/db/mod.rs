@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod events;
 pub mod jobs;
 pub mod lease;
+pub mod policy;
 pub mod uploads;
 pub mod users;
 
