@@ -1,14 +1,28 @@
 //! Turns an uploaded zip into the tar that goes into a job's workspace volume.
+//!
+//! Entry names follow the one rule in [`ci_common::archive::entry_path`] (the server validated
+//! the upload with it), file modes keep their executable bit, and every folder — the project's
+//! empty ones and the parents of every file — is an entry of its own owned by the job's user, so
+//! Docker never creates a folder owned by root that the job cannot write into.
 
+use std::collections::BTreeSet;
 use std::io::{Cursor, Read};
-use std::path::{Component, Path};
+
+use ci_common::archive::{entry_path, workspace_file_mode, WORKSPACE_DIR_MODE};
+use ci_common::project::{RootFiles, MAX_CONFIG_BYTES, ROOT_FILES};
+
+/// Folders of the workspace volume: the project, the packages the install step adds, and the
+/// job user's home.
+pub const SRC_DIR: &str = "src";
+pub const DEPS_DIR: &str = "deps";
+pub const HOME_DIR: &str = "home";
 
 /// The project as a tar for `/workspace`, and what the controller needs to know about it.
 #[derive(Debug)]
 pub struct Workspace {
     pub tar: Vec<u8>,
-    /// Whether `requirements.txt` is at the project root.
-    pub has_requirements: bool,
+    /// The project's root configuration files (see [`ci_common::project`]).
+    pub root: RootFiles,
     pub unpacked_bytes: u64,
 }
 
@@ -16,8 +30,10 @@ pub struct Workspace {
 pub enum ArchiveError {
     #[error("the uploaded archive is not a readable zip file: {0}")]
     Zip(#[from] zip::result::ZipError),
-    #[error("the uploaded archive has an unsafe entry name {0:?}")]
-    UnsafeName(String),
+    #[error("the uploaded archive has an unsafe entry name {name:?} ({problem})")]
+    UnsafeName { name: String, problem: &'static str },
+    #[error("the uploaded archive has a symbolic link {0:?}; links are not accepted")]
+    Symlink(String),
     #[error(
         "the project is {size} bytes unpacked, more than the workspace limit of {limit} bytes"
     )]
@@ -26,48 +42,86 @@ pub enum ArchiveError {
     Io(#[from] std::io::Error),
 }
 
-/// Converts `zip` into a tar with every file under `src/` and an empty `deps/`, all owned by
-/// `uid:gid`; directories are 0755, files 0644 (0755 if executable in the zip).
+/// Reads only the project's root configuration files from `zip`.
+pub fn root_files(zip: &[u8]) -> Result<RootFiles, ArchiveError> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(zip))?;
+    let mut root = RootFiles::default();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        let Ok(path) = entry_path(entry.name()) else {
+            continue;
+        };
+        if ROOT_FILES.contains(&path.as_str())
+            && entry.is_file()
+            && entry.size() <= MAX_CONFIG_BYTES
+        {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            root.insert(&path, String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    Ok(root)
+}
+
+/// Converts `zip` into a tar with the project under `src/`, and empty `deps/` and `home/`, all
+/// owned by `uid:gid`: folders 0755, files 0755 when executable in the zip and 0644 otherwise.
+/// `limit` is the largest unpacked size in bytes.
 pub fn zip_to_tar(zip: &[u8], uid: u64, gid: u64, limit: u64) -> Result<Workspace, ArchiveError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(zip))?;
     let mut builder = tar::Builder::new(Vec::new());
     let mtime = chrono::Utc::now().timestamp().max(0) as u64;
-    let dir = |builder: &mut tar::Builder<Vec<u8>>, path: &str| -> std::io::Result<()> {
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
         header.set_uid(uid);
         header.set_gid(gid);
         header.set_mtime(mtime);
-        header.set_size(0);
-        builder.append_data(&mut header, path, std::io::empty())
+        header.set_size(size);
+        header
     };
-    dir(&mut builder, "src/")?;
-    dir(&mut builder, "deps/")?;
-    let mut has_requirements = false;
+    // Every folder once, parents before children.
+    let mut folders: BTreeSet<String> = BTreeSet::new();
+    let mut folder = |builder: &mut tar::Builder<Vec<u8>>, path: &str| -> std::io::Result<()> {
+        let mut at = 0;
+        while at <= path.len() {
+            let end = path[at..].find('/').map_or(path.len(), |i| at + i);
+            let prefix = &path[..end];
+            if folders.insert(prefix.to_owned()) {
+                let mut h = header(tar::EntryType::Directory, WORKSPACE_DIR_MODE, 0);
+                builder.append_data(&mut h, format!("{prefix}/"), std::io::empty())?;
+            }
+            at = end + 1;
+        }
+        Ok(())
+    };
+    folder(&mut builder, SRC_DIR)?;
+    folder(&mut builder, DEPS_DIR)?;
+    folder(&mut builder, HOME_DIR)?;
+    let mut root = RootFiles::default();
     let mut unpacked: u64 = 0;
     let mut data = Vec::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i)?;
         let name = entry.name().to_owned();
-        let safe = Path::new(&name)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
-        if !safe || name.contains('\0') || name.contains('\\') {
-            return Err(ArchiveError::UnsafeName(name));
-        }
-        let trimmed = name.trim_end_matches('/');
-        if trimmed.is_empty() {
+        let relative = entry_path(&name).map_err(|problem| ArchiveError::UnsafeName {
+            name: name.clone(),
+            problem,
+        })?;
+        if relative.is_empty() {
             continue;
         }
-        let path = format!("src/{trimmed}");
+        let path = format!("{SRC_DIR}/{relative}");
         if entry.is_dir() {
-            dir(&mut builder, &format!("{path}/"))?;
+            folder(&mut builder, &path)?;
             continue;
         }
         if entry.is_symlink() {
             // The server refuses symlinks; never follow one here either.
-            return Err(ArchiveError::UnsafeName(name));
+            return Err(ArchiveError::Symlink(name));
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            folder(&mut builder, parent)?;
         }
         data.clear();
         entry.read_to_end(&mut data)?;
@@ -78,22 +132,16 @@ pub fn zip_to_tar(zip: &[u8], uid: u64, gid: u64, limit: u64) -> Result<Workspac
                 limit,
             });
         }
-        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(if executable { 0o755 } else { 0o644 });
-        header.set_uid(uid);
-        header.set_gid(gid);
-        header.set_mtime(mtime);
-        header.set_size(data.len() as u64);
-        builder.append_data(&mut header, &path, data.as_slice())?;
-        if trimmed == "requirements.txt" {
-            has_requirements = true;
+        let mode = workspace_file_mode(entry.unix_mode());
+        let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
+        builder.append_data(&mut h, &path, data.as_slice())?;
+        if ROOT_FILES.contains(&relative.as_str()) && data.len() as u64 <= MAX_CONFIG_BYTES {
+            root.insert(&relative, String::from_utf8_lossy(&data).into_owned());
         }
     }
     Ok(Workspace {
         tar: builder.into_inner()?,
-        has_requirements,
+        root,
         unpacked_bytes: unpacked,
     })
 }
@@ -103,62 +151,111 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    fn zip_of(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
         let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        for (name, body) in files {
-            writer
-                .start_file(*name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            writer.write_all(body).unwrap();
+        for (name, body, mode) in files {
+            let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            if name.ends_with('/') {
+                writer.add_directory(*name, options).unwrap();
+            } else {
+                writer.start_file(*name, options).unwrap();
+                writer.write_all(body).unwrap();
+            }
         }
         writer.finish().unwrap().into_inner()
     }
 
-    #[test]
-    fn files_go_under_src_owned_by_the_sandbox_user() {
-        let zip = zip_of(&[
-            ("test_a.py", b"def test_a(): pass\n"),
-            ("pkg/mod.py", b"x = 1\n"),
-            ("requirements.txt", b""),
-        ]);
-        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20).unwrap();
-        assert!(ws.has_requirements);
-        let mut tar = tar::Archive::new(ws.tar.as_slice());
-        let mut seen = Vec::new();
-        for entry in tar.entries().unwrap() {
-            let entry = entry.unwrap();
-            let header = entry.header();
-            assert_eq!(header.uid().unwrap(), 1000);
-            assert_eq!(header.gid().unwrap(), 1000);
-            let mode = header.mode().unwrap();
-            if header.entry_type().is_dir() {
-                assert_eq!(mode, 0o755);
-            } else {
-                assert_eq!(mode, 0o644);
-            }
-            seen.push(entry.path().unwrap().to_string_lossy().into_owned());
-        }
-        assert_eq!(
-            seen,
-            [
-                "src/",
-                "deps/",
-                "src/test_a.py",
-                "src/pkg/mod.py",
-                "src/requirements.txt"
-            ]
-        );
+    /// (path, is_dir, mode) of every tar entry, in order.
+    fn entries(tar: &[u8]) -> Vec<(String, bool, u32)> {
+        let mut archive = tar::Archive::new(tar);
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let header = entry.header();
+                assert_eq!(header.uid().unwrap(), 1000);
+                assert_eq!(header.gid().unwrap(), 1000);
+                (
+                    entry.path().unwrap().to_string_lossy().into_owned(),
+                    header.entry_type().is_dir(),
+                    header.mode().unwrap(),
+                )
+            })
+            .collect()
     }
 
     #[test]
-    fn nested_requirements_do_not_count_and_limits_hold() {
-        let zip = zip_of(&[("sub/requirements.txt", b"x")]);
-        assert!(!zip_to_tar(&zip, 1, 1, 100).unwrap().has_requirements);
-        let big = zip_of(&[("a.py", &[b'x'; 200])]);
+    fn every_folder_is_an_entry_owned_by_the_job_user_before_its_files() {
+        let zip = zip_of(&[
+            ("./tests/unit/test_a.py", b"def test_a(): pass\n", 0o644),
+            ("tools/bin/run.sh", b"#!/bin/sh\necho hi\n", 0o755),
+            ("reports/", b"", 0o755),
+            ("var/empty/", b"", 0o755),
+            ("tests/fixtures/inbox/.gitkeep", b"", 0o644),
+            ("requirements.txt", b"-e .\n", 0o644),
+            ("sub/requirements.txt", b"x", 0o644),
+        ]);
+        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20).unwrap();
+        assert!(ws.root.has("requirements.txt"));
+        assert!(!ws.root.has("sub/requirements.txt"));
+        let seen = entries(&ws.tar);
+        let names: Vec<&str> = seen.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "src/",
+                "deps/",
+                "home/",
+                "src/tests/",
+                "src/tests/unit/",
+                "src/tests/unit/test_a.py",
+                "src/tools/",
+                "src/tools/bin/",
+                "src/tools/bin/run.sh",
+                "src/reports/",
+                "src/var/",
+                "src/var/empty/",
+                "src/tests/fixtures/",
+                "src/tests/fixtures/inbox/",
+                "src/tests/fixtures/inbox/.gitkeep",
+                "src/requirements.txt",
+                "src/sub/",
+                "src/sub/requirements.txt",
+            ]
+        );
+        for (name, is_dir, mode) in &seen {
+            let expected = if *is_dir || name.ends_with("run.sh") {
+                0o755
+            } else {
+                0o644
+            };
+            assert_eq!(*mode, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn limits_and_unsafe_names_hold() {
+        let big = zip_of(&[("a.py", &[b'x'; 200], 0o644)]);
         assert!(matches!(
             zip_to_tar(&big, 1, 1, 100),
             Err(ArchiveError::TooLarge { .. })
         ));
         assert!(zip_to_tar(b"not a zip", 1, 1, 100).is_err());
+        let evil = zip_of(&[("../evil.py", b"x", 0o644)]);
+        let err = zip_to_tar(&evil, 1, 1, 100).unwrap_err();
+        assert!(err.to_string().contains("`..`"), "{err}");
+    }
+
+    #[test]
+    fn root_files_are_read_without_unpacking_the_rest() {
+        let zip = zip_of(&[
+            ("./pyproject.toml", b"[tool.ci]\nimage = 'x'\n", 0o644),
+            ("pkg/pyproject.toml", b"nested", 0o644),
+            ("tests/test_a.py", b"", 0o644),
+        ]);
+        let root = root_files(&zip).unwrap();
+        assert_eq!(root.get("pyproject.toml"), Some("[tool.ci]\nimage = 'x'\n"));
+        assert!(!root.has("tests/test_a.py"));
     }
 }

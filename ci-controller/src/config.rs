@@ -23,9 +23,29 @@ pub struct Args {
     #[arg(long, env = "CI_CONTAINER_PREFIX", default_value = "ci", value_parser = parse_prefix)]
     pub container_prefix: String,
 
-    /// The image jobs run in (offline: scripts/build-runner-image.sh, then --image ci-runner:bookworm).
-    #[arg(long, env = "CI_IMAGE", default_value = "python:3.12-slim")]
+    /// The image jobs run in unless they ask for another allowed one (offline:
+    /// scripts/build-runner-image.sh, then --image ci-runner:bookworm).
+    #[arg(long, env = "CI_IMAGE", default_value = ci_common::policy::DEFAULT_IMAGE)]
     pub image: String,
+
+    /// Other images jobs may ask for (`ci submit --image`, `image` under [tool.ci]), comma-separated;
+    /// --image is always allowed.
+    #[arg(
+        long,
+        env = "CI_ALLOWED_IMAGES",
+        value_delimiter = ',',
+        value_name = "IMAGE[,IMAGE...]"
+    )]
+    pub allowed_images: Vec<String>,
+
+    /// Most entries (files and folders) in an uploaded project.
+    #[arg(long, env = "CI_MAX_ARCHIVE_ENTRIES", default_value_t = ci_common::policy::DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_entries: u64,
+
+    /// Folder for the controller's own files (the passwd and group files mounted into jobs);
+    /// default: `controller/` beside the database.
+    #[arg(long, env = "CI_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// How many jobs run at once (default: the number of CPUs).
     #[arg(long, env = "CI_MAX_CONCURRENT_JOBS", value_parser = clap::value_parser!(u32).range(1..))]
@@ -47,12 +67,13 @@ pub struct Args {
     #[arg(long, env = "CI_PIDS_LIMIT", default_value_t = 256, value_parser = clap::value_parser!(i64).range(1..))]
     pub pids_limit: i64,
 
-    /// Size of the tmpfs mounted at /tmp (also HOME) in a job's container.
+    /// Size of the tmpfs mounted at /tmp in a job's container.
     #[arg(long, env = "CI_TMP_SIZE", default_value = "256m", value_parser = parse_size)]
     pub tmp_size: u64,
 
-    /// Largest unpacked project accepted into the /workspace volume.
-    #[arg(long, env = "CI_WORKSPACE_SIZE", default_value = "256m", value_parser = parse_size)]
+    /// Largest unpacked project accepted into the /workspace volume (uploads are checked
+    /// against it before a job exists).
+    #[arg(long, env = "CI_WORKSPACE_SIZE", default_value_t = ci_common::policy::DEFAULT_MAX_UNPACKED_BYTES, value_parser = parse_size)]
     pub workspace_size: u64,
 
     /// A job's stored log keeps at most this many bytes (head and tail; 0 = unlimited).
@@ -110,6 +131,30 @@ impl Args {
 
     pub fn interval(&self) -> Duration {
         Duration::from_secs_f64(self.interval)
+    }
+
+    /// What the operator allows, as published for the server (see [`ci_common::policy`]).
+    pub fn policy(&self) -> ci_common::policy::Policy {
+        ci_common::policy::Policy::new(
+            &self.image,
+            &self.allowed_images,
+            self.workspace_size,
+            self.max_entries,
+        )
+    }
+
+    /// Where the generated passwd and group files of job containers live.
+    pub fn identity_dir(&self) -> PathBuf {
+        let state = self.state_dir.clone().unwrap_or_else(|| {
+            let parent = self
+                .db_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| std::path::Path::new("."));
+            parent.join("controller")
+        });
+        let state = std::path::absolute(&state).unwrap_or(state);
+        state.join("identity")
     }
 
     /// The uid and gid of `--user`.

@@ -343,6 +343,7 @@ mod tests {
             install_network: "bridge".into(),
             test_network: "none".into(),
             log_max_size_bytes: 1 << 20,
+            identity_dir: "/nonexistent/identity".into(),
         }
     }
 
@@ -351,6 +352,7 @@ mod tests {
             docker: w.docker.clone(),
             pool: w.pool.clone(),
             epoch: w.epoch,
+            policy: ci_common::policy::Policy::new("img", &[], 1 << 20, 100),
             sandbox: sandbox(),
             settings: JobSettings {
                 job_timeout: timeout,
@@ -443,8 +445,9 @@ mod tests {
         assert_eq!(
             texts(&events, EventKind::Notice),
             [
-                "no requirements.txt: skipping dependency installation",
-                "running tests"
+                "nothing to install (no requirements.txt, requirements-test.txt, \
+                 requirements-dev.txt or test extra): skipping the install step",
+                "running tests: python3 -m pytest -v"
             ]
         );
         assert_eq!(job.log_lines, 3);
@@ -479,7 +482,7 @@ mod tests {
         assert_eq!(job.reason.as_deref(), Some("pip install failed (exit 1)"));
         assert_eq!(
             texts(&events, EventKind::Notice),
-            ["installing requirements"]
+            ["installing requirements.txt"]
         );
 
         let w = world().await;
@@ -615,8 +618,17 @@ mod tests {
             runs_until_killed: true,
             ..Default::default()
         };
-        w.docker
-            .existing(&name, container_config(&sandbox(), id, Phase::Test), script);
+        let plan = crate::runner::JobPlan {
+            task: "test".into(),
+            image: "img".into(),
+            install: ci_common::project::Install::Nothing,
+            test: vec!["python3".into(), "-m".into(), "pytest".into()],
+        };
+        w.docker.existing(
+            &name,
+            container_config(&sandbox(), &plan.step(id, Phase::Test)),
+            script,
+        );
         let job = jobs::get(&w.pool, id).await.unwrap().unwrap();
         let found = w.docker.list_containers("").await.unwrap();
         let ctx = ctx(&w, Duration::from_secs(60), NO_CAP);
@@ -635,7 +647,9 @@ mod tests {
         let events = events::list_after(&w.pool, id, 0, 100).await.unwrap();
         assert_eq!(texts(&events, EventKind::Log), ["line 2", "line 3"]);
         assert!(
-            !texts(&events, EventKind::Notice).contains(&"running tests"),
+            !texts(&events, EventKind::Notice)
+                .iter()
+                .any(|n| n.starts_with("running tests")),
             "no new container"
         );
     }

@@ -19,7 +19,7 @@ mod fake;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ci_common::db::{self, lease};
+use ci_common::db::{self, lease, policy};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -53,17 +53,30 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     let epoch = lease.epoch;
     info!(epoch, holder, "holding the controller lease");
 
+    let policy = args.policy();
+    policy::publish(&pool, epoch, &policy)
+        .await
+        .context("cannot publish the operator policy")?;
+    let sandbox = Sandbox::from_args(&args);
+    let (uid, gid) = args.uid_gid();
+    sandbox::write_identity(&sandbox.identity_dir, uid, gid).with_context(|| {
+        format!(
+            "cannot write the job user's passwd and group files into {} (set --state-dir to a writable folder)",
+            sandbox.identity_dir.display()
+        )
+    })?;
+
     let docker = BollardDocker::connect(args.docker_host.as_deref())
         .await
         .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
     let metrics = Arc::new(Metrics::default());
     metrics.set_epoch(epoch);
-    let (uid, gid) = args.uid_gid();
     let ctx = Arc::new(Ctx {
         docker,
         pool: pool.clone(),
         epoch,
-        sandbox: Sandbox::from_args(&args),
+        policy,
+        sandbox,
         settings: JobSettings {
             job_timeout: args.job_timeout,
             stop_grace: args.stop_grace,

@@ -9,17 +9,19 @@ use bytes::Bytes;
 use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::{uploads, DbError, SqlitePool};
+use ci_common::policy::Policy;
+use ci_common::project::{pytest_command, Install, Project, RootFiles};
 use ci_common::{JobId, JobStatus, Phase};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::archive::zip_to_tar;
+use crate::archive::{root_files, zip_to_tar};
 use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
-use crate::sandbox::{container_config, Sandbox, LABEL_PHASE, WORKSPACE};
+use crate::sandbox::{container_config, Sandbox, Step, LABEL_PHASE, WORKSPACE};
 
 /// Settings of job execution that are not container settings.
 #[derive(Clone, Debug)]
@@ -38,11 +40,13 @@ pub struct Ctx<D> {
     pub docker: D,
     pub pool: SqlitePool,
     pub epoch: i64,
+    /// What the operator allows (published for the server at start).
+    pub policy: Policy,
     pub sandbox: Sandbox,
     pub settings: JobSettings,
     pub metrics: Arc<Metrics>,
-    /// When the image was last seen present (it is not inspected again for every job).
-    pub image_seen: std::sync::Mutex<Option<Instant>>,
+    /// When each image was last seen present (it is not inspected again for every job).
+    pub image_seen: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// How long an image seen present is trusted without inspecting it again.
@@ -104,6 +108,59 @@ enum Start {
         cursor: Option<Cursor>,
         read_log: bool,
     },
+}
+
+/// What a job runs: its image, and the commands of its install and test steps, decided from
+/// the job and its project's root files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPlan {
+    pub task: String,
+    pub image: String,
+    pub install: Install,
+    pub test: Vec<String>,
+}
+
+impl JobPlan {
+    /// The plan of `job`, or why it cannot run (an image the operator does not allow, a broken
+    /// project configuration).
+    pub fn new(
+        job: &Job,
+        default_image: &str,
+        policy: &Policy,
+        root: &RootFiles,
+    ) -> Result<Self, String> {
+        let image = job
+            .image
+            .clone()
+            .unwrap_or_else(|| default_image.to_owned());
+        policy.check_image(&image).map_err(|e| e.to_string())?;
+        let project = Project::read(root).map_err(|e| e.to_string())?;
+        Ok(Self {
+            task: job.task.clone(),
+            image,
+            install: Install::plan(root),
+            test: pytest_command(project.pytest.as_ref(), &job.args()),
+        })
+    }
+
+    /// The container run of one phase.
+    pub fn step(&self, job: JobId, phase: Phase) -> Step<'_> {
+        let command = match phase {
+            Phase::Install => ["python3", "-m", "pip", "install", "--user"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(self.install.pip_args())
+                .collect(),
+            Phase::Test => self.test.clone(),
+        };
+        Step {
+            job,
+            task: &self.task,
+            phase,
+            image: &self.image,
+            command,
+        }
+    }
 }
 
 /// A duration as people write it: `10s`, `5m`, `1h`, `1.5s`.
@@ -311,13 +368,26 @@ impl<D: Docker> Ctx<D> {
                 read_log: in_install,
             };
             let end = self
-                .run_phase(job.id, Phase::Install, start, sink, control, deadline)
+                .run_phase(job.id, None, Phase::Install, start, sink, control, deadline)
                 .await?;
             if let Some(flow) = self.after_install(end) {
                 return Ok(flow);
             }
+            let Some(zip) = uploads::get(&self.pool, job.id).await? else {
+                return Ok(error("the job's uploaded project is missing"));
+            };
+            let root = tokio::task::spawn_blocking(move || root_files(&zip))
+                .await
+                .context("reading the project failed")?;
+            let plan = match root
+                .map_err(|e| e.to_string())
+                .and_then(|root| self.plan(job, &root))
+            {
+                Ok(plan) => plan,
+                Err(reason) => return Ok(error(reason)),
+            };
             return self
-                .test_phase(job.id, Start::Fresh(None), sink, control, deadline)
+                .test_phase(job.id, &plan, Start::Fresh(None), sink, control, deadline)
                 .await;
         }
         let start = Start::Resume {
@@ -328,8 +398,13 @@ impl<D: Docker> Ctx<D> {
             },
             read_log: true,
         };
-        self.test_phase(job.id, start, sink, control, deadline)
+        self.test_phase_resumed(job.id, start, sink, control, deadline)
             .await
+    }
+
+    /// The plan of a job of this controller (see [`JobPlan::new`]).
+    fn plan(&self, job: &Job, root: &RootFiles) -> Result<JobPlan, String> {
+        JobPlan::new(job, &self.sandbox.image, &self.policy, root)
     }
 
     async fn start_fresh(
@@ -339,37 +414,6 @@ impl<D: Docker> Ctx<D> {
         control: &JobControl,
         deadline: Instant,
     ) -> anyhow::Result<Flow> {
-        let image = &self.sandbox.image;
-        let seen = self
-            .image_seen
-            .lock()
-            .unwrap()
-            .is_some_and(|t| t.elapsed() < IMAGE_SEEN_FOR);
-        let exists = if seen {
-            Ok(true)
-        } else {
-            self.docker.image_exists(image).await
-        };
-        match exists {
-            Ok(true) => {
-                if !seen {
-                    *self.image_seen.lock().unwrap() = Some(Instant::now());
-                }
-            }
-            Ok(false) => {
-                sink.notice(format!("pulling image {image}")).await?;
-                if let Err(e) = self.docker.pull_image(image).await {
-                    self.metrics.docker_error();
-                    return Ok(error(missing_image_reason(image, &e.to_string())));
-                }
-            }
-            Err(e) => {
-                self.metrics.docker_error();
-                return Ok(error(format!(
-                    "cannot reach Docker to inspect the image {image}: {e}"
-                )));
-            }
-        }
         // The workspace volume is created while the project is unpacked.
         let volume = self.sandbox.volume_name(job.id);
         let create_volume = self
@@ -396,11 +440,25 @@ impl<D: Docker> Ctx<D> {
             self.metrics.docker_error();
             return Ok(error(format!("could not create the workspace volume: {e}")));
         }
+        let plan = match self.plan(job, &workspace.root) {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(error(reason)),
+        };
+        if let Some(flow) = self.ensure_image(&plan.image, sink).await? {
+            return Ok(flow);
+        }
         let mut tar = Some(Bytes::from(workspace.tar));
-        if workspace.has_requirements {
+        if plan.install == Install::Nothing {
+            sink.notice(
+                "nothing to install (no requirements.txt, requirements-test.txt, \
+                 requirements-dev.txt or test extra): skipping the install step",
+            )
+            .await?;
+        } else {
             let end = self
                 .run_phase(
                     job.id,
+                    Some(&plan),
                     Phase::Install,
                     Start::Fresh(tar.take()),
                     sink,
@@ -411,12 +469,44 @@ impl<D: Docker> Ctx<D> {
             if let Some(flow) = self.after_install(end) {
                 return Ok(flow);
             }
-        } else {
-            sink.notice("no requirements.txt: skipping dependency installation")
-                .await?;
         }
-        self.test_phase(job.id, Start::Fresh(tar), sink, control, deadline)
+        self.test_phase(job.id, &plan, Start::Fresh(tar), sink, control, deadline)
             .await
+    }
+
+    /// Makes sure `image` is present (pulling it if it is not); `Some` ends the job when it
+    /// cannot be had.
+    async fn ensure_image(&self, image: &str, sink: &mut LogSink) -> anyhow::Result<Option<Flow>> {
+        let seen = self
+            .image_seen
+            .lock()
+            .unwrap()
+            .get(image)
+            .is_some_and(|t| t.elapsed() < IMAGE_SEEN_FOR);
+        if seen {
+            return Ok(None);
+        }
+        match self.docker.image_exists(image).await {
+            Ok(true) => {}
+            Ok(false) => {
+                sink.notice(format!("pulling image {image}")).await?;
+                if let Err(e) = self.docker.pull_image(image).await {
+                    self.metrics.docker_error();
+                    return Ok(Some(error(missing_image_reason(image, &e.to_string()))));
+                }
+            }
+            Err(e) => {
+                self.metrics.docker_error();
+                return Ok(Some(error(format!(
+                    "cannot reach Docker to inspect the image {image}: {e}"
+                ))));
+            }
+        }
+        self.image_seen
+            .lock()
+            .unwrap()
+            .insert(image.to_owned(), Instant::now());
+        Ok(None)
     }
 
     /// `Some` when the job ends with the install phase.
@@ -445,15 +535,35 @@ impl<D: Docker> Ctx<D> {
     async fn test_phase(
         &self,
         id: JobId,
+        plan: &JobPlan,
         start: Start,
         sink: &mut LogSink,
         control: &JobControl,
         deadline: Instant,
     ) -> anyhow::Result<Flow> {
         let end = self
-            .run_phase(id, Phase::Test, start, sink, control, deadline)
+            .run_phase(id, Some(plan), Phase::Test, start, sink, control, deadline)
             .await?;
-        Ok(match end {
+        Ok(self.after_test(end))
+    }
+
+    /// Continues a test container that already exists.
+    async fn test_phase_resumed(
+        &self,
+        id: JobId,
+        start: Start,
+        sink: &mut LogSink,
+        control: &JobControl,
+        deadline: Instant,
+    ) -> anyhow::Result<Flow> {
+        let end = self
+            .run_phase(id, None, Phase::Test, start, sink, control, deadline)
+            .await?;
+        Ok(self.after_test(end))
+    }
+
+    fn after_test(&self, end: PhaseEnd) -> Flow {
+        match end {
             PhaseEnd::Detached => Flow::Detached,
             PhaseEnd::StoppedBefore(kind) => Flow::Done(stopped_outcome(
                 Stop {
@@ -469,14 +579,16 @@ impl<D: Docker> Ctx<D> {
             PhaseEnd::Exited(state, None) => {
                 Flow::Done(test_outcome(&state, self.sandbox.memory_bytes as u64))
             }
-        })
+        }
     }
 
     /// Runs one phase in its container until the container exits, is stopped, or the
-    /// controller shuts down.
+    /// controller shuts down. A fresh container needs the job's plan.
+    #[allow(clippy::too_many_arguments)]
     async fn run_phase(
         &self,
         id: JobId,
+        plan: Option<&JobPlan>,
         phase: Phase,
         start: Start,
         sink: &mut LogSink,
@@ -507,14 +619,16 @@ impl<D: Docker> Ctx<D> {
                 if Instant::now() >= deadline {
                     return Ok(PhaseEnd::StoppedBefore(StopKind::Timeout));
                 }
+                let plan = plan.context("a new container needs the job's plan")?;
                 jobs::set_phase(&self.pool, id, self.epoch, phase).await?;
                 sink.new_container();
+                let step = plan.step(id, phase);
                 sink.notice(match phase {
-                    Phase::Install => "installing requirements",
-                    Phase::Test => "running tests",
+                    Phase::Install => format!("installing {}", plan.install.describe()),
+                    Phase::Test => format!("running tests: {}", step.command.join(" ")),
                 })
                 .await?;
-                let config = container_config(&self.sandbox, id, phase);
+                let config = container_config(&self.sandbox, &step);
                 if let Err(e) = self.docker.create_container(&name, config).await {
                     self.metrics.docker_error();
                     anyhow::bail!("could not create the {} container: {e}", phase.as_str());

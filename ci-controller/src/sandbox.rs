@@ -1,7 +1,8 @@
 //! Every setting of a job's container, built in one place ([`container_config`]) from one
-//! struct ([`Sandbox`]).
+//! struct ([`Sandbox`]) and the step it runs ([`Step`]).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use bollard::container::Config;
 use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
@@ -9,9 +10,20 @@ use ci_common::{JobId, Phase};
 
 use crate::config::{human_size, Args};
 
-/// Where the job's volume is mounted; the project is in `src/`, user-installed packages in `deps/`.
+/// Where the job's volume is mounted; the project is in `src/`, installed packages in `deps/`,
+/// the job user's home in `home/`.
 pub const WORKSPACE: &str = "/workspace";
 pub const WORKDIR: &str = "/workspace/src";
+/// `PYTHONUSERBASE`: `pip install --user` puts packages and console scripts here.
+pub const DEPS: &str = "/workspace/deps";
+/// The job user's home folder (on the workspace volume: it persists from step to step).
+pub const HOME: &str = "/workspace/home";
+/// The job user's name, whatever its uid: `USER`, `LOGNAME` and its passwd entry.
+pub const JOB_USER: &str = "runner";
+/// `PATH` of every step: console scripts of installed packages first, then the usual folders
+/// (`/usr/local/bin` holds the interpreter of the `python:*` images).
+pub const PATH: &str =
+    "/workspace/deps/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Label keys every container and volume of the controller carries.
 pub const LABEL_MANAGED: &str = "ci.managed";
@@ -22,6 +34,7 @@ pub const LABEL_PHASE: &str = "ci.phase";
 /// The limits and settings of job containers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sandbox {
+    /// The default image (a job may ask for another the operator allows).
     pub image: String,
     pub prefix: String,
     /// `uid:gid`, never root.
@@ -32,18 +45,22 @@ pub struct Sandbox {
     pub tmp_size_bytes: u64,
     pub install_network: String,
     pub test_network: String,
-    /// `max-size` of Docker's json-file log of each container.
+    /// `max-size` of Docker's log of each container.
     pub log_max_size_bytes: u64,
+    /// The folder holding the generated `passwd` and `group` files mounted read-only into every
+    /// container (see [`write_identity`]).
+    pub identity_dir: PathBuf,
 }
 
-/// Bytes Docker's json-file driver adds to every line (`{"log":"…\n","stream":"stdout",
-/// "time":"<RFC 3339 nanos>"}` and its newline), before any escaping of the text.
+/// Bytes Docker's `local` log driver adds to every line (a protobuf record with the stream, the
+/// time and, for the pieces of a line longer than 16 KiB, partial-message metadata, between two
+/// length words); generous, so the log file holds a whole capped log.
 pub const LOG_FRAMING_BYTES: u64 = 80;
-/// Files of a container's json-file log (the current one and the rotated ones).
+/// Files of a container's log (the current one and the rotated ones).
 pub const LOG_MAX_FILES: u64 = 3;
 
-/// `max-size` of a container's json-file log: a whole capped log with its framing (the text
-/// cap plus [`LOG_FRAMING_BYTES`] for each line of the line cap), at least 64 MiB. With
+/// `max-size` of a container's log file: a whole capped log with its framing (the text cap plus
+/// [`LOG_FRAMING_BYTES`] for each line of the line cap), at least 64 MiB. With
 /// [`LOG_MAX_FILES`] files, Docker keeps at least two such files behind the one being written,
 /// so the reader can fall that far behind a fast producer before anything is rotated away.
 /// Past that (a job printing faster than Docker serves its log, for longer than that), the
@@ -70,6 +87,7 @@ impl Sandbox {
             install_network: args.install_network.clone(),
             test_network: args.test_network.clone(),
             log_max_size_bytes: log_max_size(args.log_cap_bytes, args.log_cap_lines),
+            identity_dir: args.identity_dir(),
         }
     }
 
@@ -100,62 +118,112 @@ impl Sandbox {
     }
 }
 
-/// PID 1 of every container: runs the phase's command, forwards Docker's signals to it and
+/// The `passwd` and `group` files of every job container: `root`, `nobody` and the job user
+/// ([`JOB_USER`], home [`HOME`]) with the job's uid and gid, so that the user has a name
+/// (`getpass.getuser()`, `id`, `~`) in any image, including images without such a user.
+pub fn identity_files(uid: u64, gid: u64) -> (String, String) {
+    let passwd = format!(
+        "root:x:0:0:root:/root:/bin/sh\n\
+         {JOB_USER}:x:{uid}:{gid}:ci job:{HOME}:/bin/sh\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    );
+    let group = format!("root:x:0:\n{JOB_USER}:x:{gid}:\nnogroup:x:65534:\n");
+    (passwd, group)
+}
+
+/// Writes [`identity_files`] into `dir` (created if needed; each file replaced atomically), so
+/// the containers can mount them.
+pub fn write_identity(dir: &Path, uid: u64, gid: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let (passwd, group) = identity_files(uid, gid);
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    Ok(())
+}
+
+/// PID 1 of every container: runs the step's command, forwards Docker's signals to it and
 /// ignores signals sent from inside the container (see the script's header).
 const SUPERVISOR: &str = include_str!("supervisor.py");
 
-/// The command of a phase, run under [`SUPERVISOR`].
-pub fn command(phase: Phase) -> Vec<String> {
-    let args: &[&str] = match phase {
-        Phase::Install => &[
-            "python3",
-            "-m",
-            "pip",
-            "install",
-            "--user",
-            "-r",
-            "requirements.txt",
-        ],
-        Phase::Test => &["python3", "-m", "pytest", "-p", "no:cacheprovider"],
-    };
-    ["python3", "-c", SUPERVISOR]
-        .iter()
-        .chain(args)
-        .map(|s| s.to_string())
-        .collect()
+/// One container run of a job: which job, which phase, in which image, running what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step<'a> {
+    pub job: JobId,
+    /// The job's task (`CI_JOB_TASK`).
+    pub task: &'a str,
+    pub phase: Phase,
+    pub image: &'a str,
+    /// The command, run under the supervisor.
+    pub command: Vec<String>,
 }
 
-/// The environment of every phase: HOME on the tmpfs, packages installed into the workspace
-/// volume (visible to the test phase through Python's user site), no caches, unbuffered output.
-pub fn environment() -> Vec<String> {
+/// The environment of every step: what a developer's shell has (`USER`, `LOGNAME`, a writable
+/// `HOME`, a UTF-8 locale, `TZ`, console scripts of installed packages on `PATH`), installed
+/// packages visible through Python's user site, unbuffered output, and the variables CI systems
+/// set (`CI=true`, `CI_JOB_ID`, ...).
+pub fn environment(step: &Step<'_>) -> Vec<String> {
     [
-        "HOME=/tmp",
-        "PYTHONUSERBASE=/workspace/deps",
-        "PIP_BREAK_SYSTEM_PACKAGES=1",
-        "PIP_DISABLE_PIP_VERSION_CHECK=1",
-        "PIP_NO_CACHE_DIR=1",
-        "PYTHONDONTWRITEBYTECODE=1",
-        "PYTHONUNBUFFERED=1",
+        format!("USER={JOB_USER}"),
+        format!("LOGNAME={JOB_USER}"),
+        format!("HOME={HOME}"),
+        format!("PATH={PATH}"),
+        "LANG=C.UTF-8".to_owned(),
+        "LC_ALL=C.UTF-8".to_owned(),
+        "TZ=UTC".to_owned(),
+        format!("PYTHONUSERBASE={DEPS}"),
+        "PYTHONUNBUFFERED=1".to_owned(),
+        "PYTHONDONTWRITEBYTECODE=1".to_owned(),
+        "PIP_BREAK_SYSTEM_PACKAGES=1".to_owned(),
+        "PIP_DISABLE_PIP_VERSION_CHECK=1".to_owned(),
+        "PIP_NO_CACHE_DIR=1".to_owned(),
+        "PIP_NO_WARN_SCRIPT_LOCATION=1".to_owned(),
+        "CI=true".to_owned(),
+        format!("CI_JOB_ID={}", step.job),
+        format!("CI_JOB_TASK={}", step.task),
+        format!("CI_JOB_STEP={}", step.phase.as_str()),
+        format!("CI_JOB_IMAGE={}", step.image),
+        format!("CI_PROJECT_DIR={WORKDIR}"),
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    .into()
 }
 
-/// The whole container configuration of one phase of a job.
-pub fn container_config(sandbox: &Sandbox, job: JobId, phase: Phase) -> Config<String> {
-    let network = match phase {
+/// The whole container configuration of one step of a job.
+pub fn container_config(sandbox: &Sandbox, step: &Step<'_>) -> Config<String> {
+    let network = match step.phase {
         Phase::Install => &sandbox.install_network,
         Phase::Test => &sandbox.test_network,
     };
+    let identity = |name: &str, target: &str| Mount {
+        target: Some(target.to_owned()),
+        source: Some(
+            sandbox
+                .identity_dir
+                .join(name)
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        typ: Some(MountTypeEnum::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    };
     let host_config = HostConfig {
-        mounts: Some(vec![Mount {
-            target: Some(WORKSPACE.to_owned()),
-            source: Some(sandbox.volume_name(job)),
-            typ: Some(MountTypeEnum::VOLUME),
-            read_only: Some(false),
-            ..Default::default()
-        }]),
+        mounts: Some(vec![
+            Mount {
+                target: Some(WORKSPACE.to_owned()),
+                source: Some(sandbox.volume_name(step.job)),
+                typ: Some(MountTypeEnum::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            },
+            identity("passwd", "/etc/passwd"),
+            identity("group", "/etc/group"),
+        ]),
         tmpfs: Some(HashMap::from([(
             "/tmp".to_owned(),
             format!(
@@ -174,25 +242,34 @@ pub fn container_config(sandbox: &Sandbox, job: JobId, phase: Phase) -> Config<S
         init: Some(false),
         network_mode: Some(network.clone()),
         privileged: Some(false),
+        // The `local` driver stores the bytes as written: a character cut where Docker splits a
+        // long line into 16 KiB pieces is joined again when the pieces are read back (json-file
+        // would have replaced each half with U+FFFD).
         log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".to_owned()),
+            typ: Some("local".to_owned()),
             config: Some(HashMap::from([
                 (
                     "max-size".to_owned(),
                     format!("{}k", sandbox.log_max_size_bytes / 1024),
                 ),
                 ("max-file".to_owned(), LOG_MAX_FILES.to_string()),
+                ("compress".to_owned(), "false".to_owned()),
             ])),
         }),
         ..Default::default()
     };
+    let cmd = ["python3", "-c", SUPERVISOR]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(step.command.iter().cloned())
+        .collect();
     Config {
-        image: Some(sandbox.image.clone()),
-        cmd: Some(command(phase)),
-        env: Some(environment()),
+        image: Some(step.image.to_owned()),
+        cmd: Some(cmd),
+        env: Some(environment(step)),
         working_dir: Some(WORKDIR.to_owned()),
         user: Some(sandbox.user.clone()),
-        labels: Some(sandbox.labels(job, Some(phase))),
+        labels: Some(sandbox.labels(step.job, Some(step.phase))),
         network_disabled: Some(network == "none"),
         attach_stdin: Some(false),
         open_stdin: Some(false),
@@ -218,11 +295,66 @@ mod tests {
             install_network: "bridge".into(),
             test_network: "none".into(),
             log_max_size_bytes: 64 << 20,
+            identity_dir: "/var/lib/ci/identity".into(),
+        }
+    }
+
+    fn step(job: JobId, phase: Phase) -> Step<'static> {
+        Step {
+            job,
+            task: "test",
+            phase,
+            image: "img",
+            command: vec!["python3".into(), "-m".into(), "pytest".into(), "-v".into()],
         }
     }
 
     #[test]
-    fn the_json_log_holds_a_whole_capped_log_with_its_framing_twice() {
+    fn the_environment_is_a_developers_shell_plus_ci_variables() {
+        let job = JobId::new();
+        let env = environment(&step(job, Phase::Test));
+        for expected in [
+            "USER=runner".to_owned(),
+            "LOGNAME=runner".to_owned(),
+            "HOME=/workspace/home".to_owned(),
+            "LANG=C.UTF-8".to_owned(),
+            "LC_ALL=C.UTF-8".to_owned(),
+            "TZ=UTC".to_owned(),
+            "PYTHONUNBUFFERED=1".to_owned(),
+            "CI=true".to_owned(),
+            format!("CI_JOB_ID={job}"),
+            "CI_JOB_TASK=test".to_owned(),
+        ] {
+            assert!(env.contains(&expected), "{expected} in {env:?}");
+        }
+        let path = env.iter().find(|v| v.starts_with("PATH=")).unwrap();
+        assert!(path.starts_with("PATH=/workspace/deps/bin:"), "{path}");
+    }
+
+    #[test]
+    fn the_identity_names_the_job_user() {
+        let (passwd, group) = identity_files(1234, 5678);
+        assert!(passwd
+            .lines()
+            .any(|l| l == "runner:x:1234:5678:ci job:/workspace/home:/bin/sh"));
+        assert!(passwd.starts_with("root:x:0:0:"));
+        assert!(group.lines().any(|l| l == "runner:x:5678:"));
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("identity");
+        write_identity(&target, 1234, 5678).unwrap();
+        write_identity(&target, 1234, 5678).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(target.join("passwd")).unwrap(),
+            passwd
+        );
+        assert_eq!(
+            std::fs::read_to_string(target.join("group")).unwrap(),
+            group
+        );
+    }
+
+    #[test]
+    fn the_log_file_holds_a_whole_capped_log_with_its_framing_twice() {
         // The defaults: 32 MiB and 1M lines of at least 80 bytes of framing each.
         let size = log_max_size(32 << 20, 1_000_000);
         assert_eq!(size, (32 << 20) + 80_000_000);
@@ -238,7 +370,7 @@ mod tests {
     #[test]
     fn every_limit_is_set_and_tests_have_no_network() {
         let job = JobId::new();
-        let config = container_config(&sandbox(), job, Phase::Test);
+        let config = container_config(&sandbox(), &step(job, Phase::Test));
         let host = config.host_config.clone().unwrap();
         assert_eq!(config.user.as_deref(), Some("1000:1000"));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
@@ -255,9 +387,24 @@ mod tests {
         let cmd = config.cmd.clone().unwrap();
         assert_eq!(cmd[..2], ["python3", "-c"]);
         assert!(cmd[2].contains("sigwaitinfo"), "PID 1 is the supervisor");
+        assert_eq!(cmd[3..], ["python3", "-m", "pytest", "-v"]);
+        assert_eq!(config.image.as_deref(), Some("img"));
+        let mounts = host.mounts.clone().unwrap();
+        let passwd = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some("/etc/passwd"))
+            .expect("a passwd file is mounted");
+        assert_eq!(passwd.read_only, Some(true));
         assert_eq!(
-            cmd[3..],
-            ["python3", "-m", "pytest", "-p", "no:cacheprovider"]
+            passwd.source.as_deref(),
+            Some("/var/lib/ci/identity/passwd")
+        );
+        assert!(mounts
+            .iter()
+            .any(|m| m.target.as_deref() == Some("/etc/group") && m.read_only == Some(true)));
+        assert_eq!(
+            host.log_config.clone().unwrap().typ.as_deref(),
+            Some("local")
         );
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(
@@ -270,7 +417,7 @@ mod tests {
         assert_eq!(labels[LABEL_PREFIX], "ci");
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(config.working_dir.as_deref(), Some(WORKDIR));
-        let install = container_config(&sandbox(), job, Phase::Install);
+        let install = container_config(&sandbox(), &step(job, Phase::Install));
         assert_eq!(
             install.host_config.unwrap().network_mode.as_deref(),
             Some("bridge")
