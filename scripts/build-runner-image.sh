@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Build the offline Python runner image (no registry needed).
 #
-# Usage: scripts/build-runner-image.sh [--force] [--tag TAG]
+# Usage: scripts/build-runner-image.sh [--force] [--check] [--tag TAG]
+#        scripts/build-runner-image.sh --print-recipe-hash
 #
-#   --tag TAG   image tag to build (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm)
-#   --force     rebuild even if the image already exists
+#   --tag TAG             image tag to build (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm)
+#   --force               rebuild even if the image is up to date
+#   --check               build nothing: exit 0 if the image is up to date, 3 if a run would
+#                         build or rebuild it (with the reason on stderr)
+#   --print-recipe-hash   print the current recipe hash on stdout and exit
+#
+# The image follows its recipe: the recipe hash is the SHA-256 of this script's own bytes (it holds
+# the suite and the package list) and of the host CA certificates it copies in (see below), and the
+# image carries it as the label ci.recipe. The script does nothing when the image exists with the
+# current hash, and rebuilds it when the label differs or is missing (a recipe changed since the
+# image was built). Newer Debian packages for the same recipe are picked up only with --force.
 #
 # The root filesystem comes from `debootstrap --variant=minbase` (python3, pip, venv, pytest) using the
 # Debian mirror configured in this machine's apt sources (override with CI_DEBIAN_MIRROR=URL), and is
@@ -20,6 +30,9 @@ SUITE=bookworm
 INCLUDE=python3,python3-pip,python3-venv,python3-pytest
 tag="${CI_RUNNER_IMAGE:-ci-runner:bookworm}"
 force=0
+check=0
+print_hash=0
+host_ca_dir=/usr/local/share/ca-certificates
 
 die() { printf 'build-runner-image: error: %s\n' "$*" >&2; exit 1; }
 log() { printf 'build-runner-image: %s\n' "$*" >&2; }
@@ -27,27 +40,74 @@ log() { printf 'build-runner-image: %s\n' "$*" >&2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --force) force=1 ;;
+    --check) check=1 ;;
+    --print-recipe-hash) print_hash=1 ;;
     --tag) [ $# -ge 2 ] || die "--tag needs a value, e.g. --tag ci-runner:bookworm"; tag="$2"; shift ;;
     --tag=*) tag="${1#--tag=}" ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;
     *) printf 'build-runner-image: unknown argument: %s\n' "$1" >&2
-       printf 'usage: %s [--force] [--tag TAG]\n' "$0" >&2; exit 2 ;;
+       printf 'usage: %s [--force] [--check] [--tag TAG] | --print-recipe-hash\n' "$0" >&2; exit 2 ;;
   esac
   shift
 done
 [ -n "$tag" ] || die "the image tag is empty: pass --tag TAG or set CI_RUNNER_IMAGE"
+
+# --- the recipe --------------------------------------------------------------------------------
+# Whether the host's local CA certificates go into the image.
+use_host_ca() { [ "${CI_RUNNER_HOST_CA:-1}" != 0 ] && compgen -G "$host_ca_dir/*" >/dev/null; }
+
+# SHA-256 over what defines the image: this script's bytes (suite, packages, every build step) and
+# the name and content of each host CA certificate copied in.
+recipe_hash() {
+  local self
+  self="$(readlink -f "${BASH_SOURCE[0]}")"
+  {
+    printf 'script %s\n' "$(sha256sum <"$self" | cut -d' ' -f1)"
+    if use_host_ca; then
+      (cd "$host_ca_dir" && find -L . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
+    else
+      printf 'host-ca none\n'
+    fi
+  } | sha256sum | cut -d' ' -f1
+}
+recipe="$(recipe_hash)" \
+  || die "cannot compute the recipe hash (are the files in $host_ca_dir readable?); rerun with CI_RUNNER_HOST_CA=0 to leave the host CAs out"
+[ "${#recipe}" = 64 ] || die "cannot compute the recipe hash (got '$recipe'): is sha256sum (coreutils) installed?"
+
+if [ "$print_hash" = 1 ]; then
+  printf '%s\n' "$recipe"
+  exit 0
+fi
 
 command -v docker >/dev/null 2>&1 \
   || die "the docker CLI is not installed: run scripts/ensure-docker.sh (as root)"
 docker info >/dev/null 2>&1 \
   || die "Docker is not reachable (docker info failed): run scripts/ensure-docker.sh (as root), or set DOCKER_HOST to a running daemon"
 
-image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+# Prints why $tag must be built, or nothing when it exists and carries the current recipe.
+why_build() {
+  local label
+  if ! label="$(docker image inspect --format '{{index .Config.Labels "ci.recipe"}}' "$tag" 2>/dev/null)"; then
+    printf 'image %s does not exist\n' "$tag"
+  elif [ -z "$label" ]; then
+    printf 'the recipe changed: image %s has no ci.recipe label (current recipe %s)\n' "$tag" "${recipe:0:12}"
+  elif [ "$label" != "$recipe" ]; then
+    printf 'the recipe changed: image %s has recipe %s, the current recipe is %s\n' "$tag" "${label:0:12}" "${recipe:0:12}"
+  elif [ "$force" = 1 ]; then
+    printf -- '--force given (the image is up to date, recipe %s)\n' "${recipe:0:12}"
+  fi
+}
 
-if [ "$force" = 0 ] && image_exists "$tag"; then
-  log "image $tag already exists (use --force to rebuild)"
+reason="$(why_build)"
+if [ -z "$reason" ]; then
+  log "image $tag is up to date (recipe ${recipe:0:12})"
   exit 0
 fi
+if [ "$check" = 1 ]; then
+  log "would rebuild $tag: $reason"
+  exit 3
+fi
+log "building $tag: $reason"
 
 [ "$(id -u)" = 0 ] || die "building the image needs root (debootstrap/chroot): run it as root, e.g. sudo $0"
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] \
@@ -61,8 +121,8 @@ if ! flock -n 9; then
   log "another build is running; waiting for it (lock $lock_file)"
   flock 9
 fi
-if [ "$force" = 0 ] && image_exists "$tag"; then
-  log "image $tag already exists (built by a concurrent run)"
+if [ "$force" = 0 ] && [ -z "$(why_build)" ]; then
+  log "image $tag is up to date (recipe ${recipe:0:12}, built by a concurrent run)"
   exit 0
 fi
 
@@ -175,8 +235,9 @@ install -d -o 1000 -g 1000 -m 0755 "$rootfs/home/runner" "$rootfs/workspace"
 
 # Trust the same local CAs as this machine (e.g. a TLS-intercepting proxy in front of PyPI), so that
 # `pip install` inside the sandbox works wherever it works on the host. Set CI_RUNNER_HOST_CA=0 to skip.
-if [ "${CI_RUNNER_HOST_CA:-1}" != 0 ] && compgen -G '/usr/local/share/ca-certificates/*' >/dev/null; then
-  cp -a /usr/local/share/ca-certificates/. "$rootfs/usr/local/share/ca-certificates/"
+# The certificates are part of the recipe hash.
+if use_host_ca; then
+  cp -a "$host_ca_dir/." "$rootfs/usr/local/share/ca-certificates/"
   if ! out="$(chroot "$rootfs" update-ca-certificates 2>&1)"; then
     printf '%s\n' "$out" >&2
     die "update-ca-certificates failed in the image (output above); rerun with CI_RUNNER_HOST_CA=0 to skip the host CAs"
@@ -200,6 +261,7 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'ENV LANG=C.UTF-8' \
   --change 'WORKDIR /workspace' \
   --change 'CMD ["python3"]' \
+  --change "LABEL ci.recipe=$recipe" \
   - "$tmp_tag" >/dev/null
 
 # Only a working image gets the real tag.
@@ -214,4 +276,4 @@ if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag
   docker image rm "$old_id" >/dev/null 2>&1 || true
 fi
 size="$(docker image inspect -f '{{.Size}}' "$tag")"
-log "built $tag ($((size / 1024 / 1024)) MiB, $out) in $((SECONDS - start))s"
+log "built $tag ($((size / 1024 / 1024)) MiB, $out, recipe ${recipe:0:12}) in $((SECONDS - start))s"

@@ -4,10 +4,12 @@
 # Usage: scripts/test.sh [NEXTEST ARGS...]
 #   e.g. scripts/test.sh -E 'test(sse)'     # extra arguments go to `cargo nextest run`
 #
-# Runs scripts/ensure-docker.sh and scripts/build-runner-image.sh (both do nothing when all is in
-# place), builds every binary (the integration tests start the real ci-server/ci-controller), then
-# `cargo nextest run --workspace --no-fail-fast`. The tests use the image in $CI_TEST_IMAGE
-# (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm, the image built here).
+# Runs scripts/ensure-docker.sh, scripts/build-runner-image.sh and scripts/build-test-images.sh
+# (each does nothing when all is in place), builds every binary (the integration tests start the
+# real ci-server/ci-controller), then `cargo nextest run --workspace --no-fail-fast`. The tests use
+# the image in $CI_TEST_IMAGE (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm, the image built
+# here) and, where a job's uid must have no user, $CI_TEST_IMAGE_NOPASSWD (default
+# ci-runner:bookworm-nopasswd, derived here from the runner image).
 set -euo pipefail
 
 die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -18,12 +20,14 @@ cd "$root"
 
 runner_image="${CI_RUNNER_IMAGE:-ci-runner:bookworm}"
 export CI_TEST_IMAGE="${CI_TEST_IMAGE:-$runner_image}"
+export CI_TEST_IMAGE_NOPASSWD="${CI_TEST_IMAGE_NOPASSWD:-ci-runner:bookworm-nopasswd}"
 
 scripts/ensure-docker.sh
 if [ "$CI_TEST_IMAGE" = "$runner_image" ]; then
   scripts/build-runner-image.sh --tag "$runner_image"
+  scripts/build-test-images.sh --base "$runner_image" --tag "$CI_TEST_IMAGE_NOPASSWD"
 else
-  log "CI_TEST_IMAGE=$CI_TEST_IMAGE is not the runner image ($runner_image): not building it; the tests use $CI_TEST_IMAGE as it is"
+  log "CI_TEST_IMAGE=$CI_TEST_IMAGE is not the runner image ($runner_image): not building it nor $CI_TEST_IMAGE_NOPASSWD; the tests use both as they are"
 fi
 
 # CI shells may not have rustup's bin directory on PATH.

@@ -24,6 +24,12 @@ pub fn test_image() -> String {
     std::env::var("CI_TEST_IMAGE").unwrap_or_else(|_| "ci-runner:bookworm".to_owned())
 }
 
+/// The runner image without any user for uid 1000 (built by `scripts/build-test-images.sh`).
+pub fn test_image_nopasswd() -> String {
+    std::env::var("CI_TEST_IMAGE_NOPASSWD")
+        .unwrap_or_else(|_| "ci-runner:bookworm-nopasswd".to_owned())
+}
+
 /// Path of one of the workspace's binaries (`ci`, `ci-server`, `ci-controller`, `ci-admin`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("executable path");
