@@ -2,6 +2,8 @@
 //! validates an upload and by the controller when it unpacks it, so that both always agree on
 //! what an entry is called and whether it is allowed.
 
+use crate::project::{RootFiles, MAX_CONFIG_BYTES, ROOT_FILES};
+
 /// The normalized, relative path of an archive entry (`./a//b/./c/` → `a/b/c`; the archive's root
 /// folder itself, `./`, is the empty string), or why the name is unsafe.
 ///
@@ -41,6 +43,33 @@ pub fn entry_path(name: &str) -> Result<String, &'static str> {
         }
     }
     Ok(parts.join("/"))
+}
+
+/// Reads only the project's root configuration files ([`ROOT_FILES`]) from a zip archive,
+/// skipping entries whose names break [`entry_path`] (validation reports those) and files over
+/// [`MAX_CONFIG_BYTES`].
+///
+/// # Errors
+///
+/// The archive is not a readable zip, or a root file cannot be decompressed.
+pub fn root_files(zip: &[u8]) -> Result<RootFiles, zip::result::ZipError> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))?;
+    let mut root = RootFiles::default();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i)?;
+        let Ok(path) = entry_path(entry.name()) else {
+            continue;
+        };
+        if ROOT_FILES.contains(&path.as_str())
+            && entry.is_file()
+            && entry.size() <= MAX_CONFIG_BYTES
+        {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+            root.insert(&path, String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    Ok(root)
 }
 
 /// Whether a Unix mode has any executable bit. Files keep it on their way from the project
@@ -89,6 +118,27 @@ mod tests {
             let err = entry_path(name).unwrap_err();
             assert!(err.contains(problem), "{name:?}: {err}");
         }
+    }
+
+    #[test]
+    fn root_files_are_read_without_unpacking_the_rest() {
+        use std::io::Write;
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, body) in [
+            ("./pyproject.toml", "[tool.ci]\nimage = 'x'\n"),
+            ("pkg/pyproject.toml", "nested"),
+            ("tests/test_a.py", ""),
+        ] {
+            writer
+                .start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(body.as_bytes()).unwrap();
+        }
+        let zip = writer.finish().unwrap().into_inner();
+        let root = root_files(&zip).unwrap();
+        assert_eq!(root.get("pyproject.toml"), Some("[tool.ci]\nimage = 'x'\n"));
+        assert!(!root.has("tests/test_a.py"));
+        assert!(root_files(b"not a zip").is_err());
     }
 
     #[test]

@@ -42,27 +42,6 @@ pub enum ArchiveError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads only the project's root configuration files from `zip`.
-pub fn root_files(zip: &[u8]) -> Result<RootFiles, ArchiveError> {
-    let mut archive = zip::ZipArchive::new(Cursor::new(zip))?;
-    let mut root = RootFiles::default();
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i)?;
-        let Ok(path) = entry_path(entry.name()) else {
-            continue;
-        };
-        if ROOT_FILES.contains(&path.as_str())
-            && entry.is_file()
-            && entry.size() <= MAX_CONFIG_BYTES
-        {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes)?;
-            root.insert(&path, String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
-    Ok(root)
-}
-
 /// Converts `zip` into a tar with the project under `src/`, and empty `deps/` and `home/`, all
 /// owned by `uid:gid`: folders 0755, files 0755 when executable in the zip and 0644 otherwise.
 /// `limit` is the largest unpacked size in bytes.
@@ -245,17 +224,5 @@ mod tests {
         let evil = zip_of(&[("../evil.py", b"x", 0o644)]);
         let err = zip_to_tar(&evil, 1, 1, 100).unwrap_err();
         assert!(err.to_string().contains("`..`"), "{err}");
-    }
-
-    #[test]
-    fn root_files_are_read_without_unpacking_the_rest() {
-        let zip = zip_of(&[
-            ("./pyproject.toml", b"[tool.ci]\nimage = 'x'\n", 0o644),
-            ("pkg/pyproject.toml", b"nested", 0o644),
-            ("tests/test_a.py", b"", 0o644),
-        ]);
-        let root = root_files(&zip).unwrap();
-        assert_eq!(root.get("pyproject.toml"), Some("[tool.ci]\nimage = 'x'\n"));
-        assert!(!root.has("tests/test_a.py"));
     }
 }

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::archive::{root_files, zip_to_tar};
+use crate::archive::zip_to_tar;
 use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
 use crate::sandbox::{container_config, Sandbox, Step, LABEL_PHASE, WORKSPACE};
+use ci_common::archive::root_files;
 
 /// Settings of job execution that are not container settings.
 #[derive(Clone, Debug)]

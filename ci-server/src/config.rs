@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use ci_common::policy::Policy;
+
 use crate::upload::Limits;
 
 const MIB: u64 = 1024 * 1024;
@@ -29,14 +31,6 @@ pub struct Config {
     /// Largest accepted upload (the zip archive), in bytes.
     #[arg(long, env = "CI_MAX_UPLOAD_BYTES", default_value_t = 100 * MIB)]
     pub max_upload_bytes: u64,
-
-    /// Most entries (files and folders) an uploaded archive may hold.
-    #[arg(long, env = "CI_MAX_ARCHIVE_ENTRIES", default_value_t = 20_000)]
-    pub max_entries: u64,
-
-    /// Largest total unpacked size of an uploaded archive, in bytes.
-    #[arg(long, env = "CI_MAX_UNPACKED_BYTES", default_value_t = 1024 * MIB)]
-    pub max_unpacked_bytes: u64,
 
     /// Highest compression ratio (unpacked / packed) of an archive entry over 1 MiB.
     #[arg(long, env = "CI_MAX_RATIO", default_value_t = 200)]
@@ -71,10 +65,12 @@ impl Config {
         config
     }
 
-    pub fn limits(&self) -> Limits {
+    /// The archive limits: entries and unpacked size are the controller's (its published
+    /// policy), the compression ratio is this server's zip-bomb guard.
+    pub fn limits(&self, policy: &Policy) -> Limits {
         Limits {
-            max_entries: self.max_entries,
-            max_unpacked_bytes: self.max_unpacked_bytes,
+            max_entries: policy.max_entries,
+            max_unpacked_bytes: policy.max_unpacked_bytes,
             max_ratio: self.max_ratio,
         }
     }

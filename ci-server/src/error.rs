@@ -30,6 +30,12 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Upload(#[from] UploadError),
+    /// The job asks for an image the operator does not allow.
+    #[error("{0}")]
+    ImageNotAllowed(#[from] ci_common::policy::ImageNotAllowed),
+    /// The project's `pyproject.toml` or its `[tool.ci]` cannot be used.
+    #[error("{0}")]
+    ProjectConfig(#[from] ci_common::project::ConfigError),
     #[error("job {job} already ended ({status}{}); there is nothing to cancel",
         reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     AlreadyEnded {
@@ -68,6 +74,9 @@ impl ApiError {
             ApiError::Upload(err) if err.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upload(UploadError::Empty) => StatusCode::BAD_REQUEST,
             ApiError::Upload(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ImageNotAllowed(_) | ApiError::ProjectConfig(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::AlreadyEnded { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,6 +93,8 @@ impl ApiError {
             ApiError::Invalid(_) => "invalid",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Upload(err) => err.code(),
+            ApiError::ImageNotAllowed(_) => "image_not_allowed",
+            ApiError::ProjectConfig(_) => "invalid_project_config",
             ApiError::AlreadyEnded { .. } => "job_finished",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",

@@ -161,7 +161,9 @@ async fn wait_on_a_failed_job_exits_1() {
 async fn a_rejected_upload_shows_the_servers_message() {
     let db = ci_tests::TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = ci_tests::Server::start_with(&db.path, &["--max-entries", "2"]);
+    // The limit is the controller's: it publishes it, and the server refuses by it.
+    let _controller = ci_tests::Controller::start_with(&db.path, &["--max-entries", "2"]);
+    let server = ci_tests::Server::start(&db.path);
     let env = support::CiEnv::new();
     let project = tempfile::tempdir().unwrap();
     std::fs::create_dir(project.path().join("tests")).unwrap();
@@ -181,5 +183,6 @@ async fn a_rejected_upload_shows_the_servers_message() {
         out.stderr
     );
     assert!(out.stderr.contains("server said: "), "{}", out.stderr);
+    assert!(out.stderr.contains("limit of 2"), "{}", out.stderr);
     assert!(!out.stderr.contains("Job ID"), "{}", out.stderr);
 }

@@ -40,9 +40,32 @@ pub async fn owned_job(state: &AppState, user: &AuthUser, id: JobId) -> Result<J
 }
 
 const TASK_MAX_LEN: usize = 64;
+/// Most extra pytest arguments of a job, and the longest one (bytes).
+const MAX_ARGS: usize = 64;
+const ARG_MAX_LEN: usize = 4096;
+/// The longest image name (bytes).
+const IMAGE_MAX_LEN: usize = 256;
 
-/// Reads a multipart upload (`file`, optional `task`), validates the archive and creates the
-/// job with it in one transaction. Nothing is stored when anything is wrong.
+/// Reads one small text field of a multipart upload, at most `max` bytes of UTF-8.
+async fn text_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    max: usize,
+    invalid: impl Fn() -> ApiError,
+    field_error: impl Fn(MultipartError) -> ApiError,
+) -> Result<String, ApiError> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(&field_error)? {
+        text.extend_from_slice(&chunk);
+        if text.len() > max {
+            return Err(invalid());
+        }
+    }
+    String::from_utf8(text).map_err(|_| invalid())
+}
+
+/// Reads a multipart upload (`file`; optional `task`, `image` and repeated `arg`), validates the
+/// archive, the project's `[tool.ci]` and the image against the operator's policy, and creates
+/// the job with it in one transaction. Nothing is stored when anything is wrong.
 pub async fn accept_upload(
     state: &AppState,
     user: &AuthUser,
@@ -74,6 +97,8 @@ pub async fn accept_upload(
     };
     let mut archive: Option<Vec<u8>> = None;
     let mut task: Option<String> = None;
+    let mut image: Option<String> = None;
+    let mut args: Vec<String> = Vec::new();
     while let Some(mut field) = multipart.next_field().await.map_err(field_error)? {
         match field.name() {
             Some("file") => {
@@ -98,14 +123,34 @@ pub async fn accept_upload(
                 archive = Some(bytes);
             }
             Some("task") => {
-                let mut text = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(field_error)? {
-                    text.extend_from_slice(&chunk);
-                    if text.len() > TASK_MAX_LEN {
-                        return Err(invalid_task());
-                    }
+                task = Some(text_field(&mut field, TASK_MAX_LEN, invalid_task, field_error).await?);
+            }
+            Some("image") => {
+                let invalid = || {
+                    ApiError::Invalid(format!(
+                        "invalid `image`: give an image name of up to {IMAGE_MAX_LEN} bytes, \
+                         e.g. python:3.12-slim"
+                    ))
+                };
+                let text = text_field(&mut field, IMAGE_MAX_LEN, invalid, field_error).await?;
+                let text = text.trim();
+                if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(invalid());
                 }
-                task = Some(String::from_utf8(text).map_err(|_| invalid_task())?);
+                image = (!text.is_empty()).then(|| text.to_owned());
+            }
+            Some("arg") => {
+                let invalid = || {
+                    ApiError::Invalid(format!(
+                        "invalid `arg`: at most {MAX_ARGS} pytest arguments of up to \
+                         {ARG_MAX_LEN} bytes each, without NUL bytes"
+                    ))
+                };
+                let text = text_field(&mut field, ARG_MAX_LEN, invalid, field_error).await?;
+                if args.len() >= MAX_ARGS || text.contains('\0') {
+                    return Err(invalid());
+                }
+                args.push(text);
             }
             // Unknown fields are skipped, as the original system did.
             _ => {}
@@ -128,15 +173,35 @@ pub async fn accept_upload(
     {
         return Err(invalid_task());
     }
-    let limits = state.config.limits();
-    let (archive, summary) = tokio::task::spawn_blocking(move || {
-        let summary = crate::upload::validate(&archive, &limits);
-        (archive, summary)
+    let policy = ci_common::db::policy::current(&state.pool).await?;
+    let limits = state.config.limits(&policy);
+    let (archive, checked) = tokio::task::spawn_blocking(move || {
+        let checked = crate::upload::validate(&archive, &limits).map(|summary| {
+            let root = ci_common::archive::root_files(&archive).unwrap_or_default();
+            (summary, root)
+        });
+        (archive, checked)
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("validating an upload")))?;
-    let summary = summary?;
-    let job = db_jobs::create(&state.pool, user.user_id, &task, &archive).await?;
+    let (summary, root) = checked?;
+    let project = ci_common::project::Project::read(&root)?;
+    // The command line wins over the project's configuration.
+    let image = image.or(project.ci.image);
+    if let Some(image) = &image {
+        policy.check_image(image)?;
+    }
+    let job = db_jobs::create_job(
+        &state.pool,
+        &db_jobs::NewJob {
+            user_id: user.user_id,
+            task: &task,
+            image: image.as_deref(),
+            args: &args,
+            archive: &archive,
+        },
+    )
+    .await?;
     tracing::info!(
         job.id = %job.id,
         bytes = archive.len(),
