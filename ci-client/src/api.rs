@@ -157,9 +157,16 @@ impl Api {
             .join(", ")
     }
 
-    pub async fn submit(&self, zip: Vec<u8>, task: &str) -> Result<JobView, ApiError> {
+    /// Uploads a project as a job of `task`, in `image` if given, with extra pytest `args`.
+    pub async fn submit(
+        &self,
+        zip: Vec<u8>,
+        task: &str,
+        image: Option<&str>,
+        args: &[String],
+    ) -> Result<JobView, ApiError> {
         let build = |request: RequestBuilder| {
-            let form = reqwest::multipart::Form::new()
+            let mut form = reqwest::multipart::Form::new()
                 .part(
                     "file",
                     reqwest::multipart::Part::bytes(zip.clone())
@@ -168,6 +175,12 @@ impl Api {
                         .expect("valid MIME type"),
                 )
                 .text("task", task.to_owned());
+            if let Some(image) = image {
+                form = form.text("image", image.to_owned());
+            }
+            for arg in args {
+                form = form.text("arg", arg.clone());
+            }
             request.multipart(form)
         };
         let response = self.send("jobs", build, Method::POST).await?;

@@ -70,6 +70,15 @@ pub struct SubmitArgs {
     /// With --async: print `{"job_id": ...}` instead of text.
     #[arg(long, requires = "detach")]
     pub json: bool,
+
+    /// Run the job in this image (one the operator allows; overrides `image` under [tool.ci]
+    /// in pyproject.toml).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+
+    /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
+    #[arg(last = true, value_name = "PYTEST_ARGS")]
+    pub pytest_args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +150,24 @@ mod tests {
         insta::assert_snapshot!(Cli::command().render_help().to_string());
         let submit = Cli::try_parse_from(["ci", "submit", "-h"]).unwrap_err();
         insta::assert_snapshot!(submit.render().to_string());
+    }
+
+    #[test]
+    fn pytest_arguments_follow_a_double_dash() {
+        let cli = Cli::try_parse_from(["ci", "submit", "test", "--", "-k", "slow", "-x"]).unwrap();
+        let Command::Submit(args) = cli.command else {
+            panic!("not submit")
+        };
+        assert_eq!(args.task, "test");
+        assert_eq!(args.pytest_args, ["-k", "slow", "-x"]);
+        let cli =
+            Cli::try_parse_from(["ci", "submit", "--image", "py:3", "--", "tests/a.py"]).unwrap();
+        let Command::Submit(args) = cli.command else {
+            panic!("not submit")
+        };
+        assert_eq!(args.task, "test");
+        assert_eq!(args.image.as_deref(), Some("py:3"));
+        assert_eq!(args.pytest_args, ["tests/a.py"]);
     }
 
     #[test]

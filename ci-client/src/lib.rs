@@ -125,6 +125,15 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         .context("packing the project stopped unexpectedly")?;
     stop(packing);
     let zipped = zipped?;
+    for warning in &zipped.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if !zipped.secrets.is_empty() {
+        eprintln!(
+            "note: left out {} (.env files may hold secrets; add `!NAME` to .ciignore to upload one)",
+            zipped.secrets.join(", ")
+        );
+    }
 
     let uploading = spinner(&format!(
         "Uploading {} files ({}) to {}...",
@@ -133,7 +142,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         api.current_server().as_str().trim_end_matches('/')
     ));
     let submitted = tokio::select! {
-        result = api.submit(zipped.bytes, &args.task) => result,
+        result = api.submit(zipped.bytes, &args.task, args.image.as_deref(), &args.pytest_args) => result,
         () = interrupt.recv() => {
             stop(uploading);
             eprintln!("Interrupted before the job was submitted.");

@@ -1,29 +1,63 @@
-//! Finding what to upload: the project's files, minus what `.gitignore`/`.ciignore` exclude,
-//! version control, virtualenvs, caches and dotfiles; zipped in memory in a stable order.
+//! What to upload: the project as it is on disk — files with their executable bit, folders
+//! (empty ones too), dotfiles — minus what never belongs in a job: version control, virtualenvs,
+//! caches, what `.gitignore`/`.ciignore` exclude, and `.env` secrets. Zipped in memory in a
+//! stable order.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ci_common::archive::{workspace_file_mode, WORKSPACE_DIR_MODE};
+use ci_common::project::{
+    pytest_config, Project, RootFiles, MAX_CONFIG_BYTES, PYPROJECT, ROOT_FILES,
+};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::{DirEntry, WalkBuilder};
 
-/// Folders never uploaded, whatever the ignore files say.
-const SKIPPED_DIRS: &[&str] = &[
+/// Version-control folders: never uploaded.
+const VCS_DIRS: &[&str] = &[".git", ".hg", ".svn", ".bzr", "_darcs", ".jj"];
+/// Virtualenvs (besides any folder holding a `pyvenv.cfg`) and caches: never uploaded.
+const GENERATED_DIRS: &[&str] = &[
     "venv",
     ".venv",
     "__pycache__",
     ".pytest_cache",
     ".mypy_cache",
+    ".ruff_cache",
+    ".pytype",
+    ".hypothesis",
+    ".ipynb_checkpoints",
     ".tox",
-    ".git",
+    ".nox",
     "node_modules",
 ];
+/// `.env.*` files that are templates, not secrets: uploaded.
+const ENV_TEMPLATES: &[&str] = &[".env.example", ".env.sample", ".env.template", ".env.dist"];
 
-/// Extra ignore file read in every folder, with `.gitignore` syntax.
+/// Extra ignore file read in every folder, with `.gitignore` syntax. A `!` pattern in it also
+/// uploads a `.env` file that is left out by default.
 pub const CI_IGNORE: &str = ".ciignore";
 
-/// The files to upload, as paths relative to `root` with `/` separators, sorted.
-pub fn project_files(root: &Path) -> Result<Vec<String>> {
+/// Whether a file name is a secrets file left out by default: `.env` and `.env.*`, except the
+/// templates in [`ENV_TEMPLATES`].
+pub fn is_env_secret(name: &str) -> bool {
+    (name == ".env" || name.starts_with(".env.")) && !ENV_TEMPLATES.contains(&name)
+}
+
+/// What a walk of the project found.
+#[derive(Debug, Default, PartialEq)]
+pub struct ProjectTree {
+    /// Files to upload, relative to the root with `/` separators, sorted.
+    pub files: Vec<String>,
+    /// Every folder under the root that is uploaded (with or without files), sorted.
+    pub dirs: Vec<String>,
+    /// `.env` files left out because they may hold secrets.
+    pub secrets: Vec<String>,
+}
+
+/// Walks the project under `root` (see the module documentation for what is left out).
+pub fn project_tree(root: &Path) -> Result<ProjectTree> {
     if !root.is_dir() {
         bail!(
             "{} is not a folder: run ci from your project's root folder (or pass -C <DIR>)",
@@ -32,7 +66,7 @@ pub fn project_files(root: &Path) -> Result<Vec<String>> {
     }
     let mut walker = WalkBuilder::new(root);
     walker
-        .hidden(true)
+        .hidden(false)
         .git_ignore(true)
         .git_exclude(true)
         .git_global(false)
@@ -43,12 +77,12 @@ pub fn project_files(root: &Path) -> Result<Vec<String>> {
         .add_custom_ignore_filename(CI_IGNORE)
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(|entry| !is_skipped_dir(entry));
-    let mut files = Vec::new();
+    let mut tree = ProjectTree::default();
+    let mut ciignores = CiIgnores::new(root);
     for entry in walker.build() {
         let entry =
             entry.with_context(|| format!("cannot list the files of {}", root.display()))?;
-        // Regular files only: symlinks and special files are not part of a project upload.
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
+        if entry.depth() == 0 {
             continue;
         }
         let relative = entry
@@ -60,10 +94,24 @@ pub fn project_files(root: &Path) -> Result<Vec<String>> {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        files.push(name);
+        // Regular files and folders only: symlinks and special files are not part of an upload.
+        match entry.file_type() {
+            Some(t) if t.is_dir() => tree.dirs.push(name),
+            Some(t) if t.is_file() => {
+                let file_name = entry.file_name().to_string_lossy();
+                if is_env_secret(&file_name) && !ciignores.whitelists(relative) {
+                    tree.secrets.push(name);
+                } else {
+                    tree.files.push(name);
+                }
+            }
+            _ => {}
+        }
     }
-    files.sort();
-    Ok(files)
+    tree.files.sort();
+    tree.dirs.sort();
+    tree.secrets.sort();
+    Ok(tree)
 }
 
 fn is_skipped_dir(entry: &DirEntry) -> bool {
@@ -71,46 +119,140 @@ fn is_skipped_dir(entry: &DirEntry) -> bool {
         return false;
     }
     let name = entry.file_name().to_string_lossy();
-    SKIPPED_DIRS.contains(&name.as_ref()) || entry.path().join("pyvenv.cfg").is_file()
+    VCS_DIRS.contains(&name.as_ref())
+        || GENERATED_DIRS.contains(&name.as_ref())
+        || entry.path().join("pyvenv.cfg").is_file()
 }
 
-/// Whether the files look like a Python project with tests: a `tests/` folder or a
-/// `test_*.py` file somewhere.
-pub fn has_tests(files: &[String]) -> bool {
-    files.iter().any(|f| {
-        let mut parts: Vec<&str> = f.split('/').collect();
-        let file = parts.pop().unwrap_or_default();
-        parts.contains(&"tests")
-            || (file.starts_with("test_") && file.ends_with(".py"))
-            || file.ends_with("_test.py")
-    })
+/// The `.ciignore` files of a project, read on demand, to find out whether one of them
+/// explicitly uploads a file (`!.env`).
+struct CiIgnores {
+    root: PathBuf,
+    by_dir: HashMap<PathBuf, Option<Gitignore>>,
 }
 
-/// The project's files, zipped; fails before anything is uploaded if there is nothing to test.
-pub fn zip_project(root: &Path) -> Result<Zipped> {
-    let files = project_files(root)?;
-    let shown = display_dir(root);
-    if files.is_empty() {
+impl CiIgnores {
+    fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            by_dir: HashMap::new(),
+        }
+    }
+
+    /// Whether the nearest `.ciignore` with an opinion about `relative` whitelists it.
+    fn whitelists(&mut self, relative: &Path) -> bool {
+        let mut dir = relative.parent();
+        while let Some(d) = dir {
+            let folder = self.root.join(d);
+            let matcher = self.by_dir.entry(folder.clone()).or_insert_with(|| {
+                let file = folder.join(CI_IGNORE);
+                file.is_file().then(|| {
+                    let mut builder = GitignoreBuilder::new(&folder);
+                    builder.add(&file);
+                    builder.build().ok()
+                })?
+            });
+            if let Some(matcher) = matcher {
+                let m = matcher.matched(self.root.join(relative), false);
+                if m.is_whitelist() {
+                    return true;
+                }
+                if m.is_ignore() {
+                    return false;
+                }
+            }
+            dir = d.parent();
+        }
+        false
+    }
+}
+
+/// What the pre-upload check says about a project that can be uploaded.
+#[derive(Debug, Default, PartialEq)]
+pub struct Check {
+    /// Doubts worth a line on stderr (the upload goes ahead).
+    pub warnings: Vec<String>,
+}
+
+/// The pre-upload check: refuses only what cannot be a Python project (no Python file at all) or
+/// a project configuration that the server would refuse too; everything doubtful is a warning.
+/// pytest decides what the tests are.
+pub fn check_project(tree: &ProjectTree, root: &RootFiles, shown: &str) -> Result<Check> {
+    if tree.files.is_empty() {
         bail!(
             "{shown} has no files to upload (all ignored?): run ci from your project's root folder"
         );
     }
-    if !has_tests(&files) {
+    if !tree.files.iter().any(|f| f.ends_with(".py")) {
         bail!(
-            "{shown} does not look like a Python project with tests (no tests/ folder and no test_*.py file): \
-             run ci from your project's root folder"
+            "{shown} has no Python file (.py) at all, so there is nothing for pytest to run: run ci \
+             from your Python project's root folder (or pass -C <DIR>)"
         );
     }
+    Project::read(root).with_context(|| format!("{shown}/{PYPROJECT} cannot be used"))?;
+    let mut check = Check::default();
+    let configured = pytest_config(root).is_some();
+    let has_conftest = tree
+        .files
+        .iter()
+        .any(|f| f.rsplit('/').next() == Some("conftest.py"));
+    let has_default_tests = tree.files.iter().any(|f| {
+        let file = f.rsplit('/').next().unwrap_or_default();
+        file.ends_with(".py") && (file.starts_with("test_") || file.ends_with("_test.py"))
+    });
+    if !configured && !has_conftest && !has_default_tests {
+        check.warnings.push(format!(
+            "{shown} has no test_*.py or *_test.py file, no conftest.py and no pytest \
+             configuration (pytest.ini, [tool.pytest.ini_options] in pyproject.toml, [pytest] in \
+             tox.ini, [tool:pytest] in setup.cfg): pytest may collect no tests (exit 5)"
+        ));
+    }
+    Ok(check)
+}
+
+/// Reads the project's root configuration files (those of [`ROOT_FILES`] that are uploaded).
+pub fn root_files(root: &Path, tree: &ProjectTree) -> Result<RootFiles> {
+    let mut files = RootFiles::default();
+    for name in ROOT_FILES {
+        if tree.files.iter().any(|f| f == name) {
+            let path = root.join(name);
+            let size = std::fs::metadata(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            if size <= MAX_CONFIG_BYTES {
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                files.insert(name, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The project's files, checked and zipped; fails before anything is uploaded if it cannot be a
+/// Python project or its `pyproject.toml` is broken.
+pub fn zip_project(root: &Path) -> Result<Zipped> {
+    let tree = project_tree(root)?;
+    let shown = display_dir(root);
+    let root_config = root_files(root, &tree)?;
+    let check = check_project(&tree, &root_config, &shown)?;
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .unix_permissions(0o644);
-    for name in &files {
+        .compression_method(zip::CompressionMethod::Deflated);
+    for dir in &tree.dirs {
+        writer
+            .add_directory(
+                format!("{dir}/"),
+                options.unix_permissions(WORKSPACE_DIR_MODE),
+            )
+            .with_context(|| format!("cannot zip {dir}/"))?;
+    }
+    for name in &tree.files {
         let path = root.join(name);
         let bytes =
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         writer
-            .start_file(name.as_str(), options)
+            .start_file(name.as_str(), options.unix_permissions(file_mode(&path)))
             .and_then(|()| writer.write_all(&bytes).map_err(Into::into))
             .with_context(|| format!("cannot zip {name}"))?;
     }
@@ -118,12 +260,33 @@ pub fn zip_project(root: &Path) -> Result<Zipped> {
         .finish()
         .context("cannot finish the zip archive")?
         .into_inner();
-    Ok(Zipped { files, bytes })
+    Ok(Zipped {
+        files: tree.files,
+        secrets: tree.secrets,
+        warnings: check.warnings,
+        bytes,
+    })
+}
+
+/// The mode a file is zipped with: 0755 when it is executable here, else 0644.
+#[cfg(unix)]
+fn file_mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    workspace_file_mode(std::fs::metadata(path).ok().map(|m| m.permissions().mode()))
+}
+
+#[cfg(not(unix))]
+fn file_mode(_path: &Path) -> u32 {
+    workspace_file_mode(None)
 }
 
 /// A zipped project.
 pub struct Zipped {
     pub files: Vec<String>,
+    /// `.env` files left out (see [`is_env_secret`]).
+    pub secrets: Vec<String>,
+    /// What the pre-upload check doubts.
+    pub warnings: Vec<String>,
     pub bytes: Vec<u8>,
 }
 
@@ -143,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn walker_honours_ignore_files_and_skips_noise() {
+    fn walker_keeps_the_project_and_leaves_out_noise_and_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for name in [
@@ -156,36 +319,86 @@ mod tests {
             "data/keep.csv",
             "notes.log",
             ".env",
-            ".hidden/secret.txt",
+            ".env.local",
+            ".env.example",
+            ".coveragerc",
+            "reports/.gitkeep",
+            ".hidden/kept.txt",
             ".git/config",
+            ".hg/store",
             "venv/lib/x.py",
             ".venv/lib/x.py",
             "env3/pyvenv.cfg",
             "env3/lib/site.py",
             "app/__pycache__/core.cpython-312.pyc",
             ".pytest_cache/v/cache",
-            "sub/.gitignore",
+            ".ruff_cache/x",
             "sub/generated.py",
             "sub/kept.py",
         ] {
             write(root, name, "x");
         }
+        std::fs::create_dir_all(root.join("var/empty")).unwrap();
         write(root, ".gitignore", "build/\n*.log\n");
         write(root, ".ciignore", "data/big.csv\n");
         write(root, "sub/.gitignore", "generated.py\n");
 
-        let files = project_files(root).unwrap();
+        let tree = project_tree(root).unwrap();
         assert_eq!(
-            files,
+            tree.files,
             [
+                ".ciignore",
+                ".coveragerc",
+                ".env.example",
+                ".gitignore",
+                ".hidden/kept.txt",
                 "app/__init__.py",
                 "app/core.py",
                 "data/keep.csv",
+                "reports/.gitkeep",
                 "requirements.txt",
+                "sub/.gitignore",
                 "sub/kept.py",
                 "tests/test_core.py",
             ]
         );
+        assert_eq!(
+            tree.dirs,
+            [
+                ".hidden",
+                "app",
+                "data",
+                "reports",
+                "sub",
+                "tests",
+                "var",
+                "var/empty"
+            ]
+        );
+        assert_eq!(tree.secrets, [".env", ".env.local"]);
+    }
+
+    #[test]
+    fn a_ciignore_whitelist_uploads_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "test_a.py", "x");
+        write(dir.path(), ".env", "A=1");
+        write(dir.path(), "conf/.env.test", "B=1");
+        write(dir.path(), ".ciignore", "!.env\n");
+        let tree = project_tree(dir.path()).unwrap();
+        assert!(tree.files.contains(&".env".to_owned()), "{tree:?}");
+        assert!(tree.files.contains(&"conf/.env.test".to_owned()) == false);
+        assert_eq!(tree.secrets, ["conf/.env.test"]);
+    }
+
+    #[test]
+    fn secret_names() {
+        for name in [".env", ".env.local", ".env.production"] {
+            assert!(is_env_secret(name), "{name}");
+        }
+        for name in [".env.example", ".env.sample", ".envrc", "env", "x.env"] {
+            assert!(!is_env_secret(name), "{name}");
+        }
     }
 
     #[cfg(unix)]
@@ -194,45 +407,110 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "test_a.py", "x");
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd")).unwrap();
-        assert_eq!(project_files(dir.path()).unwrap(), ["test_a.py"]);
+        assert_eq!(project_tree(dir.path()).unwrap().files, ["test_a.py"]);
+    }
+
+    fn checked(files: &[(&str, &str)]) -> Result<Check> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            write(dir.path(), name, text);
+        }
+        let tree = project_tree(dir.path()).unwrap();
+        let root = root_files(dir.path(), &tree).unwrap();
+        check_project(&tree, &root, "DIR")
     }
 
     #[test]
-    fn what_counts_as_tests() {
-        let files = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(has_tests(&files(&["tests/conftest.py"])));
-        assert!(has_tests(&files(&["pkg/test_thing.py"])));
-        assert!(has_tests(&files(&["thing_test.py"])));
-        assert!(!has_tests(&files(&["main.py", "README.md", "contest.py"])));
-        assert!(!has_tests(&files(&[])));
+    fn the_check_refuses_only_what_has_no_python_at_all() {
+        let message = format!("{:#}", checked(&[("README.md", "hi")]).unwrap_err());
+        assert!(message.contains("no Python file"), "{message}");
+        let message = format!("{:#}", checked(&[]).unwrap_err());
+        assert!(message.contains("no files to upload"), "{message}");
+
+        // pytest's own configuration, conftest.py, tests.py and src layouts are accepted.
+        for project in [
+            &[
+                (
+                    "pyproject.toml",
+                    "[tool.pytest.ini_options]\npython_files = ['tests.py']\n",
+                ),
+                ("src/shop/tests.py", "def test_a(): pass\n"),
+            ][..],
+            &[
+                ("tox.ini", "[pytest]\npython_files = check_*.py\n"),
+                ("checks/check_a.py", ""),
+            ],
+            &[
+                ("setup.cfg", "[tool:pytest]\ntestpaths = t\n"),
+                ("t/x.py", ""),
+            ],
+            &[("pytest.ini", ""), ("lib.py", "")],
+            &[("conftest.py", ""), ("lib.py", "")],
+            &[("pkg/thing_test.py", "")],
+        ] {
+            let check = checked(project).unwrap();
+            assert!(
+                check.warnings.is_empty(),
+                "{project:?}: {:?}",
+                check.warnings
+            );
+        }
+        // Doubtful, but pytest decides: a warning.
+        let check = checked(&[("main.py", "print(1)\n")]).unwrap();
+        assert_eq!(check.warnings.len(), 1);
+        assert!(check.warnings[0].contains("exit 5"), "{:?}", check.warnings);
     }
 
     #[test]
-    fn zip_holds_the_walked_files() {
+    fn a_broken_tool_ci_is_refused_before_upload() {
+        let message = format!(
+            "{:#}",
+            checked(&[
+                ("pyproject.toml", "[tool.ci]\nimgae = 'x'\n"),
+                ("test_a.py", "")
+            ])
+            .unwrap_err()
+        );
+        assert!(message.contains("imgae"), "{message}");
+        assert!(message.contains("pyproject.toml"), "{message}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn zip_keeps_modes_folders_and_dotfiles() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "tests/test_a.py", "def test_a(): pass\n");
+        write(dir.path(), "tools/bin/run.sh", "#!/bin/sh\n");
+        write(dir.path(), "reports/.gitkeep", "");
         write(dir.path(), "skip.log", "x");
         write(dir.path(), ".gitignore", "*.log\n");
+        std::fs::set_permissions(
+            dir.path().join("tools/bin/run.sh"),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
         let zipped = zip_project(dir.path()).unwrap();
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped.bytes)).unwrap();
-        let names: Vec<_> = archive.file_names().map(str::to_owned).collect();
-        assert_eq!(names, ["tests/test_a.py"]);
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut archive.by_index(0).unwrap(), &mut text).unwrap();
-        assert_eq!(text, "def test_a(): pass\n");
-    }
-
-    #[test]
-    fn a_folder_without_tests_is_refused_before_upload() {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "main.py", "print(1)\n");
-        let message = format!("{:#}", zip_project(dir.path()).err().unwrap());
-        assert!(
-            message.contains("does not look like a Python project with tests"),
-            "{message}"
+        let mut seen = Vec::new();
+        for i in 0..archive.len() {
+            let entry = archive.by_index(i).unwrap();
+            seen.push((entry.name().to_owned(), entry.unix_mode().unwrap() & 0o777));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("empty/".to_owned(), 0o755),
+                ("reports/".to_owned(), 0o755),
+                ("tests/".to_owned(), 0o755),
+                ("tools/".to_owned(), 0o755),
+                ("tools/bin/".to_owned(), 0o755),
+                (".gitignore".to_owned(), 0o644),
+                ("reports/.gitkeep".to_owned(), 0o644),
+                ("tests/test_a.py".to_owned(), 0o644),
+                ("tools/bin/run.sh".to_owned(), 0o755),
+            ]
         );
-        let empty = tempfile::tempdir().unwrap();
-        let message = format!("{:#}", zip_project(empty.path()).err().unwrap());
-        assert!(message.contains("no files to upload"), "{message}");
     }
 }
