@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "this file is data and must not be executable"
