@@ -1,0 +1,156 @@
+//! The operator's policy is the controller's: it publishes its limits and allowed images when it
+//! starts, the server refuses uploads by them before a job exists, and an archive the server
+//! accepts is one the controller runs (the same entry-name rule on both sides).
+
+mod common_server;
+
+use ci_tests::{client, test_image, Controller, Server, TestDb};
+use common_server::{counts, raw_zip, upload, zip_files, TEST_TIMEOUT};
+
+/// Bytes that do not compress.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Uploads `zip` with extra multipart text fields to the v1 API.
+async fn upload_with(
+    server: &Server,
+    key: &str,
+    zip: Vec<u8>,
+    fields: &[(&str, &str)],
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(zip).file_name("project.zip"),
+    );
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    let response = client()
+        .post(server.at("/api/v1/jobs"))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload request");
+    let status = response.status();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted_runs() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let db = TestDb::new().await;
+        let ada = db.user("Ada").await;
+        let image = test_image();
+        let _controller = Controller::start_with(
+            &db.path,
+            &[
+                "--workspace-size",
+                "1m",
+                "--max-entries",
+                "40",
+                "--image",
+                &image,
+                "--allowed-images",
+                "other:tag",
+            ],
+        );
+        let server = Server::start(&db.path);
+        let test = b"def test_ok():\n    assert True\n";
+
+        // Larger unpacked than the controller's workspace: refused at upload, not at run time.
+        let big = zip_files(&[("tests/test_a.py", test), ("data.bin", &noise(2 << 20))]);
+        let (status, body) = upload(&server, "/api/v1/jobs", &ada.key, big).await;
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(body["code"], "unpacked_too_large", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("1048576"),
+            "{body}"
+        );
+
+        let many: Vec<(String, &[u8])> = (0..41)
+            .map(|i| (format!("tests/test_{i}.py"), &test[..]))
+            .collect();
+        let many: Vec<(&str, &[u8])> = many.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        let (status, body) = upload(&server, "/api/v1/jobs", &ada.key, zip_files(&many)).await;
+        assert_eq!(status, 413, "{body}");
+        assert_eq!(body["code"], "too_many_entries", "{body}");
+
+        // Images: the operator's list, whether asked for on the command line or in [tool.ci].
+        let (status, body) = upload_with(
+            &server,
+            &ada.key,
+            zip_files(&[("tests/test_a.py", test)]),
+            &[("image", "evil:latest")],
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["code"], "image_not_allowed");
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains("evil:latest")
+                && message.contains(&image)
+                && message.contains("other:tag"),
+            "{message}"
+        );
+        let configured = zip_files(&[
+            ("tests/test_a.py", test),
+            ("pyproject.toml", b"[tool.ci]\nimage = \"python:2.7\"\n"),
+        ]);
+        let (status, body) = upload(&server, "/api/v1/jobs", &ada.key, configured).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("python:2.7"),
+            "{body}"
+        );
+        let broken = zip_files(&[
+            ("tests/test_a.py", test),
+            ("pyproject.toml", b"[tool.ci]\ntimeout = 3\nimage = 4\n"),
+        ]);
+        let (status, body) = upload(&server, "/api/v1/jobs", &ada.key, broken).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["code"], "invalid_project_config", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("[tool.ci]"),
+            "{body}"
+        );
+        assert_eq!(counts(&db.pool).await, (0, 0), "nothing refused is stored");
+
+        // Entry names as some zip tools write them (`./tests/...`): accepted and run the same.
+        let dotted = raw_zip(&[(b"./tests/test_dotted.py", test, 0o100644)], None);
+        let (status, body) = upload_with(
+            &server,
+            &ada.key,
+            dotted,
+            &[("arg", "-k"), ("arg", "dotted")],
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["job_id"].as_str().unwrap().to_owned();
+        let events = ci_tests::follow(&server, &ada.key, &id).await;
+        let complete = events.last().unwrap();
+        let data = &complete.data;
+        let lines = ci_tests::log_lines(&events);
+        assert_eq!(data["status"], "passed", "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("tests/test_dotted.py::test_ok PASSED")),
+            "{lines:?}"
+        );
+        let (_, job) =
+            common_server::get_json(&server, &format!("/api/v1/jobs/{id}"), &ada.key).await;
+        assert_eq!(job["image"], image.as_str(), "{job}");
+    })
+    .await
+    .expect("test timed out");
+}
