@@ -66,10 +66,21 @@ fn stream_index(stream: LogStream) -> usize {
     }
 }
 
+/// The size of the pieces Docker cuts a long line into (its log copier's buffer): every piece of
+/// a line but the last is exactly this long.
+pub const DOCKER_PIECE_BYTES: usize = 16 * 1024;
+
 /// Splits Docker log messages into lines and knows how far it has read.
+///
+/// A line longer than [`DOCKER_PIECE_BYTES`] arrives as several messages. Their bytes are joined
+/// before they are decoded, so a character cut between two pieces comes out whole. Every piece
+/// but the last is exactly [`DOCKER_PIECE_BYTES`] long; the last ends with a newline with the
+/// `json-file` driver but not with `local`, so a message without a newline that is shorter than
+/// a whole piece ends its line.
 #[derive(Debug)]
 pub struct LogParser {
     max_line_bytes: usize,
+    piece_bytes: usize,
     /// Unfinished line per stream (Docker splits long lines into several messages).
     pending: [Vec<u8>; 2],
     /// Position after the last message read (including skipped ones).
@@ -86,6 +97,7 @@ impl LogParser {
     pub fn new(max_line_bytes: usize, cursor: Option<Cursor>) -> Self {
         let mut parser = Self {
             max_line_bytes: max_line_bytes.max(4),
+            piece_bytes: DOCKER_PIECE_BYTES,
             pending: [Vec::new(), Vec::new()],
             consumed: cursor,
             skip: None,
@@ -93,6 +105,12 @@ impl LogParser {
         };
         parser.rewind();
         parser
+    }
+
+    /// The same parser for pieces of another size (tests use small ones).
+    pub fn with_piece_bytes(mut self, piece_bytes: usize) -> Self {
+        self.piece_bytes = piece_bytes.max(1);
+        self
     }
 
     /// Prepares to read the log again from the start: everything already read is skipped.
@@ -169,6 +187,11 @@ impl LogParser {
                 out.push(line_of(&pending[..cut], chunk.stream, ts));
                 pending.drain(..cut);
             }
+        }
+        let last_piece = !content.ends_with(b"\n") && content.len() < self.piece_bytes;
+        if last_piece && !self.pending[i].is_empty() {
+            let line = std::mem::take(&mut self.pending[i]);
+            emit(&line, chunk.stream, ts, self.max_line_bytes, out);
         }
         self.consumed.is_some() && self.pending.iter().all(Vec::is_empty)
     }
@@ -632,7 +655,7 @@ mod tests {
 
     #[test]
     fn lines_are_split_stripped_and_joined() {
-        let mut parser = LogParser::new(8, None);
+        let mut parser = LogParser::new(8, None).with_piece_bytes(6);
         let mut out = Vec::new();
         let c = parser.push(
             &chunk(LogStream::Stdout, &format!("{T1} hello\r\n")),
@@ -668,6 +691,41 @@ mod tests {
                 count: 1
             })
         );
+    }
+
+    #[test]
+    fn a_short_piece_without_a_newline_ends_its_line() {
+        // The `local` driver returns every piece of a long line without a newline: the short
+        // last piece ends the line; a piece of exactly the piece size does not.
+        let mut parser = LogParser::new(100, None).with_piece_bytes(4);
+        let mut out = Vec::new();
+        for message in ["abcd", "efgh", "ij", "next\n", "wxyz", "", "after\n"] {
+            parser.push(
+                &chunk(LogStream::Stdout, &format!("{T1} {message}")),
+                &mut out,
+            );
+        }
+        assert_eq!(texts(&out), ["abcdefghij", "next", "wxyz", "after"]);
+        // Multi-byte characters cut between pieces are joined before decoding.
+        let mut parser = LogParser::new(100, None).with_piece_bytes(4);
+        let mut out = Vec::new();
+        let bytes = "éé日🚀".as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + 4).min(bytes.len());
+            let mut message = format!("{T1} ").into_bytes();
+            message.extend_from_slice(&bytes[at..end]);
+            parser.push(
+                &LogChunk {
+                    stream: LogStream::Stdout,
+                    bytes: Bytes::from(message),
+                },
+                &mut out,
+            );
+            at = end;
+        }
+        parser.finish(&mut out);
+        assert_eq!(texts(&out), ["éé日🚀"]);
     }
 
     #[test]

@@ -73,16 +73,13 @@ async fn syntax_error_exits_1_and_shows_the_error() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_folder_without_tests_is_refused_before_uploading() {
+async fn a_folder_without_python_is_refused_before_uploading() {
     let stack = Stack::start().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("main.py"), "print('hi')\n").unwrap();
+    std::fs::write(dir.path().join("README.md"), "# notes\n").unwrap();
     let out = run(stack.ci(dir.path(), &["submit", "test"])).expect_code(1);
     assert!(
-        out.stderr.starts_with("error: ")
-            && out
-                .stderr
-                .contains("does not look like a Python project with tests"),
+        out.stderr.starts_with("error: ") && out.stderr.contains("no Python file"),
         "{}",
         out.stderr
     );

@@ -65,17 +65,30 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(cmd, ["python3", "-m", "pytest", "-p", "no:cacheprovider"]);
+    assert_eq!(cmd, ["python3", "-m", "pytest", "-v"]);
     assert_eq!(host["Privileged"], false);
-    assert_eq!(host["LogConfig"]["Type"], "json-file");
+    assert_eq!(host["LogConfig"]["Type"], "local");
     let labels = &c["Config"]["Labels"];
     assert_eq!(labels["ci.managed"], "true");
     assert_eq!(labels["ci.job_id"], id.to_string());
     assert_eq!(labels["ci.prefix"], controller.prefix);
     assert_eq!(labels["ci.phase"], "test");
     assert_eq!(c["Config"]["WorkingDir"], "/workspace/src");
-    assert_eq!(c["Mounts"][0]["Destination"], "/workspace");
-    assert_eq!(c["Mounts"][0]["Type"], "volume");
+    let mounts = c["Mounts"].as_array().unwrap();
+    let mount = |target: &str| {
+        mounts
+            .iter()
+            .find(|m| m["Destination"] == target)
+            .unwrap_or_else(|| panic!("no mount at {target}: {mounts:?}"))
+    };
+    assert_eq!(mount("/workspace")["Type"], "volume");
+    assert_eq!(mount("/workspace")["RW"], true);
+    // The job user's name comes from files the controller wrote, mounted read-only.
+    for target in ["/etc/passwd", "/etc/group"] {
+        assert_eq!(mount(target)["Type"], "bind");
+        assert_eq!(mount(target)["RW"], false);
+    }
+    assert_eq!(mounts.len(), 3, "{mounts:?}");
 
     jobs::request_cancel(&db.pool, id, user.id).await.unwrap();
     let job = finished(&db, id, Duration::from_secs(60)).await;

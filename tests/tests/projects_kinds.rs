@@ -69,7 +69,16 @@ fn check_utf8_log(what: &str, stdout: &str, max_line: usize) {
             pieces.push(lines[i]);
         }
         let last = pieces.pop().unwrap();
-        pieces.push(&last[..last.find(&end).unwrap() + end.len()]);
+        assert!(
+            last.ends_with(&end),
+            "{what}: line {r} does not end at its end marker: the next output was joined to it \
+             ({:?})",
+            last[last.find(&end).unwrap()..]
+                .chars()
+                .take(40)
+                .collect::<String>()
+        );
+        pieces.push(last);
         let joined = pieces.concat();
         let count = |c: char| joined.chars().filter(|x| *x == c).count();
         assert_eq!(
