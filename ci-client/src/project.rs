@@ -387,7 +387,7 @@ mod tests {
         write(dir.path(), ".ciignore", "!.env\n");
         let tree = project_tree(dir.path()).unwrap();
         assert!(tree.files.contains(&".env".to_owned()), "{tree:?}");
-        assert!(tree.files.contains(&"conf/.env.test".to_owned()) == false);
+        assert!(!tree.files.contains(&"conf/.env.test".to_owned()));
         assert_eq!(tree.secrets, ["conf/.env.test"]);
     }
 
