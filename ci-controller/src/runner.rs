@@ -388,7 +388,14 @@ impl<D: Docker> Ctx<D> {
                 Err(reason) => return Ok(error(reason)),
             };
             return self
-                .test_phase(job.id, &plan, Start::Fresh(None), sink, control, deadline)
+                .test_phase(
+                    job.id,
+                    Some(&plan),
+                    Start::Fresh(None),
+                    sink,
+                    control,
+                    deadline,
+                )
                 .await;
         }
         let start = Start::Resume {
@@ -399,7 +406,7 @@ impl<D: Docker> Ctx<D> {
             },
             read_log: true,
         };
-        self.test_phase_resumed(job.id, start, sink, control, deadline)
+        self.test_phase(job.id, None, start, sink, control, deadline)
             .await
     }
 
@@ -471,8 +478,15 @@ impl<D: Docker> Ctx<D> {
                 return Ok(flow);
             }
         }
-        self.test_phase(job.id, &plan, Start::Fresh(tar), sink, control, deadline)
-            .await
+        self.test_phase(
+            job.id,
+            Some(&plan),
+            Start::Fresh(tar),
+            sink,
+            control,
+            deadline,
+        )
+        .await
     }
 
     /// Makes sure `image` is present (pulling it if it is not); `Some` ends the job when it
@@ -533,32 +547,18 @@ impl<D: Docker> Ctx<D> {
         }
     }
 
+    /// Runs (with the plan) or continues (without) the test container.
     async fn test_phase(
         &self,
         id: JobId,
-        plan: &JobPlan,
+        plan: Option<&JobPlan>,
         start: Start,
         sink: &mut LogSink,
         control: &JobControl,
         deadline: Instant,
     ) -> anyhow::Result<Flow> {
         let end = self
-            .run_phase(id, Some(plan), Phase::Test, start, sink, control, deadline)
-            .await?;
-        Ok(self.after_test(end))
-    }
-
-    /// Continues a test container that already exists.
-    async fn test_phase_resumed(
-        &self,
-        id: JobId,
-        start: Start,
-        sink: &mut LogSink,
-        control: &JobControl,
-        deadline: Instant,
-    ) -> anyhow::Result<Flow> {
-        let end = self
-            .run_phase(id, None, Phase::Test, start, sink, control, deadline)
+            .run_phase(id, plan, Phase::Test, start, sink, control, deadline)
             .await?;
         Ok(self.after_test(end))
     }

@@ -4,46 +4,8 @@
 
 mod common_server;
 
-use ci_tests::{client, test_image, Controller, Server, TestDb};
-use common_server::{counts, raw_zip, upload, zip_files, TEST_TIMEOUT};
-
-/// Bytes that do not compress.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-/// Uploads `zip` with extra multipart text fields to the v1 API.
-async fn upload_with(
-    server: &Server,
-    key: &str,
-    zip: Vec<u8>,
-    fields: &[(&str, &str)],
-) -> (reqwest::StatusCode, serde_json::Value) {
-    let mut form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(zip).file_name("project.zip"),
-    );
-    for (name, value) in fields {
-        form = form.text(name.to_string(), value.to_string());
-    }
-    let response = client()
-        .post(server.at("/api/v1/jobs"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload request");
-    let status = response.status();
-    (status, response.json().await.expect("JSON answer"))
-}
+use ci_tests::{test_image, Controller, Server, TestDb};
+use common_server::{counts, noise, raw_zip, upload, upload_with, zip_files, TEST_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted_runs() {
@@ -88,6 +50,7 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
         // Images: the operator's list, whether asked for on the command line or in [tool.ci].
         let (status, body) = upload_with(
             &server,
+            "/api/v1/jobs",
             &ada.key,
             zip_files(&[("tests/test_a.py", test)]),
             &[("image", "evil:latest")],
@@ -129,6 +92,7 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
         let dotted = raw_zip(&[(b"./tests/test_dotted.py", test, 0o100644)], None);
         let (status, body) = upload_with(
             &server,
+            "/api/v1/jobs",
             &ada.key,
             dotted,
             &[("arg", "-k"), ("arg", "dotted")],

@@ -6,7 +6,9 @@ mod common_server;
 use std::io::Write;
 
 use ci_tests::{Server, TestDb};
-use common_server::{counts, project_zip, raw_zip, start_server, upload, zip_files, TEST_TIMEOUT};
+use common_server::{
+    counts, noise, project_zip, raw_zip, start_server, upload, zip_files, TEST_TIMEOUT,
+};
 
 fn many_entries(count: usize) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -29,19 +31,6 @@ fn zeros_bomb() -> Vec<u8> {
         writer.write_all(&chunk).unwrap();
     }
     writer.finish().unwrap().into_inner()
-}
-
-/// Bytes that do not compress.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
 }
 
 fn two_entries_one_header() -> Vec<u8> {

@@ -95,6 +95,19 @@ pub async fn counts(pool: &SqlitePool) -> (i64, i64) {
     (jobs, uploads::count(pool).await.unwrap())
 }
 
+/// Bytes that do not compress.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 /// A small valid project.
 pub fn project_zip() -> Vec<u8> {
     zip_files(&[
@@ -180,10 +193,24 @@ pub async fn upload(
     key: &str,
     zip: Vec<u8>,
 ) -> (reqwest::StatusCode, serde_json::Value) {
-    let form = reqwest::multipart::Form::new().part(
+    upload_with(server, path, key, zip, &[]).await
+}
+
+/// Uploads `zip` to `path` with extra multipart text fields (`task`, `image`, `arg`, ...).
+pub async fn upload_with(
+    server: &Server,
+    path: &str,
+    key: &str,
+    zip: Vec<u8>,
+    fields: &[(&str, &str)],
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(zip).file_name("project.zip"),
     );
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
     let response = client()
         .post(server.at(path))
         .bearer_auth(key)
