@@ -145,7 +145,8 @@ async fn user_command(pool: &SqlitePool, command: UserCommand, out: &mut impl Wr
         UserCommand::List { json } => {
             let all = users::list(pool).await?;
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+                let rows: Vec<_> = all.iter().map(user_json).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else if all.is_empty() {
                 writeln!(out, "No users found.")?;
             } else {
@@ -168,7 +169,7 @@ async fn user_command(pool: &SqlitePool, command: UserCommand, out: &mut impl Wr
                 (None, None) => unreachable!("clap requires an ID or --email"),
             };
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&user)?)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&user_json(&user))?)?;
             } else {
                 let keys = api_keys::list(pool, Some(user.id)).await?;
                 let active = keys.iter().filter(|k| k.revoked_at.is_none()).count();
@@ -253,7 +254,7 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
                 let rows = keys.iter().map(|k| {
                     vec![
                         k.id.to_string(),
-                        format!("{}…", k.prefix),
+                        hint_cell(k),
                         k.name.clone(),
                         emails.get(&k.user_id).cloned().unwrap_or_default(),
                         k.state(now).label().to_owned(),
@@ -265,7 +266,7 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
                 });
                 let header = [
                     "KEY ID",
-                    "PREFIX",
+                    "HINT",
                     "NAME",
                     "USER",
                     "STATUS",
@@ -280,16 +281,36 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
             let key = api_keys::revoke(pool, id, Utc::now())
                 .await?
                 .ok_or_else(|| unknown_key(&key_id))?;
-            writeln!(
-                out,
-                "✓ API key {} ({}, {}…) revoked",
-                key.id, key.name, key.prefix
-            )?;
+            writeln!(out, "✓ API key revoked: {} ({})", key.label(), key.id)?;
         }
     }
     Ok(())
 }
 
+/// A user as `--json` shows it: our fields, plus the prototype's `is_active` (the same as
+/// `active`), so that its users' scripts keep working.
+fn user_json(user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "active": user.active,
+        "is_active": user.active,
+        "created_at": user.created_at,
+    })
+}
+
+/// A key's hint for tables: `…3fQz`, or `-` for keys issued before hints.
+fn hint_cell(key: &ApiKey) -> String {
+    if key.hint.is_empty() {
+        "-".to_owned()
+    } else {
+        key.hint.clone()
+    }
+}
+
+/// A key as `--json` shows it: our fields, plus the prototype's `is_active` (true while the key
+/// can be used: not revoked, not expired). No part of the secret but its last four characters.
 fn key_json(
     key: &ApiKey,
     emails: &std::collections::HashMap<UserId, String>,
@@ -300,8 +321,9 @@ fn key_json(
         "user_id": key.user_id,
         "user_email": emails.get(&key.user_id),
         "name": key.name,
-        "prefix": key.prefix,
+        "hint": key.hint,
         "status": key.state(now),
+        "is_active": key.state(now) == api_keys::KeyState::Active,
         "created_at": key.created_at,
         "last_used_at": key.last_used_at,
         "expires_at": key.expires_at,
@@ -322,7 +344,8 @@ async fn resolve_user(
 }
 
 async fn find_user_by_id(pool: &SqlitePool, id: &str) -> Result<User> {
-    let unknown = || anyhow!("no user with the ID {id:?} (see `ci-admin user list`)");
+    let unknown =
+        || anyhow!("user not found: no user with the ID {id:?} (see `ci-admin user list`)");
     let id: UserId = id.parse().map_err(|_| unknown())?;
     users::get(pool, id).await?.ok_or_else(unknown)
 }
@@ -330,11 +353,15 @@ async fn find_user_by_id(pool: &SqlitePool, id: &str) -> Result<User> {
 async fn find_user_by_email(pool: &SqlitePool, email: &str) -> Result<User> {
     users::find_by_email(pool, email.trim())
         .await?
-        .ok_or_else(|| anyhow!("no user with the email {email:?} (see `ci-admin user list`)"))
+        .ok_or_else(|| {
+            anyhow!(
+                "user not found with email: {email:?} (see `ci-admin user list`, or create one with `ci-admin user create`)"
+            )
+        })
 }
 
 fn unknown_key(id: &str) -> anyhow::Error {
-    anyhow!("no API key with the ID {id:?} (see `ci-admin key list`)")
+    anyhow!("API key not found: no key with the ID {id:?} (see `ci-admin key list`)")
 }
 
 fn active_label(active: bool) -> &'static str {

@@ -59,6 +59,19 @@ impl JobStatus {
         self == JobStatus::Passed
     }
 
+    /// The word the original system's API uses for this state: `completed` when the tests ran
+    /// (`success` says whether they passed), `failed` when the job could not run (an error, a
+    /// timeout, a lost container), and `queued`, `running`, `cancelled` as they are.
+    pub fn legacy_word(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Passed | JobStatus::Failed => "completed",
+            JobStatus::Error | JobStatus::TimedOut | JobStatus::Lost => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether the lifecycle allows going from `self` to `next`.
     pub fn can_become(self, next: JobStatus) -> bool {
         match self {
@@ -184,6 +197,32 @@ mod tests {
     fn only_passed_is_success() {
         let successes: Vec<_> = JobStatus::ALL.into_iter().filter(|s| s.success()).collect();
         assert_eq!(successes, vec![JobStatus::Passed]);
+    }
+
+    #[test]
+    fn legacy_words_are_the_original_systems() {
+        let words: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .map(|s| (s, s.legacy_word()))
+            .collect();
+        assert_eq!(
+            words,
+            [
+                (JobStatus::Queued, "queued"),
+                (JobStatus::Running, "running"),
+                (JobStatus::Passed, "completed"),
+                (JobStatus::Failed, "completed"),
+                (JobStatus::Error, "failed"),
+                (JobStatus::TimedOut, "failed"),
+                (JobStatus::Cancelled, "cancelled"),
+                (JobStatus::Lost, "failed"),
+            ]
+        );
+        // Only a finished job is `completed`, `failed` or `cancelled`.
+        for status in JobStatus::ALL {
+            let ended = matches!(status.legacy_word(), "completed" | "failed" | "cancelled");
+            assert_eq!(ended, status.is_terminal(), "{status}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
 use ci_common::db::api_keys::{self, KeyState};
-use ci_common::keys::SecretKey;
+use ci_common::keys::{KeyShape, SecretKey};
 use ci_common::{ApiKeyId, UserId};
 
 use crate::error::ApiError;
@@ -62,11 +62,19 @@ impl FromRequestParts<AppState> for AuthUser {
             )
         })?;
         let Some((key, user)) = api_keys::find_by_secret(&state.pool, &secret).await? else {
-            return Err(unauthorized(
-                "unknown_api_key",
-                "this API key is not known here: it may belong to another server or have been \
-                 deleted; ask an administrator for a new key",
-            ));
+            let message = match secret.shape() {
+                // A key of ours with a typo has this shape too: say so.
+                KeyShape::Prototype => {
+                    "this API key is not known here: it is not a key issued by ci (its checksum \
+                     does not match: is it mistyped or cut short?) nor an imported one; copy the \
+                     whole key again or ask an administrator for a new key"
+                }
+                KeyShape::Current | KeyShape::Short => {
+                    "this API key is not known here: it may belong to another server or have \
+                     been deleted; ask an administrator for a new key"
+                }
+            };
+            return Err(unauthorized("unknown_api_key", message));
         };
         let now = Utc::now();
         match key.state(now) {
@@ -76,7 +84,7 @@ impl FromRequestParts<AppState> for AuthUser {
                     "revoked_api_key",
                     format!(
                         "this API key ({}) was revoked; use another key or ask an administrator for a new one",
-                        key.prefix
+                        key.label()
                     ),
                 ))
             }
@@ -85,7 +93,7 @@ impl FromRequestParts<AppState> for AuthUser {
                     "expired_api_key",
                     format!(
                         "this API key ({}) expired on {}; ask an administrator for a new one",
-                        key.prefix,
+                        key.label(),
                         key.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
                     ),
                 ))

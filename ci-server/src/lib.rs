@@ -137,7 +137,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/submit-async", post(compat::submit_async).layer(upload))
         .route("/jobs", quick_route(get(compat::list)))
-        .route("/jobs/{id}", quick_route(get(jobs::get)))
+        .route("/jobs/{id}", quick_route(get(compat::get)))
         .route("/jobs/{id}/stream", quick_route(get(compat::stream)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

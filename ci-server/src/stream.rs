@@ -2,8 +2,12 @@
 //! the events, else from the database), then the job's live batches from the hub, deduplicated
 //! by seq, until the job's `complete` event (or shutdown). Frames are rendered once per event by
 //! the tail; a follower sends whatever is ready as one body chunk.
+//!
+//! The original system's streams ([`follow_original`]) carry the same events in its words: each
+//! follower re-renders the shared frames (see [`OriginalEvent`]).
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,9 +17,12 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use ci_common::api::StreamEvent;
 use ci_common::db::events;
-use ci_common::JobId;
-use futures_util::stream::{self, Stream};
+use ci_common::{JobId, LogStream};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +33,10 @@ use crate::AppState;
 
 /// The comment sent on an idle stream.
 const KEEP_ALIVE: &[u8] = b":keep-alive\n\n";
+
+/// Every stream's content type. Without the charset, Python's `requests` (the original system's
+/// client) decodes the stream as ISO-8859-1 and garbles every non-ASCII line.
+pub const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 
 struct Follower {
     hub: Hub,
@@ -187,6 +198,178 @@ fn concat(chunks: &mut Vec<Bytes>) -> Bytes {
     Bytes::from(all)
 }
 
+/// The job's events after `after`, as the original system's streams carry them: `id:` and
+/// `data:` lines, with the JSON of [`OriginalEvent`].
+pub fn follow_original(
+    state: &AppState,
+    job_id: JobId,
+    after: i64,
+    live: bool,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    follow(state, job_id, after, live, Framing::Unnamed).map(|chunk| reframe_original(&chunk))
+}
+
+/// An event as the original system's streams carry it: the v1 event's JSON (a superset of the
+/// original's `{"type":"log","data":...}` and `{"type":"complete","success":...}`), but with
+/// the original's status words ([`ci_common::JobStatus::legacy_word`]), and each line's text
+/// ending with its newline, as the original sent it and as its client prints it
+/// (`print(data, end="")`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OriginalEvent {
+    /// The first event of `/submit-stream`.
+    JobId { job_id: JobId },
+    Log {
+        data: String,
+        seq: i64,
+        stream: LogStream,
+        ts: DateTime<Utc>,
+    },
+    /// A line the server itself says (such as `Job already completed.`), as a log line.
+    #[serde(rename = "log")]
+    Message { data: String },
+    Status {
+        seq: i64,
+        status: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        ts: DateTime<Utc>,
+    },
+    Notice {
+        data: String,
+        seq: i64,
+        ts: DateTime<Utc>,
+    },
+    Complete {
+        success: bool,
+        seq: i64,
+        status: &'static str,
+        reason: Option<String>,
+        exit_code: Option<i64>,
+        ts: DateTime<Utc>,
+    },
+}
+
+impl OriginalEvent {
+    /// A line the server says to the original client; it ends with a newline.
+    pub fn message(text: &str) -> Self {
+        OriginalEvent::Message {
+            data: with_newline(text.to_owned()),
+        }
+    }
+
+    /// The event as one SSE frame without an id: `data: <json>` and a blank line.
+    pub fn frame(&self) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", ascii_json(self)))
+    }
+}
+
+impl From<StreamEvent> for OriginalEvent {
+    fn from(event: StreamEvent) -> Self {
+        match event {
+            StreamEvent::JobId { job_id } => OriginalEvent::JobId { job_id },
+            StreamEvent::Log {
+                seq,
+                data,
+                stream,
+                ts,
+            } => OriginalEvent::Log {
+                data: with_newline(data),
+                seq,
+                stream,
+                ts,
+            },
+            StreamEvent::Status {
+                seq,
+                status,
+                reason,
+                ts,
+            } => OriginalEvent::Status {
+                seq,
+                status: status.legacy_word(),
+                reason,
+                ts,
+            },
+            StreamEvent::Notice { seq, data, ts } => OriginalEvent::Notice {
+                data: with_newline(data),
+                seq,
+                ts,
+            },
+            StreamEvent::Complete {
+                seq,
+                success,
+                status,
+                reason,
+                exit_code,
+                ts,
+            } => OriginalEvent::Complete {
+                success,
+                seq,
+                status: status.legacy_word(),
+                reason,
+                exit_code,
+                ts,
+            },
+        }
+    }
+}
+
+/// A stored line (which has no newline) as the original sent it: with its newline.
+fn with_newline(mut line: String) -> String {
+    line.push('\n');
+    line
+}
+
+/// JSON with every non-ASCII character escaped (`\u00e9`, surrogate pairs beyond U+FFFF), as
+/// the original's `json.dumps` wrote it. Its client splits the decoded stream with Python's
+/// `str.splitlines`, which also breaks lines at U+0085, U+2028 and U+2029: raw, those would cut a
+/// `data:` line in two. (Outside strings JSON is ASCII, so escaping every non-ASCII character
+/// keeps it valid.)
+fn ascii_json(value: &impl Serialize) -> String {
+    let json = serde_json::to_string(value).expect("stream events serialize");
+    if json.is_ascii() {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let mut units = [0u16; 2];
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
+    out
+}
+
+/// Re-renders a chunk of unnamed frames (`id:` and `data:` lines) as the original's.
+fn reframe_original(chunk: &[u8]) -> Bytes {
+    let Ok(text) = std::str::from_utf8(chunk) else {
+        return Bytes::copy_from_slice(chunk);
+    };
+    let mut out = String::with_capacity(chunk.len() + chunk.len() / 4);
+    for line in text.split_inclusive('\n') {
+        let Some(json) = line.strip_prefix("data: ") else {
+            out.push_str(line);
+            continue;
+        };
+        match serde_json::from_str::<StreamEvent>(json.trim_end_matches('\n')) {
+            Ok(event) => {
+                out.push_str("data: ");
+                out.push_str(&ascii_json(&OriginalEvent::from(event)));
+                out.push('\n');
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot re-render an event for the original API; sending it as is");
+                out.push_str(line);
+            }
+        }
+    }
+    Bytes::from(out)
+}
+
 /// An SSE response whose body is `frames` (complete SSE frames), with a keep-alive comment
 /// after `keepalive` without one, and headers that stop proxies from buffering it.
 pub fn sse_response<S>(state: &AppState, frames: S) -> Response
@@ -196,10 +379,7 @@ where
     let body = KeepAlive::new(frames, state.config.keepalive());
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (
                 HeaderName::from_static("x-accel-buffering"),
@@ -410,6 +590,139 @@ mod tests {
         let text = std::str::from_utf8(&unnamed[1]).unwrap();
         let named = std::str::from_utf8(&live[0]).unwrap();
         assert_eq!(text, named.replace("event: log\n", ""));
+    }
+
+    /// The JSON of every `data:` line of a stream's body.
+    fn data(body: &[u8]) -> Vec<serde_json::Value> {
+        std::str::from_utf8(body)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(|json| serde_json::from_str(json).unwrap())
+            .collect()
+    }
+
+    async fn whole(frames: impl Stream<Item = Bytes>) -> Vec<u8> {
+        let chunks: Vec<Bytes> = tokio::time::timeout(Duration::from_secs(30), frames.collect())
+            .await
+            .expect("the stream ended");
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn every_stream_declares_utf8() {
+        let Setup { _dir, state, .. } = setup(16).await;
+        let response = sse_response(&state, stream::empty());
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream; charset=utf-8"
+        );
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+    }
+
+    #[tokio::test]
+    async fn original_streams_end_each_line_with_its_newline_and_say_completed() {
+        let Setup {
+            _dir,
+            state,
+            job,
+            epoch,
+        } = setup(16).await;
+        log(&state, job, "caf\u{e9} \u{1f680} \u{4f60}\u{597d}").await;
+        log(&state, job, "").await;
+        let outcome = Outcome::new(JobStatus::Failed).with_exit_code(1);
+        jobs::finish(&state.pool, job, Some(epoch), &outcome)
+            .await
+            .unwrap();
+
+        let original = whole(follow_original(&state, job, 0, false)).await;
+        let text = std::str::from_utf8(&original).unwrap();
+        assert!(!text.contains("event: "), "{text}");
+        assert!(text.is_ascii(), "non-ASCII text is escaped: {text}");
+        assert!(
+            text.contains(r#""data":"caf\u00e9 \ud83d\ude80 \u4f60\u597d\n""#),
+            "{text}"
+        );
+        let events = data(&original);
+        let kinds: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["status", "log", "log", "status", "complete"]);
+        assert_eq!(events[0]["status"], "running");
+        assert_eq!(events[1]["data"], "caf\u{e9} \u{1f680} \u{4f60}\u{597d}\n");
+        assert_eq!(events[2]["data"], "\n");
+        assert_eq!(events[3]["status"], "completed");
+        assert_eq!(events[4]["status"], "completed");
+        assert_eq!(events[4]["success"], false);
+        assert_eq!(events[4]["exit_code"], 1);
+        assert_eq!(ids(&original), [1, 2, 3, 4, 5]);
+
+        // The v1 stream keeps its lines without newline and its precise states.
+        let v1 = whole(follow(&state, job, 0, false, Framing::Named)).await;
+        let events = data(&v1);
+        assert_eq!(events[1]["data"], "caf\u{e9} \u{1f680} \u{4f60}\u{597d}");
+        assert_eq!(events[2]["data"], "");
+        assert_eq!(events[3]["status"], "failed");
+        assert_eq!(events[4]["status"], "failed");
+    }
+
+    #[test]
+    fn original_json_keeps_whole_lines_for_pythons_splitlines() {
+        // `str.splitlines` breaks at these; raw in a `data:` line, they would cut it in two.
+        let text = "a\u{85}b\u{2028}c\u{2029}d\u{b}e\u{1c}f";
+        let frame = OriginalEvent::message(text).frame();
+        let frame = std::str::from_utf8(&frame).unwrap();
+        assert!(frame.is_ascii(), "{frame:?}");
+        assert_eq!(
+            frame.matches('\n').count(),
+            2,
+            "one line and a blank one: {frame:?}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(frame.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "log", "data": format!("{text}\n")})
+        );
+    }
+
+    #[test]
+    fn original_events_keep_the_originals_shapes() {
+        let job_id: JobId = "6f1c1f7e-58a4-4c8e-9d36-2a4f8c3e1b10".parse().unwrap();
+        let first = OriginalEvent::from(StreamEvent::JobId { job_id }).frame();
+        assert_eq!(
+            first,
+            format!("data: {{\"type\":\"job_id\",\"job_id\":\"{job_id}\"}}\n\n")
+        );
+        let done = OriginalEvent::message("Job already completed.").frame();
+        assert_eq!(
+            done,
+            "data: {\"type\":\"log\",\"data\":\"Job already completed.\\n\"}\n\n"
+        );
+        for (status, word, success) in [
+            (JobStatus::Passed, "completed", true),
+            (JobStatus::Failed, "completed", false),
+            (JobStatus::Error, "failed", false),
+            (JobStatus::TimedOut, "failed", false),
+            (JobStatus::Lost, "failed", false),
+            (JobStatus::Cancelled, "cancelled", false),
+        ] {
+            let complete = OriginalEvent::from(StreamEvent::Complete {
+                seq: 7,
+                success: status.success(),
+                status,
+                reason: None,
+                exit_code: None,
+                ts: Utc::now(),
+            });
+            let json = serde_json::to_value(&complete).unwrap();
+            assert_eq!(json["type"], "complete");
+            assert_eq!(json["success"], success, "{status}");
+            assert_eq!(json["status"], word, "{status}");
+            let text = serde_json::to_string(&complete).unwrap();
+            assert!(
+                text.starts_with(r#"{"type":"complete","success":"#),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -156,6 +156,7 @@ fn user_list_get_deactivate_activate() {
             .unwrap();
     assert_eq!(by_email["id"], bob.as_str());
     assert_eq!(by_email["active"], true);
+    assert_eq!(by_email["is_active"], true, "the prototype's name too");
 
     admin.ok(&["user", "deactivate", &ada]);
     assert_eq!(
@@ -177,7 +178,7 @@ fn user_list_get_deactivate_activate() {
         vec!["user", "activate", "xyz"],
     ] {
         let err = admin.fails(&args);
-        assert!(err.contains("no user"), "{args:?}: {err}");
+        assert!(err.contains("not found"), "{args:?}: {err}");
         assert!(
             err.contains("ci-admin user list"),
             "the error says what to do next: {err}"
@@ -236,11 +237,15 @@ async fn key_create_list_revoke_and_the_key_works() {
         3,
         "header + Ada's two keys:\n{table}"
     );
+    let hint = &secret[secret.len() - 4..];
     assert!(
-        table.contains(&secret[..11]),
-        "the display prefix is listed"
+        table.contains(&format!("…{hint}")),
+        "the last four characters are the hint:\n{table}"
     );
-    assert!(!table.contains(&secret), "the secret is never listed again");
+    assert!(
+        !table.contains(&secret[..7]) && !table.contains(&second[..7]),
+        "no part of a key's beginning is listed:\n{table}"
+    );
     assert!(table.contains("Active"));
     let all: serde_json::Value =
         serde_json::from_str(&admin.ok(&["key", "list", "--json"])).unwrap();
@@ -268,7 +273,7 @@ async fn key_create_list_revoke_and_the_key_works() {
 
     let err = admin.fails(&["key", "revoke", &uuid::Uuid::new_v4().to_string()]);
     assert!(
-        err.contains("no API key") && err.contains("ci-admin key list"),
+        err.contains("API key not found") && err.contains("ci-admin key list"),
         "{err}"
     );
     let err = admin.fails(&[
@@ -279,9 +284,145 @@ async fn key_create_list_revoke_and_the_key_works() {
         "--name",
         "x",
     ]);
-    assert!(err.contains("no user"), "{err}");
+    assert!(err.contains("user not found"), "{err}");
     let err = admin.fails(&["key", "list", "--user-id", "garbage"]);
-    assert!(err.contains("no user"), "{err}");
+    assert!(err.contains("user not found"), "{err}");
+}
+
+/// `--json` output with the values that change from run to run replaced by placeholders.
+fn redacted_json(text: &str) -> String {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    let placeholder = match key.as_str() {
+                        "id" | "user_id" => Some("[id]"),
+                        "created_at" | "last_used_at" | "expires_at" | "revoked_at" => {
+                            Some("[time]")
+                        }
+                        "hint" => Some("[hint]"),
+                        _ => None,
+                    };
+                    match placeholder {
+                        Some(p) if !v.is_null() => *v = serde_json::Value::from(p),
+                        _ => walk(v),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_str(text).expect("JSON output");
+    walk(&mut value);
+    serde_json::to_string_pretty(&value).unwrap()
+}
+
+#[test]
+fn json_output_is_a_superset_of_the_prototypes() {
+    let admin = Admin::new();
+    let ada = admin.create_user("Ada Lovelace", "ada@example.com");
+    admin.create_user("Bob", "bob@example.com");
+    admin.ok(&[
+        "user",
+        "deactivate",
+        &admin.create_user("Eve", "eve@example.com"),
+    ]);
+    let out = admin.ok(&[
+        "key",
+        "create",
+        "--email",
+        "ada@example.com",
+        "--name",
+        "laptop",
+    ]);
+    admin.ok(&[
+        "key",
+        "create",
+        "--user-id",
+        &ada,
+        "--name",
+        "ci",
+        "--expires-in-days",
+        "30",
+    ]);
+    admin.ok(&["key", "revoke", &field(&out, "Key ID: ")]);
+
+    insta::assert_snapshot!(
+        "user_list_json",
+        redacted_json(&admin.ok(&["user", "list", "--json"]))
+    );
+    insta::assert_snapshot!(
+        "user_get_json",
+        redacted_json(&admin.ok(&["user", "get", "--email", "ada@example.com", "--json"]))
+    );
+    insta::assert_snapshot!(
+        "key_list_json",
+        redacted_json(&admin.ok(&["key", "list", "--json"]))
+    );
+}
+
+#[test]
+fn error_messages_say_not_found_and_what_to_do() {
+    let admin = Admin::new();
+    admin.create_user("Ada", "ada@example.com");
+    let unknown = "6f1c2b9e-0000-4000-8000-000000000000";
+    let cases: &[(&str, &[&str])] = &[
+        ("user_get_unknown_id", &["user", "get", unknown]),
+        ("user_get_malformed_id", &["user", "get", "not-a-uuid"]),
+        (
+            "user_get_unknown_email",
+            &["user", "get", "--email", "nobody@example.com"],
+        ),
+        ("user_deactivate_unknown", &["user", "deactivate", unknown]),
+        ("user_activate_unknown", &["user", "activate", unknown]),
+        (
+            "user_create_duplicate",
+            &[
+                "user",
+                "create",
+                "--name",
+                "A",
+                "--email",
+                "ADA@example.com",
+            ],
+        ),
+        (
+            "user_create_invalid_email",
+            &["user", "create", "--name", "A", "--email", "a@b"],
+        ),
+        (
+            "user_create_empty_name",
+            &["user", "create", "--name", " ", "--email", "x@example.com"],
+        ),
+        (
+            "key_create_unknown_email",
+            &[
+                "key",
+                "create",
+                "--email",
+                "nobody@example.com",
+                "--name",
+                "x",
+            ],
+        ),
+        (
+            "key_create_unknown_user_id",
+            &["key", "create", "--user-id", unknown, "--name", "x"],
+        ),
+        (
+            "key_create_empty_name",
+            &["key", "create", "--email", "ada@example.com", "--name", " "],
+        ),
+        (
+            "key_list_unknown_user",
+            &["key", "list", "--user-id", "garbage"],
+        ),
+        ("key_revoke_unknown", &["key", "revoke", unknown]),
+    ];
+    for (name, args) in cases {
+        insta::assert_snapshot!(*name, admin.fails(args));
+    }
 }
 
 #[test]

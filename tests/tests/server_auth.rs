@@ -90,9 +90,17 @@ async fn every_bad_key_gets_its_own_401_and_a_good_key_works() {
                 "ci_",
             ),
             (
-                "bad checksum",
-                Some(format!("Bearer {typo}")),
+                "bad checksum (a key of the earlier, shorter shape)",
+                Some(format!("Bearer ci_{}", "A".repeat(28))),
                 "mistyped_api_key",
+                "checksum",
+            ),
+            (
+                // 40 characters that fail the checksum may be a prototype key: looked up, and
+                // the answer still says what is most likely wrong.
+                "typo in a current key",
+                Some(format!("Bearer {typo}")),
+                "unknown_api_key",
                 "checksum",
             ),
             (
@@ -144,7 +152,7 @@ async fn every_bad_key_gets_its_own_401_and_a_good_key_works() {
         }
         assert_eq!(
             messages.len(),
-            8,
+            9,
             "each problem has its own message: {messages:?}"
         );
 

@@ -17,8 +17,8 @@ pub struct ApiKey {
     pub id: ApiKeyId,
     pub user_id: UserId,
     pub name: String,
-    /// Non-secret start of the key, e.g. `ci_Ab3dE5fG`.
-    pub prefix: String,
+    /// The key's last four characters (`…3fQz`); empty for keys issued before hints.
+    pub hint: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -45,6 +45,15 @@ impl KeyState {
 }
 
 impl ApiKey {
+    /// How a key is named in messages: its name and hint, e.g. `"laptop" …3fQz`.
+    pub fn label(&self) -> String {
+        if self.hint.is_empty() {
+            format!("{:?}", self.name)
+        } else {
+            format!("{:?} {}", self.name, self.hint)
+        }
+    }
+
     pub fn state(&self, now: DateTime<Utc>) -> KeyState {
         if self.revoked_at.is_some() {
             KeyState::Revoked
@@ -56,7 +65,7 @@ impl ApiKey {
     }
 }
 
-const COLUMNS: &str = "id, user_id, name, prefix, created_at, last_used_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, user_id, name, hint, created_at, last_used_at, expires_at, revoked_at";
 
 pub async fn create(
     ex: impl SqliteExecutor<'_>,
@@ -69,20 +78,20 @@ pub async fn create(
         id: ApiKeyId::new(),
         user_id,
         name: name.to_owned(),
-        prefix: secret.display_prefix(),
+        hint: secret.hint(),
         created_at: Utc::now(),
         last_used_at: None,
         expires_at,
         revoked_at: None,
     };
     sqlx::query(
-        "INSERT INTO api_keys (id, user_id, name, prefix, key_hash, created_at, expires_at)
+        "INSERT INTO api_keys (id, user_id, name, hint, key_hash, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(key.id)
     .bind(key.user_id)
     .bind(&key.name)
-    .bind(&key.prefix)
+    .bind(&key.hint)
     .bind(secret.hash())
     .bind(key.created_at)
     .bind(key.expires_at)
@@ -130,7 +139,7 @@ pub async fn find_by_secret(
     secret: &SecretKey,
 ) -> Result<Option<(ApiKey, User)>, DbError> {
     let row: Option<KeyAndUser> = sqlx::query_as(
-        "SELECT k.id, k.user_id, k.name, k.prefix, k.created_at, k.last_used_at, k.expires_at,
+        "SELECT k.id, k.user_id, k.name, k.hint, k.created_at, k.last_used_at, k.expires_at,
                 k.revoked_at, u.name AS user_name, u.email, u.active, u.created_at AS user_created_at
          FROM api_keys k JOIN users u ON u.id = k.user_id
          WHERE k.key_hash = ?",
@@ -259,7 +268,7 @@ mod tests {
             id: ApiKeyId::new(),
             user_id: UserId::new(),
             name: "k".into(),
-            prefix: "ci_x".into(),
+            hint: "…wxyz".into(),
             created_at: now,
             last_used_at: None,
             expires_at: Some(now),
