@@ -270,7 +270,10 @@ pub fn container_config(sandbox: &Sandbox, step: &Step<'_>) -> Config<String> {
         working_dir: Some(WORKDIR.to_owned()),
         user: Some(sandbox.user.clone()),
         labels: Some(sandbox.labels(step.job, Some(step.phase))),
-        network_disabled: Some(network == "none"),
+        // `network_mode: none` alone cuts the network and keeps the loopback interface with an
+        // /etc/hosts that names it; `network_disabled` would also drop /etc/hosts, and
+        // `localhost` would not resolve.
+        network_disabled: Some(false),
         attach_stdin: Some(false),
         open_stdin: Some(false),
         tty: Some(false),
@@ -407,6 +410,7 @@ mod tests {
             Some("local")
         );
         assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(config.network_disabled, Some(false), "keeps /etc/hosts");
         assert_eq!(
             host.tmpfs.unwrap()["/tmp"],
             "rw,nosuid,nodev,size=256m".to_owned()
