@@ -1,6 +1,7 @@
 //! The original system's client, spoken exactly: multipart uploads to `/submit-async`,
 //! `/submit-stream` and `/submit`, `GET /jobs`, `GET /jobs/{id}` and
 //! `GET /jobs/{id}/stream?from_beginning=...`, reading only the `data:` lines of the streams.
+//! (The same with the real Python client and real jobs: `compat_prototype.rs`.)
 
 mod common_server;
 
@@ -19,6 +20,11 @@ struct DataLines {
 impl DataLines {
     fn new(response: reqwest::Response) -> Self {
         assert_eq!(response.status(), 200);
+        // Without the charset, `requests` decodes the stream as ISO-8859-1.
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream; charset=utf-8"
+        );
         Self {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
@@ -62,12 +68,17 @@ impl DataLines {
     }
 }
 
+/// The log lines of a stream, each ending with its newline as the original sent it.
 fn logs(messages: &[serde_json::Value]) -> Vec<String> {
     messages
         .iter()
         .filter(|m| m["type"] == "log")
         .map(|m| m["data"].as_str().unwrap().to_owned())
         .collect()
+}
+
+fn with_newlines(lines: Vec<String>) -> Vec<String> {
+    lines.into_iter().map(|l| l + "\n").collect()
 }
 
 fn form() -> reqwest::multipart::Form {
@@ -103,6 +114,11 @@ async fn the_original_client_submits_lists_and_reads_the_whole_log() {
             assert!(listed.get(field).is_some(), "missing {field}: {listed}");
         }
         assert_eq!(listed["status"], "queued");
+        assert_eq!(
+            listed["success"],
+            serde_json::Value::Null,
+            "not until it ends"
+        );
 
         let job: JobId = id.parse().unwrap();
         assert_eq!(controller.claim().await, job);
@@ -117,22 +133,28 @@ async fn the_original_client_submits_lists_and_reads_the_whole_log() {
             .unwrap();
         let mut stream = DataLines::new(response);
         let messages = stream.until_complete().await;
-        assert_eq!(logs(&messages), lines(0..50));
+        assert_eq!(logs(&messages), with_newlines(lines(0..50)));
         let complete = messages.last().unwrap();
         assert_eq!(complete["type"], "complete");
         assert_eq!(complete["success"], false);
+        assert_eq!(complete["status"], "completed", "the tests ran");
         assert!(
             stream.next().await.is_none(),
             "the stream ends after complete"
         );
 
+        // The original's words: the tests ran, and failed.
         let (_, shown) = get_json(&server, &format!("/jobs/{id}"), &ada.key).await;
-        assert_eq!(
-            shown["status"], "failed",
-            "real statuses, never \"completed\""
-        );
+        assert_eq!(shown["status"], "completed");
         assert_eq!(shown["success"], false);
         assert!(shown["end_time"].is_string());
+        assert_eq!(shown["exit_code"], 1, "our fields too");
+        let (_, listed) = get_json(&server, "/jobs", &ada.key).await;
+        assert_eq!(listed[0]["status"], "completed");
+        assert_eq!(listed[0]["success"], false);
+        // The v1 API keeps the precise state.
+        let (_, v1) = get_json(&server, &format!("/api/v1/jobs/{id}"), &ada.key).await;
+        assert_eq!(v1["status"], "failed");
 
         // Not from the beginning, on a finished job: the original's two messages.
         let response = client()
@@ -145,7 +167,7 @@ async fn the_original_client_submits_lists_and_reads_the_whole_log() {
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert_eq!(
             messages[0],
-            serde_json::json!({"type": "log", "data": "Job already completed."})
+            serde_json::json!({"type": "log", "data": "Job already completed.\n"})
         );
         assert_eq!(messages[1]["type"], "complete");
         assert_eq!(messages[1]["success"], false);
@@ -178,8 +200,9 @@ async fn submit_stream_sends_the_job_id_first_then_the_log() {
         controller.log(job, &lines(0..10)).await;
         controller.finish(job, JobStatus::Passed).await;
         let messages = stream.until_complete().await;
-        assert_eq!(logs(&messages), lines(0..10));
+        assert_eq!(logs(&messages), with_newlines(lines(0..10)));
         assert_eq!(messages.last().unwrap()["success"], true);
+        assert_eq!(messages.last().unwrap()["status"], "completed");
     })
     .await
     .expect("test timed out");
@@ -221,10 +244,95 @@ async fn submit_streams_and_live_streams_show_only_new_output() {
         controller.log(job, &lines(5..8)).await;
         controller.finish(job, JobStatus::Passed).await;
         let messages = live.until_complete().await;
-        assert_eq!(logs(&messages), lines(5..8));
+        assert_eq!(logs(&messages), with_newlines(lines(5..8)));
         let messages = submitted.until_complete().await;
-        assert_eq!(logs(&messages), lines(0..8));
+        assert_eq!(logs(&messages), with_newlines(lines(0..8)));
         assert_eq!(messages.last().unwrap()["success"], true);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn every_end_has_the_originals_word_and_non_ascii_arrives_escaped() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let db = TestDb::new().await;
+        let server = Server::start(&db.path);
+        let ada = db.user("Ada").await;
+        let controller = FakeController::new(&db.pool).await;
+        let submit = || async {
+            let response = client()
+                .post(server.at("/submit-async"))
+                .bearer_auth(&ada.key)
+                .multipart(form())
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["job_id"].as_str().unwrap().parse::<JobId>().unwrap()
+        };
+
+        // The job could not run (an error, a timeout): `failed`.
+        for status in [JobStatus::Error, JobStatus::TimedOut] {
+            let job = submit().await;
+            assert_eq!(controller.claim().await, job);
+            let (_, shown) = get_json(&server, &format!("/jobs/{job}"), &ada.key).await;
+            assert_eq!(shown["status"], "running");
+            assert_eq!(shown["success"], serde_json::Value::Null);
+            controller
+                .log(job, &["café ✓ \u{2028} 你好".to_owned()])
+                .await;
+            controller.finish(job, status).await;
+            let (_, shown) = get_json(&server, &format!("/jobs/{job}"), &ada.key).await;
+            assert_eq!(shown["status"], "failed", "{status}");
+            assert_eq!(shown["success"], false);
+            let (_, v1) = get_json(&server, &format!("/api/v1/jobs/{job}"), &ada.key).await;
+            assert_eq!(v1["status"], status.as_str());
+
+            let response = client()
+                .get(server.at(&format!("/jobs/{job}/stream?from_beginning=true")))
+                .bearer_auth(&ada.key)
+                .send()
+                .await
+                .unwrap();
+            let body = response.text().await.unwrap();
+            assert!(
+                body.is_ascii(),
+                "escaped as the original's json.dumps: {body}"
+            );
+            let messages: Vec<serde_json::Value> = body
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .map(|json| serde_json::from_str(json).unwrap())
+                .collect();
+            assert_eq!(logs(&messages), ["café ✓ \u{2028} 你好\n"]);
+            let words: Vec<_> = messages
+                .iter()
+                .filter(|m| m["type"] != "log")
+                .map(|m| (m["type"].as_str().unwrap(), m["status"].as_str().unwrap()))
+                .collect();
+            assert_eq!(
+                words,
+                [
+                    ("status", "running"),
+                    ("status", "failed"),
+                    ("complete", "failed")
+                ]
+            );
+        }
+
+        // Cancelled while queued: `cancelled`.
+        let job = submit().await;
+        let cancel = client()
+            .post(server.at(&format!("/api/v1/jobs/{job}/cancel")))
+            .bearer_auth(&ada.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancel.status(), 202);
+        let (_, shown) = get_json(&server, &format!("/jobs/{job}"), &ada.key).await;
+        assert_eq!(shown["status"], "cancelled");
+        assert_eq!(shown["success"], false);
     })
     .await
     .expect("test timed out");
