@@ -294,6 +294,62 @@ impl Install {
     }
 }
 
+/// The requirements files the install step does not use (first match wins): those of
+/// `requirements-test.txt` and `requirements-dev.txt` that exist when `requirements.txt` is used.
+fn not_installed(files: &RootFiles, install: &Install) -> Vec<&'static str> {
+    match install {
+        Install::Requirements(used) if used.contains(&"requirements.txt") => {
+            ["requirements-test.txt", "requirements-dev.txt"]
+                .into_iter()
+                .filter(|f| files.has(f))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the project could be installed as a package (`setup.py`, or a `pyproject.toml` with a
+/// `[project]` or `[tool.poetry]` table).
+fn is_installable(files: &RootFiles) -> bool {
+    files.has("setup.py")
+        || files
+            .get(PYPROJECT)
+            .and_then(|text| toml::from_str::<toml::Table>(text).ok())
+            .is_some_and(|t| {
+                t.contains_key("project")
+                    || t.get("tool").and_then(|tool| tool.get("poetry")).is_some()
+            })
+}
+
+/// The job's notice about its install step: what is installed, and what is not and how to
+/// change that.
+pub fn install_notice(files: &RootFiles, install: &Install) -> String {
+    match install {
+        Install::Nothing => {
+            let mut text = "nothing to install (no requirements.txt, requirements-test.txt, \
+                            requirements-dev.txt or test extra): skipping the install step"
+                .to_owned();
+            if is_installable(files) {
+                text.push_str(
+                    "; the project itself is not installed: to install it, add a `test` extra \
+                     to pyproject.toml or `-e .` to a requirements-test.txt",
+                );
+            }
+            text
+        }
+        _ => {
+            let mut text = format!("installing {}", install.describe());
+            for skipped in not_installed(files, install) {
+                text.push_str(&format!(
+                    "; {skipped} is not installed: add `-r {skipped}` to requirements.txt to \
+                     install it too"
+                ));
+            }
+            text
+        }
+    }
+}
+
 /// The first of [`TEST_EXTRAS`] the project declares.
 fn test_extra(files: &RootFiles) -> Option<&'static str> {
     if let Some(table) = files
@@ -544,6 +600,36 @@ mod tests {
             Install::Nothing
         );
         assert_eq!(plan(&[]), Install::Nothing);
+    }
+
+    #[test]
+    fn the_install_notice_says_what_is_not_installed_and_how() {
+        let notice = |pairs: &[(&str, &str)]| {
+            let files = files(pairs);
+            install_notice(&files, &Install::plan(&files))
+        };
+        assert_eq!(
+            notice(&[("requirements.txt", "")]),
+            "installing requirements.txt"
+        );
+        let both = notice(&[("requirements.txt", ""), ("requirements-dev.txt", "")]);
+        assert!(
+            both.starts_with("installing requirements.txt; requirements-dev.txt is not installed")
+                && both.contains("`-r requirements-dev.txt`"),
+            "{both}"
+        );
+        let none = notice(&[]);
+        assert!(none.ends_with("skipping the install step"), "{none}");
+        let project = notice(&[("pyproject.toml", "[project]\nname = 'x'\n")]);
+        assert!(
+            project.contains("the project itself is not installed"),
+            "{project}"
+        );
+        assert!(notice(&[("setup.py", "")]).contains("`-e .`"));
+        let poetry = notice(&[("pyproject.toml", "[tool.poetry]\nname = 'x'\n")]);
+        assert!(poetry.contains("not installed"), "{poetry}");
+        let tools_only = notice(&[("pyproject.toml", "[tool.black]\nline-length = 100\n")]);
+        assert!(!tools_only.contains("not installed"), "{tools_only}");
     }
 
     #[test]

@@ -622,6 +622,7 @@ mod tests {
             task: "test".into(),
             image: "img".into(),
             install: ci_common::project::Install::Nothing,
+            install_notice: String::new(),
             test: vec!["python3".into(), "-m".into(), "pytest".into()],
         };
         w.docker.existing(

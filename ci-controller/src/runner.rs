@@ -10,7 +10,7 @@ use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::{uploads, DbError, SqlitePool};
 use ci_common::policy::Policy;
-use ci_common::project::{pytest_command, Install, Project, RootFiles};
+use ci_common::project::{install_notice, pytest_command, Install, Project, RootFiles};
 use ci_common::{JobId, JobStatus, Phase};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -118,6 +118,8 @@ pub struct JobPlan {
     pub task: String,
     pub image: String,
     pub install: Install,
+    /// What the job says about its install step (see [`install_notice`]).
+    pub install_notice: String,
     pub test: Vec<String>,
 }
 
@@ -140,6 +142,7 @@ impl JobPlan {
             task: job.task.clone(),
             image,
             install: Install::plan(root),
+            install_notice: install_notice(root, &Install::plan(root)),
             test: pytest_command(project.pytest.as_ref(), &job.args()),
         })
     }
@@ -202,7 +205,7 @@ pub fn test_outcome(state: &ContainerState, memory: u64) -> Outcome {
     let (status, reason) = match code {
         0 => (JobStatus::Passed, None),
         1 => (JobStatus::Failed, Some("some tests failed (pytest exit 1)".to_owned())),
-        2 => (JobStatus::Error, Some("pytest exit 2: test execution was interrupted or a collection error occurred (e.g. a syntax error)".to_owned())),
+        2 => (JobStatus::Error, Some("pytest exit 2: collecting the tests failed (an import error such as a module that is not installed, or a syntax error: see the log) or the run was interrupted".to_owned())),
         3 => (JobStatus::Error, Some("pytest exit 3: internal error in pytest".to_owned())),
         4 => (JobStatus::Error, Some("pytest exit 4: pytest command line usage error".to_owned())),
         5 => (JobStatus::Error, Some("pytest exit 5: no tests were collected".to_owned())),
@@ -457,11 +460,7 @@ impl<D: Docker> Ctx<D> {
         }
         let mut tar = Some(Bytes::from(workspace.tar));
         if plan.install == Install::Nothing {
-            sink.notice(
-                "nothing to install (no requirements.txt, requirements-test.txt, \
-                 requirements-dev.txt or test extra): skipping the install step",
-            )
-            .await?;
+            sink.notice(plan.install_notice.clone()).await?;
         } else {
             let end = self
                 .run_phase(
@@ -625,8 +624,12 @@ impl<D: Docker> Ctx<D> {
                 sink.new_container();
                 let step = plan.step(id, phase);
                 sink.notice(match phase {
-                    Phase::Install => format!("installing {}", plan.install.describe()),
-                    Phase::Test => format!("running tests: {}", step.command.join(" ")),
+                    Phase::Install => plan.install_notice.clone(),
+                    Phase::Test => format!(
+                        "running tests: {}",
+                        shlex::try_join(step.command.iter().map(String::as_str))
+                            .unwrap_or_else(|_| step.command.join(" "))
+                    ),
                 })
                 .await?;
                 let config = container_config(&self.sandbox, &step);
