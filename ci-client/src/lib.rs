@@ -1,6 +1,15 @@
 //! `ci`: submit a Python project's tests to the ci service, follow the log live, reattach to a
 //! job, list, inspect and cancel jobs. `main.rs` parses the command line and calls [`run`].
 
+/// `eprintln!` that never panics: a closed stderr (`ci wait 2>&1 | head`) loses the text, not
+/// the process.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -62,16 +71,27 @@ pub async fn main(cli: Cli) -> ExitCode {
         Ok(exit) => exit.into(),
         Err(error) => {
             let style = Style::detect(std::io::stderr().is_terminal());
-            eprintln!("{} {error:#}", style.red("error:"));
+            say!("{} {error:#}", style.red("error:"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the command like SIGPIPE would.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => output::exit_on_closed_stdout(),
+        other => other.context("cannot write to stdout"),
     }
 }
 
 pub async fn run(cli: Cli) -> Result<Exit> {
     if let Command::Completions { shell } = cli.command {
         let mut command = Cli::command();
-        clap_complete::generate(shell, &mut command, "ci", &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "ci", &mut script);
+        write_stdout(&script)?;
         return Ok(Exit::Ok);
     }
     let settings = settings(&cli)?;
@@ -126,18 +146,16 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     stop(packing);
     let zipped = zipped?;
     for warning in &zipped.warnings {
-        eprintln!("warning: {warning}");
+        say!("warning: {warning}");
     }
-    if !zipped.secrets.is_empty() {
-        eprintln!(
-            "note: left out {} (.env files may hold secrets; add `!NAME` to .ciignore to upload one)",
-            zipped.secrets.join(", ")
-        );
+    for note in &zipped.notes {
+        say!("note: {note}");
     }
 
     let uploading = spinner(&format!(
-        "Uploading {} files ({}) to {}...",
+        "Uploading {} file{} ({}) to {}...",
         zipped.files.len(),
+        if zipped.files.len() == 1 { "" } else { "s" },
         human_size(zipped.bytes.len()),
         api.current_server().as_str().trim_end_matches('/')
     ));
@@ -145,7 +163,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         result = api.submit(zipped.bytes, &args.task, args.image.as_deref(), &args.pytest_args) => result,
         () = interrupt.recv() => {
             stop(uploading);
-            eprintln!("Interrupted before the job was submitted.");
+            say!("Interrupted before the job was submitted.");
             return Ok(Exit::Interrupted);
         }
     };
@@ -163,7 +181,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     }
 
     let mut printer = Printer::new(id);
-    eprintln!("Job ID: {}", printer.err.bold(&id.to_string()));
+    say!("Job ID: {}", printer.err.bold(&id.to_string()));
     printer.info(&format!("Reattach with: ci wait {id}"));
     if job.status == ci_common::JobStatus::Queued {
         printer.spin("Waiting for a runner...");
@@ -173,11 +191,11 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         result = follow(&mut source, &mut printer, 0, Backoff::default()) => result,
         () = interrupt.recv() => {
             printer.stop_spinner();
-            eprintln!("Cancelling job {id}...");
+            say!("Cancelling job {id}...");
             match tokio::time::timeout(Duration::from_secs(15), api.cancel(id)).await {
-                Ok(Ok(job)) => eprintln!("Job {id} {}.", cancel_summary(&job)),
-                Ok(Err(e)) => eprintln!("Could not cancel job {id}: {:#}", anyhow::Error::new(e)),
-                Err(_) => eprintln!("Could not cancel job {id}: the server did not answer in time (try `ci cancel {id}`)"),
+                Ok(Ok(job)) => say!("Job {id} {}.", cancel_summary(&job)),
+                Ok(Err(e)) => say!("Could not cancel job {id}: {:#}", anyhow::Error::new(e)),
+                Err(_) => say!("Could not cancel job {id}: the server did not answer in time (try `ci cancel {id}`)"),
             }
             return Ok(Exit::Interrupted);
         }
@@ -213,7 +231,7 @@ async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Ex
         result = follow(&mut source, &mut printer, after, Backoff::default()) => result,
         () = interrupt.recv() => {
             printer.stop_spinner();
-            eprintln!("Detached; job {id} continues on the server. Reattach with: ci wait {id}");
+            say!("Detached; job {id} continues on the server. Reattach with: ci wait {id}");
             return Ok(Exit::Interrupted);
         }
     };

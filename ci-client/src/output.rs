@@ -141,14 +141,20 @@ impl Printer {
     /// A line of progress or hint on stderr.
     pub fn info(&mut self, text: &str) {
         self.stop_spinner();
-        eprintln!("{}", self.err.dim(text));
+        say!("{}", self.err.dim(text));
     }
 
     /// The final state, on stderr.
     pub fn finished(&mut self, finished: &Finished) {
         self.stop_spinner();
-        eprintln!("{}", final_line(self.err, self.job_id, finished));
+        say!("{}", final_line(self.err, self.job_id, finished));
     }
+}
+
+/// Whoever read the output is gone (`ci wait ID | head`): stop as a command killed by SIGPIPE
+/// would (exit 141). The job itself goes on on the server.
+pub fn exit_on_closed_stdout() -> ! {
+    std::process::exit(141)
 }
 
 impl Sink for Printer {
@@ -157,8 +163,11 @@ impl Sink for Printer {
             StreamEvent::Log { data, .. } => {
                 self.stop_spinner();
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{data}");
-                let _ = out.flush();
+                if let Err(e) = writeln!(out, "{data}").and_then(|()| out.flush()) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        exit_on_closed_stdout();
+                    }
+                }
             }
             StreamEvent::Notice { data, .. } => self.info(&format!("[ci] {data}")),
             StreamEvent::Status { status, reason, .. } => {

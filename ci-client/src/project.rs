@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ci_common::archive::{workspace_file_mode, WORKSPACE_DIR_MODE};
+use ci_common::archive::{entry_path, workspace_file_mode, WORKSPACE_DIR_MODE};
 use ci_common::project::{
     pytest_config, Project, RootFiles, MAX_CONFIG_BYTES, PYPROJECT, ROOT_FILES,
 };
@@ -54,6 +54,12 @@ pub struct ProjectTree {
     pub dirs: Vec<String>,
     /// `.env` files left out because they may hold secrets.
     pub secrets: Vec<String>,
+    /// Symbolic links left out: links to folders, to places outside the project, or to nothing
+    /// (a link to a file inside the project is uploaded as that file).
+    pub links: Vec<String>,
+    /// Files and folders whose names cannot be uploaded (not UTF-8, or with a character the
+    /// archive rule refuses, such as `\`), with everything inside them.
+    pub unnamed: Vec<String>,
 }
 
 /// Walks the project under `root` (see the module documentation for what is left out).
@@ -79,6 +85,9 @@ pub fn project_tree(root: &Path) -> Result<ProjectTree> {
         .filter_entry(|entry| !is_skipped_dir(entry));
     let mut tree = ProjectTree::default();
     let mut ciignores = CiIgnores::new(root);
+    let real_root = root
+        .canonicalize()
+        .with_context(|| format!("cannot read the folder {}", root.display()))?;
     for entry in walker.build() {
         let entry =
             entry.with_context(|| format!("cannot list the files of {}", root.display()))?;
@@ -94,10 +103,44 @@ pub fn project_tree(root: &Path) -> Result<ProjectTree> {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        // Regular files and folders only: symlinks and special files are not part of an upload.
-        match entry.file_type() {
+        // The one rule for names in an upload; a folder that breaks it is left out whole.
+        let uploadable = relative.to_str().is_some_and(|n| entry_path(n).is_ok());
+        if !uploadable {
+            if !tree
+                .unnamed
+                .iter()
+                .any(|u| name.starts_with(&format!("{u}/")))
+            {
+                tree.unnamed.push(name);
+            }
+            continue;
+        }
+        if tree
+            .unnamed
+            .iter()
+            .any(|u| name.starts_with(&format!("{u}/")))
+        {
+            continue;
+        }
+        let file_type = entry.file_type();
+        let is_file = match file_type {
+            Some(t) if t.is_symlink() => {
+                // A link to a file inside the project is that file; any other link is left out.
+                let inside = std::fs::canonicalize(entry.path())
+                    .is_ok_and(|target| target.starts_with(&real_root) && target.is_file());
+                if !inside {
+                    tree.links.push(name);
+                    continue;
+                }
+                true
+            }
+            Some(t) => t.is_file(),
+            None => false,
+        };
+        // Regular files and folders only: special files are not part of an upload.
+        match file_type {
             Some(t) if t.is_dir() => tree.dirs.push(name),
-            Some(t) if t.is_file() => {
+            Some(_) if is_file => {
                 let file_name = entry.file_name().to_string_lossy();
                 if is_env_secret(&file_name) && !ciignores.whitelists(relative) {
                     tree.secrets.push(name);
@@ -111,6 +154,8 @@ pub fn project_tree(root: &Path) -> Result<ProjectTree> {
     tree.files.sort();
     tree.dirs.sort();
     tree.secrets.sort();
+    tree.links.sort();
+    tree.unnamed.sort();
     Ok(tree)
 }
 
@@ -200,6 +245,9 @@ pub fn check_project(tree: &ProjectTree, root: &RootFiles, shown: &str) -> Resul
         let file = f.rsplit('/').next().unwrap_or_default();
         file.ends_with(".py") && (file.starts_with("test_") || file.ends_with("_test.py"))
     });
+    if let Some(hint) = root_above(Path::new(shown), root) {
+        check.warnings.push(hint);
+    }
     if !configured && !has_conftest && !has_default_tests {
         check.warnings.push(format!(
             "{shown} has no test_*.py or *_test.py file, no conftest.py and no pytest \
@@ -208,6 +256,41 @@ pub fn check_project(tree: &ProjectTree, root: &RootFiles, shown: &str) -> Resul
         ));
     }
     Ok(check)
+}
+
+/// Project files that mark a folder as a project's root.
+const ROOT_MARKERS: &[&str] = &[
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "tox.ini",
+    "pytest.ini",
+    "requirements.txt",
+];
+
+/// When the folder has none of [`ROOT_MARKERS`] but a folder above it (up to the enclosing git
+/// checkout) has one, a hint that the project's root is there: only the folder given is uploaded.
+fn root_above(dir: &Path, root: &RootFiles) -> Option<String> {
+    if ROOT_MARKERS.iter().any(|m| root.has(m)) {
+        return None;
+    }
+    let mut current = dir.parent();
+    while let Some(folder) = current {
+        if let Some(marker) = ROOT_MARKERS.iter().find(|m| folder.join(m).is_file()) {
+            return Some(format!(
+                "{} has {marker}: it looks like the project's root, and only {} is uploaded; \
+                 run ci there (or pass -C {})",
+                folder.display(),
+                dir.display(),
+                folder.display()
+            ));
+        }
+        if folder.join(".git").exists() {
+            return None;
+        }
+        current = folder.parent();
+    }
+    None
 }
 
 /// Reads the project's root configuration files (those of [`ROOT_FILES`] that are uploaded).
@@ -261,11 +344,37 @@ pub fn zip_project(root: &Path) -> Result<Zipped> {
         .context("cannot finish the zip archive")?
         .into_inner();
     Ok(Zipped {
+        notes: left_out_notes(&tree),
         files: tree.files,
-        secrets: tree.secrets,
         warnings: check.warnings,
         bytes,
     })
+}
+
+/// One line per kind of file left out that the user may not expect to be.
+fn left_out_notes(tree: &ProjectTree) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !tree.secrets.is_empty() {
+        notes.push(format!(
+            "left out {} (.env files may hold secrets; add `!NAME` to .ciignore to upload one)",
+            tree.secrets.join(", ")
+        ));
+    }
+    if !tree.links.is_empty() {
+        notes.push(format!(
+            "left out the symbolic links {} (only links to files inside the project are \
+             uploaded, as the file they point to)",
+            tree.links.join(", ")
+        ));
+    }
+    if !tree.unnamed.is_empty() {
+        notes.push(format!(
+            "left out {} (names that are not UTF-8 or hold a `\\` or a control character \
+             cannot be uploaded: rename them, or list them in .ciignore)",
+            tree.unnamed.join(", ")
+        ));
+    }
+    notes
 }
 
 /// The mode a file is zipped with: 0755 when it is executable here, else 0644.
@@ -283,8 +392,8 @@ fn file_mode(_path: &Path) -> u32 {
 /// A zipped project.
 pub struct Zipped {
     pub files: Vec<String>,
-    /// `.env` files left out (see [`is_env_secret`]).
-    pub secrets: Vec<String>,
+    /// What was left out that the user may not expect (`.env` files, links, unusable names).
+    pub notes: Vec<String>,
     /// What the pre-upload check doubts.
     pub warnings: Vec<String>,
     pub bytes: Vec<u8>,
@@ -403,11 +512,71 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn symlinks_are_not_uploaded() {
+    fn links_to_files_inside_are_files_and_other_links_are_left_out_with_a_note() {
+        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "test_a.py", "x");
-        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd")).unwrap();
-        assert_eq!(project_tree(dir.path()).unwrap().files, ["test_a.py"]);
+        let root = dir.path();
+        write(root, "test_a.py", "x");
+        write(root, "requirements/dev.txt", "pytest\n");
+        symlink("requirements/dev.txt", root.join("requirements.txt")).unwrap();
+        symlink("/etc/passwd", root.join("passwd")).unwrap();
+        symlink("requirements", root.join("reqs")).unwrap();
+        symlink("missing.txt", root.join("dangling")).unwrap();
+        let tree = project_tree(root).unwrap();
+        assert_eq!(
+            tree.files,
+            ["requirements.txt", "requirements/dev.txt", "test_a.py"]
+        );
+        assert_eq!(tree.links, ["dangling", "passwd", "reqs"]);
+        let notes = left_out_notes(&tree);
+        assert!(notes[0].contains("dangling, passwd, reqs"), "{notes:?}");
+        // The link is read as the file it points to.
+        let root_config = root_files(root, &tree).unwrap();
+        assert_eq!(root_config.get("requirements.txt"), Some("pytest\n"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn names_that_cannot_be_uploaded_are_left_out_with_a_note() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "test_a.py", "x");
+        write(root, "back\\slash.txt", "x");
+        let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        std::fs::create_dir(root.join(latin1)).unwrap();
+        std::fs::write(root.join(latin1).join("inside.txt"), "x").unwrap();
+        let tree = project_tree(root).unwrap();
+        assert_eq!(tree.files, ["test_a.py"]);
+        assert_eq!(tree.unnamed, ["back\\slash.txt", "caf\u{fffd}"]);
+        let notes = left_out_notes(&tree);
+        assert!(notes[0].contains("rename them"), "{notes:?}");
+        // And the rest zips: nothing fails on them.
+        assert!(zip_project(root).is_ok());
+    }
+
+    #[test]
+    fn a_subfolder_of_a_project_gets_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(root, "setup.cfg", "[tool:pytest]\n");
+        write(root, "tests/unit/test_a.py", "x");
+        let sub = root.join("tests/unit");
+        let tree = project_tree(&sub).unwrap();
+        let config = root_files(&sub, &tree).unwrap();
+        let check = check_project(&tree, &config, &display_dir(&sub)).unwrap();
+        assert_eq!(check.warnings.len(), 1, "{:?}", check.warnings);
+        assert!(
+            check.warnings[0].contains("setup.cfg") && check.warnings[0].contains("-C"),
+            "{:?}",
+            check.warnings
+        );
+        let tree = project_tree(root).unwrap();
+        let config = root_files(root, &tree).unwrap();
+        assert!(check_project(&tree, &config, &display_dir(root))
+            .unwrap()
+            .warnings
+            .is_empty());
     }
 
     fn checked(files: &[(&str, &str)]) -> Result<Check> {

@@ -33,7 +33,7 @@ pub struct Config {
     pub max_upload_bytes: u64,
 
     /// Highest compression ratio (unpacked / packed) of an archive entry over 1 MiB.
-    #[arg(long, env = "CI_MAX_RATIO", default_value_t = 200)]
+    #[arg(long, env = "CI_MAX_RATIO", default_value_t = 1000)]
     pub max_ratio: u64,
 
     /// Seconds between keep-alive comments on idle SSE streams.

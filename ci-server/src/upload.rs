@@ -67,7 +67,8 @@ pub enum UploadError {
     TooLargeUnpacked { total: u64, limit: u64 },
     #[error(
         "entry {name:?} expands {ratio} times (limit {limit}); archives that expand this much \
-         (zip bombs) are refused"
+         (zip bombs) are refused: leave the file out (.ciignore), or ask the operator to raise \
+         ci-server --max-ratio"
     )]
     Ratio {
         name: String,

@@ -183,3 +183,31 @@ async fn a_rejected_upload_shows_the_servers_message() {
     assert!(out.stderr.contains("limit of 2"), "{}", out.stderr);
     assert!(!out.stderr.contains("Job ID"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_goes_away_ends_ci_wait_like_sigpipe_without_a_panic() {
+    use std::io::Read;
+    let stack = Stack::start().await;
+    let dir = fixture("many_lines");
+    let id = stack.submit_async(&dir);
+    support::wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    // `ci wait --all ID | head -c 100`, with stderr going to the same closed pipe afterwards.
+    let mut cmd = stack.ci(&dir, &["wait", &id, "--all"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("ci wait");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
