@@ -21,6 +21,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::stream::{ascii_json, OriginalEvent};
+
 /// Events per database read.
 pub const PAGE: i64 = 500;
 /// Batches a follower may fall behind before it re-reads from the database instead.
@@ -38,9 +40,9 @@ const RECENT_BYTES: usize = 2 << 20;
 pub enum Framing {
     /// `id:`, `event: <type>` and `data:` (the v1 API).
     Named,
-    /// `id:` and `data:` only, so that clients listening for unnamed messages (the original
-    /// system's) see every event.
-    Unnamed,
+    /// The original system's streams: `id:` and `data:` only, so that clients listening for
+    /// unnamed messages see every event, with the JSON of [`crate::stream::OriginalEvent`].
+    Original,
 }
 
 /// One SSE frame without an id or name: `data: <json>` and a blank line.
@@ -61,6 +63,7 @@ pub struct Batch {
     named_at: Vec<usize>,
     unnamed_at: Vec<usize>,
     named: Bytes,
+    /// The original system's frames.
     unnamed: Bytes,
     /// The index of the job's `complete` event, if the batch holds it.
     complete: Option<usize>,
@@ -88,7 +91,8 @@ impl Batch {
             let seq = row.seq;
             let kind = event.type_name();
             let _ = write!(named, "id: {seq}\nevent: {kind}\ndata: {json}\n\n");
-            let _ = write!(unnamed, "id: {seq}\ndata: {json}\n\n");
+            let original = ascii_json(&OriginalEvent::from(event.clone()));
+            let _ = write!(unnamed, "id: {seq}\ndata: {original}\n\n");
         }
         Self {
             from,
@@ -128,7 +132,7 @@ impl Batch {
     pub fn frames_after(&self, after: i64, framing: Framing) -> (Bytes, bool) {
         let (bytes, at) = match framing {
             Framing::Named => (&self.named, &self.named_at),
-            Framing::Unnamed => (&self.unnamed, &self.unnamed_at),
+            Framing::Original => (&self.unnamed, &self.unnamed_at),
         };
         let first = self.seqs.partition_point(|seq| *seq <= after);
         let start = at.get(first).copied().unwrap_or(bytes.len());

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use ci_common::api::StreamEvent;
 use ci_common::db::events;
 use ci_common::{JobId, LogStream};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, Stream};
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Sleep};
@@ -206,7 +206,7 @@ pub fn follow_original(
     after: i64,
     live: bool,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
-    follow(state, job_id, after, live, Framing::Unnamed).map(|chunk| reframe_original(&chunk))
+    follow(state, job_id, after, live, Framing::Original)
 }
 
 /// An event as the original system's streams carry it: the v1 event's JSON (a superset of the
@@ -325,7 +325,7 @@ fn with_newline(mut line: String) -> String {
 /// `str.splitlines`, which also breaks lines at U+0085, U+2028 and U+2029: raw, those would cut a
 /// `data:` line in two. (Outside strings JSON is ASCII, so escaping every non-ASCII character
 /// keeps it valid.)
-fn ascii_json(value: &impl Serialize) -> String {
+pub fn ascii_json(value: &impl Serialize) -> String {
     let json = serde_json::to_string(value).expect("stream events serialize");
     if json.is_ascii() {
         return json;
@@ -342,32 +342,6 @@ fn ascii_json(value: &impl Serialize) -> String {
         }
     }
     out
-}
-
-/// Re-renders a chunk of unnamed frames (`id:` and `data:` lines) as the original's.
-fn reframe_original(chunk: &[u8]) -> Bytes {
-    let Ok(text) = std::str::from_utf8(chunk) else {
-        return Bytes::copy_from_slice(chunk);
-    };
-    let mut out = String::with_capacity(chunk.len() + chunk.len() / 4);
-    for line in text.split_inclusive('\n') {
-        let Some(json) = line.strip_prefix("data: ") else {
-            out.push_str(line);
-            continue;
-        };
-        match serde_json::from_str::<StreamEvent>(json.trim_end_matches('\n')) {
-            Ok(event) => {
-                out.push_str("data: ");
-                out.push_str(&ascii_json(&OriginalEvent::from(event)));
-                out.push('\n');
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot re-render an event for the original API; sending it as is");
-                out.push_str(line);
-            }
-        }
-    }
-    Bytes::from(out)
 }
 
 /// An SSE response whose body is `frames` (complete SSE frames), with a keep-alive comment
@@ -563,7 +537,7 @@ mod tests {
         let mut named: Vec<_> = (0..5)
             .map(|_| Box::pin(follow(&state, job, 0, true, Framing::Named)))
             .collect();
-        let mut unnamed = Box::pin(follow(&state, job, 0, true, Framing::Unnamed));
+        let mut original = Box::pin(follow(&state, job, 0, true, Framing::Original));
         let mut replayed = Vec::new();
         for follower in &mut named {
             replayed.push(follower.next().await.unwrap());
@@ -586,10 +560,17 @@ mod tests {
         assert!(text.ends_with("}\n\n"), "{text:?}");
         assert!(text.contains(r#""data":"hello""#), "{text:?}");
 
-        let unnamed = [unnamed.next().await.unwrap(), unnamed.next().await.unwrap()];
-        let text = std::str::from_utf8(&unnamed[1]).unwrap();
-        let named = std::str::from_utf8(&live[0]).unwrap();
-        assert_eq!(text, named.replace("event: log\n", ""));
+        // The original system's frames are rendered by the tail too, once for all followers.
+        let original = [
+            original.next().await.unwrap(),
+            original.next().await.unwrap(),
+        ];
+        let text = std::str::from_utf8(&original[1]).unwrap();
+        assert!(text.starts_with("id: 2\ndata: {"), "{text:?}");
+        assert!(text.contains(r#""data":"hello\n""#), "{text:?}");
+        let mut second = Box::pin(follow(&state, job, 1, true, Framing::Original));
+        let again = second.next().await.unwrap();
+        assert_eq!(again.as_ptr(), original[1].as_ptr(), "one rendering");
     }
 
     /// The JSON of every `data:` line of a stream's body.
