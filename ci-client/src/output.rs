@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use ci_common::api::{JobView, StreamEvent};
-use ci_common::{JobId, JobStatus};
+use ci_common::api::{JobView, StepView, StreamEvent};
+use ci_common::{JobId, JobStatus, StepState};
 
 use crate::follow::{Finished, Sink};
 
@@ -184,6 +184,13 @@ impl Sink for Printer {
                     self.spin("Waiting for a runner...");
                 }
             }
+            StreamEvent::Step { step, .. } => {
+                // The start is announced by the step's notice; its end is worth a line when it
+                // did not pass (a passing step is followed by the next one or the result).
+                if step.state.is_terminal() && step.state != StepState::Passed {
+                    self.info(&format!("[ci] {}", step_line(step)));
+                }
+            }
             StreamEvent::Complete { .. } | StreamEvent::JobId { .. } => {}
         }
     }
@@ -337,9 +344,33 @@ where
         ("End time", format_time(job.end_time, tz)),
         ("Log lines", log),
     ];
-    rows.iter()
+    let mut text: String = rows
+        .iter()
         .map(|(name, value)| format!("{:<12}{value}\n", format!("{name}:")))
-        .collect()
+        .collect();
+    if let Some(steps) = job.steps.as_ref().filter(|s| !s.is_empty()) {
+        text.push_str("Steps:\n");
+        for step in steps {
+            let _ = writeln!(text, "  {}", step_line(step));
+        }
+    }
+    text
+}
+
+/// One step as people read it: `2. test: failed (exit 1): some tests failed (pytest exit 1)`.
+pub fn step_line(step: &StepView) -> String {
+    let mut line = format!("{}. {}: {}", step.position, step.name, step.state);
+    if let Some(code) = step.exit_code {
+        let _ = write!(line, " (exit {code})");
+    }
+    if let (Some(start), Some(end)) = (step.started_at, step.finished_at) {
+        let secs = (end - start).num_milliseconds() as f64 / 1000.0;
+        let _ = write!(line, " in {secs:.1}s");
+    }
+    if let Some(reason) = &step.reason {
+        let _ = write!(line, ": {reason}");
+    }
+    line
 }
 
 #[cfg(test)]
@@ -366,6 +397,7 @@ mod tests {
             log_lines: 0,
             dropped_lines: 0,
             last_seq: None,
+            steps: None,
         }
     }
 

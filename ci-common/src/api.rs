@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{JobId, JobStatus, LogStream};
+use crate::{JobId, JobStatus, LogStream, StepState};
 
 /// Where the versioned API lives.
 pub const API_PREFIX: &str = "/api/v1";
@@ -40,6 +40,22 @@ pub struct JobView {
     /// see only new output). Filled in by endpoints that show a single job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<i64>,
+    /// The job's steps in order, by endpoints that show a single job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepView>>,
+}
+
+/// A step as the API shows it (in a job's `steps`), and the data of its `step` events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    pub name: String,
+    /// 1, 2, 3, ... in the order the steps run.
+    pub position: i64,
+    pub state: StepState,
+    pub exit_code: Option<i64>,
+    pub reason: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.
@@ -126,6 +142,13 @@ pub enum StreamEvent {
         data: String,
         ts: DateTime<Utc>,
     },
+    /// A step started (`state: running`) or ended.
+    Step {
+        seq: i64,
+        #[serde(flatten)]
+        step: StepView,
+        ts: DateTime<Utc>,
+    },
     Complete {
         seq: i64,
         success: bool,
@@ -146,6 +169,7 @@ impl StreamEvent {
             StreamEvent::Log { .. } => "log",
             StreamEvent::Status { .. } => "status",
             StreamEvent::Notice { .. } => "notice",
+            StreamEvent::Step { .. } => "step",
             StreamEvent::Complete { .. } => "complete",
         }
     }
@@ -157,6 +181,7 @@ impl StreamEvent {
             StreamEvent::Log { seq, .. }
             | StreamEvent::Status { seq, .. }
             | StreamEvent::Notice { seq, .. }
+            | StreamEvent::Step { seq, .. }
             | StreamEvent::Complete { seq, .. } => Some(*seq),
         }
     }

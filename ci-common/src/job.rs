@@ -102,38 +102,6 @@ impl FromStr for JobStatus {
     }
 }
 
-/// Which container a running job is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "db", derive(sqlx::Type))]
-#[cfg_attr(feature = "db", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
-pub enum Phase {
-    /// `pip install -r requirements.txt`, with network.
-    Install,
-    /// `python -m pytest`, without network by default.
-    Test,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Install => "install",
-            Phase::Test => "test",
-        }
-    }
-}
-
-impl FromStr for Phase {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "install" => Ok(Phase::Install),
-            "test" => Ok(Phase::Test),
-            other => Err(format!("unknown phase {other:?}")),
-        }
-    }
-}
-
 /// What a job event is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,6 +114,8 @@ pub enum EventKind {
     Status,
     /// Something the system says about the job ("installing requirements", "log truncated").
     Notice,
+    /// A step started or ended (`data`: its name, position, state, exit code and reason).
+    Step,
     /// The final result; always the last event of a job.
     Complete,
 }
@@ -156,6 +126,7 @@ impl EventKind {
             EventKind::Log => "log",
             EventKind::Status => "status",
             EventKind::Notice => "notice",
+            EventKind::Step => "step",
             EventKind::Complete => "complete",
         }
     }

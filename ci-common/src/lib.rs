@@ -9,9 +9,11 @@ pub mod job;
 pub mod keys;
 pub mod policy;
 pub mod project;
+pub mod step;
 
 #[cfg(feature = "db")]
 pub mod db;
 
 pub use ids::{ApiKeyId, JobId, UserId};
-pub use job::{EventKind, JobStatus, LogStream, Phase};
+pub use job::{EventKind, JobStatus, LogStream};
+pub use step::StepState;

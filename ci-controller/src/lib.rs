@@ -14,7 +14,7 @@ mod scheduler;
 mod singleton;
 
 #[cfg(test)]
-mod fake;
+mod docker_double;
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
-//! One job from claim (or reattach) to its end: the workspace, the install and test phases in
-//! their containers, the log, cancellation and the timeout, and the outcome.
+//! One job from claim (or reattach) to its end: the workspace, its plan of steps, each step in
+//! its container (the same code for every kind of step: start, reattach, log, cancel, timeout,
+//! exit code), and the job's outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,12 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
+use ci_common::db::steps::{self, StepRow};
 use ci_common::db::{uploads, DbError, SqlitePool};
 use ci_common::policy::Policy;
-use ci_common::project::{install_notice, pytest_command, Install, Project, RootFiles};
-use ci_common::{JobId, JobStatus, Phase};
+use ci_common::project::RootFiles;
+use ci_common::step::{test_task, StepSpec};
+use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,7 +24,7 @@ use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
-use crate::sandbox::{container_config, Sandbox, Step, LABEL_PHASE, WORKSPACE};
+use crate::sandbox::{container_config, step_of, Run, Sandbox, LABEL_JOB, WORKSPACE};
 use ci_common::archive::root_files;
 
 /// Settings of job execution that are not container settings.
@@ -87,7 +90,17 @@ struct Stop {
     killed: bool,
 }
 
-enum PhaseEnd {
+impl Stop {
+    /// The state of the step that was stopped.
+    fn step_state(self) -> StepState {
+        match self.kind {
+            StopKind::Cancel => StepState::Cancelled,
+            StopKind::Timeout => StepState::TimedOut,
+        }
+    }
+}
+
+enum StepEnd {
     Exited(ContainerState, Option<Stop>),
     /// Stopped before the container started.
     StoppedBefore(StopKind),
@@ -99,71 +112,40 @@ enum Flow {
     Detached,
 }
 
-/// How a phase begins.
+/// How a step begins.
 enum Start {
     /// Create and start a new container, uploading the project first if given.
     Fresh(Option<Bytes>),
-    /// Continue an existing container: follow its log after `cursor` (or, without `read_log`,
-    /// only wait for its exit: its log is already complete in the database).
-    Resume {
-        cursor: Option<Cursor>,
-        read_log: bool,
-    },
+    /// Continue the step's existing container: follow its log after `cursor`.
+    Resume { cursor: Option<Cursor> },
 }
 
-/// What a job runs: its image, and the commands of its install and test steps, decided from
-/// the job and its project's root files.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobPlan {
-    pub task: String,
-    pub image: String,
-    pub install: Install,
-    /// What the job says about its install step (see [`install_notice`]).
-    pub install_notice: String,
-    pub test: Vec<String>,
-}
-
-impl JobPlan {
-    /// The plan of `job`, or why it cannot run (an image the operator does not allow, a broken
-    /// project configuration).
-    pub fn new(
-        job: &Job,
-        default_image: &str,
-        policy: &Policy,
-        root: &RootFiles,
-    ) -> Result<Self, String> {
-        let image = job
-            .image
-            .clone()
-            .unwrap_or_else(|| default_image.to_owned());
-        policy.check_image(&image).map_err(|e| e.to_string())?;
-        let project = Project::read(root).map_err(|e| e.to_string())?;
-        Ok(Self {
-            task: job.task.clone(),
-            image,
-            install: Install::plan(root),
-            install_notice: install_notice(root, &Install::plan(root)),
-            test: pytest_command(project.pytest.as_ref(), &job.args()),
-        })
-    }
-
-    /// The container run of one phase.
-    pub fn step(&self, job: JobId, phase: Phase) -> Step<'_> {
-        let command = match phase {
-            Phase::Install => ["python3", "-m", "pip", "install", "--user"]
-                .iter()
-                .map(|s| s.to_string())
-                .chain(self.install.pip_args())
-                .collect(),
-            Phase::Test => self.test.clone(),
-        };
-        Step {
-            job,
-            task: &self.task,
-            phase,
-            image: &self.image,
-            command,
+/// The steps of a job of `task`, decided from the job and its project's root files in one
+/// place: the built-in `test` task (see [`test_task`]) in the job's image (checked against the
+/// operator's policy). Also returns what the job says about a skipped install step.
+///
+/// # Errors
+///
+/// Why the job cannot run: an unknown task, an image the operator does not allow, a broken
+/// project configuration.
+pub fn plan_steps(
+    job: &Job,
+    default_image: &str,
+    policy: &Policy,
+    root: &RootFiles,
+) -> Result<(Vec<StepSpec>, Option<String>), String> {
+    let image = job
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image.to_owned());
+    policy.check_image(&image).map_err(|e| e.to_string())?;
+    match job.task.as_str() {
+        ci_common::api::DEFAULT_TASK => {
+            test_task(root, &image, &job.args()).map_err(|e| e.to_string())
         }
+        other => Err(format!(
+            "unknown task {other:?}: the task this service runs is \"test\""
+        )),
     }
 }
 
@@ -181,14 +163,13 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-fn oom_outcome(phase: Phase, state: &ContainerState, memory: u64) -> Outcome {
-    let what = match phase {
-        Phase::Install => "installing requirements",
-        Phase::Test => "the tests",
-    };
+/// The outcome of a step whose container was killed for using too much memory.
+fn oom_outcome(spec: &StepSpec, state: &ContainerState, memory: u64) -> Outcome {
     let mut outcome = Outcome::new(JobStatus::Error)
         .with_reason(format!(
-            "out of memory: {what} used more than the memory limit of {} and the process was killed",
+            "out of memory: {} (step {}) used more than the memory limit of {} and the process was killed",
+            spec.title,
+            spec.name,
             human_size(memory)
         ))
         .with_exit_code(state.exit_code);
@@ -196,37 +177,12 @@ fn oom_outcome(phase: Phase, state: &ContainerState, memory: u64) -> Outcome {
     outcome
 }
 
-/// The outcome of a finished test container.
-pub fn test_outcome(state: &ContainerState, memory: u64) -> Outcome {
+/// What a step's container that exited means: the step's state and the job's outcome.
+pub fn step_result(spec: &StepSpec, state: &ContainerState, memory: u64) -> (StepState, Outcome) {
     if state.oom_killed {
-        return oom_outcome(Phase::Test, state, memory);
+        return (StepState::Error, oom_outcome(spec, state, memory));
     }
-    let code = state.exit_code;
-    let (status, reason) = match code {
-        0 => (JobStatus::Passed, None),
-        1 => (JobStatus::Failed, Some("some tests failed (pytest exit 1)".to_owned())),
-        2 => (JobStatus::Error, Some("pytest exit 2: collecting the tests failed (an import error such as a module that is not installed, or a syntax error: see the log) or the run was interrupted".to_owned())),
-        3 => (JobStatus::Error, Some("pytest exit 3: internal error in pytest".to_owned())),
-        4 => (JobStatus::Error, Some("pytest exit 4: pytest command line usage error".to_owned())),
-        5 => (JobStatus::Error, Some("pytest exit 5: no tests were collected".to_owned())),
-        137 => (JobStatus::Error, Some("the tests were killed with SIGKILL (exit 137)".to_owned())),
-        other => (JobStatus::Error, Some(format!("the tests ended with exit code {other}"))),
-    };
-    let mut outcome = Outcome::new(status).with_exit_code(code);
-    outcome.reason = reason;
-    outcome
-}
-
-/// The outcome of a finished install container, if the job cannot go on.
-pub fn install_failure(state: &ContainerState, memory: u64) -> Option<Outcome> {
-    if state.oom_killed {
-        return Some(oom_outcome(Phase::Install, state, memory));
-    }
-    (state.exit_code != 0).then(|| {
-        Outcome::new(JobStatus::Error)
-            .with_reason(format!("pip install failed (exit {})", state.exit_code))
-            .with_exit_code(state.exit_code)
-    })
+    spec.exit_outcome(state.exit_code)
 }
 
 fn stopped_outcome(stop: Stop, state: Option<&ContainerState>, s: &JobSettings) -> Outcome {
@@ -320,13 +276,24 @@ impl<D: Docker> Ctx<D> {
         end
     }
 
-    /// Removes a job's containers and volume.
+    /// Removes a job's containers (every step's) and volume.
     pub async fn cleanup(&self, id: JobId) {
-        for phase in [Phase::Install, Phase::Test] {
-            let name = self.sandbox.container_name(id, phase);
-            if let Err(e) = self.docker.remove_container(&name).await {
+        let containers = match self
+            .docker
+            .list_containers(&format!("{LABEL_JOB}={id}"))
+            .await
+        {
+            Ok(containers) => containers,
+            Err(e) => {
                 self.metrics.docker_error();
-                warn!(job.id = %id, "cannot remove container {name}: {e}");
+                warn!(job.id = %id, "cannot list the job's containers: {e}");
+                Vec::new()
+            }
+        };
+        for container in containers {
+            if let Err(e) = self.docker.remove_container(&container.name).await {
+                self.metrics.docker_error();
+                warn!(job.id = %id, "cannot remove container {}: {e}", container.name);
             }
         }
         let volume = self.sandbox.volume_name(id);
@@ -336,6 +303,8 @@ impl<D: Docker> Ctx<D> {
         }
     }
 
+    /// The job from where it is to its end: its plan (made on its first run, read back after a
+    /// restart), then every step that has not ended, in order.
     async fn drive(
         &self,
         job: &Job,
@@ -351,141 +320,183 @@ impl<D: Docker> Ctx<D> {
             let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
             Instant::now() + left
         };
-        let has = |phase: Phase| {
-            found
-                .iter()
-                .any(|c| c.labels.get(LABEL_PHASE).map(String::as_str) == Some(phase.as_str()))
-        };
+        let mut rows = steps::list(&self.pool, job.id).await?;
+        let mut tar = None;
+        // No container has been made yet: the workspace is made now (and, on the job's first
+        // run, its plan).
+        let untouched = found.is_empty() && rows.iter().all(|r| r.state == StepState::Pending);
+        if rows.is_empty() || untouched {
+            match self
+                .prepare(job, found.is_empty(), rows.is_empty(), sink)
+                .await?
+            {
+                Ok((planned, workspace)) => {
+                    rows = planned;
+                    tar = workspace;
+                }
+                Err(flow) => return Ok(flow),
+            }
+        } else {
+            info!(job.id = %job.id, step = ?job.step, "reattaching to the job's steps");
+        }
         let db_cursor = job.log_cursor.clone().map(|ts| Cursor {
             ts,
             count: job.log_cursor_skip,
         });
-
-        if found.is_empty() {
-            return self.start_fresh(job, sink, control, deadline).await;
-        }
-        info!(job.id = %job.id, phase = ?job.phase, "reattaching to the job's container");
-        if !has(Phase::Test) {
-            let in_install = job.phase == Some(Phase::Install);
-            let start = Start::Resume {
-                cursor: if in_install { db_cursor } else { None },
-                read_log: in_install,
+        let mut last = Outcome::new(JobStatus::Passed);
+        let mut failed: Option<Outcome> = None;
+        for row in &rows {
+            if row.state.is_terminal() {
+                continue;
+            }
+            let spec = row
+                .spec()
+                .with_context(|| format!("the stored plan of step {} cannot be read", row.name))?;
+            let has_container = found
+                .iter()
+                .any(|c| step_of(&c.labels) == Some(row.name.as_str()));
+            let start = if has_container {
+                Start::Resume {
+                    cursor: if job.step.as_deref() == Some(row.name.as_str()) {
+                        db_cursor.clone()
+                    } else {
+                        None
+                    },
+                }
+            } else if row.state == StepState::Running {
+                // Its container vanished while it ran: what it did cannot be known.
+                let reason = format!("the container of step {} vanished while it ran", row.name);
+                steps::finish(
+                    &self.pool,
+                    job.id,
+                    self.epoch,
+                    row.position,
+                    StepState::Lost,
+                    None,
+                    Some(&reason),
+                )
+                .await?;
+                return Ok(Flow::Done(
+                    Outcome::new(JobStatus::Lost).with_reason(reason),
+                ));
+            } else {
+                if let Some(flow) = self.ensure_image(&spec.image, sink).await? {
+                    return Ok(flow);
+                }
+                Start::Fresh(tar.take())
             };
             let end = self
-                .run_phase(job.id, None, Phase::Install, start, sink, control, deadline)
+                .run_step(job, row, &spec, start, sink, control, deadline)
                 .await?;
-            if let Some(flow) = self.after_install(end) {
-                return Ok(flow);
+            let (state, outcome) = match end {
+                StepEnd::Detached => return Ok(Flow::Detached),
+                StepEnd::StoppedBefore(kind) => {
+                    let stop = Stop {
+                        kind,
+                        killed: false,
+                    };
+                    (
+                        stop.step_state(),
+                        stopped_outcome(stop, None, &self.settings),
+                    )
+                }
+                StepEnd::Exited(state, Some(stop)) => (
+                    stop.step_state(),
+                    stopped_outcome(stop, Some(&state), &self.settings),
+                ),
+                StepEnd::Exited(state, None) => {
+                    step_result(&spec, &state, self.sandbox.memory_bytes as u64)
+                }
+            };
+            let exit_code = outcome.exit_code;
+            let reason = (state != StepState::Passed)
+                .then(|| outcome.reason.clone())
+                .flatten();
+            steps::finish(
+                &self.pool,
+                job.id,
+                self.epoch,
+                row.position,
+                state,
+                exit_code,
+                reason.as_deref(),
+            )
+            .await?;
+            let stopped = matches!(state, StepState::Cancelled | StepState::TimedOut);
+            if state != StepState::Passed && (spec.stops_job || stopped) {
+                return Ok(Flow::Done(outcome));
             }
-            let Some(zip) = uploads::get(&self.pool, job.id).await? else {
-                return Ok(error("the job's uploaded project is missing"));
-            };
-            let root = tokio::task::spawn_blocking(move || root_files(&zip))
-                .await
-                .context("reading the project failed")?;
-            let plan = match root
-                .map_err(|e| e.to_string())
-                .and_then(|root| self.plan(job, &root))
-            {
-                Ok(plan) => plan,
-                Err(reason) => return Ok(error(reason)),
-            };
-            return self
-                .test_phase(
-                    job.id,
-                    Some(&plan),
-                    Start::Fresh(None),
-                    sink,
-                    control,
-                    deadline,
-                )
-                .await;
+            if state != StepState::Passed && failed.is_none() {
+                failed = Some(outcome.clone());
+            }
+            last = outcome;
         }
-        let start = Start::Resume {
-            cursor: if job.phase == Some(Phase::Test) {
-                db_cursor
-            } else {
-                None
-            },
-            read_log: true,
-        };
-        self.test_phase(job.id, None, start, sink, control, deadline)
-            .await
+        Ok(Flow::Done(failed.unwrap_or(last)))
     }
 
-    /// The plan of a job of this controller (see [`JobPlan::new`]).
-    fn plan(&self, job: &Job, root: &RootFiles) -> Result<JobPlan, String> {
-        JobPlan::new(job, &self.sandbox.image, &self.policy, root)
-    }
-
-    async fn start_fresh(
+    /// A job's first run: its workspace volume and project (when `fresh`: no container exists
+    /// yet; the tar is returned for the first container), and its plan stored as steps (kept
+    /// if it has one; `new_plan` says whether it had none, and only then is a skipped install
+    /// step announced). `Err` ends the job (a missing upload, a project that cannot be unpacked
+    /// or planned).
+    async fn prepare(
         &self,
         job: &Job,
+        fresh: bool,
+        new_plan: bool,
         sink: &mut LogSink,
-        control: &JobControl,
-        deadline: Instant,
-    ) -> anyhow::Result<Flow> {
-        // The workspace volume is created while the project is unpacked.
-        let volume = self.sandbox.volume_name(job.id);
-        let create_volume = self
-            .docker
-            .create_volume(&volume, self.sandbox.labels(job.id, None));
+    ) -> anyhow::Result<Result<(Vec<StepRow>, Option<Bytes>), Flow>> {
         let s = &self.settings;
         let (uid, gid, size) = (s.uid, s.gid, s.workspace_size);
         let unpack = async {
             let Some(zip) = uploads::get(&self.pool, job.id).await? else {
                 return Ok(None);
             };
-            let tar = tokio::task::spawn_blocking(move || zip_to_tar(&zip, uid, gid, size))
-                .await
-                .context("unpacking the project failed")?;
+            let tar = tokio::task::spawn_blocking(move || {
+                if fresh {
+                    zip_to_tar(&zip, uid, gid, size).map(|ws| (ws.root, Some(ws.tar)))
+                } else {
+                    root_files(&zip)
+                        .map(|root| (root, None))
+                        .map_err(crate::archive::ArchiveError::from)
+                }
+            })
+            .await
+            .context("unpacking the project failed")?;
             anyhow::Ok(Some(tar))
         };
+        // The workspace volume is created while the project is unpacked.
+        let volume = self.sandbox.volume_name(job.id);
+        let create_volume = async {
+            if fresh {
+                self.docker
+                    .create_volume(&volume, self.sandbox.labels(job.id, None))
+                    .await
+            } else {
+                Ok(())
+            }
+        };
         let (created, unpacked) = tokio::join!(create_volume, unpack);
-        let workspace = match unpacked? {
-            None => return Ok(error("the job's uploaded project is missing")),
-            Some(Err(e)) => return Ok(error(e.to_string())),
-            Some(Ok(ws)) => ws,
+        let (root, tar) = match unpacked? {
+            None => return Ok(Err(error("the job's uploaded project is missing"))),
+            Some(Err(e)) => return Ok(Err(error(e.to_string()))),
+            Some(Ok(unpacked)) => unpacked,
         };
         if let Err(e) = created {
             self.metrics.docker_error();
-            return Ok(error(format!("could not create the workspace volume: {e}")));
+            return Ok(Err(error(format!(
+                "could not create the workspace volume: {e}"
+            ))));
         }
-        let plan = match self.plan(job, &workspace.root) {
+        let (specs, skipped) = match plan_steps(job, &self.sandbox.image, &self.policy, &root) {
             Ok(plan) => plan,
-            Err(reason) => return Ok(error(reason)),
+            Err(reason) => return Ok(Err(error(reason))),
         };
-        if let Some(flow) = self.ensure_image(&plan.image, sink).await? {
-            return Ok(flow);
+        let rows = steps::plan(&self.pool, job.id, self.epoch, &specs).await?;
+        if let Some(notice) = skipped.filter(|_| new_plan) {
+            sink.notice(notice).await?;
         }
-        let mut tar = Some(Bytes::from(workspace.tar));
-        if plan.install == Install::Nothing {
-            sink.notice(plan.install_notice.clone()).await?;
-        } else {
-            let end = self
-                .run_phase(
-                    job.id,
-                    Some(&plan),
-                    Phase::Install,
-                    Start::Fresh(tar.take()),
-                    sink,
-                    control,
-                    deadline,
-                )
-                .await?;
-            if let Some(flow) = self.after_install(end) {
-                return Ok(flow);
-            }
-        }
-        self.test_phase(
-            job.id,
-            Some(&plan),
-            Start::Fresh(tar),
-            sink,
-            control,
-            deadline,
-        )
-        .await
+        Ok(Ok((rows, tar.map(Bytes::from))))
     }
 
     /// Makes sure `image` is present (pulling it if it is not); `Some` ends the job when it
@@ -523,119 +534,63 @@ impl<D: Docker> Ctx<D> {
         Ok(None)
     }
 
-    /// `Some` when the job ends with the install phase.
-    fn after_install(&self, end: PhaseEnd) -> Option<Flow> {
-        match end {
-            PhaseEnd::Detached => Some(Flow::Detached),
-            PhaseEnd::StoppedBefore(kind) => Some(Flow::Done(stopped_outcome(
-                Stop {
-                    kind,
-                    killed: false,
-                },
-                None,
-                &self.settings,
-            ))),
-            PhaseEnd::Exited(state, Some(stop)) => Some(Flow::Done(stopped_outcome(
-                stop,
-                Some(&state),
-                &self.settings,
-            ))),
-            PhaseEnd::Exited(state, None) => {
-                install_failure(&state, self.sandbox.memory_bytes as u64).map(Flow::Done)
-            }
-        }
-    }
-
-    /// Runs (with the plan) or continues (without) the test container.
-    async fn test_phase(
-        &self,
-        id: JobId,
-        plan: Option<&JobPlan>,
-        start: Start,
-        sink: &mut LogSink,
-        control: &JobControl,
-        deadline: Instant,
-    ) -> anyhow::Result<Flow> {
-        let end = self
-            .run_phase(id, plan, Phase::Test, start, sink, control, deadline)
-            .await?;
-        Ok(self.after_test(end))
-    }
-
-    fn after_test(&self, end: PhaseEnd) -> Flow {
-        match end {
-            PhaseEnd::Detached => Flow::Detached,
-            PhaseEnd::StoppedBefore(kind) => Flow::Done(stopped_outcome(
-                Stop {
-                    kind,
-                    killed: false,
-                },
-                None,
-                &self.settings,
-            )),
-            PhaseEnd::Exited(state, Some(stop)) => {
-                Flow::Done(stopped_outcome(stop, Some(&state), &self.settings))
-            }
-            PhaseEnd::Exited(state, None) => {
-                Flow::Done(test_outcome(&state, self.sandbox.memory_bytes as u64))
-            }
-        }
-    }
-
-    /// Runs one phase in its container until the container exits, is stopped, or the
-    /// controller shuts down. A fresh container needs the job's plan.
+    /// Runs one step in its container until the container exits, is stopped, or the controller
+    /// shuts down. The step's state moves to `running` once its container exists, just before it
+    /// starts.
     #[allow(clippy::too_many_arguments)]
-    async fn run_phase(
+    async fn run_step(
         &self,
-        id: JobId,
-        plan: Option<&JobPlan>,
-        phase: Phase,
+        job: &Job,
+        row: &StepRow,
+        spec: &StepSpec,
         start: Start,
         sink: &mut LogSink,
         control: &JobControl,
         deadline: Instant,
-    ) -> anyhow::Result<PhaseEnd> {
-        let name = self.sandbox.container_name(id, phase);
-        let (cursor, read_log) = match start {
-            Start::Resume { cursor, read_log } => {
+    ) -> anyhow::Result<StepEnd> {
+        let id = job.id;
+        let name = self.sandbox.container_name(id, &row.name);
+        let deadline = match spec.timeout_secs {
+            Some(secs) => deadline.min(Instant::now() + Duration::from_secs(secs)),
+            None => deadline,
+        };
+        let cursor = match start {
+            Start::Resume { cursor } => {
                 let state = self
                     .docker
                     .inspect_container(&name)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot inspect container {name}: {e}"))?
                     .with_context(|| format!("the container {name} disappeared"))?;
+                if row.state == StepState::Pending {
+                    sink.new_container();
+                    steps::start(&self.pool, id, self.epoch, row.position).await?;
+                }
                 if state.status == "created" {
                     self.docker
                         .start_container(&name)
                         .await
                         .map_err(|e| anyhow::anyhow!("could not start the container: {e}"))?;
                 }
-                (cursor, read_log)
+                cursor
             }
             Start::Fresh(tar) => {
                 if control.cancel.is_cancelled() {
-                    return Ok(PhaseEnd::StoppedBefore(StopKind::Cancel));
+                    return Ok(StepEnd::StoppedBefore(StopKind::Cancel));
                 }
                 if Instant::now() >= deadline {
-                    return Ok(PhaseEnd::StoppedBefore(StopKind::Timeout));
+                    return Ok(StepEnd::StoppedBefore(StopKind::Timeout));
                 }
-                let plan = plan.context("a new container needs the job's plan")?;
-                jobs::set_phase(&self.pool, id, self.epoch, phase).await?;
-                sink.new_container();
-                let step = plan.step(id, phase);
-                sink.notice(match phase {
-                    Phase::Install => plan.install_notice.clone(),
-                    Phase::Test => format!(
-                        "running tests: {}",
-                        shlex::try_join(step.command.iter().map(String::as_str))
-                            .unwrap_or_else(|_| step.command.join(" "))
-                    ),
-                })
-                .await?;
-                let config = container_config(&self.sandbox, &step);
+                sink.notice(spec.notice.clone()).await?;
+                let run = Run {
+                    job: id,
+                    task: &job.task,
+                    step: spec,
+                };
+                let config = container_config(&self.sandbox, &run);
                 if let Err(e) = self.docker.create_container(&name, config).await {
                     self.metrics.docker_error();
-                    anyhow::bail!("could not create the {} container: {e}", phase.as_str());
+                    anyhow::bail!("could not create the {} container: {e}", row.name);
                 }
                 if let Some(tar) = tar {
                     if let Err(e) = self.docker.upload_archive(&name, WORKSPACE, tar).await {
@@ -643,11 +598,13 @@ impl<D: Docker> Ctx<D> {
                         anyhow::bail!("could not copy the project into the container: {e}");
                     }
                 }
+                sink.new_container();
+                steps::start(&self.pool, id, self.epoch, row.position).await?;
                 if let Err(e) = self.docker.start_container(&name).await {
                     self.metrics.docker_error();
-                    anyhow::bail!("could not start the {} container: {e}", phase.as_str());
+                    anyhow::bail!("could not start the {} container: {e}", row.name);
                 }
-                (None, true)
+                None
             }
         };
 
@@ -678,15 +635,15 @@ impl<D: Docker> Ctx<D> {
             }
             std::future::pending::<()>().await;
         };
-        let watch = self.follow(&name, cursor, read_log, sink, &control.shutdown);
+        let watch = self.follow(&name, cursor, true, sink, &control.shutdown);
         let state = tokio::select! {
             state = watch => state?,
             () = stopper => unreachable!("the stopper never ends"),
         };
         let stop = *stop.lock().unwrap();
         Ok(match state {
-            None => PhaseEnd::Detached,
-            Some(state) => PhaseEnd::Exited(state, stop),
+            None => StepEnd::Detached,
+            Some(state) => StepEnd::Exited(state, stop),
         })
     }
 
@@ -785,3 +742,7 @@ fn is_lease_lost(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|cause| matches!(cause.downcast_ref::<DbError>(), Some(DbError::LeaseLost(_))))
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bollard::container::Config;
 use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
-use ci_common::{JobId, Phase};
+use ci_common::step::{Network, StepSpec};
+use ci_common::JobId;
 
 use crate::config::{human_size, Args};
 
@@ -29,7 +30,18 @@ pub const PATH: &str =
 pub const LABEL_MANAGED: &str = "ci.managed";
 pub const LABEL_JOB: &str = "ci.job_id";
 pub const LABEL_PREFIX: &str = "ci.prefix";
-pub const LABEL_PHASE: &str = "ci.phase";
+/// The step a container runs.
+pub const LABEL_STEP: &str = "ci.step";
+/// What earlier versions called the step (`install` or `test`), read on reattach.
+const LABEL_PHASE: &str = "ci.phase";
+
+/// The step of a container from its labels.
+pub fn step_of(labels: &HashMap<String, String>) -> Option<&str> {
+    labels
+        .get(LABEL_STEP)
+        .or_else(|| labels.get(LABEL_PHASE))
+        .map(String::as_str)
+}
 
 /// The limits and settings of job containers.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,8 +103,8 @@ impl Sandbox {
         }
     }
 
-    pub fn container_name(&self, job: JobId, phase: Phase) -> String {
-        format!("{}-{}-{}", self.prefix, job, phase.as_str())
+    pub fn container_name(&self, job: JobId, step: &str) -> String {
+        format!("{}-{}-{}", self.prefix, job, step)
     }
 
     pub fn volume_name(&self, job: JobId) -> String {
@@ -104,15 +116,15 @@ impl Sandbox {
         format!("{LABEL_PREFIX}={}", self.prefix)
     }
 
-    /// Labels of a job's volume (and, with the phase, of its containers).
-    pub fn labels(&self, job: JobId, phase: Option<Phase>) -> HashMap<String, String> {
+    /// Labels of a job's volume (and, with the step, of its containers).
+    pub fn labels(&self, job: JobId, step: Option<&str>) -> HashMap<String, String> {
         let mut labels = HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_JOB.to_owned(), job.to_string()),
             (LABEL_PREFIX.to_owned(), self.prefix.clone()),
         ]);
-        if let Some(phase) = phase {
-            labels.insert(LABEL_PHASE.to_owned(), phase.as_str().to_owned());
+        if let Some(step) = step {
+            labels.insert(LABEL_STEP.to_owned(), step.to_owned());
         }
         labels
     }
@@ -151,24 +163,22 @@ pub fn write_identity(dir: &Path, uid: u64, gid: u64) -> std::io::Result<()> {
 /// ignores signals sent from inside the container (see the script's header).
 const SUPERVISOR: &str = include_str!("supervisor.py");
 
-/// One container run of a job: which job, which phase, in which image, running what.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Step<'a> {
+/// One container run of a job: which job and task, and the step's specification.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Run<'a> {
     pub job: JobId,
     /// The job's task (`CI_JOB_TASK`).
     pub task: &'a str,
-    pub phase: Phase,
-    pub image: &'a str,
-    /// The command, run under the supervisor.
-    pub command: Vec<String>,
+    pub step: &'a StepSpec,
 }
 
 /// The environment of every step: what a developer's shell has (`USER`, `LOGNAME`, a writable
 /// `HOME`, a UTF-8 locale, `TZ`, console scripts of installed packages on `PATH`), installed
 /// packages visible through Python's user site, unbuffered output, and the variables CI systems
 /// set (`CI=true`, `CI_JOB_ID`, ...).
-pub fn environment(step: &Step<'_>) -> Vec<String> {
-    [
+pub fn environment(run: &Run<'_>) -> Vec<String> {
+    let step = run.step;
+    let mut env: Vec<String> = [
         format!("USER={JOB_USER}"),
         format!("LOGNAME={JOB_USER}"),
         format!("HOME={HOME}"),
@@ -184,20 +194,23 @@ pub fn environment(step: &Step<'_>) -> Vec<String> {
         "PIP_NO_CACHE_DIR=1".to_owned(),
         "PIP_NO_WARN_SCRIPT_LOCATION=1".to_owned(),
         "CI=true".to_owned(),
-        format!("CI_JOB_ID={}", step.job),
-        format!("CI_JOB_TASK={}", step.task),
-        format!("CI_JOB_STEP={}", step.phase.as_str()),
+        format!("CI_JOB_ID={}", run.job),
+        format!("CI_JOB_TASK={}", run.task),
+        format!("CI_JOB_STEP={}", step.name),
         format!("CI_JOB_IMAGE={}", step.image),
         format!("CI_PROJECT_DIR={WORKDIR}"),
     ]
-    .into()
+    .into();
+    env.extend(step.env.iter().cloned());
+    env
 }
 
 /// The whole container configuration of one step of a job.
-pub fn container_config(sandbox: &Sandbox, step: &Step<'_>) -> Config<String> {
-    let network = match step.phase {
-        Phase::Install => &sandbox.install_network,
-        Phase::Test => &sandbox.test_network,
+pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
+    let step = run.step;
+    let network = match step.network {
+        Network::Online => &sandbox.install_network,
+        Network::Offline => &sandbox.test_network,
     };
     let identity = |name: &str, target: &str| Mount {
         target: Some(target.to_owned()),
@@ -216,7 +229,7 @@ pub fn container_config(sandbox: &Sandbox, step: &Step<'_>) -> Config<String> {
         mounts: Some(vec![
             Mount {
                 target: Some(WORKSPACE.to_owned()),
-                source: Some(sandbox.volume_name(step.job)),
+                source: Some(sandbox.volume_name(run.job)),
                 typ: Some(MountTypeEnum::VOLUME),
                 read_only: Some(false),
                 ..Default::default()
@@ -266,10 +279,10 @@ pub fn container_config(sandbox: &Sandbox, step: &Step<'_>) -> Config<String> {
     Config {
         image: Some(step.image.to_owned()),
         cmd: Some(cmd),
-        env: Some(environment(step)),
+        env: Some(environment(run)),
         working_dir: Some(WORKDIR.to_owned()),
         user: Some(sandbox.user.clone()),
-        labels: Some(sandbox.labels(step.job, Some(step.phase))),
+        labels: Some(sandbox.labels(run.job, Some(&step.name))),
         // `network_mode: none` alone cuts the network and keeps the loopback interface with an
         // /etc/hosts that names it; `network_disabled` would also drop /etc/hosts, and
         // `localhost` would not resolve.
@@ -302,20 +315,32 @@ mod tests {
         }
     }
 
-    fn step(job: JobId, phase: Phase) -> Step<'static> {
-        Step {
+    /// The built-in test task's steps for a project with requirements: install, test.
+    fn steps() -> Vec<StepSpec> {
+        let root = ci_common::project::RootFiles::from_pairs([("requirements.txt", &b""[..])]);
+        ci_common::step::test_task(&root, "img", &[]).unwrap().0
+    }
+
+    fn run(job: JobId, step: &StepSpec) -> Run<'_> {
+        Run {
             job,
             task: "test",
-            phase,
-            image: "img",
-            command: vec!["python3".into(), "-m".into(), "pytest".into(), "-v".into()],
+            step,
         }
     }
 
     #[test]
     fn the_environment_is_a_developers_shell_plus_ci_variables() {
         let job = JobId::new();
-        let env = environment(&step(job, Phase::Test));
+        let mut test = steps()[1].clone();
+        test.env.push("EXTRA=1".into());
+        let env = environment(&run(job, &test));
+        assert!(env.contains(&"CI_JOB_STEP=test".to_owned()));
+        assert_eq!(
+            env.last().map(String::as_str),
+            Some("EXTRA=1"),
+            "the step's own last"
+        );
         for expected in [
             "USER=runner".to_owned(),
             "LOGNAME=runner".to_owned(),
@@ -373,7 +398,8 @@ mod tests {
     #[test]
     fn every_limit_is_set_and_tests_have_no_network() {
         let job = JobId::new();
-        let config = container_config(&sandbox(), &step(job, Phase::Test));
+        let steps = steps();
+        let config = container_config(&sandbox(), &run(job, &steps[1]));
         let host = config.host_config.clone().unwrap();
         assert_eq!(config.user.as_deref(), Some("1000:1000"));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
@@ -417,17 +443,18 @@ mod tests {
         );
         let labels = config.labels.unwrap();
         assert_eq!(labels[LABEL_JOB], job.to_string());
-        assert_eq!(labels[LABEL_PHASE], "test");
+        assert_eq!(labels[LABEL_STEP], "test");
+        assert_eq!(step_of(&labels), Some("test"));
         assert_eq!(labels[LABEL_PREFIX], "ci");
         assert_eq!(labels[LABEL_MANAGED], "true");
         assert_eq!(config.working_dir.as_deref(), Some(WORKDIR));
-        let install = container_config(&sandbox(), &step(job, Phase::Install));
+        let install = container_config(&sandbox(), &run(job, &steps[0]));
         assert_eq!(
             install.host_config.unwrap().network_mode.as_deref(),
             Some("bridge")
         );
         assert_eq!(
-            sandbox().container_name(job, Phase::Install),
+            sandbox().container_name(job, "install"),
             format!("ci-{job}-install")
         );
     }

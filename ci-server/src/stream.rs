@@ -18,7 +18,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use ci_common::api::StreamEvent;
+use ci_common::api::{StepView, StreamEvent};
 use ci_common::db::events;
 use ci_common::{JobId, LogStream};
 use futures_util::stream::{self, Stream};
@@ -240,6 +240,13 @@ pub enum OriginalEvent {
         seq: i64,
         ts: DateTime<Utc>,
     },
+    /// A step started or ended (the original's client ignores the type).
+    Step {
+        seq: i64,
+        #[serde(flatten)]
+        step: StepView,
+        ts: DateTime<Utc>,
+    },
     Complete {
         success: bool,
         seq: i64,
@@ -290,6 +297,7 @@ impl From<StreamEvent> for OriginalEvent {
                 reason,
                 ts,
             },
+            StreamEvent::Step { seq, step, ts } => OriginalEvent::Step { seq, step, ts },
             StreamEvent::Notice { seq, data, ts } => OriginalEvent::Notice {
                 data: with_newline(data),
                 seq,

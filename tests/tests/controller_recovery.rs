@@ -51,6 +51,48 @@ async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_on
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_every_line_once() {
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let mut first = Controller::start(&db.path);
+    let prefix = first.prefix.clone();
+    let id = queue(&db, user.id, "slow_install").await;
+    // pip has started on the project (its setup.py takes seconds).
+    running_with_line(&db, id, "Obtaining file:///workspace/src").await;
+    first.proc.signal("KILL");
+    first.proc.wait_exit(Duration::from_secs(10));
+
+    let second = Controller::start_with_prefix(&db.path, &prefix, &[]);
+    let job = finished(&db, id, JOB_WAIT).await;
+    let events = all_events(&db, id).await;
+    let lines = log_texts(&events);
+    assert_eq!(
+        job.status,
+        JobStatus::Passed,
+        "reason: {:?}\n{lines:#?}",
+        job.reason
+    );
+    assert_well_formed(&job, &events);
+    for once in [
+        "Obtaining file:///workspace/src",
+        "Successfully installed slowpkg-0.1",
+    ] {
+        let count = lines.iter().filter(|l| l.contains(once)).count();
+        assert_eq!(count, 1, "{once:?} appears {count} times in {lines:#?}");
+    }
+    // Both steps ran once, in order, and the install was not started again.
+    let said = notices(&events);
+    assert_eq!(
+        said.iter().filter(|n| n.starts_with("installing")).count(),
+        1,
+        "{said:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("1 passed")), "{lines:#?}");
+    drop(second);
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_running_job_without_a_container_is_lost_and_orphans_are_removed() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;

@@ -72,7 +72,7 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     assert_eq!(labels["ci.managed"], "true");
     assert_eq!(labels["ci.job_id"], id.to_string());
     assert_eq!(labels["ci.prefix"], controller.prefix);
-    assert_eq!(labels["ci.phase"], "test");
+    assert_eq!(labels["ci.step"], "test");
     assert_eq!(c["Config"]["WorkingDir"], "/workspace/src");
     let mounts = c["Mounts"].as_array().unwrap();
     let mount = |target: &str| {

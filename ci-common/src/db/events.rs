@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor};
 
 use super::DbError;
-use crate::api::{Outcome, StreamEvent};
+use crate::api::{Outcome, StepView, StreamEvent};
 use crate::{EventKind, JobId, JobStatus, LogStream};
 
 /// Rows per INSERT statement (7 parameters each, well under SQLite's limit).
@@ -55,6 +55,17 @@ impl NewEvent {
             ts: Utc::now(),
             text: status.as_str().to_owned(),
             data: Some(serde_json::to_string(&details).expect("outcome serializes")),
+        }
+    }
+
+    /// A step started or ended (`text` is its name, `data` its [`StepView`]).
+    pub fn step(step: &StepView, ts: DateTime<Utc>) -> Self {
+        Self {
+            kind: EventKind::Step,
+            stream: None,
+            ts,
+            text: step.name.clone(),
+            data: Some(serde_json::to_string(step).expect("a step serializes")),
         }
     }
 
@@ -108,6 +119,26 @@ impl EventRow {
                     seq: self.seq,
                     status: details.status,
                     reason: details.reason,
+                    ts: self.ts,
+                }
+            }
+            EventKind::Step => {
+                let step = self
+                    .data
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str(json).ok())
+                    .unwrap_or_else(|| StepView {
+                        name: self.text.clone(),
+                        position: 0,
+                        state: crate::StepState::Error,
+                        exit_code: None,
+                        reason: None,
+                        started_at: None,
+                        finished_at: None,
+                    });
+                StreamEvent::Step {
+                    seq: self.seq,
+                    step,
                     ts: self.ts,
                 }
             }

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use super::events::{self, NewEvent};
-use super::{lease, uploads, DbError};
+use super::{lease, steps, uploads, DbError};
 use crate::api::{JobView, Outcome};
 use crate::keys::sha256_hex;
-use crate::{JobId, JobStatus, Phase, UserId};
+use crate::{JobId, JobStatus, UserId};
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct Job {
@@ -23,7 +23,8 @@ pub struct Job {
     pub oom_killed: bool,
     pub attempt: i64,
     pub image: Option<String>,
-    pub phase: Option<Phase>,
+    /// The step whose container a running job is in.
+    pub step: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -63,6 +64,7 @@ impl Job {
             log_lines: self.log_lines,
             dropped_lines: self.dropped_lines,
             last_seq: None,
+            steps: None,
         }
     }
 }
@@ -192,7 +194,7 @@ pub async fn request_cancel(
         return Ok(None);
     };
     match job.status {
-        JobStatus::Queued => {
+        JobStatus::Queued if job.status.can_become(JobStatus::Cancelled) => {
             let outcome = Outcome::new(JobStatus::Cancelled)
                 .with_reason("cancelled by the user before it started");
             end(&mut tx, id, &outcome, now).await?;
@@ -255,27 +257,6 @@ pub async fn claim_next(
     Ok(job)
 }
 
-/// Moves a running job to the given phase (a new container: its log position starts afresh).
-pub async fn set_phase(
-    pool: &SqlitePool,
-    id: JobId,
-    epoch: i64,
-    phase: Phase,
-) -> Result<(), DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
-    sqlx::query(
-        "UPDATE jobs SET phase = ?, log_cursor = NULL, log_cursor_skip = 0
-         WHERE id = ? AND status = 'running'",
-    )
-    .bind(phase)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// What one batch of log lines adds to a job's counters, and where its log now ends.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LogProgress {
@@ -330,12 +311,11 @@ pub async fn finish(
     if let Some(epoch) = epoch {
         lease::check(&mut tx, epoch).await?;
     }
-    let running: Option<JobStatus> =
-        sqlx::query_scalar("SELECT status FROM jobs WHERE id = ? AND status = 'running'")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if running.is_none() {
+    let current: Option<JobStatus> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if !current.is_some_and(|status| status.can_become(outcome.status)) {
         return Ok(false);
     }
     end(&mut tx, id, outcome, Utc::now()).await?;
@@ -351,9 +331,10 @@ async fn end(
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
     debug_assert!(outcome.status.is_terminal());
+    steps::close_open(&mut *conn, id, outcome.status, now).await?;
     sqlx::query(
         "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, oom_killed = ?, finished_at = ?,
-             phase = NULL
+             step = NULL
          WHERE id = ?",
     )
     .bind(outcome.status)

@@ -14,6 +14,7 @@ pub mod events;
 pub mod jobs;
 pub mod lease;
 pub mod policy;
+pub mod steps;
 pub mod uploads;
 pub mod users;
 

@@ -206,6 +206,7 @@ mod tests {
             log_lines: 3,
             dropped_lines: 0,
             last_seq: Some(5),
+            steps: None,
         }
     }
 

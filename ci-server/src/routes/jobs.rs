@@ -100,6 +100,8 @@ pub async fn view_with_seq(
     let job = owned_job(state, user, id).await?;
     let mut view = job.view();
     view.last_seq = Some(events::last_seq(&state.pool, id).await?);
+    let steps = ci_common::db::steps::list(&state.pool, id).await?;
+    view.steps = Some(steps.iter().map(|s| s.view()).collect());
     Ok(view)
 }
 

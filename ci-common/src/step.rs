@@ -1,0 +1,360 @@
+//! Steps: a job runs a task, and a task is an ordered list of steps. A step is one named
+//! container run — image, command, network, environment, timeout — with a rule for what its exit
+//! code means and whether its failure stops the job. The built-in `test` task has up to two
+//! steps, `install` and `test` ([`test_task`]); every step, whatever it does, is started,
+//! followed, reattached, cancelled, timed out and recorded the same way.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::Outcome;
+use crate::project::{install_notice, pytest_command, ConfigError, Install, Project, RootFiles};
+use crate::JobStatus;
+
+/// Whether a step's container has the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The operator's install network (`--install-network`, `bridge` by default).
+    Online,
+    /// The operator's test network (`--test-network`, `none` by default: loopback only).
+    Offline,
+}
+
+/// What a step's exit code means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum ExitRule {
+    /// pytest's codes: 0 passed, 1 tests failed, 2–5 an error of the run (see [`pytest_exit`]).
+    Pytest,
+    /// 0 passes; anything else fails the step, and the job ends with `failure` (when the step
+    /// stops the job) and the reason "`TITLE` failed: step NAME exited N".
+    Zero { failure: JobStatus },
+}
+
+/// Everything about one step a controller needs to run it, stored with the step so that a
+/// restarted controller continues exactly the plan the job started with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// Unique within the job: lower-case letters, digits, `-` and `_` (it names the container).
+    pub name: String,
+    /// What the step does, for people: `pip install`, `pytest`.
+    pub title: String,
+    /// What the job says when the step starts (`installing requirements.txt`, `running tests: ...`).
+    pub notice: String,
+    pub image: String,
+    /// The command, as an argument vector (no shell).
+    pub command: Vec<String>,
+    pub network: Network,
+    /// Extra environment variables (`KEY=VALUE`), after the job's own.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// A limit of its own, in seconds, within the job's timeout.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    pub exit: ExitRule,
+    /// Whether a failure of this step ends the job (otherwise the next step runs).
+    pub stops_job: bool,
+}
+
+/// Why a step name cannot be used.
+pub fn check_step_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid step name {name:?}: use 1 to 40 lower-case letters, digits, `-` or `_`"
+        ))
+    }
+}
+
+/// The state of one step: `pending → running → passed | failed | error | timed_out |
+/// cancelled | lost`, or `pending → skipped` when an earlier step ended the job. Terminal states
+/// never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "db", derive(sqlx::Type))]
+#[cfg_attr(feature = "db", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
+pub enum StepState {
+    Pending,
+    Running,
+    Passed,
+    Failed,
+    Error,
+    TimedOut,
+    Cancelled,
+    Lost,
+    Skipped,
+}
+
+impl StepState {
+    pub const ALL: [StepState; 9] = [
+        StepState::Pending,
+        StepState::Running,
+        StepState::Passed,
+        StepState::Failed,
+        StepState::Error,
+        StepState::TimedOut,
+        StepState::Cancelled,
+        StepState::Lost,
+        StepState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Passed => "passed",
+            StepState::Failed => "failed",
+            StepState::Error => "error",
+            StepState::TimedOut => "timed_out",
+            StepState::Cancelled => "cancelled",
+            StepState::Lost => "lost",
+            StepState::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, StepState::Pending | StepState::Running)
+    }
+
+    /// The one rule for step transitions (see the type's documentation).
+    pub fn can_become(self, next: StepState) -> bool {
+        match self {
+            StepState::Pending => matches!(
+                next,
+                StepState::Running
+                    | StepState::Skipped
+                    | StepState::Cancelled
+                    | StepState::TimedOut
+                    | StepState::Lost
+            ),
+            StepState::Running => next.is_terminal() && next != StepState::Skipped,
+            _ => false,
+        }
+    }
+
+    /// The state a step ends in when its job ends with `status` while the step was not done.
+    pub fn of_job_end(status: JobStatus) -> StepState {
+        match status {
+            JobStatus::Cancelled => StepState::Cancelled,
+            JobStatus::TimedOut => StepState::TimedOut,
+            JobStatus::Lost => StepState::Lost,
+            JobStatus::Passed => StepState::Passed,
+            JobStatus::Failed => StepState::Failed,
+            JobStatus::Queued | JobStatus::Running | JobStatus::Error => StepState::Error,
+        }
+    }
+}
+
+impl fmt::Display for StepState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown step state {s:?}"))
+    }
+}
+
+/// The outcome of pytest's exit code (0 passed, 1 failed, 2–5 an error of the run).
+pub fn pytest_exit(code: i64) -> Outcome {
+    let (status, reason) = match code {
+        0 => (JobStatus::Passed, None),
+        1 => (JobStatus::Failed, Some("some tests failed (pytest exit 1)".to_owned())),
+        2 => (JobStatus::Error, Some("pytest exit 2: collecting the tests failed (an import error such as a module that is not installed, or a syntax error: see the log) or the run was interrupted".to_owned())),
+        3 => (JobStatus::Error, Some("pytest exit 3: internal error in pytest".to_owned())),
+        4 => (JobStatus::Error, Some("pytest exit 4: pytest command line usage error".to_owned())),
+        5 => (JobStatus::Error, Some("pytest exit 5: no tests were collected".to_owned())),
+        137 => (JobStatus::Error, Some("the tests were killed with SIGKILL (exit 137)".to_owned())),
+        other => (JobStatus::Error, Some(format!("the tests ended with exit code {other}"))),
+    };
+    let mut outcome = Outcome::new(status).with_exit_code(code);
+    outcome.reason = reason;
+    outcome
+}
+
+impl StepSpec {
+    /// What a finished step's exit code means: the step's state, and the job's outcome if the
+    /// step decides it (a failure of a step that stops the job, or the last step's result).
+    pub fn exit_outcome(&self, code: i64) -> (StepState, Outcome) {
+        match self.exit {
+            ExitRule::Pytest => {
+                let outcome = pytest_exit(code);
+                let state = match outcome.status {
+                    JobStatus::Passed => StepState::Passed,
+                    JobStatus::Failed => StepState::Failed,
+                    _ => StepState::Error,
+                };
+                (state, outcome)
+            }
+            ExitRule::Zero { failure } => {
+                if code == 0 {
+                    (
+                        StepState::Passed,
+                        Outcome::new(JobStatus::Passed).with_exit_code(0),
+                    )
+                } else {
+                    let outcome = Outcome::new(failure)
+                        .with_reason(format!(
+                            "{} failed: step {} exited {code}",
+                            self.title, self.name
+                        ))
+                        .with_exit_code(code);
+                    (StepState::Failed, outcome)
+                }
+            }
+        }
+    }
+}
+
+/// The steps of the built-in `test` task, from the project's root files, the job's image and
+/// its extra pytest arguments: `install` (online; only when there is something to install, see
+/// [`Install`]) then `test` (offline). Also returns the notice of a skipped install step.
+///
+/// # Errors
+///
+/// A broken `pyproject.toml` (see [`Project::read`]).
+pub fn test_task(
+    root: &RootFiles,
+    image: &str,
+    pytest_args: &[String],
+) -> Result<(Vec<StepSpec>, Option<String>), ConfigError> {
+    let project = Project::read(root)?;
+    let install = Install::plan(root);
+    let notice = install_notice(root, &install);
+    let mut steps = Vec::new();
+    let mut skipped = None;
+    if install == Install::Nothing {
+        skipped = Some(notice);
+    } else {
+        steps.push(StepSpec {
+            name: "install".into(),
+            title: "pip install".into(),
+            notice,
+            image: image.to_owned(),
+            command: ["python3", "-m", "pip", "install", "--user"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(install.pip_args())
+                .collect(),
+            network: Network::Online,
+            env: Vec::new(),
+            timeout_secs: None,
+            exit: ExitRule::Zero {
+                failure: JobStatus::Error,
+            },
+            stops_job: true,
+        });
+    }
+    let command = pytest_command(project.pytest.as_ref(), pytest_args);
+    steps.push(StepSpec {
+        name: "test".into(),
+        title: "pytest".into(),
+        notice: format!(
+            "running tests: {}",
+            shlex::try_join(command.iter().map(String::as_str))
+                .unwrap_or_else(|_| command.join(" "))
+        ),
+        image: image.to_owned(),
+        command,
+        network: Network::Offline,
+        env: Vec::new(),
+        timeout_secs: None,
+        exit: ExitRule::Pytest,
+        stops_job: true,
+    });
+    Ok((steps, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_states_follow_one_rule() {
+        for from in StepState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            for to in StepState::ALL {
+                assert!(!from.can_become(to), "{from} must not become {to}");
+            }
+        }
+        assert!(StepState::Pending.can_become(StepState::Running));
+        assert!(StepState::Pending.can_become(StepState::Skipped));
+        assert!(!StepState::Running.can_become(StepState::Skipped));
+        assert!(!StepState::Running.can_become(StepState::Pending));
+        assert!(StepState::Running.can_become(StepState::Lost));
+        for state in StepState::ALL {
+            assert_eq!(state.as_str().parse::<StepState>().unwrap(), state);
+        }
+    }
+
+    #[test]
+    fn the_test_task_has_an_install_step_only_when_there_is_something_to_install() {
+        let root = RootFiles::from_pairs([("requirements.txt", &b"six\n"[..])]);
+        let (steps, skipped) = test_task(&root, "img", &["-k".into(), "x y".into()]).unwrap();
+        assert_eq!(skipped, None);
+        let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["install", "test"]);
+        assert_eq!(steps[0].network, Network::Online);
+        assert_eq!(steps[0].notice, "installing requirements.txt");
+        assert_eq!(steps[1].network, Network::Offline);
+        assert_eq!(
+            steps[1].notice,
+            "running tests: python3 -m pytest -v -k 'x y'"
+        );
+        assert!(steps
+            .iter()
+            .all(|s| s.image == "img" && check_step_name(&s.name).is_ok()));
+
+        let (steps, skipped) = test_task(&RootFiles::default(), "img", &[]).unwrap();
+        assert_eq!(steps.len(), 1);
+        assert!(skipped.unwrap().contains("skipping the install step"));
+    }
+
+    #[test]
+    fn exit_codes_mean_what_the_rule_says() {
+        let root = RootFiles::from_pairs([("requirements.txt", &b""[..])]);
+        let (steps, _) = test_task(&root, "img", &[]).unwrap();
+        let (state, outcome) = steps[0].exit_outcome(1);
+        assert_eq!(state, StepState::Failed);
+        assert_eq!(outcome.status, JobStatus::Error);
+        assert_eq!(
+            outcome.reason.as_deref(),
+            Some("pip install failed: step install exited 1")
+        );
+        assert_eq!(steps[0].exit_outcome(0).0, StepState::Passed);
+        let (state, outcome) = steps[1].exit_outcome(1);
+        assert_eq!(
+            (state, outcome.status),
+            (StepState::Failed, JobStatus::Failed)
+        );
+        let (state, outcome) = steps[1].exit_outcome(5);
+        assert_eq!(
+            (state, outcome.status),
+            (StepState::Error, JobStatus::Error)
+        );
+        assert!(outcome.reason.unwrap().contains("no tests were collected"));
+    }
+
+    #[test]
+    fn step_names_name_containers() {
+        assert!(check_step_name("install").is_ok());
+        assert!(check_step_name("lint-2_x").is_ok());
+        for bad in ["", "Install", "a b", "a/b", &"x".repeat(41)] {
+            assert!(check_step_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! An in-memory Docker (a test double of [`crate::docker::Docker`]) for the runner's and the
+//! scheduler's tests: containers follow a [`Script`] instead of running anything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bollard::container::Config;
+use bytes::Bytes;
+use ci_common::LogStream;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::docker::{
+    ContainerState, ContainerSummary, Docker, DockerError, DockerResult, LogChunk, VolumeSummary,
+};
+use crate::sandbox::LABEL_STEP;
+
+/// How a fake container of one step behaves.
+#[derive(Clone, Debug, Default)]
+pub struct Script {
+    /// Docker log messages (`"<ts> <text>\n"`).
+    pub messages: Vec<String>,
+    pub exit_code: i64,
+    pub oom: bool,
+    /// Runs until killed instead of exiting at once.
+    pub runs_until_killed: bool,
+    /// SIGTERM does nothing (only SIGKILL stops it).
+    pub ignores_term: bool,
+}
+
+struct Container {
+    config: Config<String>,
+    script: Script,
+    status: String,
+    exit_code: i64,
+    oom: bool,
+    exited: watch::Sender<bool>,
+    uploads: usize,
+}
+
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, Container>,
+    volumes: HashMap<String, HashMap<String, String>>,
+    scripts: HashMap<String, Script>,
+    signals: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeDocker {
+    state: Arc<Mutex<State>>,
+    pub missing_image: bool,
+}
+
+impl FakeDocker {
+    /// Sets how containers of the step named `step` ("install", "test", ...) behave.
+    pub fn script(&self, step: &str, script: Script) {
+        self.state
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(step.to_owned(), script);
+    }
+
+    pub fn container_names(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .containers
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn volume_names(&self) -> Vec<String> {
+        self.state.lock().unwrap().volumes.keys().cloned().collect()
+    }
+
+    pub fn signals(&self) -> Vec<String> {
+        self.state.lock().unwrap().signals.clone()
+    }
+
+    pub fn config(&self, name: &str) -> Option<Config<String>> {
+        self.state
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .map(|c| c.config.clone())
+    }
+
+    pub fn uploads(&self, name: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .map_or(0, |c| c.uploads)
+    }
+
+    /// Puts an already running container in place (as a crashed controller left it).
+    pub fn existing(&self, name: &str, config: Config<String>, script: Script) {
+        let (exited, _) = watch::channel(false);
+        self.state.lock().unwrap().containers.insert(
+            name.to_owned(),
+            Container {
+                config,
+                script,
+                status: "running".into(),
+                exit_code: 0,
+                oom: false,
+                exited,
+                uploads: 0,
+            },
+        );
+    }
+
+    /// Makes a running container exit now with `code` (as if its command ended).
+    pub fn exit_now(&self, name: &str, code: i64) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(c) = state.containers.get_mut(name) {
+            Self::exit(c, code, false);
+        }
+    }
+
+    fn exit(c: &mut Container, code: i64, oom: bool) {
+        c.status = "exited".into();
+        c.exit_code = code;
+        c.oom = oom;
+        c.exited.send_replace(true);
+    }
+}
+
+impl Docker for FakeDocker {
+    async fn image_exists(&self, _image: &str) -> DockerResult<bool> {
+        Ok(!self.missing_image)
+    }
+
+    async fn pull_image(&self, image: &str) -> DockerResult<()> {
+        Err(DockerError::Api(format!("pull access denied for {image}")))
+    }
+
+    async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> DockerResult<()> {
+        self.state
+            .lock()
+            .unwrap()
+            .volumes
+            .insert(name.to_owned(), labels);
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> DockerResult<()> {
+        self.state.lock().unwrap().volumes.remove(name);
+        Ok(())
+    }
+
+    async fn list_volumes(&self, _label: &str) -> DockerResult<Vec<VolumeSummary>> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .volumes
+            .iter()
+            .map(|(name, labels)| VolumeSummary {
+                name: name.clone(),
+                labels: labels.clone(),
+            })
+            .collect())
+    }
+
+    async fn create_container(&self, name: &str, config: Config<String>) -> DockerResult<()> {
+        let mut state = self.state.lock().unwrap();
+        let step = config
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_STEP))
+            .cloned()
+            .unwrap_or_default();
+        let script = state.scripts.get(&step).cloned().unwrap_or_default();
+        let (exited, _) = watch::channel(false);
+        state.containers.insert(
+            name.to_owned(),
+            Container {
+                config,
+                script,
+                status: "created".into(),
+                exit_code: 0,
+                oom: false,
+                exited,
+                uploads: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn upload_archive(&self, name: &str, _path: &str, _tar: Bytes) -> DockerResult<()> {
+        let mut state = self.state.lock().unwrap();
+        let c = state
+            .containers
+            .get_mut(name)
+            .ok_or_else(|| DockerError::NotFound(name.into()))?;
+        c.uploads += 1;
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> DockerResult<()> {
+        let mut state = self.state.lock().unwrap();
+        let c = state
+            .containers
+            .get_mut(name)
+            .ok_or_else(|| DockerError::NotFound(name.into()))?;
+        c.status = "running".into();
+        if !c.script.runs_until_killed {
+            let (code, oom) = (c.script.exit_code, c.script.oom);
+            Self::exit(c, code, oom);
+        }
+        Ok(())
+    }
+
+    async fn inspect_container(&self, name: &str) -> DockerResult<Option<ContainerState>> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .map(|c| ContainerState {
+                status: c.status.clone(),
+                running: c.status == "running",
+                exit_code: c.exit_code,
+                oom_killed: c.oom,
+            }))
+    }
+
+    fn logs(&self, name: &str, _since: i64) -> BoxStream<'static, DockerResult<LogChunk>> {
+        let state = self.state.lock().unwrap();
+        let Some(c) = state.containers.get(name) else {
+            return futures_util::stream::iter([Err(DockerError::NotFound(name.into()))]).boxed();
+        };
+        let chunks: Vec<DockerResult<LogChunk>> = c
+            .script
+            .messages
+            .iter()
+            .map(|m| {
+                Ok(LogChunk {
+                    stream: LogStream::Stdout,
+                    bytes: Bytes::from(m.clone()),
+                })
+            })
+            .collect();
+        let mut exited = c.exited.subscribe();
+        let until_exit = futures_util::stream::once(async move {
+            let _ = exited.wait_for(|done| *done).await;
+        })
+        .filter_map(|()| async { None });
+        futures_util::stream::iter(chunks).chain(until_exit).boxed()
+    }
+
+    async fn kill_container(&self, name: &str, signal: &str) -> DockerResult<()> {
+        let mut state = self.state.lock().unwrap();
+        state.signals.push(signal.to_owned());
+        if let Some(c) = state.containers.get_mut(name) {
+            if c.status == "running" {
+                match signal {
+                    "SIGKILL" => Self::exit(c, 137, false),
+                    _ if !c.script.ignores_term => Self::exit(c, 143, false),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, name: &str) -> DockerResult<()> {
+        if let Some(mut c) = self.state.lock().unwrap().containers.remove(name) {
+            Self::exit(&mut c, 137, false);
+        }
+        Ok(())
+    }
+
+    async fn list_containers(&self, label: &str) -> DockerResult<Vec<ContainerSummary>> {
+        let (key, value) = label.split_once('=').unwrap_or((label, ""));
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .iter()
+            .filter(|(_, c)| {
+                label.is_empty()
+                    || c.config
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.get(key).map(String::as_str) == Some(value))
+            })
+            .map(|(name, c)| ContainerSummary {
+                name: name.clone(),
+                labels: c.config.labels.clone().unwrap_or_default(),
+                running: c.status == "running",
+            })
+            .collect())
+    }
+}

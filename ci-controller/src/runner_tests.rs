@@ -1,0 +1,665 @@
+//! The runner's tests: whole jobs against the in-memory Docker of [`crate::docker_double`].
+
+use std::io::Write;
+use std::time::Duration;
+
+use ci_common::db::events::{self, EventRow};
+use ci_common::db::jobs::{self, Job};
+use ci_common::db::steps;
+use ci_common::db::{self, lease, users, SqlitePool};
+use ci_common::step::{ExitRule, Network, StepSpec};
+use ci_common::{EventKind, JobStatus};
+
+use super::*;
+use crate::docker_double::{FakeDocker, Script};
+use crate::logs::LogCap;
+use crate::metrics::Metrics;
+use crate::runner::{Ctx, JobControl, JobSettings, TaskEnd};
+use crate::sandbox::{container_config, Run, Sandbox};
+
+struct World {
+    _dir: tempfile::TempDir,
+    pool: SqlitePool,
+    docker: FakeDocker,
+    epoch: i64,
+}
+
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in files {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.write_all(body.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
+    let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
+    World {
+        _dir: dir,
+        pool,
+        docker: FakeDocker::default(),
+        epoch,
+    }
+}
+
+fn sandbox() -> Sandbox {
+    Sandbox {
+        image: "img".into(),
+        prefix: "t".into(),
+        user: "1000:1000".into(),
+        memory_bytes: 256 << 20,
+        nano_cpus: 1_000_000_000,
+        pids_limit: 64,
+        tmp_size_bytes: 1 << 20,
+        install_network: "bridge".into(),
+        test_network: "none".into(),
+        log_max_size_bytes: 1 << 20,
+        identity_dir: "/nonexistent/identity".into(),
+    }
+}
+
+fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
+    Arc::new(Ctx {
+        docker: w.docker.clone(),
+        pool: w.pool.clone(),
+        epoch: w.epoch,
+        policy: ci_common::policy::Policy::new("img", &[], 1 << 20, 100),
+        sandbox: sandbox(),
+        settings: JobSettings {
+            job_timeout: timeout,
+            stop_grace: Duration::from_millis(100),
+            max_line_bytes: 1024,
+            log_cap: cap,
+            workspace_size: 1 << 20,
+            uid: 1000,
+            gid: 1000,
+        },
+        metrics: Arc::new(Metrics::default()),
+        image_seen: Default::default(),
+    })
+}
+
+const NO_CAP: LogCap = LogCap { lines: 0, bytes: 0 };
+
+async fn claim(w: &World, files: &[(&str, &str)]) -> Job {
+    let user = users::create(&w.pool, "Ada", &format!("{}@example.com", JobId::new()))
+        .await
+        .unwrap();
+    jobs::create(&w.pool, user.id, "test", &zip_of(files))
+        .await
+        .unwrap();
+    jobs::claim_next(&w.pool, w.epoch, "img")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("2024-05-01T10:00:00.{:09}Z line {i}\n", i + 1))
+        .collect()
+}
+
+async fn run(
+    w: &World,
+    ctx: Arc<Ctx<FakeDocker>>,
+    job: Job,
+    control: JobControl,
+) -> (Job, Vec<EventRow>) {
+    let id = job.id;
+    let end = tokio::time::timeout(
+        Duration::from_secs(10),
+        ctx.run_job(job, Vec::new(), control),
+    )
+    .await
+    .expect("the job ends");
+    assert!(matches!(end, TaskEnd::Finished(_)), "{end:?}");
+    let job = jobs::get(&w.pool, id).await.unwrap().unwrap();
+    (
+        job,
+        events::list_after(&w.pool, id, 0, 100_000).await.unwrap(),
+    )
+}
+
+fn texts(events: &[EventRow], kind: EventKind) -> Vec<&str> {
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_passing_job_stores_its_log_and_leaves_nothing_behind() {
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            messages: lines(3),
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Passed);
+    assert_eq!(job.exit_code, Some(0));
+    assert_eq!(
+        texts(&events, EventKind::Log),
+        ["line 0", "line 1", "line 2"]
+    );
+    assert_eq!(
+        texts(&events, EventKind::Notice),
+        [
+            "nothing to install (no requirements.txt, requirements-test.txt, \
+             requirements-dev.txt or test extra): skipping the install step",
+            "running tests: python3 -m pytest -v"
+        ]
+    );
+    assert_eq!(job.log_lines, 3);
+    assert_eq!(
+        job.log_cursor.as_deref(),
+        Some("2024-05-01T10:00:00.000000003Z"),
+        "the cursor is the last line's timestamp"
+    );
+    assert!(w.docker.container_names().is_empty(), "containers removed");
+    assert!(w.docker.volume_names().is_empty(), "volume removed");
+}
+
+#[tokio::test]
+async fn install_failures_and_oom_end_in_error() {
+    let w = world().await;
+    w.docker.script(
+        "install",
+        Script {
+            exit_code: 1,
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("requirements.txt", "nothing"), ("test_a.py", "")]).await;
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("pip install failed: step install exited 1")
+    );
+    let states: Vec<_> = steps::list(&w.pool, job.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| (s.name.clone(), s.state, s.exit_code))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("install".to_owned(), StepState::Failed, Some(1)),
+            ("test".to_owned(), StepState::Skipped, None)
+        ]
+    );
+    assert_eq!(
+        texts(&events, EventKind::Notice),
+        ["installing requirements.txt"]
+    );
+
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            exit_code: 137,
+            oom: true,
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, _) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert!(job.oom_killed);
+    assert!(job.reason.unwrap().contains("memory limit of 256m"));
+}
+
+#[tokio::test]
+async fn the_project_is_uploaded_into_the_first_container_only() {
+    let w = world().await;
+    let job = claim(&w, &[("requirements.txt", ""), ("test_a.py", "")]).await;
+    let ctx = ctx(&w, Duration::from_secs(60), NO_CAP);
+    // Keep the containers to look at them: the test phase runs until cancelled.
+    w.docker.script(
+        "test",
+        Script {
+            runs_until_killed: true,
+            ..Default::default()
+        },
+    );
+    let control = JobControl::default();
+    let id = job.id;
+    let task = tokio::spawn(ctx.clone().run_job(job, Vec::new(), control.clone()));
+    let test = sandbox().container_name(id, "test");
+    let install = sandbox().container_name(id, "install");
+    while w.docker.config(&test).is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(w.docker.uploads(&install), 1);
+    assert_eq!(w.docker.uploads(&test), 0);
+    control.cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_sends_sigterm_then_sigkill_after_the_grace() {
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            messages: lines(1),
+            runs_until_killed: true,
+            ignores_term: true,
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let control = JobControl::default();
+    let cancel = control.cancel.clone();
+    let pool = w.pool.clone();
+    let id = job.id;
+    tokio::spawn(async move {
+        // Cancel once the test step runs (its first line is stored).
+        wait_for_log(&pool, id, "line 0").await;
+        cancel.cancel();
+    });
+    let (job, _) = run(&w, ctx(&w, Duration::from_secs(60), NO_CAP), job, control).await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("cancelled by the user; killed with SIGKILL after 0.1s grace")
+    );
+    assert_eq!(w.docker.signals(), ["SIGTERM", "SIGKILL"]);
+}
+
+#[tokio::test]
+async fn a_job_past_its_timeout_is_stopped_with_sigterm() {
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            runs_until_killed: true,
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, _) = run(
+        &w,
+        ctx(&w, Duration::from_millis(200), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::TimedOut);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("timed out after 0.2s; stopped with SIGTERM")
+    );
+    assert_eq!(job.exit_code, Some(143));
+}
+
+/// Waits (polling the database) until the job has a log line containing `needle`.
+async fn wait_for_log(pool: &SqlitePool, id: JobId, needle: &str) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let events = events::list_after(pool, id, 0, 100_000).await.unwrap();
+            if events
+                .iter()
+                .any(|e| e.kind == EventKind::Log && e.text.contains(needle))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+}
+
+/// A step that runs `command` online or offline and passes on exit 0.
+fn plain_step(name: &str) -> StepSpec {
+    StepSpec {
+        name: name.into(),
+        title: name.into(),
+        notice: format!("running {name}"),
+        image: "img".into(),
+        command: vec!["true".into()],
+        network: Network::Offline,
+        env: Vec::new(),
+        timeout_secs: None,
+        exit: ExitRule::Zero {
+            failure: JobStatus::Failed,
+        },
+        stops_job: true,
+    }
+}
+
+/// Leaves a job as a controller that crashed in its step `current` (1-based) left it: the
+/// steps before it passed, it runs in a container with `messages`, and lines up to `cursor`
+/// are stored.
+async fn crashed_in(
+    w: &World,
+    job: &Job,
+    specs: &[StepSpec],
+    current: usize,
+    messages: Vec<String>,
+    cursor: (&str, i64),
+    stored: i64,
+) -> String {
+    let id = job.id;
+    steps::plan(&w.pool, id, w.epoch, specs).await.unwrap();
+    for position in 1..current as i64 {
+        steps::start(&w.pool, id, w.epoch, position).await.unwrap();
+        steps::finish(
+            &w.pool,
+            id,
+            w.epoch,
+            position,
+            StepState::Passed,
+            Some(0),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    steps::start(&w.pool, id, w.epoch, current as i64)
+        .await
+        .unwrap();
+    let mut tx = w.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    jobs::record_log_progress(
+        &mut tx,
+        id,
+        &jobs::LogProgress {
+            lines: stored,
+            cursor: Some((cursor.0.into(), cursor.1)),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let spec = &specs[current - 1];
+    let name = sandbox().container_name(id, &spec.name);
+    let run = Run {
+        job: id,
+        task: "test",
+        step: spec,
+    };
+    let script = Script {
+        messages,
+        runs_until_killed: true,
+        ..Default::default()
+    };
+    w.docker
+        .existing(&name, container_config(&sandbox(), &run), script);
+    name
+}
+
+#[tokio::test]
+async fn a_reattached_job_continues_its_log_after_the_stored_cursor() {
+    let w = world().await;
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let id = job.id;
+    let root = ci_common::project::RootFiles::default();
+    let (specs, _) = ci_common::step::test_task(&root, "img", &[]).unwrap();
+    // The previous controller stored lines 0 and 1; line 2 shares line 1's timestamp.
+    let mut messages = lines(4);
+    messages[2] = messages[2].replace(".000000003Z", ".000000002Z");
+    let name = crashed_in(
+        &w,
+        &job,
+        &specs,
+        1,
+        messages,
+        ("2024-05-01T10:00:00.000000002Z", 1),
+        2,
+    )
+    .await;
+    let job = jobs::get(&w.pool, id).await.unwrap().unwrap();
+    let found = w.docker.list_containers("").await.unwrap();
+    let ctx = ctx(&w, Duration::from_secs(60), NO_CAP);
+    let task = tokio::spawn(ctx.clone().run_job(job, found, JobControl::default()));
+    // The container exits while being followed, once what it printed is stored.
+    wait_for_log(&w.pool, id, "line 3").await;
+    w.docker.exit_now(&name, 0);
+    assert!(matches!(
+        task.await.unwrap(),
+        TaskEnd::Finished(JobStatus::Passed)
+    ));
+    let events = events::list_after(&w.pool, id, 0, 100).await.unwrap();
+    assert_eq!(texts(&events, EventKind::Log), ["line 2", "line 3"]);
+    assert!(
+        !texts(&events, EventKind::Notice)
+            .iter()
+            .any(|n| n.starts_with("running tests")),
+        "no new container"
+    );
+}
+
+#[tokio::test]
+async fn a_third_step_reattaches_mid_step_like_every_step() {
+    let w = world().await;
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let id = job.id;
+    let specs = [
+        plain_step("fetch"),
+        plain_step("build"),
+        plain_step("check"),
+    ];
+    let name = crashed_in(
+        &w,
+        &job,
+        &specs,
+        3,
+        lines(3),
+        ("2024-05-01T10:00:00.000000001Z", 1),
+        1,
+    )
+    .await;
+    let job = jobs::get(&w.pool, id).await.unwrap().unwrap();
+    assert_eq!(job.step.as_deref(), Some("check"));
+    let found = w.docker.list_containers("").await.unwrap();
+    let ctx = ctx(&w, Duration::from_secs(60), NO_CAP);
+    let task = tokio::spawn(ctx.clone().run_job(job, found, JobControl::default()));
+    wait_for_log(&w.pool, id, "line 2").await;
+    w.docker.exit_now(&name, 0);
+    assert!(matches!(
+        task.await.unwrap(),
+        TaskEnd::Finished(JobStatus::Passed)
+    ));
+    let events = events::list_after(&w.pool, id, 0, 100).await.unwrap();
+    assert_eq!(texts(&events, EventKind::Log), ["line 1", "line 2"]);
+    let rows = steps::list(&w.pool, id).await.unwrap();
+    let states: Vec<_> = rows.iter().map(|r| (r.name.as_str(), r.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("fetch", StepState::Passed),
+            ("build", StepState::Passed),
+            ("check", StepState::Passed)
+        ]
+    );
+    // Each step's start and end are events, in order; the third ended after the reattach.
+    let step_events: Vec<(String, StepState)> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Step)
+        .map(|e| match e.to_stream_event() {
+            ci_common::api::StreamEvent::Step { step, .. } => (step.name, step.state),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(step_events.len(), 6, "{step_events:?}");
+    assert_eq!(
+        step_events.last().unwrap(),
+        &("check".to_owned(), StepState::Passed)
+    );
+    assert!(w.docker.container_names().is_empty(), "containers removed");
+}
+
+#[tokio::test]
+async fn a_failing_step_that_does_not_stop_the_job_lets_the_next_run_and_fails_the_job() {
+    let w = world().await;
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let id = job.id;
+    let mut lint = plain_step("lint");
+    lint.stops_job = false;
+    let specs = [lint, plain_step("check")];
+    steps::plan(&w.pool, id, w.epoch, &specs).await.unwrap();
+    w.docker.script(
+        "lint",
+        Script {
+            exit_code: 3,
+            ..Default::default()
+        },
+    );
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("lint failed: step lint exited 3")
+    );
+    let notices = texts(&events, EventKind::Notice);
+    assert_eq!(notices, ["running lint", "running check"]);
+    let states: Vec<_> = steps::list(&w.pool, id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states, [StepState::Failed, StepState::Passed]);
+}
+
+#[tokio::test]
+async fn a_step_past_its_own_timeout_times_the_job_out() {
+    let w = world().await;
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let mut slow = plain_step("slow");
+    slow.timeout_secs = Some(0);
+    steps::plan(&w.pool, job.id, w.epoch, &[slow, plain_step("after")])
+        .await
+        .unwrap();
+    w.docker.script(
+        "slow",
+        Script {
+            runs_until_killed: true,
+            ..Default::default()
+        },
+    );
+    let (job, _) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::TimedOut);
+    let states: Vec<_> = steps::list(&w.pool, job.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states, [StepState::TimedOut, StepState::Skipped]);
+}
+
+#[tokio::test]
+async fn a_log_past_its_cap_keeps_head_and_tail_with_one_notice() {
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            messages: lines(100),
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, events) = run(
+        &w,
+        ctx(
+            &w,
+            Duration::from_secs(60),
+            LogCap {
+                lines: 10,
+                bytes: 0,
+            },
+        ),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Passed);
+    let kept: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Log || e.text.starts_with("log truncated"))
+        .map(|e| e.text.as_str())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "line 0",
+            "line 1",
+            "line 2",
+            "line 3",
+            "line 4",
+            "log truncated: 90 lines (625 bytes) dropped",
+            "line 95",
+            "line 96",
+            "line 97",
+            "line 98",
+            "line 99",
+        ]
+    );
+    assert_eq!(job.log_lines, 10);
+    assert_eq!(job.dropped_lines, 90);
+}
+
+#[tokio::test]
+async fn a_missing_image_names_the_build_script() {
+    let mut w = world().await;
+    w.docker.missing_image = true;
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, _) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Error);
+    let reason = job.reason.unwrap();
+    assert!(
+        reason.contains("img") && reason.contains("scripts/build-runner-image.sh"),
+        "{reason}"
+    );
+}
