@@ -87,15 +87,23 @@ pub struct CiConfig {
 /// [`ConfigError::Toml`] when the file is not TOML, [`ConfigError::Schema`] for an unknown key or
 /// a value of the wrong type.
 pub fn ci_config(pyproject: &str) -> Result<CiConfig, ConfigError> {
-    let table: toml::Table =
-        toml::from_str(pyproject).map_err(|e| ConfigError::Toml(one_line(&e.to_string())))?;
-    let Some(section) = table.get("tool").and_then(|tool| tool.get("ci")) else {
-        return Ok(CiConfig::default());
-    };
-    let config: CiConfig = section
-        .clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Schema(one_line(e.message())))?;
+    /// The document down to `[tool.ci]`; everything else in it is other tools' business.
+    #[derive(Deserialize)]
+    struct Document {
+        #[serde(default)]
+        tool: Tools,
+    }
+    #[derive(Default, Deserialize)]
+    struct Tools {
+        #[serde(default)]
+        ci: Option<CiConfig>,
+    }
+    if let Err(e) = toml::from_str::<toml::Table>(pyproject) {
+        return Err(ConfigError::Toml(located(pyproject, &e)));
+    }
+    let document: Document =
+        toml::from_str(pyproject).map_err(|e| ConfigError::Schema(located(pyproject, &e)))?;
+    let config = document.tool.ci.unwrap_or_default();
     if config.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
         return Err(ConfigError::Schema(
             "`image` is empty: name an image, or remove the key to use the default".into(),
@@ -104,8 +112,16 @@ pub fn ci_config(pyproject: &str) -> Result<CiConfig, ConfigError> {
     Ok(config)
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+/// A TOML error as one line that names where it is: `line 3: unknown field ...`.
+fn located(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
 }
 
 /// The pytest configuration pytest itself would use, read from the first file that holds one
@@ -437,9 +453,10 @@ mod tests {
         );
         let config = ci_config("[tool.ci]\nimage = \"python:3.12-slim\"\n").unwrap();
         assert_eq!(config.image.as_deref(), Some("python:3.12-slim"));
-        let err = ci_config("[tool.ci]\nimgae = \"x\"\n").unwrap_err();
+        let err = ci_config("[project]\nname = 'x'\n\n[tool.ci]\nimgae = \"x\"\n").unwrap_err();
         assert!(matches!(err, ConfigError::Schema(_)), "{err:?}");
         assert!(err.to_string().contains("imgae"), "{err}");
+        assert!(err.to_string().contains("line 5"), "names the line: {err}");
         assert!(
             err.to_string().contains("image"),
             "names the known keys: {err}"
