@@ -213,6 +213,17 @@ pub async fn request_cancel(
     Ok(job)
 }
 
+/// The states that [`JobStatus::can_become`] `next`, as an SQL list (`'queued'`), so that a
+/// query selecting jobs for a transition takes the rule from the state machine.
+fn states_that_can_become(next: JobStatus) -> String {
+    JobStatus::ALL
+        .into_iter()
+        .filter(|s| s.can_become(next))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Claims the next queued job for the controller holding `epoch`, in one transaction that also
 /// writes its `running` event. Fair between users: the user with the fewest running jobs goes
 /// first, then the one whose last job started longest ago; FIFO within a user. A job that did
@@ -225,26 +236,29 @@ pub async fn claim_next(
     let now = Utc::now();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     lease::check(&mut tx, epoch).await?;
-    let job: Option<Job> = sqlx::query_as(
+    // The states a job may be claimed from are the lifecycle's, not this query's.
+    let claimable = states_that_can_become(JobStatus::Running);
+    let sql = format!(
         "UPDATE jobs
          SET status = 'running', started_at = ?1, controller_epoch = ?2, image = COALESCE(image, ?3),
              attempt = attempt + 1
-         WHERE status = 'queued' AND num = (
+         WHERE status IN ({claimable}) AND num = (
              SELECT MIN(q.num) AS first FROM jobs q
-             WHERE q.status = 'queued' AND q.cancel_requested_at IS NULL
+             WHERE q.status IN ({claimable}) AND q.cancel_requested_at IS NULL
              GROUP BY q.user_id
              ORDER BY
                  (SELECT COUNT(*) FROM jobs r WHERE r.user_id = q.user_id AND r.status = 'running'),
                  (SELECT MAX(s.started_at) FROM jobs s WHERE s.user_id = q.user_id),
                  first
              LIMIT 1)
-         RETURNING *",
-    )
-    .bind(now)
-    .bind(epoch)
-    .bind(default_image)
-    .fetch_optional(&mut *tx)
-    .await?;
+         RETURNING *"
+    );
+    let job: Option<Job> = sqlx::query_as(&sql)
+        .bind(now)
+        .bind(epoch)
+        .bind(default_image)
+        .fetch_optional(&mut *tx)
+        .await?;
     if let Some(job) = &job {
         events::append(
             &mut tx,
