@@ -1,0 +1,19 @@
+//! A job's output on its way into `job_events`: [`LogParser`] turns Docker's timestamped log
+//! messages into lines (split when too long, lossy UTF-8, `\r\n` handled) and tracks the resume
+//! cursor; [`LogSink`] batches them for a writer task that stores them, fenced by the lease
+//! epoch, while the log is read on; the sink keeps the head and the tail of a log that goes past
+//! its cap.
+//!
+//! - [`parser`]: Docker log messages into [`LogLine`]s and the resume [`Cursor`];
+//! - [`cap`]: the [`LogCap`] (the head and the tail of a long log);
+//! - [`sink`]: the [`LogSink`] the runner pushes lines into;
+//! - [`writer`]: the task that stores the sink's batches.
+
+mod cap;
+mod parser;
+mod sink;
+mod writer;
+
+pub use cap::LogCap;
+pub use parser::{Cursor, LogLine, LogParser, DOCKER_PIECE_BYTES};
+pub use sink::{LogSink, BATCH_BYTES, BATCH_DELAY, BATCH_LINES};

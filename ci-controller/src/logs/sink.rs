@@ -1,0 +1,443 @@
+//! The sink: a job's lines and notices, batched and handed to the writer task; a log past its
+//! cap keeps its head and its tail.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ci_common::db::events::NewEvent;
+use ci_common::db::jobs::LogProgress;
+use ci_common::db::{DbError, SqlitePool};
+use ci_common::JobId;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::cap::LogCap;
+use super::parser::{Cursor, LogLine};
+use super::writer::{write_batches, Batch, ToWriter, WRITER_QUEUE};
+
+/// A batch is handed to the writer when it has this many lines...
+pub const BATCH_LINES: usize = 1000;
+/// ...or this many bytes of text...
+pub const BATCH_BYTES: usize = 1 << 20;
+/// ...or when its first line has waited this long.
+pub const BATCH_DELAY: Duration = Duration::from_millis(25);
+
+/// Collects a job's events into batches and hands them to a writer task, so the log is read
+/// while the previous batch commits. The queue to the writer is bounded: a slow database
+/// slows the reader down instead of filling memory. [`LogSink::sync`] (and `end_of_log`)
+/// wait until everything handed over is committed and report the writer's error, if any.
+pub struct LogSink {
+    epoch: i64,
+    cap: LogCap,
+    to_writer: Option<mpsc::Sender<ToWriter>>,
+    writer: Option<JoinHandle<Result<(), DbError>>>,
+    /// The writer ended with `LeaseLost` (later calls report it again).
+    lease_lost: bool,
+    batch: Vec<NewEvent>,
+    batch_bytes: usize,
+    progress: LogProgress,
+    first_pending: Option<Instant>,
+    /// Lines and bytes of the log stored so far (in the database or on the way there).
+    stored_lines: u64,
+    stored_bytes: u64,
+    /// Past the head: lines go to `tail` (the last ones are kept, older ones dropped).
+    truncating: bool,
+    tail: VecDeque<NewEvent>,
+    tail_bytes: u64,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    latest_cursor: Option<Cursor>,
+}
+
+impl LogSink {
+    /// A sink for a job that already stored `lines` lines of `bytes` bytes. Starts its writer
+    /// task (which ends when the sink is dropped, after writing what it was given).
+    pub fn new(
+        pool: SqlitePool,
+        job: JobId,
+        epoch: i64,
+        cap: LogCap,
+        lines: u64,
+        bytes: u64,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let writer = tokio::spawn(write_batches(pool, job, epoch, rx));
+        Self {
+            epoch,
+            cap,
+            to_writer: Some(tx),
+            writer: Some(writer),
+            lease_lost: false,
+            batch: Vec::with_capacity(BATCH_LINES),
+            batch_bytes: 0,
+            progress: LogProgress::default(),
+            first_pending: None,
+            stored_lines: lines,
+            stored_bytes: bytes,
+            truncating: false,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+            latest_cursor: None,
+        }
+    }
+
+    pub fn push_line(&mut self, line: LogLine) {
+        let len = line.text.len() as u64;
+        let (head_lines, head_bytes) = self.cap.head();
+        if !self.truncating
+            && self.stored_lines < head_lines
+            && self.stored_bytes.saturating_add(len) <= head_bytes
+        {
+            self.stored_lines += 1;
+            self.stored_bytes += len;
+            self.progress.lines += 1;
+            self.progress.bytes += len as i64;
+            self.batch_bytes += len as usize;
+            self.batch
+                .push(NewEvent::log(line.stream, line.ts, line.text));
+            self.first_pending.get_or_insert_with(Instant::now);
+            return;
+        }
+        self.truncating = true;
+        self.tail_bytes += len;
+        self.tail
+            .push_back(NewEvent::log(line.stream, line.ts, line.text));
+        let (tail_lines, tail_bytes) = self.cap.tail();
+        while self.tail.len() as u64 > tail_lines || self.tail_bytes > tail_bytes {
+            let Some(old) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= old.text.len() as u64;
+            self.dropped_lines += 1;
+            self.dropped_bytes += old.text.len() as u64;
+        }
+    }
+
+    /// Records how far the log has been read, once the lines before it are pushed.
+    pub fn set_cursor(&mut self, cursor: &Cursor) {
+        if !self.truncating {
+            match &mut self.progress.cursor {
+                Some((ts, count)) => {
+                    ts.clear();
+                    ts.push_str(&cursor.ts);
+                    *count = cursor.count;
+                }
+                None => self.progress.cursor = Some((cursor.ts.clone(), cursor.count)),
+            }
+            self.first_pending.get_or_insert_with(Instant::now);
+        }
+        match &mut self.latest_cursor {
+            Some(latest) => latest.clone_from(cursor),
+            None => self.latest_cursor = Some(cursor.clone()),
+        }
+    }
+
+    /// Whether the batch is full and should be handed over now.
+    pub fn is_full(&self) -> bool {
+        self.batch.len() >= BATCH_LINES || self.batch_bytes >= BATCH_BYTES
+    }
+
+    /// When the pending batch must be handed over at the latest.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.first_pending.map(|t| t + BATCH_DELAY)
+    }
+
+    /// Hands a notice (after every line pushed before it) to the writer at once.
+    pub async fn notice(&mut self, text: impl Into<String>) -> Result<(), DbError> {
+        self.batch.push(NewEvent::notice(text));
+        self.flush().await
+    }
+
+    /// Hands the pending batch to the writer; waits only while the writer's queue is full.
+    /// Fails if the writer has stopped on an error (with that error).
+    pub async fn flush(&mut self) -> Result<(), DbError> {
+        self.first_pending = None;
+        if self.batch.is_empty() && self.progress == LogProgress::default() {
+            return Ok(());
+        }
+        let batch = Batch {
+            events: std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_LINES)),
+            progress: std::mem::take(&mut self.progress),
+        };
+        self.batch_bytes = 0;
+        self.send(ToWriter::Batch(batch)).await
+    }
+
+    /// Hands over the pending batch and waits until everything handed over is committed.
+    pub async fn sync(&mut self) -> Result<(), DbError> {
+        self.flush().await?;
+        let (ack, done) = oneshot::channel();
+        self.send(ToWriter::Sync(ack)).await?;
+        match done.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.writer_error().await),
+        }
+    }
+
+    async fn send(&mut self, msg: ToWriter) -> Result<(), DbError> {
+        let sent = match &self.to_writer {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.writer_error().await)
+        }
+    }
+
+    /// Why the writer stopped (it only stops early on an error).
+    async fn writer_error(&mut self) -> DbError {
+        self.to_writer = None;
+        let ended = match self.writer.take() {
+            Some(writer) => writer.await,
+            None => Ok(Ok(())),
+        };
+        match ended {
+            Ok(Err(e)) => {
+                self.lease_lost = matches!(e, DbError::LeaseLost(_));
+                e
+            }
+            _ if self.lease_lost => DbError::LeaseLost(self.epoch),
+            Ok(Ok(())) => DbError::Query(sqlx::Error::Protocol(
+                "the log writer stopped after an earlier error".to_owned(),
+            )),
+            Err(join) => DbError::Query(sqlx::Error::Protocol(format!(
+                "the log writer failed: {join}"
+            ))),
+        }
+    }
+
+    /// The container's log is complete: writes what is pending, and for a truncated log one
+    /// "log truncated" notice followed by the kept tail, and waits until all of it is stored.
+    pub async fn end_of_log(&mut self) -> Result<(), DbError> {
+        if self.truncating {
+            if self.dropped_lines > 0 {
+                self.batch.push(NewEvent::notice(format!(
+                    "log truncated: {} lines ({} bytes) dropped",
+                    self.dropped_lines, self.dropped_bytes
+                )));
+            }
+            self.progress.lines += self.tail.len() as i64;
+            self.progress.bytes += self.tail_bytes as i64;
+            self.progress.dropped_lines += self.dropped_lines as i64;
+            self.progress.dropped_bytes += self.dropped_bytes as i64;
+            self.stored_lines += self.tail.len() as u64;
+            self.stored_bytes += self.tail_bytes;
+            self.batch.extend(self.tail.drain(..));
+            self.progress.cursor = self.latest_cursor.as_ref().map(|c| (c.ts.clone(), c.count));
+            self.truncating = false;
+            self.tail_bytes = 0;
+            self.dropped_lines = 0;
+            self.dropped_bytes = 0;
+        }
+        self.sync().await
+    }
+
+    /// Forgets the cursor of the previous container (a new phase starts a new log).
+    pub fn new_container(&mut self) {
+        self.latest_cursor = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use ci_common::db::{self, events, jobs, lease, users};
+    use ci_common::{EventKind, LogStream};
+
+    use crate::logs::parser::parse_ts;
+    use crate::logs::writer::WRITE_MAX_LINES;
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        pool: SqlitePool,
+        epoch: i64,
+        job: JobId,
+        /// The job's events before the sink's (from the claim).
+        base: i64,
+    }
+
+    async fn db() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
+        let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
+        let job = jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let base = events::last_seq(&pool, job).await.unwrap();
+        Db {
+            base,
+            _dir: dir,
+            pool,
+            epoch,
+            job,
+        }
+    }
+
+    fn sink(d: &Db, cap: LogCap) -> LogSink {
+        LogSink::new(d.pool.clone(), d.job, d.epoch, cap, 0, 0)
+    }
+
+    fn ts_of(i: usize) -> String {
+        format!(
+            "2024-05-01T10:00:{:02}.{:09}Z",
+            i / 1_000_000,
+            i % 1_000_000
+        )
+    }
+
+    /// Pushes lines `0..n` with their cursors the way `follow` does.
+    async fn feed(sink: &mut LogSink, range: std::ops::Range<usize>) {
+        for i in range {
+            let ts = ts_of(i);
+            sink.push_line(LogLine {
+                stream: LogStream::Stdout,
+                ts: parse_ts(&ts).unwrap(),
+                text: format!("line {i}"),
+            });
+            sink.set_cursor(&Cursor { ts, count: 1 });
+            if sink.is_full() {
+                sink.flush().await.unwrap();
+            }
+        }
+    }
+
+    async fn stored(d: &Db) -> Vec<events::EventRow> {
+        events::list_after(&d.pool, d.job, d.base, 1_000_000)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn batches_are_stored_in_order_with_their_cursor_once_drained() {
+        let d = db().await;
+        let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+        sink.notice("running tests").await.unwrap();
+        let n = 25 * BATCH_LINES + 7;
+        feed(&mut sink, 0..n).await;
+        sink.end_of_log().await.unwrap();
+        let rows = stored(&d).await;
+        assert_eq!(rows.len(), n + 1);
+        assert_eq!(rows[0].text, "running tests");
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.seq, d.base + i as i64 + 1, "gap-free");
+        }
+        for (i, row) in rows[1..].iter().enumerate() {
+            assert_eq!(row.kind, EventKind::Log);
+            assert_eq!(row.text, format!("line {i}"));
+        }
+        let job = jobs::get(&d.pool, d.job).await.unwrap().unwrap();
+        assert_eq!(job.log_lines, n as i64);
+        assert_eq!(job.log_cursor.as_deref(), Some(ts_of(n - 1).as_str()));
+        assert_eq!(job.log_cursor_skip, 1);
+    }
+
+    #[tokio::test]
+    async fn a_pending_batch_is_stored_within_the_delay_without_a_full_batch() {
+        let d = db().await;
+        let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+        feed(&mut sink, 0..3).await;
+        let deadline = sink.deadline().expect("lines are pending");
+        assert!(deadline <= Instant::now() + BATCH_DELAY);
+        tokio::time::sleep_until(deadline).await;
+        sink.flush().await.unwrap();
+        // Handed over, not waited for: the writer stores it on its own.
+        let wait = async {
+            while stored(&d).await.len() < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("stored without end_of_log");
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_the_writer_and_every_later_call_reports_it() {
+        let d = db().await;
+        let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+        feed(&mut sink, 0..10).await;
+        sink.sync().await.unwrap();
+        lease::acquire(&d.pool, "another").await.unwrap();
+        feed(&mut sink, 10..20).await;
+        let err = sink.end_of_log().await.unwrap_err();
+        assert!(
+            matches!(err, DbError::LeaseLost(e) if e == d.epoch),
+            "{err:?}"
+        );
+        sink.notice("more").await.unwrap_err();
+        let err = sink.sync().await.unwrap_err();
+        assert!(matches!(err, DbError::LeaseLost(_)), "{err:?}");
+        assert_eq!(stored(&d).await.len(), 10, "nothing after the takeover");
+    }
+
+    #[tokio::test]
+    async fn a_slow_database_holds_the_reader_back_after_a_few_batches() {
+        let d = db().await;
+        let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
+        // Another connection holds the write lock: the writer waits on it.
+        let mut blocker = d.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("UPDATE jobs SET log_lines = log_lines")
+            .execute(&mut *blocker)
+            .await
+            .unwrap();
+        let mut handed = 0;
+        let stuck = loop {
+            feed(
+                &mut sink,
+                handed * BATCH_LINES..(handed + 1) * BATCH_LINES - 1,
+            )
+            .await;
+            sink.push_line(LogLine {
+                stream: LogStream::Stdout,
+                ts: Utc::now(),
+                text: "x".into(),
+            });
+            match tokio::time::timeout(Duration::from_millis(200), sink.flush()).await {
+                Ok(result) => result.unwrap(),
+                Err(_) => break handed,
+            }
+            handed += 1;
+            // Queued, plus what the writer took at once into its waiting transaction.
+            let bound = WRITER_QUEUE + WRITE_MAX_LINES / BATCH_LINES + 1;
+            assert!(handed <= bound, "the queue is bounded");
+        };
+        assert!(stuck >= WRITER_QUEUE, "a few batches are queued first");
+        blocker.rollback().await.unwrap();
+        sink.end_of_log().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_capped_log_keeps_head_notice_and_tail_through_the_writer() {
+        let d = db().await;
+        let mut sink = sink(
+            &d,
+            LogCap {
+                lines: 3000,
+                bytes: 0,
+            },
+        );
+        feed(&mut sink, 0..10_000).await;
+        sink.end_of_log().await.unwrap();
+        let rows = stored(&d).await;
+        assert_eq!(rows.len(), 3001);
+        assert_eq!(rows[1499].text, "line 1499");
+        assert!(rows[1500].text.starts_with("log truncated: 7000 lines"));
+        assert_eq!(rows[1501].text, "line 8500");
+        assert_eq!(rows[3000].text, "line 9999");
+        let job = jobs::get(&d.pool, d.job).await.unwrap().unwrap();
+        assert_eq!((job.log_lines, job.dropped_lines), (3000, 7000));
+        assert_eq!(job.log_cursor.as_deref(), Some(ts_of(9999).as_str()));
+    }
+}
