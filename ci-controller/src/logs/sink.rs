@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::cap::LogCap;
 use super::parser::{Cursor, LogLine};
-use super::writer::{write_batches, Batch, ToWriter, WRITER_QUEUE};
+use super::writer::{write_batches, PendingWrite, ToWriter, WRITER_QUEUE};
 
 /// A batch is handed to the writer when it has this many lines...
 pub const BATCH_LINES: usize = 1000;
@@ -158,12 +158,12 @@ impl LogSink {
         if self.batch.is_empty() && self.progress == LogProgress::default() {
             return Ok(());
         }
-        let batch = Batch {
+        let pending = PendingWrite {
             events: std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_LINES)),
             progress: std::mem::take(&mut self.progress),
         };
         self.batch_bytes = 0;
-        self.send(ToWriter::Batch(batch)).await
+        self.send(ToWriter::Write(pending)).await
     }
 
     /// Hands over the pending batch and waits until everything handed over is committed.

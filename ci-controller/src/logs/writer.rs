@@ -14,21 +14,27 @@ pub(super) const WRITER_QUEUE: usize = 6;
 pub(super) const WRITE_MAX_LINES: usize = 8000;
 const WRITE_MAX_BYTES: usize = 8 << 20;
 
-/// A finished batch on its way to the writer: events, and the job's counters and cursor that
-/// go with them (the cursor covers exactly the lines of this and earlier batches).
+/// What the writer is to store in one transaction: events, and the job's counters and cursor
+/// that go with them (the cursor covers exactly the lines of this and earlier writes). The sink
+/// hands one over per batch; a writer that is behind merges those waiting into one.
 #[derive(Debug, Default)]
-pub(super) struct Batch {
+pub(super) struct PendingWrite {
     pub(super) events: Vec<NewEvent>,
     pub(super) progress: LogProgress,
 }
 
-impl Batch {
+impl PendingWrite {
     fn is_empty(&self) -> bool {
         self.events.is_empty() && self.progress == LogProgress::default()
     }
 
-    /// Appends a later batch: its events after ours, its counters added, its cursor wins.
-    fn absorb(&mut self, later: Batch) {
+    /// The bytes of text of its events.
+    fn text_bytes(&self) -> usize {
+        self.events.iter().map(|e| e.text.len()).sum()
+    }
+
+    /// Appends a later write: its events after ours, its counters added, its cursor wins.
+    fn absorb(&mut self, later: PendingWrite) {
         if self.events.is_empty() {
             self.events = later.events;
         } else {
@@ -46,12 +52,12 @@ impl Batch {
 }
 
 pub(super) enum ToWriter {
-    Batch(Batch),
+    Write(PendingWrite),
     /// Answered once everything sent before it is committed.
     Sync(oneshot::Sender<()>),
 }
 
-/// Writes batches as they come, each in one `BEGIN IMMEDIATE` transaction fenced by the lease
+/// Stores the sink's writes as they come, each in one `BEGIN IMMEDIATE` transaction fenced by the lease
 /// epoch. When it is behind, everything waiting (up to [`WRITE_MAX_LINES`]) goes into one
 /// transaction. Ends at the first error (the sink then reports it) or when the sink is gone.
 pub(super) async fn write_batches(
@@ -62,22 +68,22 @@ pub(super) async fn write_batches(
 ) -> Result<(), DbError> {
     let mut acks = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut batch = Batch::default();
+        let mut pending = PendingWrite::default();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                ToWriter::Batch(b) => batch.absorb(b),
+                ToWriter::Write(later) => pending.absorb(later),
                 ToWriter::Sync(ack) => acks.push(ack),
             }
             if acks.is_empty()
-                && batch.events.len() < WRITE_MAX_LINES
-                && batch_bytes(&batch) < WRITE_MAX_BYTES
+                && pending.events.len() < WRITE_MAX_LINES
+                && pending.text_bytes() < WRITE_MAX_BYTES
             {
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            commit(&pool, job, epoch, &batch).await?;
+        if !pending.is_empty() {
+            commit(&pool, job, epoch, &pending).await?;
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());
@@ -86,17 +92,18 @@ pub(super) async fn write_batches(
     Ok(())
 }
 
-fn batch_bytes(batch: &Batch) -> usize {
-    batch.events.iter().map(|e| e.text.len()).sum()
-}
-
-async fn commit(pool: &SqlitePool, job: JobId, epoch: i64, batch: &Batch) -> Result<(), DbError> {
+async fn commit(
+    pool: &SqlitePool,
+    job: JobId,
+    epoch: i64,
+    pending: &PendingWrite,
+) -> Result<(), DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     lease::check(&mut tx, epoch).await?;
-    if !batch.events.is_empty() {
-        events::append(&mut tx, job, &batch.events).await?;
+    if !pending.events.is_empty() {
+        events::append(&mut tx, job, &pending.events).await?;
     }
-    jobs::record_log_progress(&mut tx, job, &batch.progress).await?;
+    jobs::record_log_progress(&mut tx, job, &pending.progress).await?;
     tx.commit().await?;
     Ok(())
 }
