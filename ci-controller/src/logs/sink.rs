@@ -1,7 +1,6 @@
 //! The sink: a job's lines and notices, batched and handed to the writer task; a log past its
 //! cap keeps its head and its tail.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use ci_common::db::events::NewEvent;
@@ -12,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::cap::LogCap;
+use super::cap::{CappedLog, LogCap};
 use super::parser::{Cursor, LogLine};
 use super::writer::{write_batches, PendingWrite, ToWriter, WRITER_QUEUE};
 
@@ -29,7 +28,6 @@ pub const BATCH_DELAY: Duration = Duration::from_millis(25);
 /// wait until everything handed over is committed and report the writer's error, if any.
 pub struct LogSink {
     epoch: i64,
-    cap: LogCap,
     to_writer: Option<mpsc::Sender<ToWriter>>,
     writer: Option<JoinHandle<Result<(), DbError>>>,
     /// The writer ended with `LeaseLost` (later calls report it again).
@@ -38,15 +36,8 @@ pub struct LogSink {
     batch_bytes: usize,
     progress: LogProgress,
     first_pending: Option<Instant>,
-    /// Lines and bytes of the log stored so far (in the database or on the way there).
-    stored_lines: u64,
-    stored_bytes: u64,
-    /// Past the head: lines go to `tail` (the last ones are kept, older ones dropped).
-    truncating: bool,
-    tail: VecDeque<NewEvent>,
-    tail_bytes: u64,
-    dropped_lines: u64,
-    dropped_bytes: u64,
+    /// The log's head and tail (past its cap).
+    log: CappedLog,
     latest_cursor: Option<Cursor>,
 }
 
@@ -65,7 +56,6 @@ impl LogSink {
         let writer = tokio::spawn(write_batches(pool, job, epoch, rx));
         Self {
             epoch,
-            cap,
             to_writer: Some(tx),
             writer: Some(writer),
             lease_lost: false,
@@ -73,52 +63,27 @@ impl LogSink {
             batch_bytes: 0,
             progress: LogProgress::default(),
             first_pending: None,
-            stored_lines: lines,
-            stored_bytes: bytes,
-            truncating: false,
-            tail: VecDeque::new(),
-            tail_bytes: 0,
-            dropped_lines: 0,
-            dropped_bytes: 0,
+            log: CappedLog::new(cap, lines, bytes),
             latest_cursor: None,
         }
     }
 
+    /// Adds a line to the batch, or (past the head of a capped log) to the kept tail.
     pub fn push_line(&mut self, line: LogLine) {
-        let len = line.text.len() as u64;
-        let (head_lines, head_bytes) = self.cap.head();
-        if !self.truncating
-            && self.stored_lines < head_lines
-            && self.stored_bytes.saturating_add(len) <= head_bytes
-        {
-            self.stored_lines += 1;
-            self.stored_bytes += len;
+        let event = NewEvent::log(line.stream, line.ts, line.text);
+        if let Some(event) = self.log.admit(event) {
+            let len = event.text.len();
             self.progress.lines += 1;
             self.progress.bytes += len as i64;
-            self.batch_bytes += len as usize;
-            self.batch
-                .push(NewEvent::log(line.stream, line.ts, line.text));
+            self.batch_bytes += len;
+            self.batch.push(event);
             self.first_pending.get_or_insert_with(Instant::now);
-            return;
-        }
-        self.truncating = true;
-        self.tail_bytes += len;
-        self.tail
-            .push_back(NewEvent::log(line.stream, line.ts, line.text));
-        let (tail_lines, tail_bytes) = self.cap.tail();
-        while self.tail.len() as u64 > tail_lines || self.tail_bytes > tail_bytes {
-            let Some(old) = self.tail.pop_front() else {
-                break;
-            };
-            self.tail_bytes -= old.text.len() as u64;
-            self.dropped_lines += 1;
-            self.dropped_bytes += old.text.len() as u64;
         }
     }
 
     /// Records how far the log has been read, once the lines before it are pushed.
     pub fn set_cursor(&mut self, cursor: &Cursor) {
-        if !self.truncating {
+        if !self.log.is_truncating() {
             match &mut self.progress.cursor {
                 Some((ts, count)) => {
                     ts.clear();
@@ -214,25 +179,9 @@ impl LogSink {
     /// The container's log is complete: writes what is pending, and for a truncated log one
     /// "log truncated" notice followed by the kept tail, and waits until all of it is stored.
     pub async fn end_of_log(&mut self) -> Result<(), DbError> {
-        if self.truncating {
-            if self.dropped_lines > 0 {
-                self.batch.push(NewEvent::notice(format!(
-                    "log truncated: {} lines ({} bytes) dropped",
-                    self.dropped_lines, self.dropped_bytes
-                )));
-            }
-            self.progress.lines += self.tail.len() as i64;
-            self.progress.bytes += self.tail_bytes as i64;
-            self.progress.dropped_lines += self.dropped_lines as i64;
-            self.progress.dropped_bytes += self.dropped_bytes as i64;
-            self.stored_lines += self.tail.len() as u64;
-            self.stored_bytes += self.tail_bytes;
-            self.batch.extend(self.tail.drain(..));
+        if self.log.end(&mut self.batch, &mut self.progress) {
+            // The tail's lines end where the log was read up to.
             self.progress.cursor = self.latest_cursor.as_ref().map(|c| (c.ts.clone(), c.count));
-            self.truncating = false;
-            self.tail_bytes = 0;
-            self.dropped_lines = 0;
-            self.dropped_bytes = 0;
         }
         self.sync().await
     }
