@@ -3,9 +3,10 @@
 //! transaction, which makes "last seq + 1" safe.
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 
-use super::DbError;
+use super::jobs::{self, LogProgress};
+use super::{lease, DbError};
 use crate::api::{Outcome, StepView, StreamEvent};
 use crate::{EventKind, JobId, JobStatus, LogStream};
 
@@ -184,6 +185,27 @@ pub async fn append(
     Ok(seq)
 }
 
+/// Stores part of a job's log for the controller holding the lease `epoch`, in one `BEGIN
+/// IMMEDIATE` transaction: checks the lease (a controller that lost it writes nothing and gets
+/// [`DbError::LeaseLost`]), appends `events` and adds `progress` to the job's log counters and
+/// cursor, so the stored cursor never gets ahead of the stored lines.
+pub async fn append_with_progress(
+    pool: &SqlitePool,
+    job_id: JobId,
+    epoch: i64,
+    events: &[NewEvent],
+    progress: &LogProgress,
+) -> Result<(), DbError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    lease::check(&mut tx, epoch).await?;
+    if !events.is_empty() {
+        append(&mut tx, job_id, events).await?;
+    }
+    jobs::record_log_progress(&mut tx, job_id, progress).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The job's last seq (0 when it has no events).
 pub async fn last_seq(ex: impl SqliteExecutor<'_>, job_id: JobId) -> Result<i64, DbError> {
     Ok(
@@ -287,6 +309,77 @@ mod tests {
         let done = jobs::get(&pool, job.id).await.unwrap().unwrap();
         assert_eq!(done.status, JobStatus::Failed);
         assert!(done.finished_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn log_lines_and_their_progress_are_stored_together_and_only_under_the_lease() {
+        let (_dir, pool) = temp_db().await;
+        let user = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        jobs::create(&pool, user.id, "test", b"z").await.unwrap();
+        let epoch = lease::acquire(&pool, "c").await.unwrap().epoch;
+        let job = jobs::claim_next(&pool, epoch, "img")
+            .await
+            .unwrap()
+            .unwrap();
+        let base = last_seq(&pool, job.id).await.unwrap();
+        let lines: Vec<_> = ["one", "two"]
+            .iter()
+            .map(|text| NewEvent::log(LogStream::Stdout, Utc::now(), *text))
+            .collect();
+        let progress = LogProgress {
+            lines: 2,
+            bytes: 6,
+            dropped_lines: 1,
+            dropped_bytes: 5,
+            cursor: Some(("2024-05-01T10:00:00.000000001Z".into(), 2)),
+        };
+        append_with_progress(&pool, job.id, epoch, &lines, &progress)
+            .await
+            .unwrap();
+        // Progress alone (a cursor past skipped messages) needs no events.
+        let more = LogProgress {
+            lines: 1,
+            ..LogProgress::default()
+        };
+        append_with_progress(&pool, job.id, epoch, &[], &more)
+            .await
+            .unwrap();
+        let stored = list_after(&pool, job.id, base, 100).await.unwrap();
+        let texts: Vec<_> = stored.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["one", "two"]);
+        assert_eq!(stored[0].seq, base + 1);
+        let row = jobs::get(&pool, job.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                row.log_lines,
+                row.log_bytes,
+                row.dropped_lines,
+                row.dropped_bytes
+            ),
+            (3, 6, 1, 5)
+        );
+        assert_eq!(
+            row.log_cursor.as_deref(),
+            Some("2024-05-01T10:00:00.000000001Z")
+        );
+        assert_eq!(row.log_cursor_skip, 2);
+
+        // Another controller takes over: nothing more is written.
+        lease::acquire(&pool, "other").await.unwrap();
+        let err = append_with_progress(&pool, job.id, epoch, &lines, &progress)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, DbError::LeaseLost(e) if e == epoch),
+            "{err:?}"
+        );
+        assert_eq!(list_after(&pool, job.id, base, 100).await.unwrap().len(), 2);
+        assert_eq!(
+            jobs::get(&pool, job.id).await.unwrap().unwrap().log_lines,
+            3
+        );
     }
 
     #[tokio::test]

@@ -2,8 +2,8 @@
 //! read on.
 
 use ci_common::db::events::{self, NewEvent};
-use ci_common::db::jobs::{self, LogProgress};
-use ci_common::db::{lease, DbError, SqlitePool};
+use ci_common::db::jobs::LogProgress;
+use ci_common::db::{DbError, SqlitePool};
 use ci_common::JobId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,9 +57,10 @@ pub(super) enum ToWriter {
     Sync(oneshot::Sender<()>),
 }
 
-/// Stores the sink's writes as they come, each in one `BEGIN IMMEDIATE` transaction fenced by the lease
-/// epoch. When it is behind, everything waiting (up to [`WRITE_MAX_LINES`]) goes into one
-/// transaction. Ends at the first error (the sink then reports it) or when the sink is gone.
+/// Stores the sink's writes as they come, each in one transaction fenced by the lease epoch
+/// ([`events::append_with_progress`]). When it is behind, everything waiting (up to
+/// [`WRITE_MAX_LINES`]) goes into one transaction. Ends at the first error (the sink then
+/// reports it) or when the sink is gone.
 pub(super) async fn write_batches(
     pool: SqlitePool,
     job: JobId,
@@ -83,27 +84,12 @@ pub(super) async fn write_batches(
             }
         }
         if !pending.is_empty() {
-            commit(&pool, job, epoch, &pending).await?;
+            events::append_with_progress(&pool, job, epoch, &pending.events, &pending.progress)
+                .await?;
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
     }
-    Ok(())
-}
-
-async fn commit(
-    pool: &SqlitePool,
-    job: JobId,
-    epoch: i64,
-    pending: &PendingWrite,
-) -> Result<(), DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
-    if !pending.events.is_empty() {
-        events::append(&mut tx, job, &pending.events).await?;
-    }
-    jobs::record_log_progress(&mut tx, job, &pending.progress).await?;
-    tx.commit().await?;
     Ok(())
 }
