@@ -7,13 +7,11 @@ use ci_common::db::events::NewEvent;
 use ci_common::db::jobs::LogProgress;
 use ci_common::db::{DbError, SqlitePool};
 use ci_common::JobId;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::cap::{CappedLog, LogCap};
 use super::parser::{Cursor, LogLine};
-use super::writer::{write_batches, PendingWrite, ToWriter, WRITER_QUEUE};
+use super::writer::{PendingWrite, Writer};
 
 /// A batch is handed to the writer when it has this many lines...
 pub const BATCH_LINES: usize = 1000;
@@ -27,11 +25,7 @@ pub const BATCH_DELAY: Duration = Duration::from_millis(25);
 /// slows the reader down instead of filling memory. [`LogSink::sync`] (and `end_of_log`)
 /// wait until everything handed over is committed and report the writer's error, if any.
 pub struct LogSink {
-    epoch: i64,
-    to_writer: Option<mpsc::Sender<ToWriter>>,
-    writer: Option<JoinHandle<Result<(), DbError>>>,
-    /// The writer ended with `LeaseLost` (later calls report it again).
-    lease_lost: bool,
+    writer: Writer,
     batch: Vec<NewEvent>,
     batch_bytes: usize,
     progress: LogProgress,
@@ -52,13 +46,8 @@ impl LogSink {
         lines: u64,
         bytes: u64,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let writer = tokio::spawn(write_batches(pool, job, epoch, rx));
         Self {
-            epoch,
-            to_writer: Some(tx),
-            writer: Some(writer),
-            lease_lost: false,
+            writer: Writer::spawn(pool, job, epoch),
             batch: Vec::with_capacity(BATCH_LINES),
             batch_bytes: 0,
             progress: LogProgress::default(),
@@ -128,52 +117,13 @@ impl LogSink {
             progress: std::mem::take(&mut self.progress),
         };
         self.batch_bytes = 0;
-        self.send(ToWriter::Write(pending)).await
+        self.writer.write(pending).await
     }
 
     /// Hands over the pending batch and waits until everything handed over is committed.
     pub async fn sync(&mut self) -> Result<(), DbError> {
         self.flush().await?;
-        let (ack, done) = oneshot::channel();
-        self.send(ToWriter::Sync(ack)).await?;
-        match done.await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(self.writer_error().await),
-        }
-    }
-
-    async fn send(&mut self, msg: ToWriter) -> Result<(), DbError> {
-        let sent = match &self.to_writer {
-            Some(tx) => tx.send(msg).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(self.writer_error().await)
-        }
-    }
-
-    /// Why the writer stopped (it only stops early on an error).
-    async fn writer_error(&mut self) -> DbError {
-        self.to_writer = None;
-        let ended = match self.writer.take() {
-            Some(writer) => writer.await,
-            None => Ok(Ok(())),
-        };
-        match ended {
-            Ok(Err(e)) => {
-                self.lease_lost = matches!(e, DbError::LeaseLost(_));
-                e
-            }
-            _ if self.lease_lost => DbError::LeaseLost(self.epoch),
-            Ok(Ok(())) => DbError::Query(sqlx::Error::Protocol(
-                "the log writer stopped after an earlier error".to_owned(),
-            )),
-            Err(join) => DbError::Query(sqlx::Error::Protocol(format!(
-                "the log writer failed: {join}"
-            ))),
-        }
+        self.writer.sync().await
     }
 
     /// The container's log is complete: writes what is pending, and for a truncated log one
@@ -200,7 +150,7 @@ mod tests {
     use ci_common::{EventKind, LogStream};
 
     use crate::logs::parser::parse_ts;
-    use crate::logs::writer::WRITE_MAX_LINES;
+    use crate::logs::writer::{WRITER_QUEUE, WRITE_MAX_LINES};
 
     struct Db {
         _dir: tempfile::TempDir,

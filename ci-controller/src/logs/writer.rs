@@ -6,6 +6,7 @@ use ci_common::db::jobs::LogProgress;
 use ci_common::db::{DbError, SqlitePool};
 use ci_common::JobId;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 /// Batches waiting for the writer (beyond that, reading the log waits for the database).
 pub(super) const WRITER_QUEUE: usize = 6;
@@ -51,7 +52,7 @@ impl PendingWrite {
     }
 }
 
-pub(super) enum ToWriter {
+enum ToWriter {
     Write(PendingWrite),
     /// Answered once everything sent before it is committed.
     Sync(oneshot::Sender<()>),
@@ -61,7 +62,7 @@ pub(super) enum ToWriter {
 /// ([`events::append_with_progress`]). When it is behind, everything waiting (up to
 /// [`WRITE_MAX_LINES`]) goes into one transaction. Ends at the first error (the sink then
 /// reports it) or when the sink is gone.
-pub(super) async fn write_batches(
+async fn write_batches(
     pool: SqlitePool,
     job: JobId,
     epoch: i64,
@@ -92,4 +93,78 @@ pub(super) async fn write_batches(
         }
     }
     Ok(())
+}
+
+/// The sink's end of its writer task: hands writes over and reports why the task stopped.
+pub(super) struct Writer {
+    epoch: i64,
+    to_writer: Option<mpsc::Sender<ToWriter>>,
+    task: Option<JoinHandle<Result<(), DbError>>>,
+    /// The writer ended with `LeaseLost` (later calls report it again).
+    lease_lost: bool,
+}
+
+impl Writer {
+    /// Starts the writer task of a job (it ends when this handle is dropped, after writing
+    /// what it was given).
+    pub(super) fn spawn(pool: SqlitePool, job: JobId, epoch: i64) -> Self {
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let task = tokio::spawn(write_batches(pool, job, epoch, rx));
+        Self {
+            epoch,
+            to_writer: Some(tx),
+            task: Some(task),
+            lease_lost: false,
+        }
+    }
+
+    /// Hands a write over; waits only while the writer's queue is full. Fails if the writer
+    /// has stopped on an error (with that error).
+    pub(super) async fn write(&mut self, pending: PendingWrite) -> Result<(), DbError> {
+        self.send(ToWriter::Write(pending)).await
+    }
+
+    /// Waits until everything handed over is committed.
+    pub(super) async fn sync(&mut self) -> Result<(), DbError> {
+        let (ack, done) = oneshot::channel();
+        self.send(ToWriter::Sync(ack)).await?;
+        match done.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.stopped().await),
+        }
+    }
+
+    async fn send(&mut self, msg: ToWriter) -> Result<(), DbError> {
+        let sent = match &self.to_writer {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.stopped().await)
+        }
+    }
+
+    /// Why the writer stopped (it only stops early on an error).
+    async fn stopped(&mut self) -> DbError {
+        self.to_writer = None;
+        let ended = match self.task.take() {
+            Some(task) => task.await,
+            None => Ok(Ok(())),
+        };
+        match ended {
+            Ok(Err(e)) => {
+                self.lease_lost = matches!(e, DbError::LeaseLost(_));
+                e
+            }
+            _ if self.lease_lost => DbError::LeaseLost(self.epoch),
+            Ok(Ok(())) => DbError::Query(sqlx::Error::Protocol(
+                "the log writer stopped after an earlier error".to_owned(),
+            )),
+            Err(join) => DbError::Query(sqlx::Error::Protocol(format!(
+                "the log writer failed: {join}"
+            ))),
+        }
+    }
 }
