@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod config;
 pub mod docker;
+pub mod error;
 pub mod logs;
 pub mod metrics;
 pub mod runner;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
-use ci_common::db::{uploads, DbError, SqlitePool};
+use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
 use ci_common::project::RootFiles;
 use ci_common::step::{test_task, StepSpec};
@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::archive::zip_to_tar;
 use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker};
+use crate::error::{self, JobError};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
 use crate::sandbox::{container_config, step_of, Run, Sandbox, LABEL_JOB, WORKSPACE};
@@ -253,7 +254,7 @@ impl<D: Docker> Ctx<D> {
         let outcome = match flow {
             Ok(Flow::Detached) => return TaskEnd::Detached,
             Ok(Flow::Done(outcome)) => outcome,
-            Err(e) if is_lease_lost(&e) => return TaskEnd::LeaseLost,
+            Err(e) if error::is_lease_lost(&e) => return TaskEnd::LeaseLost,
             Err(e) => {
                 warn!(job.id = %id, "job failed inside the controller: {e:#}");
                 Outcome::new(JobStatus::Error).with_reason(format!("{e:#}"))
@@ -269,8 +270,10 @@ impl<D: Docker> Ctx<D> {
                 self.metrics.job_finished(outcome.status, secs);
                 TaskEnd::Finished(outcome.status)
             }
-            Err(DbError::LeaseLost(_)) => return TaskEnd::LeaseLost,
-            Err(e) => TaskEnd::Failed(format!("{:#}", anyhow::Error::from(e))),
+            Err(e) => match JobError::from(e) {
+                e if e.is_lease_lost() => return TaskEnd::LeaseLost,
+                e => TaskEnd::Failed(format!("{:#}", anyhow::Error::from(e))),
+            },
         };
         self.cleanup(id).await;
         end
@@ -736,11 +739,6 @@ impl<D: Docker> Ctx<D> {
             }
         }
     }
-}
-
-fn is_lease_lost(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|cause| matches!(cause.downcast_ref::<DbError>(), Some(DbError::LeaseLost(_))))
 }
 
 #[cfg(test)]

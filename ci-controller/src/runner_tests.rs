@@ -323,6 +323,36 @@ async fn a_job_past_its_timeout_is_stopped_with_sigterm() {
     assert_eq!(job.exit_code, Some(143));
 }
 
+#[tokio::test]
+async fn a_controller_that_lost_its_lease_leaves_the_job_and_its_container_alone() {
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            messages: lines(1),
+            runs_until_killed: true,
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let id = job.id;
+    let control = JobControl::default();
+    let ctx = ctx(&w, Duration::from_secs(60), NO_CAP);
+    let task = tokio::spawn(ctx.run_job(job, Vec::new(), control.clone()));
+    wait_for_log(&w.pool, id, "line 0").await;
+    lease::acquire(&w.pool, "another controller").await.unwrap();
+    // The stopped step cannot be recorded under the old epoch: the task ends, not the job.
+    control.cancel.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the task ends")
+        .unwrap();
+    assert!(matches!(end, TaskEnd::LeaseLost), "{end:?}");
+    let job = jobs::get(&w.pool, id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running, "the new controller decides");
+    assert!(!w.docker.container_names().is_empty(), "nothing cleaned up");
+}
+
 /// Waits (polling the database) until the job has a log line containing `needle`.
 async fn wait_for_log(pool: &SqlitePool, id: JobId, needle: &str) {
     tokio::time::timeout(Duration::from_secs(10), async {

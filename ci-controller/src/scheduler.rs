@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::docker::{ContainerSummary, Docker};
+use crate::error::{self, JobError};
 use crate::runner::{Ctx, JobControl, TaskEnd};
 use crate::sandbox::LABEL_JOB;
 
@@ -49,10 +50,6 @@ pub struct Scheduler<D> {
     queued: Arc<Notify>,
     /// A job task ended (its slot is free).
     job_ended: Arc<Notify>,
-}
-
-fn lease_lost(e: &DbError) -> bool {
-    matches!(e, DbError::LeaseLost(_))
 }
 
 impl<D: Docker> Scheduler<D> {
@@ -101,7 +98,7 @@ impl<D: Docker> Scheduler<D> {
                     wakeable = true;
                     self.interval
                 }
-                Err(e) if e.downcast_ref::<DbError>().is_some_and(lease_lost) => {
+                Err(e) if error::is_lease_lost(&e) => {
                     return Err(e.context("another controller took over the lease; stopping"));
                 }
                 Err(e) => {
@@ -189,7 +186,9 @@ impl<D: Docker> Scheduler<D> {
                     self.task_jobs.remove(&task);
                     self.owned.remove(&id);
                     match end {
-                        TaskEnd::LeaseLost => return Err(DbError::LeaseLost(self.ctx.epoch).into()),
+                        TaskEnd::LeaseLost => {
+                            return Err(JobError::LeaseLost(self.ctx.epoch).into())
+                        }
                         TaskEnd::Failed(e) => {
                             error!(job.id = %id, "cannot record the end of the job: {e}")
                         }

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use ci_common::db::events::NewEvent;
 use ci_common::db::jobs::LogProgress;
-use ci_common::db::{DbError, SqlitePool};
+use ci_common::db::SqlitePool;
 use ci_common::JobId;
 use tokio::time::Instant;
+
+use crate::error::JobError;
 
 use super::cap::{CappedLog, LogCap};
 use super::parser::{Cursor, LogLine};
@@ -100,14 +102,14 @@ impl LogSink {
     }
 
     /// Hands a notice (after every line pushed before it) to the writer at once.
-    pub async fn notice(&mut self, text: impl Into<String>) -> Result<(), DbError> {
+    pub async fn notice(&mut self, text: impl Into<String>) -> Result<(), JobError> {
         self.batch.push(NewEvent::notice(text));
         self.flush().await
     }
 
     /// Hands the pending batch to the writer; waits only while the writer's queue is full.
     /// Fails if the writer has stopped on an error (with that error).
-    pub async fn flush(&mut self) -> Result<(), DbError> {
+    pub async fn flush(&mut self) -> Result<(), JobError> {
         self.first_pending = None;
         if self.batch.is_empty() && self.progress == LogProgress::default() {
             return Ok(());
@@ -121,14 +123,14 @@ impl LogSink {
     }
 
     /// Hands over the pending batch and waits until everything handed over is committed.
-    pub async fn sync(&mut self) -> Result<(), DbError> {
+    pub async fn sync(&mut self) -> Result<(), JobError> {
         self.flush().await?;
         self.writer.sync().await
     }
 
     /// The container's log is complete: writes what is pending, and for a truncated log one
     /// "log truncated" notice followed by the kept tail, and waits until all of it is stored.
-    pub async fn end_of_log(&mut self) -> Result<(), DbError> {
+    pub async fn end_of_log(&mut self) -> Result<(), JobError> {
         if self.log.end(&mut self.batch, &mut self.progress) {
             // The tail's lines end where the log was read up to.
             self.progress.cursor = self.latest_cursor.as_ref().map(|c| (c.ts.clone(), c.count));
@@ -272,12 +274,12 @@ mod tests {
         feed(&mut sink, 10..20).await;
         let err = sink.end_of_log().await.unwrap_err();
         assert!(
-            matches!(err, DbError::LeaseLost(e) if e == d.epoch),
+            matches!(err, JobError::LeaseLost(e) if e == d.epoch),
             "{err:?}"
         );
         sink.notice("more").await.unwrap_err();
         let err = sink.sync().await.unwrap_err();
-        assert!(matches!(err, DbError::LeaseLost(_)), "{err:?}");
+        assert!(err.is_lease_lost(), "{err:?}");
         assert_eq!(stored(&d).await.len(), 10, "nothing after the takeover");
     }
 

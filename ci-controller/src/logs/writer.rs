@@ -8,6 +8,8 @@ use ci_common::JobId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::error::JobError;
+
 /// Batches waiting for the writer (beyond that, reading the log waits for the database).
 pub(super) const WRITER_QUEUE: usize = 6;
 /// A writer that is behind commits what is waiting in one transaction of up to this many
@@ -120,12 +122,12 @@ impl Writer {
 
     /// Hands a write over; waits only while the writer's queue is full. Fails if the writer
     /// has stopped on an error (with that error).
-    pub(super) async fn write(&mut self, pending: PendingWrite) -> Result<(), DbError> {
+    pub(super) async fn write(&mut self, pending: PendingWrite) -> Result<(), JobError> {
         self.send(ToWriter::Write(pending)).await
     }
 
     /// Waits until everything handed over is committed.
-    pub(super) async fn sync(&mut self) -> Result<(), DbError> {
+    pub(super) async fn sync(&mut self) -> Result<(), JobError> {
         let (ack, done) = oneshot::channel();
         self.send(ToWriter::Sync(ack)).await?;
         match done.await {
@@ -134,7 +136,7 @@ impl Writer {
         }
     }
 
-    async fn send(&mut self, msg: ToWriter) -> Result<(), DbError> {
+    async fn send(&mut self, msg: ToWriter) -> Result<(), JobError> {
         let sent = match &self.to_writer {
             Some(tx) => tx.send(msg).await.is_ok(),
             None => false,
@@ -147,7 +149,7 @@ impl Writer {
     }
 
     /// Why the writer stopped (it only stops early on an error).
-    async fn stopped(&mut self) -> DbError {
+    async fn stopped(&mut self) -> JobError {
         self.to_writer = None;
         let ended = match self.task.take() {
             Some(task) => task.await,
@@ -155,16 +157,15 @@ impl Writer {
         };
         match ended {
             Ok(Err(e)) => {
-                self.lease_lost = matches!(e, DbError::LeaseLost(_));
+                let e = JobError::from(e);
+                self.lease_lost = e.is_lease_lost();
                 e
             }
-            _ if self.lease_lost => DbError::LeaseLost(self.epoch),
-            Ok(Ok(())) => DbError::Query(sqlx::Error::Protocol(
-                "the log writer stopped after an earlier error".to_owned(),
-            )),
-            Err(join) => DbError::Query(sqlx::Error::Protocol(format!(
-                "the log writer failed: {join}"
-            ))),
+            _ if self.lease_lost => JobError::LeaseLost(self.epoch),
+            Ok(Ok(())) => {
+                JobError::LogWriter("the log writer stopped after an earlier error".to_owned())
+            }
+            Err(join) => JobError::LogWriter(format!("the log writer failed: {join}")),
         }
     }
 }
