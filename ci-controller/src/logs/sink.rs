@@ -287,10 +287,10 @@ mod tests {
     async fn a_slow_database_holds_the_reader_back_after_a_few_batches() {
         let d = db().await;
         let mut sink = sink(&d, LogCap { lines: 0, bytes: 0 });
-        // Another connection holds the write lock: the writer waits on it.
+        // Another connection holds the write lock (a write that adds nothing, not committed):
+        // the writer waits on it.
         let mut blocker = d.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-        sqlx::query("UPDATE jobs SET log_lines = log_lines")
-            .execute(&mut *blocker)
+        jobs::record_log_progress(&mut blocker, d.job, &LogProgress::default())
             .await
             .unwrap();
         let mut handed = 0;
