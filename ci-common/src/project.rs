@@ -114,7 +114,11 @@ pub fn ci_config(pyproject: &str) -> Result<CiConfig, ConfigError> {
 
 /// A TOML error as one line that names where it is: `line 3: unknown field ...`.
 fn located(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let message = error
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     match error.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
