@@ -4,10 +4,10 @@
 //! epoch, while the log is read on; the sink keeps the head and the tail of a log that goes past
 //! its cap.
 //!
-//! - [`parser`]: Docker log messages into [`LogLine`]s and the resume [`Cursor`];
-//! - [`cap`]: the [`LogCap`] (the head and the tail of a long log);
-//! - [`sink`]: the [`LogSink`] the runner pushes lines into;
-//! - [`writer`]: the task that stores the sink's batches.
+//! - `parser.rs`: Docker log messages into [`LogLine`]s, and the resume [`Cursor`];
+//! - `cap.rs`: the [`LogCap`], and how a log past it keeps its head and its tail;
+//! - `sink.rs`: the [`LogSink`] the runner pushes lines and notices into;
+//! - `writer.rs`: the task that stores the sink's batches, and the sink's handle to it.
 
 mod cap;
 mod parser;

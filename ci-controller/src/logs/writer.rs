@@ -169,3 +169,45 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ci_common::LogStream;
+
+    fn write(texts: &[&str], lines: i64, cursor: Option<&str>) -> PendingWrite {
+        PendingWrite {
+            events: texts
+                .iter()
+                .map(|t| NewEvent::log(LogStream::Stdout, chrono::Utc::now(), *t))
+                .collect(),
+            progress: LogProgress {
+                lines,
+                bytes: lines * 10,
+                dropped_lines: 1,
+                dropped_bytes: 2,
+                cursor: cursor.map(|ts| (ts.to_owned(), 1)),
+            },
+        }
+    }
+
+    #[test]
+    fn writes_waiting_together_become_one_in_order_with_the_last_cursor() {
+        let mut pending = PendingWrite::default();
+        assert!(pending.is_empty());
+        pending.absorb(write(&["a", "b"], 2, Some("t1")));
+        pending.absorb(write(&["c"], 1, Some("t2")));
+        // A notice alone carries no cursor: the one before it stays.
+        pending.absorb(write(&["notice"], 0, None));
+        let texts: Vec<_> = pending.events.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["a", "b", "c", "notice"]);
+        assert_eq!(pending.text_bytes(), 9);
+        let p = &pending.progress;
+        assert_eq!(
+            (p.lines, p.bytes, p.dropped_lines, p.dropped_bytes),
+            (3, 30, 3, 6)
+        );
+        assert_eq!(p.cursor, Some(("t2".to_owned(), 1)));
+        assert!(!pending.is_empty());
+    }
+}
