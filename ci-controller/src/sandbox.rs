@@ -1,5 +1,5 @@
 //! Every setting of a job's container, built in one place ([`container_config`]) from one
-//! struct ([`Sandbox`]) and the step it runs ([`Step`]).
+//! struct ([`Sandbox`]) and the step it runs ([`Run`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
