@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Duration, Local, Utc};
 use ci_common::db::api_keys::{self, ApiKey};
+use ci_common::db::legacy::{self, ImportSummary};
 use ci_common::db::users::{self, User};
 use ci_common::db::{self, DbError, SqlitePool};
 use ci_common::keys::SecretKey;
@@ -31,6 +32,22 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Copy the users, API keys and past jobs (with their logs) of the Python prototype's
+    /// database into this one. Safe to run again: what is already here is left alone.
+    ImportLegacy(ImportLegacyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportLegacyArgs {
+    /// The prototype's SQLite database (its CI_DB_PATH: by default ~/.ci/jobs.db for its
+    /// ci-admin, ci_jobs.db in its server's folder). It is only read.
+    pub path: PathBuf,
+    /// Give the prototype's jobs that have no owner (from before it had users) to this user,
+    /// ours or one being imported; without it they are skipped.
+    #[arg(long, value_name = "EMAIL")]
+    pub owner_email: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,12 +128,21 @@ pub struct OptionalUserRef {
 
 /// Runs one command, writing its human or JSON output to `out`.
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
+    // The prototype's database is checked before ours is opened (and perhaps created).
+    let prototype = match &cli.command {
+        Command::ImportLegacy(args) => Some(legacy::Prototype::open(&args.path).await?),
+        _ => None,
+    };
     let pool = db::connect(&cli.db_path, 2)
         .await
         .with_context(|| format!("cannot open the database {}", cli.db_path.display()))?;
     let result = match cli.command {
         Command::User(command) => user_command(&pool, command, out).await,
         Command::Key(command) => key_command(&pool, command, out).await,
+        Command::ImportLegacy(args) => {
+            let prototype = prototype.expect("opened above");
+            import_legacy(&pool, prototype, args, out).await
+        }
     };
     pool.close().await;
     result
@@ -287,6 +313,139 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
     Ok(())
 }
 
+async fn import_legacy(
+    pool: &SqlitePool,
+    prototype: legacy::Prototype,
+    args: ImportLegacyArgs,
+    out: &mut impl Write,
+) -> Result<()> {
+    let summary = prototype
+        .import_into(pool, args.owner_email.as_deref())
+        .await?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+    } else {
+        write!(
+            out,
+            "{}",
+            import_report(&summary, args.owner_email.as_deref())
+        )?;
+    }
+    Ok(())
+}
+
+/// What `import-legacy` says: one summary line, then a note per thing worth knowing.
+fn import_report(s: &ImportSummary, owner_email: Option<&str>) -> String {
+    let mut line = if s.changed {
+        let mut jobs = vec![count(s.log_lines, "log line")];
+        if s.unfinished_jobs > 0 {
+            jobs.push(format!("{} unfinished, now lost", s.unfinished_jobs));
+        }
+        format!(
+            "imported {}, {}, {}",
+            tally(s.users.imported, "user", s.users.already_there, vec![]),
+            tally(
+                s.keys.imported,
+                "key",
+                s.keys.already_there,
+                (s.revoked_keys > 0)
+                    .then(|| format!("{} revoked", s.revoked_keys))
+                    .into_iter()
+                    .collect()
+            ),
+            tally(s.jobs.imported, "job", s.jobs.already_there, jobs),
+        )
+    } else {
+        format!(
+            "nothing new to import: {}, {} and {} were already there",
+            count(s.users.already_there, "user"),
+            count(s.keys.already_there, "key"),
+            count(s.jobs.already_there, "job"),
+        )
+    };
+    let k = &s.skipped;
+    let skipped: Vec<String> = [
+        (
+            k.jobs_without_owner,
+            "job without an owner (pass --owner-email EMAIL to give them to a user)",
+            "jobs without an owner (pass --owner-email EMAIL to give them to a user)",
+        ),
+        (
+            k.jobs_of_unknown_users,
+            "job of an unknown user",
+            "jobs of unknown users",
+        ),
+        (
+            k.keys_of_unknown_users,
+            "key of an unknown user",
+            "keys of unknown users",
+        ),
+        (
+            k.keys_with_bad_hash,
+            "key whose hash is not SHA-256 hex",
+            "keys whose hash is not SHA-256 hex",
+        ),
+        (
+            k.events_of_other_types,
+            "event that is neither log nor complete",
+            "events that are neither log nor complete",
+        ),
+    ]
+    .into_iter()
+    .filter(|(n, _, _)| *n > 0)
+    .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+    .collect();
+    if !skipped.is_empty() {
+        line.push_str("; skipped ");
+        line.push_str(&skipped.join(", "));
+    }
+    line.push('\n');
+    for m in &s.matched_by_email {
+        line.push_str(&format!(
+            "note: the prototype's user {} ({}) is the existing user {}: its keys and jobs went to that user\n",
+            m.prototype_id, m.email, m.user_id
+        ));
+    }
+    if s.jobs_given_to_owner > 0 {
+        line.push_str(&format!(
+            "note: {} without an owner went to {}\n",
+            count(s.jobs_given_to_owner, "job"),
+            owner_email.unwrap_or_default()
+        ));
+    }
+    for id in &s.new_ids {
+        line.push_str(&format!(
+            "note: the prototype's {} id {:?} is not a UUID: it is now {}\n",
+            id.kind, id.prototype_id, id.id
+        ));
+    }
+    if s.before_authentication {
+        line.push_str("note: this database is from before the prototype had users: it holds no users or keys\n");
+    }
+    line
+}
+
+/// `3 jobs (41 log lines, 1 already there)`.
+fn tally(imported: i64, noun: &str, already_there: i64, mut details: Vec<String>) -> String {
+    if already_there > 0 {
+        details.push(format!("{already_there} already there"));
+    }
+    let mut text = count(imported, noun);
+    if !details.is_empty() {
+        text.push_str(&format!(" ({})", details.join(", ")));
+    }
+    text
+}
+
+/// `1 job`, `2 jobs`.
+fn count(n: i64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// A user as `--json` shows it: our fields, plus the prototype's `is_active` (the same as
 /// `active`), so that its users' scripts keep working.
 fn user_json(user: &User) -> serde_json::Value {
@@ -424,6 +583,67 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "ID    OK\na     ✓\nlong  x\n"
+        );
+    }
+
+    #[test]
+    fn the_import_report_says_what_was_imported_skipped_and_already_there() {
+        use ci_common::db::legacy::{EmailMatch, Skipped, Tally};
+        let first = ImportSummary {
+            changed: true,
+            users: Tally {
+                imported: 2,
+                already_there: 1,
+            },
+            keys: Tally {
+                imported: 2,
+                already_there: 0,
+            },
+            jobs: Tally {
+                imported: 5,
+                already_there: 0,
+            },
+            log_lines: 41,
+            revoked_keys: 1,
+            unfinished_jobs: 1,
+            skipped: Skipped {
+                jobs_without_owner: 1,
+                ..Skipped::default()
+            },
+            matched_by_email: vec![EmailMatch {
+                prototype_id: "p-1".into(),
+                email: "ada@example.com".into(),
+                user_id: UserId(uuid::Uuid::nil()),
+            }],
+            ..ImportSummary::default()
+        };
+        assert_eq!(
+            import_report(&first, None),
+            "imported 2 users (1 already there), 2 keys (1 revoked), 5 jobs (41 log lines, 1 \
+             unfinished, now lost); skipped 1 job without an owner (pass --owner-email EMAIL to \
+             give them to a user)\n\
+             note: the prototype's user p-1 (ada@example.com) is the existing user \
+             00000000-0000-0000-0000-000000000000: its keys and jobs went to that user\n"
+        );
+        let again = ImportSummary {
+            users: Tally {
+                imported: 0,
+                already_there: 3,
+            },
+            keys: Tally {
+                imported: 0,
+                already_there: 2,
+            },
+            jobs: Tally {
+                imported: 0,
+                already_there: 1,
+            },
+            jobs_given_to_owner: 0,
+            ..ImportSummary::default()
+        };
+        assert_eq!(
+            import_report(&again, Some("ada@example.com")),
+            "nothing new to import: 3 users, 2 keys and 1 job were already there\n"
         );
     }
 

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod events;
 pub mod jobs;
 pub mod lease;
+pub mod legacy;
 pub mod policy;
 pub mod steps;
 pub mod uploads;
