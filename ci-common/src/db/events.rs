@@ -70,6 +70,14 @@ impl NewEvent {
         }
     }
 
+    /// The two events that end a job: its final `status`, then `complete`.
+    pub fn job_end(outcome: &Outcome) -> [Self; 2] {
+        [
+            Self::status(outcome.status, outcome.reason.as_deref()),
+            Self::complete(outcome),
+        ]
+    }
+
     pub fn complete(outcome: &Outcome) -> Self {
         Self {
             kind: EventKind::Complete,

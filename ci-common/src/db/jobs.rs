@@ -359,11 +359,7 @@ async fn end(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    let events = [
-        NewEvent::status(outcome.status, outcome.reason.as_deref()),
-        NewEvent::complete(outcome),
-    ];
-    events::append(conn, id, &events).await?;
+    events::append(conn, id, &NewEvent::job_end(outcome)).await?;
     uploads::delete(conn, id).await?;
     Ok(())
 }

@@ -676,10 +676,7 @@ async fn import_job(
         }
     }
     let ended_at = job.finished_at.or(completed_at).unwrap_or(now);
-    for mut event in [
-        NewEvent::status(job.outcome.status, job.outcome.reason.as_deref()),
-        NewEvent::complete(&job.outcome),
-    ] {
+    for mut event in NewEvent::job_end(&job.outcome) {
         event.ts = ended_at;
         list.push(event);
     }
