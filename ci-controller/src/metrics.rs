@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use ci_common::db::{jobs, SqlitePool};
+use ci_common::db::{self, jobs, SqlitePool};
 use ci_common::JobStatus;
 use tokio_util::sync::CancellationToken;
 
@@ -96,14 +96,16 @@ async fn metrics_page(State(state): State<MetricsState>) -> impl IntoResponse {
 }
 
 async fn health(State(state): State<MetricsState>) -> impl IntoResponse {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
+    match db::ping(&state.pool).await {
         Ok(_) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ok"})),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "error", "error": e.to_string()})),
+            axum::Json(
+                serde_json::json!({"status": "error", "error": format!("{:#}", anyhow::Error::from(e))}),
+            ),
         ),
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use ci_common::db::events::{self, EventRow};
-use ci_common::db::SqlitePool;
+use ci_common::db::{jobs, SqlitePool};
 use ci_common::JobId;
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{broadcast, watch};
@@ -422,10 +422,7 @@ async fn watch_changes(hub: Hub, poll: Duration) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-            .fetch_one(&mut *c)
-            .await
-        {
+        match jobs::data_version(c).await {
             Ok(version) => {
                 if last != Some(version) {
                     last = Some(version);
@@ -434,7 +431,7 @@ async fn watch_changes(hub: Hub, poll: Duration) {
             }
             Err(err) => {
                 tracing::warn!(
-                    error = format!("{err:#}"),
+                    error = format!("{:#}", anyhow::Error::from(err)),
                     "change check failed; reconnecting"
                 );
                 conn = None;

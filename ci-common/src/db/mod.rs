@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqliteExecutor;
 pub use sqlx::SqlitePool;
 
 pub mod api_keys;
@@ -105,6 +106,12 @@ async fn migrate(pool: &SqlitePool, db_path: &Path) -> Result<(), DbError> {
     Ok(result?)
 }
 
+/// Whether the database answers a query (health and readiness checks).
+pub async fn ping(ex: impl SqliteExecutor<'_>) -> Result<(), DbError> {
+    sqlx::query("SELECT 1").execute(ex).await?;
+    Ok(())
+}
+
 /// `<db path><suffix>`, e.g. `ci.db.controller.lock`.
 pub fn sibling(db_path: &Path, suffix: &str) -> PathBuf {
     let mut name = db_path.as_os_str().to_owned();
@@ -174,5 +181,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied, MIGRATOR.iter().count() as i64);
+    }
+
+    #[tokio::test]
+    async fn ping_answers_until_the_pool_is_closed() {
+        let (_dir, pool) = testing::temp_db().await;
+        ping(&pool).await.unwrap();
+        pool.close().await;
+        assert!(matches!(ping(&pool).await, Err(DbError::Query(_))));
     }
 }

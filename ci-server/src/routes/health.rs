@@ -16,7 +16,7 @@ pub async fn health() -> Json<Health> {
 }
 
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    let check = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&state.pool);
+    let check = ci_common::db::ping(&state.pool);
     match tokio::time::timeout(Duration::from_secs(5), check).await {
         Ok(Ok(_)) => Ok(Json(Health {
             status: "ok".into(),
