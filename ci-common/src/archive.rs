@@ -122,19 +122,11 @@ mod tests {
 
     #[test]
     fn root_files_are_read_without_unpacking_the_rest() {
-        use std::io::Write;
-        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-        for (name, body) in [
-            ("./pyproject.toml", "[tool.ci]\nimage = 'x'\n"),
-            ("pkg/pyproject.toml", "nested"),
-            ("tests/test_a.py", ""),
-        ] {
-            writer
-                .start_file(name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            writer.write_all(body.as_bytes()).unwrap();
-        }
-        let zip = writer.finish().unwrap().into_inner();
+        let zip = crate::testing::zip_files(&[
+            ("./pyproject.toml", b"[tool.ci]\nimage = 'x'\n"),
+            ("pkg/pyproject.toml", b"nested"),
+            ("tests/test_a.py", b""),
+        ]);
         let root = root_files(&zip).unwrap();
         assert_eq!(root.get("pyproject.toml"), Some("[tool.ci]\nimage = 'x'\n"));
         assert!(!root.has("tests/test_a.py"));

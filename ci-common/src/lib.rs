@@ -1,5 +1,6 @@
 //! What the `ci` binaries share: identifiers, the job state machine, the wire types of the HTTP
-//! API and its SSE stream, API keys, and (feature `db`) the SQLite database layer.
+//! API and its SSE stream, API keys, (feature `db`) the SQLite database layer, and (feature
+//! `testing`, for tests only) helpers that every crate's tests share.
 
 pub mod api;
 pub mod archive;
@@ -13,6 +14,9 @@ pub mod step;
 
 #[cfg(feature = "db")]
 pub mod db;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use ids::{ApiKeyId, JobId, UserId};
 pub use job::{EventKind, JobStatus, LogStream};

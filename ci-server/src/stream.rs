@@ -416,7 +416,8 @@ mod tests {
     use chrono::Utc;
     use ci_common::api::Outcome;
     use ci_common::db::events::NewEvent;
-    use ci_common::db::{self, jobs, lease, users};
+    use ci_common::db::{jobs, lease, users};
+    use ci_common::testing::TempDb;
     use ci_common::{JobStatus, LogStream};
     use futures_util::StreamExt;
 
@@ -424,16 +425,15 @@ mod tests {
     use crate::Config;
 
     struct Setup {
-        _dir: tempfile::TempDir,
+        _db: TempDb,
         state: AppState,
         job: JobId,
         epoch: i64,
     }
 
     async fn setup(capacity: usize) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ci.db");
-        let pool = db::connect(&path, 4).await.unwrap();
+        let db = TempDb::new().await;
+        let pool = db.pool.clone();
         let user = users::create(&pool, "Ada", "ada@example.com")
             .await
             .unwrap();
@@ -455,13 +455,13 @@ mod tests {
         );
         let state = AppState {
             pool,
-            config: Arc::new(Config::for_db(path)),
+            config: Arc::new(Config::for_db(&db.path)),
             shutdown,
             hub,
             touches: Arc::default(),
         };
         Setup {
-            _dir: dir,
+            _db: db,
             state,
             job,
             epoch,
@@ -504,7 +504,7 @@ mod tests {
     #[tokio::test]
     async fn a_follower_that_lags_the_channel_rereads_from_the_database() {
         let Setup {
-            _dir,
+            _db,
             state,
             job,
             epoch,
@@ -536,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn followers_share_the_frames_the_tail_rendered_once() {
         let Setup {
-            _dir, state, job, ..
+            _db, state, job, ..
         } = setup(16).await;
         let mut watcher = state.hub.subscribe(job, 0).live;
         tail_reached(&mut watcher, 1).await;
@@ -600,7 +600,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_stream_declares_utf8() {
-        let Setup { _dir, state, .. } = setup(16).await;
+        let Setup { _db, state, .. } = setup(16).await;
         let response = sse_response(&state, stream::empty());
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
@@ -612,7 +612,7 @@ mod tests {
     #[tokio::test]
     async fn original_streams_end_each_line_with_its_newline_and_say_completed() {
         let Setup {
-            _dir,
+            _db,
             state,
             job,
             epoch,
@@ -717,7 +717,7 @@ mod tests {
     #[tokio::test]
     async fn a_tail_stops_when_its_last_follower_leaves_and_shutdown_ends_streams() {
         let Setup {
-            _dir, state, job, ..
+            _db, state, job, ..
         } = setup(16).await;
         let mut follower = Box::pin(follow(&state, job, 0, true, Framing::Named));
         assert_eq!(ids(&follower.next().await.unwrap()), [1]);

@@ -506,10 +506,7 @@ fn verify_contents(bytes: &[u8], entries: &[Entry]) -> Result<(), UploadError> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
-    use zip::write::SimpleFileOptions;
-    use zip::CompressionMethod;
+    use ci_common::testing::{raw_zip, zip_files};
 
     use super::*;
 
@@ -519,92 +516,13 @@ mod tests {
         max_ratio: 200,
     };
 
-    fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let options = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
-        for (name, data) in files {
-            if name.ends_with('/') {
-                writer.add_directory(*name, options).unwrap();
-            } else {
-                writer.start_file(*name, options).unwrap();
-                writer.write_all(data).unwrap();
-            }
-        }
-        writer.finish().unwrap().into_inner()
-    }
-
-    /// A stored (uncompressed) archive written by hand, so that names and attributes can be
-    /// anything: `(name, data, unix mode)`.
-    fn raw_zip(entries: &[(&[u8], &[u8], u32)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut central = Vec::new();
-        for (name, data, mode) in entries {
-            let offset = out.len() as u32;
-            let crc = crc32(data);
-            out.extend_from_slice(&LOCAL_SIG.to_le_bytes());
-            out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            out.extend_from_slice(&crc.to_le_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(&0u16.to_le_bytes());
-            out.extend_from_slice(name);
-            out.extend_from_slice(data);
-            central.extend_from_slice(&central_entry(name, data, *mode, offset));
-        }
-        finish_raw(out, central, entries.len())
-    }
-
-    fn central_entry(name: &[u8], data: &[u8], mode: u32, offset: u32) -> Vec<u8> {
-        let mut c = Vec::new();
-        c.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
-        c.extend_from_slice(&[20, SYSTEM_UNIX, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        c.extend_from_slice(&crc32(data).to_le_bytes());
-        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        c.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        c.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        c.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
-        c.extend_from_slice(&(mode << 16).to_le_bytes());
-        c.extend_from_slice(&offset.to_le_bytes());
-        c.extend_from_slice(name);
-        c
-    }
-
-    fn finish_raw(mut out: Vec<u8>, central: Vec<u8>, count: usize) -> Vec<u8> {
-        let cd_offset = out.len() as u32;
-        out.extend_from_slice(&central);
-        out.extend_from_slice(&EOCD_SIG.to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(&(count as u16).to_le_bytes());
-        out.extend_from_slice(&(count as u16).to_le_bytes());
-        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-        out.extend_from_slice(&cd_offset.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &byte in data {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-
     fn check(bytes: &[u8]) -> Result<Summary, UploadError> {
         validate(bytes, &LIMITS)
     }
 
     #[test]
     fn a_normal_project_passes() {
-        let zip = zip_of(&[
+        let zip = zip_files(&[
             ("tests/", b""),
             ("tests/test_a.py", b"def test_a():\n    assert True\n"),
             ("requirements.txt", b"pytest\n"),
@@ -616,10 +534,13 @@ mod tests {
                 unpacked_bytes: 37
             }
         );
-        let handmade = raw_zip(&[
-            (b"./src/a.py", b"x = 1\n", 0o100644),
-            (b"src/", b"", 0o040755),
-        ]);
+        let handmade = raw_zip(
+            &[
+                (b"./src/a.py", b"x = 1\n", 0o100644),
+                (b"src/", b"", 0o040755),
+            ],
+            None,
+        );
         assert_eq!(check(&handmade).unwrap().files, 1);
     }
 
@@ -630,7 +551,7 @@ mod tests {
             check(b"hello, not a zip at all"),
             Err(UploadError::NotZip(_))
         ));
-        let mut truncated = zip_of(&[("a.py", b"x")]);
+        let mut truncated = zip_files(&[("a.py", b"x")]);
         truncated.truncate(truncated.len() - 30);
         assert!(check(&truncated).is_err());
     }
@@ -646,7 +567,7 @@ mod tests {
             (b"a\0b.py", "NUL"),
             (b"\xff\xfe.py", "UTF-8"),
         ] {
-            let err = check(&raw_zip(&[(name, b"x", 0o100644)])).unwrap_err();
+            let err = check(&raw_zip(&[(name, b"x", 0o100644)], None)).unwrap_err();
             assert!(
                 matches!(err, UploadError::UnsafePath { .. }),
                 "{name:?}: {err:?}"
@@ -659,7 +580,7 @@ mod tests {
 
     #[test]
     fn links_and_special_files() {
-        let err = check(&raw_zip(&[(b"link.py", b"/etc/passwd", 0o120777)])).unwrap_err();
+        let err = check(&raw_zip(&[(b"link.py", b"/etc/passwd", 0o120777)], None)).unwrap_err();
         assert_eq!(
             err,
             UploadError::Symlink {
@@ -667,23 +588,23 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("link.py"));
-        let err = check(&raw_zip(&[(b"fifo", b"", 0o010644)])).unwrap_err();
+        let err = check(&raw_zip(&[(b"fifo", b"", 0o010644)], None)).unwrap_err();
         assert_eq!(
             err,
             UploadError::SpecialFile {
                 name: "fifo".into()
             }
         );
-        let err = check(&raw_zip(&[(b"dev", b"", 0o020644)])).unwrap_err();
+        let err = check(&raw_zip(&[(b"dev", b"", 0o020644)], None)).unwrap_err();
         assert_eq!(err, UploadError::SpecialFile { name: "dev".into() });
     }
 
     #[test]
     fn duplicates_and_files_used_as_folders() {
-        let err = check(&raw_zip(&[
-            (b"a.py", b"1", 0o100644),
-            (b"./a.py", b"2", 0o100644),
-        ]))
+        let err = check(&raw_zip(
+            &[(b"a.py", b"1", 0o100644), (b"./a.py", b"2", 0o100644)],
+            None,
+        ))
         .unwrap_err();
         assert_eq!(
             err,
@@ -691,10 +612,10 @@ mod tests {
                 name: "./a.py".into()
             }
         );
-        let err = check(&raw_zip(&[
-            (b"a", b"1", 0o100644),
-            (b"a/b.py", b"2", 0o100644),
-        ]))
+        let err = check(&raw_zip(
+            &[(b"a", b"1", 0o100644), (b"a/b.py", b"2", 0o100644)],
+            None,
+        ))
         .unwrap_err();
         assert_eq!(
             err,
@@ -703,19 +624,22 @@ mod tests {
                 file: "a".into()
             }
         );
-        let err = check(&raw_zip(&[(b"a/", b"", 0o040755), (b"a", b"1", 0o100644)])).unwrap_err();
+        let err = check(&raw_zip(
+            &[(b"a/", b"", 0o040755), (b"a", b"1", 0o100644)],
+            None,
+        ))
+        .unwrap_err();
         assert!(matches!(err, UploadError::Duplicate { .. }), "{err:?}");
     }
 
     #[test]
     fn overlapping_entries() {
         // Two central entries pointing at the same local header.
-        let one = raw_zip(&[(b"a.py", b"hello", 0o100644)]);
-        let cd_offset = u32_at(&one, one.len() - 6).unwrap() as usize;
-        let local = one[..cd_offset].to_vec();
-        let mut central = central_entry(b"a.py", b"hello", 0o100644, 0);
-        central.extend(central_entry(b"b.py", b"hello", 0o100644, 0));
-        let err = check(&finish_raw(local, central, 2)).unwrap_err();
+        let zip = raw_zip(
+            &[(b"a.py", b"hello", 0o100644), (b"b.py", b"hello", 0o100644)],
+            Some(&[0, 0]),
+        );
+        let err = check(&zip).unwrap_err();
         assert_eq!(
             err,
             UploadError::Overlap {
@@ -729,7 +653,7 @@ mod tests {
     fn too_many_entries_too_large_and_bombs() {
         let names: Vec<String> = (0..101).map(|i| format!("f{i}.py")).collect();
         let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
-        let err = check(&zip_of(&files)).unwrap_err();
+        let err = check(&zip_files(&files)).unwrap_err();
         assert_eq!(
             err,
             UploadError::TooManyEntries {
@@ -741,7 +665,7 @@ mod tests {
         assert!(err.to_string().contains("100"));
 
         let zeros = vec![0u8; 8 * 1024 * 1024];
-        let bomb = zip_of(&[("zeros.bin", &zeros)]);
+        let bomb = zip_files(&[("zeros.bin", &zeros)]);
         let err = check(&bomb).unwrap_err();
         assert!(
             matches!(&err, UploadError::Ratio { name, limit: 200, .. } if name == "zeros.bin"),
@@ -753,7 +677,7 @@ mod tests {
             ..LIMITS
         };
         let err = validate(
-            &zip_of(&[("a.txt", &[b'a'; 600]), ("b.txt", &[b'b'; 600])]),
+            &zip_files(&[("a.txt", &[b'a'; 600]), ("b.txt", &[b'b'; 600])]),
             &small,
         )
         .unwrap_err();
@@ -770,7 +694,7 @@ mod tests {
     #[test]
     fn lying_sizes_and_empty_archives() {
         // Declares 1 byte but holds 5.
-        let mut zip = raw_zip(&[(b"a.py", b"hello", 0o100644)]);
+        let mut zip = raw_zip(&[(b"a.py", b"hello", 0o100644)], None);
         let cd = u32_at(&zip, zip.len() - 6).unwrap() as usize;
         zip[cd + 24..cd + 28].copy_from_slice(&1u32.to_le_bytes());
         assert!(
@@ -780,18 +704,15 @@ mod tests {
         );
 
         assert_eq!(
-            check(&zip_of(&[("tests/", b"")])),
+            check(&zip_files(&[("tests/", b"")])),
             Err(UploadError::NoFiles)
         );
-        assert_eq!(
-            check(&finish_raw(Vec::new(), Vec::new(), 0)),
-            Err(UploadError::NoFiles)
-        );
+        assert_eq!(check(&raw_zip(&[], None)), Err(UploadError::NoFiles));
     }
 
     #[test]
     fn encrypted_and_unknown_methods() {
-        let mut zip = raw_zip(&[(b"a.py", b"hello", 0o100644)]);
+        let mut zip = raw_zip(&[(b"a.py", b"hello", 0o100644)], None);
         let cd = u32_at(&zip, zip.len() - 6).unwrap() as usize;
         zip[cd + 8] = 1;
         assert_eq!(

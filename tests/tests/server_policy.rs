@@ -4,8 +4,9 @@
 
 mod common_server;
 
+use ci_common::testing::{raw_zip, zip_files};
 use ci_tests::{test_image, Controller, Server, TestDb};
-use common_server::{counts, noise, raw_zip, upload, upload_with, zip_files, TEST_TIMEOUT};
+use common_server::{counts, noise, upload, upload_with, TEST_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted_runs() {

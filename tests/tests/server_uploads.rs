@@ -5,10 +5,9 @@ mod common_server;
 
 use std::io::Write;
 
+use ci_common::testing::{raw_zip, zip_files};
 use ci_tests::{Server, TestDb};
-use common_server::{
-    counts, noise, project_zip, raw_zip, start_server, upload, zip_files, TEST_TIMEOUT,
-};
+use common_server::{counts, noise, project_zip, start_server, upload, TEST_TIMEOUT};
 
 fn many_entries(count: usize) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

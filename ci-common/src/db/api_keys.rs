@@ -194,8 +194,8 @@ impl KeyAndUser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::testing::temp_db;
     use crate::db::users;
+    use crate::testing::temp_db;
 
     #[tokio::test]
     async fn keys_are_found_by_secret_and_revocation_sticks() {

@@ -124,17 +124,9 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// The shared test helpers, under the name some of this layer's tests still use.
 #[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// A fresh database in a temporary directory (kept alive by the returned guard).
-    pub async fn temp_db() -> (tempfile::TempDir, SqlitePool) {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = connect(&dir.path().join("ci.db"), 4).await.unwrap();
-        (dir, pool)
-    }
-}
+pub(crate) use crate::testing;
 
 #[cfg(test)]
 mod tests {

@@ -41,13 +41,11 @@ pub async fn current(ex: impl SqliteExecutor<'_>) -> Result<Policy, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::temp_db;
 
     #[tokio::test]
     async fn published_policy_is_read_back_and_fenced() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(&dir.path().join("ci.db"), 2)
-            .await
-            .unwrap();
+        let (_dir, pool) = temp_db().await;
         assert_eq!(current(&pool).await.unwrap(), Policy::default());
         let first = lease::acquire(&pool, "a").await.unwrap();
         let policy = Policy::new("img", &["other".into()], 10, 20);

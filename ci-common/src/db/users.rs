@@ -116,7 +116,7 @@ pub async fn set_active(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::testing::temp_db;
+    use crate::testing::temp_db;
 
     #[tokio::test]
     async fn create_get_and_duplicate_email() {

@@ -36,6 +36,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
 #[cfg(test)]
 mod tests {
     use axum::http::StatusCode;
+    use ci_common::testing::TempDb;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
@@ -43,12 +44,11 @@ mod tests {
 
     #[tokio::test]
     async fn ready_answers_503_when_the_database_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ci.db");
-        let pool = ci_common::db::connect(&path, 2).await.unwrap();
+        let db = TempDb::new().await;
+        let pool = db.pool.clone();
         let state = AppState::new(
             pool.clone(),
-            Config::for_db(&path),
+            Config::for_db(&db.path),
             CancellationToken::new(),
         );
         assert_eq!(ready(State(state.clone())).await.unwrap().status, "ok");

@@ -1,8 +1,8 @@
 //! Helpers of the `server_*` tests: a server with extra flags and environment, a stand-in for the
-//! controller that writes events exactly as it does, and hand-made zip archives.
+//! controller that writes events exactly as it does, and a small project's archive (hand-made
+//! archives come from `ci_common::testing`).
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use ci_common::api::Outcome;
 use ci_common::db::events::{self, NewEvent};
 use ci_common::db::{jobs, lease, uploads, SqlitePool};
+use ci_common::testing::zip_files;
 use ci_common::{JobId, JobStatus, LogStream};
 use ci_tests::{bin, client, Proc, Server, WAIT};
 
@@ -114,76 +115,6 @@ pub fn project_zip() -> Vec<u8> {
         ("tests/test_ok.py", b"def test_ok():\n    assert True\n"),
         ("requirements.txt", b""),
     ])
-}
-
-/// A deflated archive of the given files.
-pub fn zip_files(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, data) in files {
-        writer.start_file(*name, options).unwrap();
-        writer.write_all(data).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
-}
-
-/// A stored archive written byte by byte: `(name, data, unix mode)`, each with its own local
-/// header, unless `central` overrides which local header offsets the directory points at.
-pub fn raw_zip(entries: &[(&[u8], &[u8], u32)], offsets: Option<&[u32]>) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut written = Vec::new();
-    for (name, data, _) in entries {
-        written.push(out.len() as u32);
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&crc32(data).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(name);
-        out.extend_from_slice(data);
-    }
-    let offsets = offsets.unwrap_or(&written);
-    let cd_offset = out.len() as u32;
-    let mut central = Vec::new();
-    for ((name, data, mode), offset) in entries.iter().zip(offsets) {
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&[20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        central.extend_from_slice(&crc32(data).to_le_bytes());
-        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
-        central.extend_from_slice(&(mode << 16).to_le_bytes());
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name);
-    }
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Uploads `zip` to `path` and returns the status and JSON body.

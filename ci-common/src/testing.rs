@@ -1,0 +1,154 @@
+//! Helpers for tests, in one place for every crate's tests: a temporary database, and zip
+//! archives made from a list of files or written byte by byte with chosen names, modes and
+//! offsets.
+//!
+//! Compiled for this crate's own tests and with the feature `testing`, which other crates enable
+//! only in their `[dev-dependencies]`, so that no release binary carries it.
+
+use std::io::Write as _;
+
+/// A fresh, migrated database in a temporary directory, deleted when this is dropped.
+#[cfg(feature = "db")]
+pub struct TempDb {
+    pub pool: crate::db::SqlitePool,
+    /// The database file (`ci.db` in `dir`).
+    pub path: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "db")]
+impl TempDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("ci.db");
+        let pool = crate::db::connect(&path, 4)
+            .await
+            .expect("a temporary database");
+        Self { pool, path, dir }
+    }
+}
+
+/// A fresh database: the directory that holds it (deleted when dropped) and its pool.
+#[cfg(feature = "db")]
+pub async fn temp_db() -> (tempfile::TempDir, crate::db::SqlitePool) {
+    let db = TempDb::new().await;
+    (db.dir, db.pool)
+}
+
+/// A deflated archive of `(name, contents)`; a name ending in `/` is a folder.
+pub fn zip_files(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in files {
+        if name.ends_with('/') {
+            writer.add_directory(*name, options).expect("zip folder");
+        } else {
+            writer.start_file(*name, options).expect("zip entry");
+            writer.write_all(data).expect("zip write");
+        }
+    }
+    writer.finish().expect("zip finish").into_inner()
+}
+
+/// A stored (uncompressed) archive written byte by byte, so that names and attributes can be
+/// anything a hostile client sends: `(name, data, unix mode)`, each with its own local header.
+/// `offsets`, when given, are the local header offsets the central directory points at instead
+/// of the real ones (e.g. two entries sharing one header).
+pub fn raw_zip(entries: &[(&[u8], &[u8], u32)], offsets: Option<&[u32]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut written = Vec::new();
+    for (name, data, _) in entries {
+        written.push(out.len() as u32);
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crc32(data).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(data);
+    }
+    let offsets = offsets.unwrap_or(&written);
+    let cd_offset = out.len() as u32;
+    let mut central = Vec::new();
+    for ((name, data, mode), offset) in entries.iter().zip(offsets) {
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        // Made by version 2.0 on Unix (3), so that the mode in the external attributes counts.
+        central.extend_from_slice(&[20, 3, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&crc32(data).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&(mode << 16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+    }
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE), as zip stores it.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        // The CRC-32 check value of "123456789" (ISO-HDLC).
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn raw_archives_read_back_with_their_names_modes_and_contents() {
+        let zip = raw_zip(
+            &[
+                (b"src/", b"", 0o040755),
+                (b"src/run.sh", b"echo hi\n", 0o100755),
+            ],
+            None,
+        );
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        assert_eq!(archive.len(), 2);
+        assert!(archive.by_index(0).unwrap().is_dir());
+        let mut script = archive.by_name("src/run.sh").unwrap();
+        assert_eq!(script.unix_mode(), Some(0o100755));
+        let mut text = String::new();
+        script.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "echo hi\n");
+    }
+
+    #[test]
+    fn zip_files_holds_files_and_folders() {
+        let zip = zip_files(&[("tests/", b""), ("tests/test_a.py", b"x = 1\n")]);
+        let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        let names: Vec<_> = archive.file_names().collect();
+        assert_eq!(names, ["tests/", "tests/test_a.py"]);
+    }
+}
