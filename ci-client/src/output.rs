@@ -191,7 +191,9 @@ impl Sink for Printer {
                     self.info(&format!("[ci] {}", step_line(step)));
                 }
             }
-            StreamEvent::Complete { .. } | StreamEvent::JobId { .. } => {}
+            StreamEvent::Summary { .. }
+            | StreamEvent::Complete { .. }
+            | StreamEvent::JobId { .. } => {}
         }
     }
 
@@ -398,6 +400,7 @@ mod tests {
             dropped_lines: 0,
             last_seq: None,
             steps: None,
+            tests: None,
         }
     }
 

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::results::{TestCounts, TestSummary};
 use crate::{JobId, JobStatus, LogStream, StepState};
 
 /// Where the versioned API lives.
@@ -43,6 +44,9 @@ pub struct JobView {
     /// The job's steps in order, by endpoints that show a single job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// Counts of the job's tests per outcome, once its results are collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestCounts>,
 }
 
 /// A step as the API shows it (in a job's `steps`), and the data of its `step` events.
@@ -94,6 +98,9 @@ pub struct Outcome {
     pub exit_code: Option<i64>,
     #[serde(default)]
     pub oom_killed: bool,
+    /// The job's test counts, when its results were collected (in its `complete` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestCounts>,
 }
 
 impl Outcome {
@@ -103,6 +110,7 @@ impl Outcome {
             reason: None,
             exit_code: None,
             oom_killed: false,
+            tests: None,
         }
     }
 
@@ -142,6 +150,13 @@ pub enum StreamEvent {
         data: String,
         ts: DateTime<Utc>,
     },
+    /// The job's test results, before `complete`: counts per outcome, the slowest tests.
+    Summary {
+        seq: i64,
+        #[serde(flatten)]
+        summary: TestSummary,
+        ts: DateTime<Utc>,
+    },
     /// A step started (`state: running`) or ended.
     Step {
         seq: i64,
@@ -170,6 +185,7 @@ impl StreamEvent {
             StreamEvent::Status { .. } => "status",
             StreamEvent::Notice { .. } => "notice",
             StreamEvent::Step { .. } => "step",
+            StreamEvent::Summary { .. } => "summary",
             StreamEvent::Complete { .. } => "complete",
         }
     }
@@ -182,6 +198,7 @@ impl StreamEvent {
             | StreamEvent::Status { seq, .. }
             | StreamEvent::Notice { seq, .. }
             | StreamEvent::Step { seq, .. }
+            | StreamEvent::Summary { seq, .. }
             | StreamEvent::Complete { seq, .. } => Some(*seq),
         }
     }

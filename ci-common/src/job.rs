@@ -116,6 +116,8 @@ pub enum EventKind {
     Notice,
     /// A step started or ended (`data`: its name, position, state, exit code and reason).
     Step,
+    /// The job's test results (`data`: counts per outcome, the slowest tests).
+    Summary,
     /// The final result; always the last event of a job.
     Complete,
 }
@@ -127,6 +129,7 @@ impl EventKind {
             EventKind::Status => "status",
             EventKind::Notice => "notice",
             EventKind::Step => "step",
+            EventKind::Summary => "summary",
             EventKind::Complete => "complete",
         }
     }

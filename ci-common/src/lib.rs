@@ -10,6 +10,7 @@ pub mod job;
 pub mod keys;
 pub mod policy;
 pub mod project;
+pub mod results;
 pub mod step;
 
 #[cfg(feature = "db")]

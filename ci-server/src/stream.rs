@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ci_common::api::{StepView, StreamEvent};
 use ci_common::db::events;
+use ci_common::results::TestSummary;
 use ci_common::{JobId, LogStream};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
@@ -240,6 +241,13 @@ pub enum OriginalEvent {
         seq: i64,
         ts: DateTime<Utc>,
     },
+    /// The job's test results (the original's client ignores the type).
+    Summary {
+        seq: i64,
+        #[serde(flatten)]
+        summary: TestSummary,
+        ts: DateTime<Utc>,
+    },
     /// A step started or ended (the original's client ignores the type).
     Step {
         seq: i64,
@@ -298,6 +306,9 @@ impl From<StreamEvent> for OriginalEvent {
                 ts,
             },
             StreamEvent::Step { seq, step, ts } => OriginalEvent::Step { seq, step, ts },
+            StreamEvent::Summary { seq, summary, ts } => {
+                OriginalEvent::Summary { seq, summary, ts }
+            }
             StreamEvent::Notice { seq, data, ts } => OriginalEvent::Notice {
                 data: with_newline(data),
                 seq,

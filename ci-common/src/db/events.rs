@@ -8,6 +8,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
 use super::jobs::{self, LogProgress};
 use super::{lease, DbError};
 use crate::api::{Outcome, StepView, StreamEvent};
+use crate::results::TestSummary;
 use crate::{EventKind, JobId, JobStatus, LogStream};
 
 /// Rows per INSERT statement (7 parameters each, well under SQLite's limit).
@@ -67,6 +68,17 @@ impl NewEvent {
             ts,
             text: step.name.clone(),
             data: Some(serde_json::to_string(step).expect("a step serializes")),
+        }
+    }
+
+    /// The job's test results.
+    pub fn summary(summary: &TestSummary) -> Self {
+        Self {
+            kind: EventKind::Summary,
+            stream: None,
+            ts: Utc::now(),
+            text: summary.counts.summary_line(),
+            data: Some(serde_json::to_string(summary).expect("a summary serializes")),
         }
     }
 
@@ -151,6 +163,15 @@ impl EventRow {
                     ts: self.ts,
                 }
             }
+            EventKind::Summary => StreamEvent::Summary {
+                seq: self.seq,
+                summary: self
+                    .data
+                    .as_deref()
+                    .and_then(|json| serde_json::from_str(json).ok())
+                    .unwrap_or_default(),
+                ts: self.ts,
+            },
             EventKind::Complete => {
                 let outcome = details();
                 StreamEvent::Complete {

@@ -8,6 +8,7 @@ use super::events::{self, NewEvent};
 use super::{lease, steps, uploads, DbError};
 use crate::api::{JobView, Outcome};
 use crate::keys::sha256_hex;
+use crate::results::TestCounts;
 use crate::{JobId, JobStatus, UserId};
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -39,6 +40,8 @@ pub struct Job {
     pub log_cursor_skip: i64,
     /// Extra pytest arguments (`ci submit test -- ARGS`), a JSON array of strings.
     pub args: String,
+    /// Counts of the job's tests per outcome ([`TestCounts`] as JSON), once collected.
+    pub test_counts: Option<String>,
 }
 
 impl Job {
@@ -65,6 +68,10 @@ impl Job {
             dropped_lines: self.dropped_lines,
             last_seq: None,
             steps: None,
+            tests: self
+                .test_counts
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<TestCounts>(json).ok()),
         }
     }
 }
@@ -359,7 +366,14 @@ async fn end(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    events::append(conn, id, &NewEvent::job_end(outcome)).await?;
+    // The `complete` event carries the job's test counts, if its results were collected.
+    let counts: Option<String> = sqlx::query_scalar("SELECT test_counts FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut outcome = outcome.clone();
+    outcome.tests = counts.and_then(|json| serde_json::from_str(&json).ok());
+    events::append(conn, id, &NewEvent::job_end(&outcome)).await?;
     uploads::delete(conn, id).await?;
     Ok(())
 }

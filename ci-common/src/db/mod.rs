@@ -17,6 +17,7 @@ pub mod lease;
 pub mod legacy;
 pub mod policy;
 pub mod steps;
+pub mod test_results;
 pub mod uploads;
 pub mod users;
 

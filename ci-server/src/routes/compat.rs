@@ -207,6 +207,7 @@ mod tests {
             dropped_lines: 0,
             last_seq: Some(5),
             steps: None,
+            tests: None,
         }
     }
 

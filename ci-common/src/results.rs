@@ -1,0 +1,374 @@
+//! Test results: what ci's pytest plugin reports for each test (one JSON object per line, see
+//! `ci-controller/src/ci_results.py`), read with caps on records and text, and counted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::BufRead;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// How one test ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "db", derive(sqlx::Type))]
+#[cfg_attr(feature = "db", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
+pub enum TestOutcome {
+    Failed,
+    /// An error in the test's setup or teardown (a fixture that raised).
+    Error,
+    /// Failed, then passed when run again.
+    Flaky,
+    Passed,
+    Skipped,
+    /// Expected to fail, and did.
+    Xfailed,
+    /// Expected to fail, but passed (a strict xfail that passes is `failed`).
+    Xpassed,
+}
+
+impl TestOutcome {
+    pub const ALL: [TestOutcome; 7] = [
+        TestOutcome::Failed,
+        TestOutcome::Error,
+        TestOutcome::Flaky,
+        TestOutcome::Passed,
+        TestOutcome::Skipped,
+        TestOutcome::Xfailed,
+        TestOutcome::Xpassed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestOutcome::Failed => "failed",
+            TestOutcome::Error => "error",
+            TestOutcome::Flaky => "flaky",
+            TestOutcome::Passed => "passed",
+            TestOutcome::Skipped => "skipped",
+            TestOutcome::Xfailed => "xfailed",
+            TestOutcome::Xpassed => "xpassed",
+        }
+    }
+
+    /// Whether a user must look at it: `failed` and `error`.
+    pub fn is_failure(self) -> bool {
+        matches!(self, TestOutcome::Failed | TestOutcome::Error)
+    }
+}
+
+impl fmt::Display for TestOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TestOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TestOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown test outcome {s:?}: use one of {}",
+                    TestOutcome::ALL.map(TestOutcome::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// One test's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    /// pytest's node id, e.g. `tests/test_a.py::test_b[1]`.
+    pub nodeid: String,
+    pub file: Option<String>,
+    /// 1-based line of the test's definition.
+    pub line: Option<i64>,
+    pub outcome: TestOutcome,
+    pub duration_ms: i64,
+    /// The failure's one-line message (`assert 1 == 2`), or why it was skipped.
+    pub message: String,
+    /// The failure's text as pytest printed it, cut at the cap.
+    pub longrepr: String,
+    /// The whole size of the failure's text, in characters (more than `longrepr` holds when cut).
+    pub longrepr_chars: i64,
+}
+
+/// Caps on what is kept of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportCaps {
+    /// Tests kept; later ones are counted but not stored.
+    pub max_tests: usize,
+    /// Characters kept of a test's failure text.
+    pub max_longrepr_chars: usize,
+    /// Characters kept of a test's message.
+    pub max_message_chars: usize,
+    /// Bytes of one report line read at most (longer lines are skipped and counted).
+    pub max_line_bytes: usize,
+}
+
+impl Default for ReportCaps {
+    fn default() -> Self {
+        Self {
+            max_tests: 100_000,
+            max_longrepr_chars: 64 * 1024,
+            max_message_chars: 1000,
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Counts of a job's tests per outcome, and their total duration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    /// Tests per outcome (outcomes with none are left out).
+    pub outcomes: BTreeMap<TestOutcome, u64>,
+    pub duration_ms: i64,
+}
+
+impl TestCounts {
+    pub fn add(&mut self, result: &TestResult) {
+        *self.outcomes.entry(result.outcome).or_default() += 1;
+        self.duration_ms += result.duration_ms;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    pub fn get(&self, outcome: TestOutcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+
+    /// Failed and erroring tests.
+    pub fn failures(&self) -> u64 {
+        self.get(TestOutcome::Failed) + self.get(TestOutcome::Error)
+    }
+
+    /// As pytest says it: `2 failed, 10 passed, 1 skipped in 1.23s`.
+    pub fn summary_line(&self) -> String {
+        let parts: Vec<String> = TestOutcome::ALL
+            .iter()
+            .filter(|o| self.get(**o) > 0)
+            .map(|o| format!("{} {o}", self.get(*o)))
+            .collect();
+        let what = if parts.is_empty() {
+            "no tests".to_owned()
+        } else {
+            parts.join(", ")
+        };
+        format!("{what} in {:.2}s", self.duration_ms as f64 / 1000.0)
+    }
+}
+
+/// The `summary` event of a job: the counts and the slowest tests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestSummary {
+    pub counts: TestCounts,
+    /// The slowest tests, slowest first: `(nodeid, duration_ms)`.
+    pub slowest: Vec<(String, i64)>,
+    /// What was not kept of the report (past the caps, unreadable lines).
+    #[serde(default)]
+    pub dropped_tests: u64,
+    #[serde(default)]
+    pub unreadable_lines: u64,
+}
+
+/// What a report holds, within the caps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub results: Vec<TestResult>,
+    pub summary: TestSummary,
+}
+
+/// How many of the slowest tests the summary names.
+pub const SLOWEST: usize = 5;
+
+/// One line of the plugin's report.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line {
+    Test {
+        nodeid: String,
+        #[serde(default)]
+        file: Option<String>,
+        #[serde(default)]
+        line: Option<i64>,
+        outcome: TestOutcome,
+        #[serde(default)]
+        duration: f64,
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        longrepr: String,
+        #[serde(default)]
+        longrepr_chars: Option<i64>,
+    },
+    Session {},
+}
+
+fn cut(text: String, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// Reads a report line by line (never the whole file at once), keeping at most the caps; lines
+/// that are not a record of this format are counted, not fatal. Every test is counted, kept or
+/// not.
+pub fn read_report(mut input: impl BufRead, caps: &ReportCaps) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = std::io::Read::take(&mut input, caps.max_line_bytes as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        if line.len() > caps.max_line_bytes && !line.ends_with(b"\n") {
+            // Too long: skip the rest of it.
+            report.summary.unreadable_lines += 1;
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let n = std::io::Read::take(&mut input, 1 << 16).read_until(b'\n', &mut rest)?;
+                if n == 0 || rest.ends_with(b"\n") {
+                    break;
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Line>(text) {
+            Ok(Line::Test {
+                nodeid,
+                file,
+                line,
+                outcome,
+                duration,
+                message,
+                longrepr,
+                longrepr_chars,
+            }) => {
+                let chars = longrepr_chars.unwrap_or(longrepr.chars().count() as i64);
+                let result = TestResult {
+                    nodeid,
+                    file,
+                    line,
+                    outcome,
+                    duration_ms: (duration.max(0.0) * 1000.0).round() as i64,
+                    message: cut(message, caps.max_message_chars),
+                    longrepr: cut(longrepr, caps.max_longrepr_chars),
+                    longrepr_chars: chars,
+                };
+                report.summary.counts.add(&result);
+                if report.results.len() < caps.max_tests {
+                    report.results.push(result);
+                } else {
+                    report.summary.dropped_tests += 1;
+                }
+            }
+            Ok(Line::Session {}) => {}
+            Err(_) => report.summary.unreadable_lines += 1,
+        }
+    }
+    let mut by_time: Vec<(String, i64)> = report
+        .results
+        .iter()
+        .map(|r| (r.nodeid.clone(), r.duration_ms))
+        .collect();
+    by_time.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    by_time.truncate(SLOWEST);
+    report.summary.slowest = by_time;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPORT: &str = r#"{"type": "test", "nodeid": "tests/test_a.py::test_ok", "file": "tests/test_a.py", "line": 3, "outcome": "passed", "duration": 0.5, "message": "", "longrepr": "", "longrepr_chars": 0}
+{"type": "test", "nodeid": "tests/test_a.py::test_bad", "file": "tests/test_a.py", "line": 7, "outcome": "failed", "duration": 1.25, "message": "assert 1 == 2", "longrepr": "def test_bad():\n>       assert 1 == 2\nE       assert 1 == 2", "longrepr_chars": 52}
+not json at all
+{"type": "test", "nodeid": "tests/test_a.py::test_é", "outcome": "error", "duration": 0.001, "message": "RuntimeError: boom"}
+{"type": "test", "nodeid": "tests/test_a.py::test_skip", "outcome": "skipped", "message": "Skipped: later"}
+{"type": "session", "exitstatus": 1, "duration": 1.9}
+"#;
+
+    #[test]
+    fn a_report_is_read_counted_and_bad_lines_are_counted_not_fatal() {
+        let report = read_report(REPORT.as_bytes(), &ReportCaps::default()).unwrap();
+        assert_eq!(report.results.len(), 4);
+        let counts = &report.summary.counts;
+        assert_eq!(counts.get(TestOutcome::Passed), 1);
+        assert_eq!(counts.get(TestOutcome::Failed), 1);
+        assert_eq!(counts.get(TestOutcome::Error), 1);
+        assert_eq!(counts.get(TestOutcome::Skipped), 1);
+        assert_eq!(counts.failures(), 2);
+        assert_eq!(counts.total(), 4);
+        assert_eq!(counts.duration_ms, 1751);
+        assert_eq!(
+            counts.summary_line(),
+            "1 failed, 1 error, 1 passed, 1 skipped in 1.75s"
+        );
+        assert_eq!(report.summary.unreadable_lines, 1);
+        assert_eq!(
+            report.summary.slowest[0],
+            ("tests/test_a.py::test_bad".into(), 1250)
+        );
+        let bad = &report.results[1];
+        assert_eq!(
+            (bad.file.as_deref(), bad.line),
+            (Some("tests/test_a.py"), Some(7))
+        );
+        assert!(bad.longrepr.contains("assert 1 == 2"));
+        assert_eq!(report.results[2].nodeid, "tests/test_a.py::test_é");
+    }
+
+    #[test]
+    fn caps_hold_and_every_test_is_still_counted() {
+        let caps = ReportCaps {
+            max_tests: 2,
+            max_longrepr_chars: 10,
+            max_message_chars: 4,
+            max_line_bytes: 300,
+        };
+        let long = format!(
+            "{{\"type\": \"test\", \"nodeid\": \"t::huge\", \"outcome\": \"failed\", \"longrepr\": \"{}\"}}\n",
+            "x".repeat(1000)
+        );
+        let input = format!("{REPORT}{long}");
+        let report = read_report(input.as_bytes(), &caps).unwrap();
+        assert_eq!(report.results.len(), 2);
+        assert_eq!(report.summary.dropped_tests, 2);
+        assert_eq!(
+            report.summary.counts.total(),
+            4,
+            "the too-long line is unreadable"
+        );
+        assert_eq!(report.summary.unreadable_lines, 2);
+        assert_eq!(report.results[1].message, "asse");
+        assert_eq!(report.results[1].longrepr.chars().count(), 10);
+        assert_eq!(report.results[1].longrepr_chars, 52);
+        assert_eq!(read_report(&b""[..], &caps).unwrap(), Report::default());
+    }
+
+    #[test]
+    fn outcomes_parse_and_name_themselves() {
+        for outcome in TestOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<TestOutcome>().unwrap(), outcome);
+        }
+        assert!("broken"
+            .parse::<TestOutcome>()
+            .unwrap_err()
+            .contains("passed"));
+        assert_eq!(TestCounts::default().summary_line(), "no tests in 0.00s");
+    }
+}
