@@ -221,6 +221,7 @@ mod tests {
             status,
             reason: None,
             exit_code: Some(if status.success() { 0 } else { 1 }),
+            tests: None,
             ts: DateTime::UNIX_EPOCH,
         }
     }

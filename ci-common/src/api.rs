@@ -172,6 +172,9 @@ pub enum StreamEvent {
         reason: Option<String>,
         #[serde(default)]
         exit_code: Option<i64>,
+        /// The job's test counts, when its results were collected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tests: Option<TestCounts>,
         ts: DateTime<Utc>,
     },
 }
@@ -234,6 +237,7 @@ mod tests {
             status: JobStatus::Failed,
             reason: None,
             exit_code: Some(1),
+            tests: None,
             ts: DateTime::UNIX_EPOCH,
         };
         let json = serde_json::to_value(&event).unwrap();

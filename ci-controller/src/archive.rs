@@ -16,6 +16,8 @@ use ci_common::project::{RootFiles, MAX_CONFIG_BYTES, ROOT_FILES};
 pub const SRC_DIR: &str = "src";
 pub const DEPS_DIR: &str = "deps";
 pub const HOME_DIR: &str = "home";
+/// ci's own files (test reports), outside the project.
+pub const CI_DIR: &str = ".ci";
 
 /// The project as a tar for `/workspace`, and what the controller needs to know about it.
 #[derive(Debug)]
@@ -77,6 +79,7 @@ pub fn zip_to_tar(zip: &[u8], uid: u64, gid: u64, limit: u64) -> Result<Workspac
     folder(&mut builder, SRC_DIR)?;
     folder(&mut builder, DEPS_DIR)?;
     folder(&mut builder, HOME_DIR)?;
+    folder(&mut builder, CI_DIR)?;
     let mut root = RootFiles::default();
     let mut unpacked: u64 = 0;
     let mut data = Vec::new();
@@ -186,6 +189,7 @@ mod tests {
                 "src/",
                 "deps/",
                 "home/",
+                ".ci/",
                 "src/tests/",
                 "src/tests/unit/",
                 "src/tests/unit/test_a.py",

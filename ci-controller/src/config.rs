@@ -76,6 +76,11 @@ pub struct Args {
     #[arg(long, env = "CI_WORKSPACE_SIZE", default_value_t = ci_common::policy::DEFAULT_MAX_UNPACKED_BYTES, value_parser = parse_size)]
     pub workspace_size: u64,
 
+    /// Largest test report read from a test step (`ci`'s pytest plugin writes one line per
+    /// test); a larger one is skipped with a notice.
+    #[arg(long, env = "CI_REPORT_MAX_BYTES", default_value = "64m", value_parser = parse_size)]
+    pub report_max_bytes: u64,
+
     /// A job's stored log keeps at most this many bytes (head and tail; 0 = unlimited).
     #[arg(long, env = "CI_LOG_CAP_BYTES", default_value = "32m", value_parser = parse_size)]
     pub log_cap_bytes: u64,
@@ -141,6 +146,11 @@ impl Args {
             self.workspace_size,
             self.max_entries,
         )
+    }
+
+    /// Where ci's pytest plugin lives (mounted into job containers).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.identity_dir().with_file_name("plugins")
     }
 
     /// Where the generated passwd and group files of job containers live.

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use bollard::container::{
-    Config, CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogOutput,
-    LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
+    Config, CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions,
+    ListContainersOptions, LogOutput, LogsOptions, RemoveContainerOptions,
+    UploadToContainerOptions,
 };
 use bollard::image::CreateImageOptions;
 use bollard::volume::{CreateVolumeOptions, ListVolumesOptions, RemoveVolumeOptions};
@@ -22,6 +23,8 @@ pub enum DockerError {
     NotFound(String),
     #[error("{0}")]
     Api(String),
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
 pub type DockerResult<T> = Result<T, DockerError>;
@@ -88,6 +91,15 @@ pub trait Docker: Send + Sync + 'static {
         tar: Bytes,
     ) -> impl Future<Output = DockerResult<()>> + Send;
     fn start_container(&self, name: &str) -> impl Future<Output = DockerResult<()>> + Send;
+    /// The contents of one file of a container (running or not, volumes included), read through
+    /// the archive API: `None` if it does not exist, [`DockerError::TooLarge`] past `max_bytes`
+    /// (the archive is not read further).
+    fn read_file(
+        &self,
+        name: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> impl Future<Output = DockerResult<Option<Vec<u8>>>> + Send;
     /// The container's state, `None` if there is no such container.
     fn inspect_container(
         &self,
@@ -242,6 +254,49 @@ impl Docker for BollardDocker {
             .upload_to_container(name, Some(options), tar)
             .await
             .map_err(api_error)
+    }
+
+    async fn read_file(
+        &self,
+        name: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> DockerResult<Option<Vec<u8>>> {
+        let options = DownloadFromContainerOptions { path };
+        let mut stream = self.docker.download_from_container(name, Some(options));
+        // The tar holds the one file after a header or two; read no more than the cap allows.
+        let limit = max_bytes.saturating_add(64 * 1024);
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(api_error) {
+                Ok(bytes) => {
+                    tar.extend_from_slice(&bytes);
+                    if tar.len() as u64 > limit {
+                        return Err(DockerError::TooLarge { limit: max_bytes });
+                    }
+                }
+                Err(DockerError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries = archive
+            .entries()
+            .map_err(|e| DockerError::Api(format!("unreadable archive of {path}: {e}")))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| DockerError::Api(format!("unreadable archive of {path}: {e}")))?;
+            if entry.header().entry_type().is_file() {
+                if entry.size() > max_bytes {
+                    return Err(DockerError::TooLarge { limit: max_bytes });
+                }
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                std::io::Read::read_to_end(&mut entry, &mut bytes)
+                    .map_err(|e| DockerError::Api(format!("cannot read {path}: {e}")))?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
     }
 
     async fn start_container(&self, name: &str) -> DockerResult<()> {

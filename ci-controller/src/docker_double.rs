@@ -27,6 +27,8 @@ pub struct Script {
     pub runs_until_killed: bool,
     /// SIGTERM does nothing (only SIGKILL stops it).
     pub ignores_term: bool,
+    /// Files the container holds (path → contents), as `read_file` finds them.
+    pub files: HashMap<String, Vec<u8>>,
 }
 
 struct Container {
@@ -202,6 +204,26 @@ impl Docker for FakeDocker {
             .ok_or_else(|| DockerError::NotFound(name.into()))?;
         c.uploads += 1;
         Ok(())
+    }
+
+    async fn read_file(
+        &self,
+        name: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> DockerResult<Option<Vec<u8>>> {
+        let state = self.state.lock().unwrap();
+        let c = state
+            .containers
+            .get(name)
+            .ok_or_else(|| DockerError::NotFound(name.into()))?;
+        match c.script.files.get(path) {
+            Some(bytes) if bytes.len() as u64 > max_bytes => {
+                Err(DockerError::TooLarge { limit: max_bytes })
+            }
+            Some(bytes) => Ok(Some(bytes.clone())),
+            None => Ok(None),
+        }
     }
 
     async fn start_container(&self, name: &str) -> DockerResult<()> {

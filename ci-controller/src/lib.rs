@@ -60,6 +60,12 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         .context("cannot publish the operator policy")?;
     let sandbox = Sandbox::from_args(&args);
     let (uid, gid) = args.uid_gid();
+    sandbox::write_plugins(&sandbox.plugins_dir).with_context(|| {
+        format!(
+            "cannot write ci's pytest plugin into {} (set --state-dir to a writable folder)",
+            sandbox.plugins_dir.display()
+        )
+    })?;
     sandbox::write_identity(&sandbox.identity_dir, uid, gid).with_context(|| {
         format!(
             "cannot write the job user's passwd and group files into {} (set --state-dir to a writable folder)",
@@ -87,6 +93,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
                 bytes: args.log_cap_bytes,
             },
             workspace_size: args.workspace_size,
+            report_max_bytes: args.report_max_bytes,
             uid,
             gid,
         },

@@ -10,10 +10,12 @@ use bytes::Bytes;
 use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
+use ci_common::db::test_results;
 use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
 use ci_common::project::RootFiles;
-use ci_common::step::{test_task, StepSpec};
+use ci_common::results::{read_report, ReportCaps};
+use ci_common::step::{test_task, ExitRule, StepSpec};
 use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +23,11 @@ use tracing::{info, warn};
 
 use crate::archive::zip_to_tar;
 use crate::config::human_size;
-use crate::docker::{ContainerState, ContainerSummary, Docker};
+use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError};
 use crate::error::{self, JobError};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
-use crate::sandbox::{container_config, step_of, Run, Sandbox, LABEL_JOB, WORKSPACE};
+use crate::sandbox::{container_config, results_file, step_of, Run, Sandbox, LABEL_JOB, WORKSPACE};
 use ci_common::archive::root_files;
 
 /// Settings of job execution that are not container settings.
@@ -36,6 +38,8 @@ pub struct JobSettings {
     pub max_line_bytes: usize,
     pub log_cap: LogCap,
     pub workspace_size: u64,
+    /// Largest test report read from a test step, in bytes.
+    pub report_max_bytes: u64,
     pub uid: u64,
     pub gid: u64,
 }
@@ -111,6 +115,13 @@ enum StepEnd {
 enum Flow {
     Done(Outcome),
     Detached,
+}
+
+/// Whether a step's container ran before the step ended.
+#[derive(Clone, Copy, PartialEq)]
+enum EndKind {
+    Before,
+    Ran,
 }
 
 /// How a step begins.
@@ -391,6 +402,10 @@ impl<D: Docker> Ctx<D> {
             let end = self
                 .run_step(job, row, &spec, start, sink, control, deadline)
                 .await?;
+            let end_kind = match &end {
+                StepEnd::StoppedBefore(_) => EndKind::Before,
+                _ => EndKind::Ran,
+            };
             let (state, outcome) = match end {
                 StepEnd::Detached => return Ok(Flow::Detached),
                 StepEnd::StoppedBefore(kind) => {
@@ -411,6 +426,9 @@ impl<D: Docker> Ctx<D> {
                     step_result(&spec, &state, self.sandbox.memory_bytes as u64)
                 }
             };
+            if matches!(spec.exit, ExitRule::Pytest) && !matches!(end_kind, EndKind::Before) {
+                self.collect_results(job, row, sink).await?;
+            }
             let exit_code = outcome.exit_code;
             let reason = (state != StepState::Passed)
                 .then(|| outcome.reason.clone())
@@ -500,6 +518,59 @@ impl<D: Docker> Ctx<D> {
             sink.notice(notice).await?;
         }
         Ok(Ok((rows, tar.map(Bytes::from))))
+    }
+
+    /// Reads the test report of a pytest step from its container (it must not be removed yet),
+    /// and stores its results with the job's counts and `summary` event. A report that is
+    /// missing, too large or unreadable is a notice in the log, never a changed job state.
+    async fn collect_results(
+        &self,
+        job: &Job,
+        row: &StepRow,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<()> {
+        let name = self.sandbox.container_name(job.id, &row.name);
+        let path = results_file(&row.name);
+        let max = self.settings.report_max_bytes;
+        let bytes = match self.docker.read_file(&name, &path, max).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                sink.notice("no test report: pytest did not write one (did it start?)")
+                    .await?;
+                return Ok(());
+            }
+            Err(DockerError::TooLarge { limit }) => {
+                sink.notice(format!(
+                    "the test report is larger than {} and was not read (ci-controller --report-max-bytes)",
+                    human_size(limit)
+                ))
+                .await?;
+                return Ok(());
+            }
+            Err(e) => {
+                self.metrics.docker_error();
+                sink.notice(format!("the test report could not be read: {e}"))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let report = tokio::task::spawn_blocking(move || {
+            read_report(bytes.as_slice(), &ReportCaps::default())
+        })
+        .await
+        .context("reading the test report stopped")?
+        .context("reading the test report failed")?;
+        if report.summary.unreadable_lines > 0 || report.summary.dropped_tests > 0 {
+            sink.notice(format!(
+                "test report: {} unreadable line(s) skipped, {} test(s) past the cap counted but not kept",
+                report.summary.unreadable_lines, report.summary.dropped_tests
+            ))
+            .await?;
+        }
+        // The summary follows everything the step printed.
+        sink.sync().await?;
+        test_results::store(&self.pool, job.id, self.epoch, &row.name, 1, &report).await?;
+        Ok(())
     }
 
     /// Makes sure `image` is present (pulling it if it is not); `Some` ends the job when it

@@ -60,6 +60,7 @@ fn sandbox() -> Sandbox {
         test_network: "none".into(),
         log_max_size_bytes: 1 << 20,
         identity_dir: "/nonexistent/identity".into(),
+        plugins_dir: "/nonexistent/plugins".into(),
     }
 }
 
@@ -76,6 +77,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             max_line_bytes: 1024,
             log_cap: cap,
             workspace_size: 1 << 20,
+            report_max_bytes: 1 << 20,
             uid: 1000,
             gid: 1000,
         },
@@ -163,7 +165,8 @@ async fn a_passing_job_stores_its_log_and_leaves_nothing_behind() {
         [
             "nothing to install (no requirements.txt, requirements-test.txt, \
              requirements-dev.txt or test extra): skipping the install step",
-            "running tests: python3 -m pytest -v"
+            "running tests: python3 -m pytest -v",
+            "no test report: pytest did not write one (did it start?)"
         ]
     );
     assert_eq!(job.log_lines, 3);
@@ -692,4 +695,81 @@ async fn a_missing_image_names_the_build_script() {
         reason.contains("img") && reason.contains("scripts/build-runner-image.sh"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn a_test_steps_report_becomes_results_counts_and_a_summary_before_complete() {
+    let w = world().await;
+    let report = concat!(
+        "{\"type\": \"test\", \"nodeid\": \"tests/test_a.py::test_ok\", \"file\": \"tests/test_a.py\", \"line\": 1, \"outcome\": \"passed\", \"duration\": 0.01}\n",
+        "{\"type\": \"test\", \"nodeid\": \"tests/test_a.py::test_bad\", \"file\": \"tests/test_a.py\", \"line\": 4, \"outcome\": \"failed\", \"duration\": 0.02, \"message\": \"assert 1 == 2\"}\n",
+        "{\"type\": \"session\", \"exitstatus\": 1, \"duration\": 0.1}\n",
+    );
+    w.docker.script(
+        "test",
+        Script {
+            messages: lines(1),
+            exit_code: 1,
+            files: [(
+                crate::sandbox::results_file("test"),
+                report.as_bytes().to_vec(),
+            )]
+            .into(),
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let failed = ci_common::db::test_results::list(
+        &w.pool,
+        job.id,
+        Some(ci_common::results::TestOutcome::Failed),
+        10,
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].message, "assert 1 == 2");
+    assert_eq!(failed[0].line, Some(4));
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    let summary = kinds.iter().position(|k| *k == EventKind::Summary).unwrap();
+    assert_eq!(kinds[summary + 1..].last(), Some(&EventKind::Complete));
+    assert!(kinds[..summary].contains(&EventKind::Log), "after the log");
+    let complete = events.last().unwrap().to_stream_event();
+    let counts = job.view().tests.expect("the job has counts");
+    assert_eq!(counts.failures(), 1);
+    assert_eq!(counts.total(), 2);
+    assert!(
+        serde_json::to_string(&complete)
+            .unwrap()
+            .contains("\"tests\""),
+        "complete carries the counts: {complete:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_report_is_a_notice_not_a_changed_state() {
+    let w = world().await;
+    w.docker.script("test", Script::default());
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Passed);
+    assert!(texts(&events, EventKind::Notice)
+        .iter()
+        .any(|n| n.starts_with("no test report")));
+    assert_eq!(job.view().tests, None);
 }

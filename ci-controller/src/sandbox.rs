@@ -62,6 +62,9 @@ pub struct Sandbox {
     /// The folder holding the generated `passwd` and `group` files mounted read-only into every
     /// container (see [`write_identity`]).
     pub identity_dir: PathBuf,
+    /// The folder holding ci's pytest plugin, mounted read-only at [`PLUGINS`] (see
+    /// [`write_plugins`]).
+    pub plugins_dir: PathBuf,
 }
 
 /// Bytes Docker's `local` log driver adds to every line (a protobuf record with the stream, the
@@ -100,6 +103,7 @@ impl Sandbox {
             test_network: args.test_network.clone(),
             log_max_size_bytes: log_max_size(args.log_cap_bytes, args.log_cap_lines),
             identity_dir: args.identity_dir(),
+            plugins_dir: args.plugins_dir(),
         }
     }
 
@@ -159,6 +163,32 @@ pub fn write_identity(dir: &Path, uid: u64, gid: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where ci's pytest plugin is mounted (read-only) and importable from.
+pub const PLUGINS: &str = "/opt/ci/plugins";
+/// The plugin's module name, loaded by pytest through `PYTEST_PLUGINS`.
+pub const RESULTS_PLUGIN: &str = "ci_results";
+/// ci's own files in the workspace volume (outside the project): the test reports.
+pub const CI_DIR: &str = "/workspace/.ci";
+
+/// The plugin that records each test's result (see its header).
+const RESULTS_PLUGIN_SOURCE: &str = include_str!("ci_results.py");
+
+/// Where the test report of a step is written in its container.
+pub fn results_file(step: &str) -> String {
+    format!("{CI_DIR}/results-{step}.jsonl")
+}
+
+/// Writes ci's pytest plugin into `dir` (created if needed; replaced atomically).
+pub fn write_plugins(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let tmp = dir.join(format!(".{RESULTS_PLUGIN}.py.tmp"));
+    std::fs::write(&tmp, RESULTS_PLUGIN_SOURCE)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, dir.join(format!("{RESULTS_PLUGIN}.py")))
+}
+
 /// PID 1 of every container: runs the step's command, forwards Docker's signals to it and
 /// ignores signals sent from inside the container (see the script's header).
 const SUPERVISOR: &str = include_str!("supervisor.py");
@@ -199,6 +229,10 @@ pub fn environment(run: &Run<'_>) -> Vec<String> {
         format!("CI_JOB_STEP={}", step.name),
         format!("CI_JOB_IMAGE={}", step.image),
         format!("CI_PROJECT_DIR={WORKDIR}"),
+        // ci's pytest plugin records each test's result for the job (see ci_results.py).
+        format!("PYTHONPATH={PLUGINS}"),
+        format!("PYTEST_PLUGINS={RESULTS_PLUGIN}"),
+        format!("CI_RESULTS_FILE={}", results_file(&step.name)),
     ]
     .into();
     env.extend(step.env.iter().cloned());
@@ -236,6 +270,13 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
             },
             identity("passwd", "/etc/passwd"),
             identity("group", "/etc/group"),
+            Mount {
+                target: Some(PLUGINS.to_owned()),
+                source: Some(sandbox.plugins_dir.to_string_lossy().into_owned()),
+                typ: Some(MountTypeEnum::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            },
         ]),
         tmpfs: Some(HashMap::from([(
             "/tmp".to_owned(),
@@ -312,6 +353,7 @@ mod tests {
             test_network: "none".into(),
             log_max_size_bytes: 64 << 20,
             identity_dir: "/var/lib/ci/identity".into(),
+            plugins_dir: "/var/lib/ci/plugins".into(),
         }
     }
 

@@ -314,6 +314,7 @@ impl From<StreamEvent> for OriginalEvent {
                 seq,
                 ts,
             },
+            // The original's `complete` stays as it was (no test counts).
             StreamEvent::Complete {
                 seq,
                 success,
@@ -321,6 +322,7 @@ impl From<StreamEvent> for OriginalEvent {
                 reason,
                 exit_code,
                 ts,
+                ..
             } => OriginalEvent::Complete {
                 success,
                 seq,
@@ -711,9 +713,11 @@ mod tests {
                 status,
                 reason: None,
                 exit_code: None,
+                tests: Some(Default::default()),
                 ts: Utc::now(),
             });
             let json = serde_json::to_value(&complete).unwrap();
+            assert!(json.get("tests").is_none(), "the original's complete is unchanged");
             assert_eq!(json["type"], "complete");
             assert_eq!(json["success"], success, "{status}");
             assert_eq!(json["status"], word, "{status}");

@@ -180,6 +180,7 @@ impl EventRow {
                     status: outcome.status,
                     reason: outcome.reason,
                     exit_code: outcome.exit_code,
+                    tests: outcome.tests,
                     ts: self.ts,
                 }
             }

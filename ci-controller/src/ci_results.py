@@ -1,0 +1,117 @@
+# The pytest plugin ci adds to every test step (`-p ci_results`), mounted read-only from the
+# controller; the project's own plugins, options and reports (--junitxml) are left alone.
+#
+# It writes one JSON object per line to the file named by the environment variable
+# CI_RESULTS_FILE, as each test finishes:
+#   {"type": "test", "nodeid", "file", "line", "outcome", "duration", "message", "longrepr"}
+# with outcome one of passed, failed, error, skipped, xfailed, xpassed (an error in setup or
+# teardown is "error"; an xfail test that passes is "xpassed", or "failed" when strict), and at
+# the end {"type": "session", "exitstatus", "duration"}. `longrepr` is the failure's text as
+# pytest prints it, cut at LONGREPR_MAX characters (the record says how long it was).
+import json
+import os
+import time
+
+LONGREPR_MAX = 64 * 1024
+MESSAGE_MAX = 1000
+
+_out = None
+_tests = {}
+_started = None
+
+
+def _write(record):
+    if _out is None:
+        return
+    _out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    _out.flush()
+
+
+def pytest_sessionstart(session):
+    global _out, _started
+    path = os.environ.get("CI_RESULTS_FILE")
+    if not path or hasattr(session.config, "workerinput"):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _out = open(path, "w", encoding="utf-8", errors="replace")
+    _started = time.monotonic()
+
+
+def _text(longrepr):
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _message(report):
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        return str(crash.message)
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2])
+    text = _text(report.longrepr).strip().splitlines()
+    return text[-1] if text else ""
+
+
+def pytest_runtest_logreport(report):
+    entry = _tests.setdefault(
+        report.nodeid,
+        {"outcome": None, "duration": 0.0, "message": "", "longrepr": ""},
+    )
+    entry["duration"] += getattr(report, "duration", 0.0) or 0.0
+    entry["file"], entry["line"] = report.location[0], report.location[1]
+    xfail = hasattr(report, "wasxfail")
+    outcome = None
+    if report.when == "call":
+        if report.passed:
+            outcome = "xpassed" if xfail else "passed"
+        elif report.skipped:
+            outcome = "xfailed" if xfail else "skipped"
+        else:
+            outcome = "failed"
+    elif report.failed:
+        outcome = "error"
+    elif report.skipped:
+        outcome = "xfailed" if xfail else "skipped"
+    if outcome is not None and (entry["outcome"] in (None, "passed", "xpassed") or outcome == "error"):
+        entry["outcome"] = outcome
+        if outcome in ("failed", "error", "skipped", "xfailed"):
+            entry["message"] = _message(report)[:MESSAGE_MAX]
+            entry["longrepr"] = _text(report.longrepr)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    entry = _tests.pop(nodeid, None)
+    if entry is None or entry["outcome"] is None:
+        return
+    longrepr = entry["longrepr"]
+    _write(
+        {
+            "type": "test",
+            "nodeid": nodeid,
+            "file": entry.get("file", location[0]),
+            "line": None if entry.get("line") is None else entry["line"] + 1,
+            "outcome": entry["outcome"],
+            "duration": round(entry["duration"], 6),
+            "message": entry["message"],
+            "longrepr": longrepr[:LONGREPR_MAX],
+            "longrepr_chars": len(longrepr),
+        }
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _out
+    if _out is None:
+        return
+    _write(
+        {
+            "type": "session",
+            "exitstatus": int(exitstatus),
+            "duration": round(time.monotonic() - _started, 6),
+        }
+    )
+    _out.close()
+    _out = None
