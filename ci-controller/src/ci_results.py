@@ -15,26 +15,84 @@ import time
 LONGREPR_MAX = 64 * 1024
 MESSAGE_MAX = 1000
 
-_out = None
-_tests = {}
-_started = None
+
+class _Recorder:
+    """Records the tests of one pytest session (the outermost one of the process)."""
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.out = open(path, "w", encoding="utf-8", errors="replace")
+        self.tests = {}
+        self.started = time.monotonic()
+
+    def write(self, record):
+        self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def pytest_runtest_logreport(self, report):
+        entry = self.tests.setdefault(
+            report.nodeid,
+            {"outcome": None, "duration": 0.0, "message": "", "longrepr": ""},
+        )
+        entry["duration"] += getattr(report, "duration", 0.0) or 0.0
+        entry["file"], entry["line"] = report.location[0], report.location[1]
+        xfail = hasattr(report, "wasxfail")
+        outcome = None
+        if report.when == "call":
+            if report.passed:
+                outcome = "xpassed" if xfail else "passed"
+            elif report.skipped:
+                outcome = "xfailed" if xfail else "skipped"
+            else:
+                outcome = "failed"
+        elif report.failed:
+            outcome = "error"
+        elif report.skipped:
+            outcome = "xfailed" if xfail else "skipped"
+        if outcome is not None and (
+            entry["outcome"] in (None, "passed", "xpassed") or outcome == "error"
+        ):
+            entry["outcome"] = outcome
+            if outcome in ("failed", "error", "skipped", "xfailed"):
+                entry["message"] = _message(report)[:MESSAGE_MAX]
+                entry["longrepr"] = _text(report.longrepr)
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        entry = self.tests.pop(nodeid, None)
+        if entry is None or entry["outcome"] is None:
+            return
+        longrepr = entry["longrepr"]
+        self.write(
+            {
+                "type": "test",
+                "nodeid": nodeid,
+                "file": entry.get("file", location[0]),
+                "line": None if entry.get("line") is None else entry["line"] + 1,
+                "outcome": entry["outcome"],
+                "duration": round(entry["duration"], 6),
+                "message": entry["message"],
+                "longrepr": longrepr[:LONGREPR_MAX],
+                "longrepr_chars": len(longrepr),
+            }
+        )
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.write(
+            {
+                "type": "session",
+                "exitstatus": int(exitstatus),
+                "duration": round(time.monotonic() - self.started, 6),
+            }
+        )
+        self.out.close()
 
 
-def _write(record):
-    if _out is None:
-        return
-    _out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    _out.flush()
-
-
-def pytest_sessionstart(session):
-    global _out, _started
-    path = os.environ.get("CI_RESULTS_FILE")
-    if not path or hasattr(session.config, "workerinput"):
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _out = open(path, "w", encoding="utf-8", errors="replace")
-    _started = time.monotonic()
+def pytest_configure(config):
+    # Only the process's first session records (not pytest sessions that tests run themselves,
+    # in process or as subprocesses: the variable is gone for them), and not xdist's workers.
+    path = os.environ.pop("CI_RESULTS_FILE", None)
+    if path and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Recorder(path), "ci_results_recorder")
 
 
 def _text(longrepr):
@@ -53,65 +111,3 @@ def _message(report):
         return str(report.longrepr[2])
     text = _text(report.longrepr).strip().splitlines()
     return text[-1] if text else ""
-
-
-def pytest_runtest_logreport(report):
-    entry = _tests.setdefault(
-        report.nodeid,
-        {"outcome": None, "duration": 0.0, "message": "", "longrepr": ""},
-    )
-    entry["duration"] += getattr(report, "duration", 0.0) or 0.0
-    entry["file"], entry["line"] = report.location[0], report.location[1]
-    xfail = hasattr(report, "wasxfail")
-    outcome = None
-    if report.when == "call":
-        if report.passed:
-            outcome = "xpassed" if xfail else "passed"
-        elif report.skipped:
-            outcome = "xfailed" if xfail else "skipped"
-        else:
-            outcome = "failed"
-    elif report.failed:
-        outcome = "error"
-    elif report.skipped:
-        outcome = "xfailed" if xfail else "skipped"
-    if outcome is not None and (entry["outcome"] in (None, "passed", "xpassed") or outcome == "error"):
-        entry["outcome"] = outcome
-        if outcome in ("failed", "error", "skipped", "xfailed"):
-            entry["message"] = _message(report)[:MESSAGE_MAX]
-            entry["longrepr"] = _text(report.longrepr)
-
-
-def pytest_runtest_logfinish(nodeid, location):
-    entry = _tests.pop(nodeid, None)
-    if entry is None or entry["outcome"] is None:
-        return
-    longrepr = entry["longrepr"]
-    _write(
-        {
-            "type": "test",
-            "nodeid": nodeid,
-            "file": entry.get("file", location[0]),
-            "line": None if entry.get("line") is None else entry["line"] + 1,
-            "outcome": entry["outcome"],
-            "duration": round(entry["duration"], 6),
-            "message": entry["message"],
-            "longrepr": longrepr[:LONGREPR_MAX],
-            "longrepr_chars": len(longrepr),
-        }
-    )
-
-
-def pytest_sessionfinish(session, exitstatus):
-    global _out
-    if _out is None:
-        return
-    _write(
-        {
-            "type": "session",
-            "exitstatus": int(exitstatus),
-            "duration": round(time.monotonic() - _started, 6),
-        }
-    )
-    _out.close()
-    _out = None
