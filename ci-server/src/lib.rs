@@ -94,7 +94,7 @@ pub async fn run(
 
 /// The whole HTTP API: every route, and every layer, in one place.
 pub fn router(state: AppState) -> Router {
-    use routes::{compat, events, health, jobs};
+    use routes::{compat, events, health, jobs, tests};
     let config = &state.config;
     let quick =
         TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout());
@@ -128,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{API_PREFIX}/jobs/{{id}}/events"),
             quick_route(get(events::follow)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/tests"),
+            quick_route(get(tests::list)),
         )
         // The original system's API.
         .route("/submit", post(compat::submit).layer(upload.clone()))

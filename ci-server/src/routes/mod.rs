@@ -17,6 +17,7 @@ pub mod compat;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod tests;
 
 /// The `{id}` of a job route. A malformed id is answered like a missing job (404).
 pub struct JobPath(pub JobId);
