@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ci_common::api::{ErrorBody, JobList, JobView, API_PREFIX};
 use ci_common::keys::SecretKey;
+use ci_common::results::{TestCounts, TestOutcome, TestResult};
 use ci_common::JobId;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 
@@ -57,6 +58,16 @@ impl ApiError {
             ApiError::Rejected { status, .. } => Some(*status),
         }
     }
+}
+
+/// `GET /api/v1/jobs/{id}/tests`: one page of a job's test results, its counts (`None` until
+/// they are collected) and the `offset` of the next page. The server answers the same shape
+/// (`ci_server::routes::tests::TestList`); it belongs in `ci_common::api`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TestList {
+    pub tests: Vec<TestResult>,
+    pub counts: Option<TestCounts>,
+    pub next_offset: Option<i64>,
 }
 
 /// What the server said about a refused request (its `ErrorBody.error`, or the raw body).
@@ -211,6 +222,46 @@ impl Api {
         json(response, &not_found_hint(id)).await
     }
 
+    /// One page of the job's test results (only those with `outcome` if given).
+    pub async fn tests(
+        &self,
+        id: JobId,
+        outcome: Option<TestOutcome>,
+        limit: u32,
+        offset: i64,
+    ) -> Result<TestList, ApiError> {
+        let build = |r: RequestBuilder| {
+            let r = r.query(&[("limit", limit.to_string()), ("offset", offset.to_string())]);
+            match outcome {
+                Some(outcome) => r.query(&[("outcome", outcome.as_str())]),
+                None => r,
+            }
+        };
+        let response = self
+            .send(&format!("jobs/{id}/tests"), build, Method::GET)
+            .await?;
+        json(response, &not_found_hint(id)).await
+    }
+
+    /// All of the job's results with `outcome` (page by page), and its counts.
+    pub async fn all_tests(
+        &self,
+        id: JobId,
+        outcome: Option<TestOutcome>,
+    ) -> Result<TestList, ApiError> {
+        let mut all = TestList::default();
+        let mut offset = 0;
+        loop {
+            let page = self.tests(id, outcome, TESTS_PAGE, offset).await?;
+            all.tests.extend(page.tests);
+            all.counts = page.counts;
+            match page.next_offset {
+                Some(next) if next > offset => offset = next,
+                _ => return Ok(all),
+            }
+        }
+    }
+
     /// Opens the job's event stream with the events after `after`.
     pub async fn events(&self, id: JobId, after: i64) -> Result<Response, ApiError> {
         let build = |r: RequestBuilder| {
@@ -228,6 +279,9 @@ impl Api {
         }
     }
 }
+
+/// Results asked for per request when reading them all (the server's cap).
+const TESTS_PAGE: u32 = 1000;
 
 fn not_found_hint(id: JobId) -> String {
     format!("job {id}")

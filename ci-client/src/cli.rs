@@ -44,6 +44,8 @@ pub enum Command {
     List(ListArgs),
     /// Show one job: status, reason, exit code, times and log size.
     Status(StatusArgs),
+    /// Show a job's tests: outcome, name, duration and place, or only the failures with --failed.
+    Tests(TestsArgs),
     /// Cancel a queued or running job.
     Cancel(CancelArgs),
     /// Print a shell completion script (e.g. `ci completions bash > ~/.local/share/bash-completion/completions/ci`).
@@ -112,6 +114,19 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TestsArgs {
+    pub job_id: JobId,
+
+    /// Only the tests that failed or errored, each with its message and failure text.
+    #[arg(long)]
+    pub failed: bool,
+
+    /// Print the API's JSON (`{"tests": [...], "counts": {...}, "next_offset": null}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CancelArgs {
     pub job_id: JobId,
 
@@ -139,6 +154,10 @@ mod tests {
         let id = JobId::new();
         let cli = Cli::try_parse_from(["ci", "wait", &id.to_string(), "--all"]).unwrap();
         assert!(matches!(cli.command, Command::Wait(ref a) if a.job_id == id && a.all));
+        let cli = Cli::try_parse_from(["ci", "tests", &id.to_string(), "--failed"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Tests(ref a) if a.job_id == id && a.failed && !a.json)
+        );
         let cli = Cli::try_parse_from(["ci", "list", "--server", "http://a:1", "--api-key", "k"])
             .unwrap();
         assert_eq!(cli.global.server.as_deref(), Some("http://a:1"));

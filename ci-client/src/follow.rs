@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ci_common::api::{JobView, StreamEvent};
+use ci_common::results::TestCounts;
 use ci_common::{JobId, JobStatus};
 use futures_util::{Stream, StreamExt};
 
@@ -40,6 +41,8 @@ pub struct Finished {
     pub status: JobStatus,
     pub reason: Option<String>,
     pub exit_code: Option<i64>,
+    /// The job's test counts, when its results were collected.
+    pub tests: Option<TestCounts>,
 }
 
 impl Finished {
@@ -48,6 +51,7 @@ impl Finished {
             status: job.status,
             reason: job.reason.clone(),
             exit_code: job.exit_code,
+            tests: job.tests.clone(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub async fn follow<S: EventSource, O: Sink>(
                             status,
                             reason,
                             exit_code,
+                            tests,
                             ..
                         } = event
                         {
@@ -112,6 +117,7 @@ pub async fn follow<S: EventSource, O: Sink>(
                                 status,
                                 reason,
                                 exit_code,
+                                tests,
                             });
                         }
                     }

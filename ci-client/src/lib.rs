@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ci_common::api::JobView;
+use ci_common::results::{TestOutcome, TestResult, TestSummary};
 use ci_common::JobId;
 use clap::CommandFactory;
 use reqwest::StatusCode;
 
 use crate::api::{Api, ApiError};
-use crate::cli::{CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, WaitArgs};
+use crate::cli::{CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, TestsArgs, WaitArgs};
 use crate::config::{Env, FileConfig, Settings};
 use crate::follow::{follow, Backoff, Finished, HttpEvents};
 use crate::output::{Printer, Spinner, Style};
@@ -104,6 +105,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Wait(args) => wait(&api, args, &mut Interrupt::new()?).await,
         Command::List(args) => list(&api, args).await,
         Command::Status(args) => status(&api, args).await,
+        Command::Tests(args) => tests(&api, args).await,
         Command::Cancel(args) => cancel(&api, args).await,
         Command::Completions { .. } => unreachable!("handled above"),
     }
@@ -200,7 +202,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
             return Ok(Exit::Interrupted);
         }
     };
-    finish(&mut printer, id, outcome)
+    finish(api, &mut printer, id, outcome, interrupt).await
 }
 
 async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Exit> {
@@ -209,8 +211,7 @@ async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Ex
     let mut printer = Printer::new(id);
     if job.status.is_terminal() && !args.all {
         let finished = Finished::from_view(&job);
-        printer.finished(&finished);
-        return Ok(Exit::for_job(&finished));
+        return finish(api, &mut printer, id, Ok(finished), interrupt).await;
     }
     let after = if args.all {
         0
@@ -235,16 +236,70 @@ async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Ex
             return Ok(Exit::Interrupted);
         }
     };
-    finish(&mut printer, id, outcome)
+    finish(api, &mut printer, id, outcome, interrupt).await
 }
 
-fn finish(printer: &mut Printer, id: JobId, outcome: Result<Finished>) -> Result<Exit> {
+/// Prints the end of a followed job: its tests when it has results (the summary from its
+/// `summary` event, or its counts when that came before we followed), then the final line.
+async fn finish(
+    api: &Api,
+    printer: &mut Printer,
+    id: JobId,
+    outcome: Result<Finished>,
+    interrupt: &mut Interrupt,
+) -> Result<Exit> {
     printer.stop_spinner();
     let finished = outcome.with_context(|| {
         format!("stopped following job {id}; it may still be running: reattach with `ci wait {id}`")
     })?;
+    let summary = printer.summary.take().or_else(|| {
+        finished.tests.clone().map(|counts| TestSummary {
+            counts,
+            ..TestSummary::default()
+        })
+    });
+    if let Some(summary) = summary {
+        let fetch = tokio::time::timeout(TESTS_TIMEOUT, failing_tests(api, id, &summary));
+        let why = tokio::select! {
+            fetched = fetch => match fetched {
+                Ok(Ok(failures)) => {
+                    printer.tests(&summary, Some(&failures));
+                    None
+                }
+                Ok(Err(e)) => Some(format!("{:#}", anyhow::Error::new(e))),
+                Err(_) => Some("the server did not answer in time".to_owned()),
+            },
+            () = interrupt.recv() => Some("interrupted".to_owned()),
+        };
+        if let Some(why) = why {
+            printer.tests(&summary, None);
+            printer.info(&format!(
+                "[ci] cannot show the failing tests ({why}): ci tests {id} --failed"
+            ));
+        }
+    }
     printer.finished(&finished);
     Ok(Exit::for_job(&finished))
+}
+
+/// How long the failing tests may take to arrive at the end of a run.
+const TESTS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The job's first failing tests, failed ones first, as many as the end of a run lists.
+async fn failing_tests(
+    api: &Api,
+    id: JobId,
+    summary: &TestSummary,
+) -> Result<Vec<TestResult>, ApiError> {
+    let max = output::MAX_LISTED_FAILURES;
+    let mut failures = Vec::new();
+    for outcome in [TestOutcome::Failed, TestOutcome::Error] {
+        if summary.counts.get(outcome) > 0 && failures.len() < max {
+            let room = (max - failures.len()) as u32;
+            failures.extend(api.tests(id, Some(outcome), room, 0).await?.tests);
+        }
+    }
+    Ok(failures)
 }
 
 fn cancel_summary(job: &JobView) -> String {
@@ -293,6 +348,51 @@ async fn status(api: &Api, args: StatusArgs) -> Result<Exit> {
         let style = Style::detect(std::io::stdout().is_terminal());
         write!(out, "{}", output::job_details(&job, &chrono::Local, style))?;
     }
+    Ok(Exit::Ok)
+}
+
+async fn tests(api: &Api, args: TestsArgs) -> Result<Exit> {
+    let id = args.job_id;
+    let list = if args.failed {
+        let mut failed = api.all_tests(id, Some(TestOutcome::Failed)).await?;
+        let errors = api.all_tests(id, Some(TestOutcome::Error)).await?;
+        failed.tests.extend(errors.tests);
+        failed.counts = errors.counts.or(failed.counts);
+        failed
+    } else {
+        api.all_tests(id, None).await?
+    };
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&list).context("cannot write JSON")?;
+        text.push('\n');
+        write_stdout(text.as_bytes())?;
+        return Ok(Exit::Ok);
+    }
+    if list.counts.is_none() {
+        let job = api.job(id).await?;
+        if job.status.is_terminal() {
+            let reason = job.reason.map(|r| format!(": {r}")).unwrap_or_default();
+            say!(
+                "No test results for job {id} ({}{reason}): its tests did not run, or ran before \
+                 ci collected results.",
+                job.status
+            );
+        } else {
+            say!(
+                "No test results for job {id} yet: it is {}, and its results arrive when its \
+                 tests have run (`ci wait {id}` follows it).",
+                job.status
+            );
+        }
+        return Ok(Exit::Ok);
+    }
+    let style = Style::detect(std::io::stdout().is_terminal());
+    let text = if args.failed {
+        output::failures_details(&list.tests, list.counts.as_ref(), style)
+    } else {
+        output::tests_table(&list.tests, list.counts.as_ref(), style)
+    };
+    write_stdout(text.as_bytes())?;
     Ok(Exit::Ok)
 }
 

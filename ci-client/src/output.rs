@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ci_common::api::{JobView, StepView, StreamEvent};
+use ci_common::results::{TestCounts, TestOutcome, TestResult, TestSummary};
 use ci_common::{JobId, JobStatus, StepState};
 
 use crate::follow::{Finished, Sink};
@@ -110,6 +111,8 @@ pub struct Printer {
     animate: bool,
     spinner: Option<Spinner>,
     job_id: JobId,
+    /// The job's test results, from its `summary` event.
+    pub summary: Option<TestSummary>,
 }
 
 impl Printer {
@@ -121,6 +124,7 @@ impl Printer {
             animate: stderr_tty,
             spinner: None,
             job_id,
+            summary: None,
         }
     }
 
@@ -142,6 +146,24 @@ impl Printer {
     pub fn info(&mut self, text: &str) {
         self.stop_spinner();
         say!("{}", self.err.dim(text));
+    }
+
+    /// The tests' summary and the failing tests (when they could be fetched), on stderr,
+    /// before the final state.
+    pub fn tests(&mut self, summary: &TestSummary, failures: Option<&[TestResult]>) {
+        self.stop_spinner();
+        let mut text = tests_summary(self.err, summary);
+        if let Some(failures) = failures {
+            text.push_str(&failures_block(
+                self.err,
+                self.job_id,
+                failures,
+                summary.counts.failures(),
+            ));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
     }
 
     /// The final state, on stderr.
@@ -191,9 +213,9 @@ impl Sink for Printer {
                     self.info(&format!("[ci] {}", step_line(step)));
                 }
             }
-            StreamEvent::Summary { .. }
-            | StreamEvent::Complete { .. }
-            | StreamEvent::JobId { .. } => {}
+            // Printed with the failing tests, before the final state.
+            StreamEvent::Summary { summary, .. } => self.summary = Some(summary.clone()),
+            StreamEvent::Complete { .. } | StreamEvent::JobId { .. } => {}
         }
     }
 
@@ -226,6 +248,287 @@ pub fn final_line(style: Style, job_id: JobId, finished: &Finished) -> String {
     }
 }
 
+/// Failing tests listed at the end of a run, at most.
+pub const MAX_LISTED_FAILURES: usize = 20;
+/// Lines of a failure's text shown at the end of a run.
+pub const EXCERPT_LINES: usize = 6;
+/// Characters of one line of an excerpt (an assertion's diff can be one huge line).
+const EXCERPT_LINE_CHARS: usize = 200;
+/// A test at least this slow is named at the end of a run.
+const SLOW_MS: i64 = 1000;
+
+/// The end of a run's test lines: `[ci] tests: 2 failed, 40 passed, 1 skipped in 3.21s`, the
+/// slowest tests when any took a second or more, and what the report could not keep.
+pub fn tests_summary(style: Style, summary: &TestSummary) -> String {
+    let counts = &summary.counts;
+    let line = format!("[ci] tests: {}", counts.summary_line());
+    let mut text = if counts.failures() > 0 {
+        style.red(&line)
+    } else if counts.total() > 0 {
+        style.green(&line)
+    } else {
+        line
+    };
+    text.push('\n');
+    let slow: Vec<String> = summary
+        .slowest
+        .iter()
+        .filter(|(_, ms)| *ms >= SLOW_MS)
+        .map(|(nodeid, ms)| format!("{nodeid} {}", seconds(*ms)))
+        .collect();
+    if !slow.is_empty() {
+        let _ = writeln!(
+            text,
+            "{}",
+            style.dim(&format!("[ci] slowest: {}", slow.join(", ")))
+        );
+    }
+    if summary.dropped_tests > 0 {
+        let _ = writeln!(
+            text,
+            "{}",
+            style.dim(&format!(
+                "[ci] {} test results past the limit were counted but not kept",
+                summary.dropped_tests
+            ))
+        );
+    }
+    if summary.unreadable_lines > 0 {
+        let _ = writeln!(
+            text,
+            "{}",
+            style.dim(&format!(
+                "[ci] {} lines of the test report could not be read",
+                summary.unreadable_lines
+            ))
+        );
+    }
+    text
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+/// The failing tests at the end of a run: each one's header and the heart of its failure text,
+/// then how to see the rest. `total` is how many tests failed or errored in all.
+pub fn failures_block(style: Style, job_id: JobId, failures: &[TestResult], total: u64) -> String {
+    let mut text = String::new();
+    let mut cut = false;
+    for result in failures.iter().take(MAX_LISTED_FAILURES) {
+        let _ = writeln!(text, "{}", failure_header(style, result));
+        let (lines, more) = excerpt(&result.longrepr, EXCERPT_LINES);
+        cut |= more;
+        for line in lines {
+            let _ = writeln!(text, "    {}", failure_line(style, &line));
+        }
+    }
+    let shown = failures.len().min(MAX_LISTED_FAILURES) as u64;
+    if total > shown {
+        let _ = writeln!(
+            text,
+            "{}",
+            style.dim(&format!(
+                "… and {} more: ci tests {job_id} --failed",
+                total - shown
+            ))
+        );
+    } else if cut {
+        let _ = writeln!(
+            text,
+            "{}",
+            style.dim(&format!(
+                "[ci] whole failure texts: ci tests {job_id} --failed"
+            ))
+        );
+    }
+    text
+}
+
+/// `FAILED tests/test_x.py::test_y (tests/test_x.py:12): assert 1 == 2`.
+pub fn failure_header(style: Style, result: &TestResult) -> String {
+    let word = result.outcome.as_str().to_uppercase();
+    let mut line = format!("{} {}", style.bold(&style.red(&word)), result.nodeid);
+    if let Some(place) = location(result) {
+        let _ = write!(line, " ({place})");
+    }
+    let message = result
+        .message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if !message.is_empty() {
+        let _ = write!(line, ": {}", shorten(message, EXCERPT_LINE_CHARS));
+    }
+    line
+}
+
+/// `file:line`, `file`, or nothing.
+fn location(result: &TestResult) -> Option<String> {
+    let file = result.file.as_deref()?;
+    Some(match result.line {
+        Some(line) => format!("{file}:{line}"),
+        None => file.to_owned(),
+    })
+}
+
+fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// One line of a failure's text, coloured as pytest does: `E` lines red, the failing line bold,
+/// the rest dim.
+fn failure_line(style: Style, line: &str) -> String {
+    if is_error_line(line) {
+        style.red(line)
+    } else if line.starts_with('>') {
+        style.bold(line)
+    } else {
+        style.dim(line)
+    }
+}
+
+fn is_error_line(line: &str) -> bool {
+    line == "E" || line.starts_with("E ")
+}
+
+/// The heart of a failure's text in at most `max` lines, and whether anything was left out:
+/// the last frame's failing line (`>`) and the error lines (`E`) after it, or the last lines
+/// when the text has no `E` lines (`--tb=native`). Blank lines are dropped and long lines cut.
+pub fn excerpt(longrepr: &str, max: usize) -> (Vec<String>, bool) {
+    let lines: Vec<&str> = longrepr.lines().map(str::trim_end).collect();
+    let written: Vec<usize> = (0..lines.len()).filter(|&i| !lines[i].is_empty()).collect();
+    let start = match lines.iter().rposition(|l| is_error_line(l)) {
+        Some(last_error) => {
+            // The first `E` line of the last run of them, and the failing line of its frame.
+            let first_error = lines[..=last_error]
+                .iter()
+                .rposition(|l| !is_error_line(l))
+                .map_or(0, |i| i + 1);
+            let frame_start = lines[..first_error]
+                .iter()
+                .rposition(|l| l.is_empty() || l.starts_with("_ _"))
+                .map_or(0, |i| i + 1);
+            match lines[frame_start..first_error]
+                .iter()
+                .rposition(|l| l.starts_with('>'))
+            {
+                Some(i) => frame_start + i,
+                None => first_error.saturating_sub(1).max(frame_start),
+            }
+        }
+        None => written
+            .get(written.len().saturating_sub(max))
+            .copied()
+            .unwrap_or(0),
+    };
+    let from = written.partition_point(|&i| i < start);
+    let shown: Vec<String> = written[from..]
+        .iter()
+        .take(max)
+        .map(|&i| shorten(lines[i], EXCERPT_LINE_CHARS))
+        .collect();
+    let cut = shown.len() < written.len();
+    (shown, cut)
+}
+
+/// `ci tests`: one line per test (outcome, name, duration, place), then the counts.
+pub fn tests_table(results: &[TestResult], counts: Option<&TestCounts>, style: Style) -> String {
+    let header = ["OUTCOME", "TEST", "DURATION", "LOCATION"];
+    let rows: Vec<[String; 4]> = results
+        .iter()
+        .map(|r| {
+            [
+                r.outcome.to_string(),
+                r.nodeid.clone(),
+                seconds(r.duration_ms),
+                location(r).unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 4], first: String| {
+        let mut text = first;
+        text.push_str(&" ".repeat(widths[0] - cells[0].chars().count() + 2));
+        let _ = write!(
+            text,
+            "{:<w1$}  {:>w2$}  {}",
+            cells[1],
+            cells[2],
+            cells[3],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut table = line(header, style.bold(header[0]));
+    for (result, row) in results.iter().zip(&rows) {
+        let cells = row.each_ref().map(String::as_str);
+        table.push_str(&line(cells, outcome_word(style, result.outcome)));
+    }
+    if let Some(counts) = counts {
+        table.push_str(&counts.summary_line());
+        table.push('\n');
+    }
+    table
+}
+
+fn outcome_word(style: Style, outcome: TestOutcome) -> String {
+    match outcome {
+        TestOutcome::Failed | TestOutcome::Error => style.red(outcome.as_str()),
+        TestOutcome::Passed | TestOutcome::Xfailed => style.green(outcome.as_str()),
+        _ => style.yellow(outcome.as_str()),
+    }
+}
+
+/// `ci tests --failed`: each failing test's header and whole failure text, then the counts.
+pub fn failures_details(
+    results: &[TestResult],
+    counts: Option<&TestCounts>,
+    style: Style,
+) -> String {
+    let mut text = String::new();
+    for result in results {
+        let _ = writeln!(text, "{}", failure_header(style, result));
+        for line in result.longrepr.trim_end().lines() {
+            if line.trim().is_empty() {
+                text.push('\n');
+            } else {
+                let _ = writeln!(text, "    {}", failure_line(style, line.trim_end()));
+            }
+        }
+        let kept = result.longrepr.chars().count() as i64;
+        if result.longrepr_chars > kept {
+            let _ = writeln!(
+                text,
+                "    {}",
+                style.dim(&format!(
+                    "… (cut: the first {kept} of {} characters were kept)",
+                    result.longrepr_chars
+                ))
+            );
+        }
+        text.push('\n');
+    }
+    if let Some(counts) = counts {
+        if results.is_empty() {
+            let _ = writeln!(text, "No failed tests ({}).", counts.summary_line());
+        } else {
+            let _ = writeln!(text, "{}", counts.summary_line());
+        }
+    }
+    text
+}
+
 /// A time as the original client showed it: local time, `YYYY-MM-DD HH:MM:SS`, `-` if absent.
 pub fn format_time<Tz: TimeZone>(time: Option<DateTime<Utc>>, tz: &Tz) -> String
 where
@@ -247,7 +550,7 @@ fn success_mark(status: JobStatus) -> &'static str {
     }
 }
 
-/// The `ci list` table (the original's columns).
+/// The `ci list` table: the original's columns, then the tests' counts.
 pub fn jobs_table<Tz: TimeZone>(jobs: &[JobView], tz: &Tz, style: Style) -> String
 where
     Tz::Offset: std::fmt::Display,
@@ -255,8 +558,15 @@ where
     if jobs.is_empty() {
         return "No jobs found.\n".to_owned();
     }
-    let header = ["JOB ID", "STATUS", "START TIME", "END TIME", "SUCCESS"];
-    let rows: Vec<[String; 5]> = jobs
+    let header = [
+        "JOB ID",
+        "STATUS",
+        "START TIME",
+        "END TIME",
+        "SUCCESS",
+        "TESTS",
+    ];
+    let rows: Vec<[String; 6]> = jobs
         .iter()
         .map(|job| {
             [
@@ -265,6 +575,7 @@ where
                 format_time(job.start_time, tz),
                 format_time(job.end_time, tz),
                 success_mark(job.status).to_owned(),
+                tests_cell(job.tests.as_ref(), Style::default()),
             ]
         })
         .collect();
@@ -275,7 +586,7 @@ where
         }
     }
     let mut table = String::new();
-    let line = |cells: [&str; 5], styled: [String; 5]| {
+    let line = |cells: [&str; 6], styled: [String; 6]| {
         let mut text = String::new();
         for (i, (cell, shown)) in cells.iter().zip(styled).enumerate() {
             if i + 1 == cells.len() {
@@ -290,13 +601,7 @@ where
     };
     table.push_str(&line(header, header.map(|h| style.bold(h))));
     for (job, row) in jobs.iter().zip(&rows) {
-        let cells = [
-            row[0].as_str(),
-            row[1].as_str(),
-            row[2].as_str(),
-            row[3].as_str(),
-            row[4].as_str(),
-        ];
+        let cells = row.each_ref().map(String::as_str);
         let mark = match row[4].as_str() {
             "✓" => style.green("✓"),
             "✗" => style.red("✗"),
@@ -308,10 +613,31 @@ where
             row[2].clone(),
             row[3].clone(),
             mark,
+            tests_cell(job.tests.as_ref(), style),
         ];
         table.push_str(&line(cells, styled));
     }
     table
+}
+
+/// A job's tests in a few characters, for `ci list`: `40✓ 2✗` (passed, then failed or errored
+/// when any; skipped and expected failures are not shown), `0` when none ran, `-` without
+/// results.
+pub fn tests_cell(counts: Option<&TestCounts>, style: Style) -> String {
+    let Some(counts) = counts else {
+        return "-".to_owned();
+    };
+    if counts.total() == 0 {
+        return "0".to_owned();
+    }
+    let passed = counts.get(TestOutcome::Passed)
+        + counts.get(TestOutcome::Flaky)
+        + counts.get(TestOutcome::Xpassed);
+    let mut cell = format!("{passed}{}", style.green("✓"));
+    if counts.failures() > 0 {
+        let _ = write!(cell, " {}{}", counts.failures(), style.red("✗"));
+    }
+    cell
 }
 
 /// `ci status` for a person.
@@ -413,6 +739,15 @@ mod tests {
             job(1, JobStatus::Passed, Some(1), Some(3_700)),
             job(0, JobStatus::Cancelled, None, Some(2)),
         ];
+        let mut jobs = jobs;
+        jobs[2].tests = Some(counts(&[
+            (TestOutcome::Passed, 40),
+            (TestOutcome::Failed, 2),
+        ]));
+        jobs[3].tests = Some(counts(&[
+            (TestOutcome::Passed, 1250),
+            (TestOutcome::Skipped, 3),
+        ]));
         let tz = FixedOffset::east_opt(2 * 3600).unwrap();
         insta::assert_snapshot!(jobs_table(&jobs, &tz, Style::default()));
     }
@@ -464,6 +799,7 @@ mod tests {
             status,
             reason: reason.map(str::to_owned),
             exit_code,
+            tests: None,
         };
         let style = Style::default();
         assert_eq!(
@@ -481,6 +817,258 @@ mod tests {
                 &finished(JobStatus::TimedOut, Some("ran longer than 600s"), None)
             ),
             format!("✗ Job {id} timed_out: ran longer than 600s")
+        );
+    }
+
+    fn counts(outcomes: &[(TestOutcome, u64)]) -> TestCounts {
+        TestCounts {
+            outcomes: outcomes.iter().copied().collect(),
+            duration_ms: 3_210,
+        }
+    }
+
+    /// Failure texts as ci's pytest plugin reports them (pytest 7 in the runner image).
+    const ASSERT_TEXT: &str = "def test_split_keeps_every_cent():\n>       assert sum(split_evenly(1000, 3)) == 1000\nE       assert 999 == 1000\nE        +  where 999 = sum([333, 333, 333])\nE        +    where [333, 333, 333] = split_evenly(1000, 3)\n\ntests/test_budget.py:20: AssertionError";
+    const DIFF_TEXT: &str = "def test_dicts():\n>       assert helper(2) == {\"a\": 1, \"b\": 3}\nE       AssertionError: assert {'a': 1, 'b': 2} == {'a': 1, 'b': 3}\nE         Omitting 1 identical items, use -vv to show\nE         Differing items:\nE         {'b': 2} != {'b': 3}\nE         Use -v to get more diff\n\ntests/test_more.py:17: AssertionError";
+    const FIXTURE_TEXT: &str = "@pytest.fixture\n    def broken():\n>       raise RuntimeError(\"the fixture broke\")\nE       RuntimeError: the fixture broke\n\ntests/test_more.py:5: RuntimeError";
+    const MISSING_FIXTURE_TEXT: &str = "file /workspace/src/tests/test_more.py, line 10\n  def test_missing(nothere):\nE       fixture 'nothere' not found\n>       available fixtures: broken, cache, capfd, capsys, monkeypatch, tmp_path\n>       use 'pytest --fixtures [testpath]' for help on them.\n\n/workspace/src/tests/test_more.py:10";
+    const NATIVE_TEXT: &str = "Traceback (most recent call last):\n  File \"/workspace/src/tests/test_a.py\", line 9, in test_a\n    check(1)\n  File \"/workspace/src/tests/test_a.py\", line 4, in check\n    helper(x)\n  File \"/workspace/src/tests/test_a.py\", line 2, in helper\n    raise ValueError(x)\nValueError: 1";
+
+    fn result(
+        nodeid: &str,
+        outcome: TestOutcome,
+        line: i64,
+        message: &str,
+        text: &str,
+    ) -> TestResult {
+        TestResult {
+            nodeid: nodeid.into(),
+            file: nodeid.split("::").next().map(str::to_owned),
+            line: Some(line),
+            outcome,
+            duration_ms: 12,
+            message: message.into(),
+            longrepr: text.into(),
+            longrepr_chars: text.chars().count() as i64,
+        }
+    }
+
+    fn failures() -> Vec<TestResult> {
+        vec![
+            result(
+                "tests/test_budget.py::test_split_keeps_every_cent",
+                TestOutcome::Failed,
+                19,
+                "assert 999 == 1000\n +  where 999 = sum([333, 333, 333])",
+                ASSERT_TEXT,
+            ),
+            result(
+                "tests/test_more.py::test_dicts",
+                TestOutcome::Failed,
+                16,
+                "AssertionError: assert {'a': 1, 'b': 2} == {'a': 1, 'b': 3}\n  Omitting 1 identical items",
+                DIFF_TEXT,
+            ),
+            result(
+                "tests/test_more.py::test_uses_broken",
+                TestOutcome::Error,
+                7,
+                "RuntimeError: the fixture broke",
+                FIXTURE_TEXT,
+            ),
+        ]
+    }
+
+    #[test]
+    fn end_of_run_tests() {
+        let id = JobId(Uuid::from_u128(9));
+        let summary = TestSummary {
+            counts: counts(&[
+                (TestOutcome::Failed, 2),
+                (TestOutcome::Error, 1),
+                (TestOutcome::Passed, 40),
+                (TestOutcome::Skipped, 1),
+            ]),
+            slowest: vec![
+                ("tests/test_slow.py::test_big_import".into(), 2_500),
+                ("tests/test_slow.py::test_sleep".into(), 1_000),
+                ("tests/test_budget.py::test_format".into(), 999),
+            ],
+            dropped_tests: 0,
+            unreadable_lines: 0,
+        };
+        let style = Style::default();
+        let block = tests_summary(style, &summary) + &failures_block(style, id, &failures(), 3);
+        insta::assert_snapshot!(block);
+    }
+
+    #[test]
+    fn end_of_run_tests_passed_and_too_many_failures() {
+        let id = JobId(Uuid::from_u128(9));
+        let passed = TestSummary {
+            counts: counts(&[(TestOutcome::Passed, 7)]),
+            slowest: vec![("tests/test_a.py::test_quick".into(), 30)],
+            ..TestSummary::default()
+        };
+        assert_eq!(
+            tests_summary(Style::default(), &passed),
+            "[ci] tests: 7 passed in 3.21s\n",
+            "no slowest line when every test is quick"
+        );
+        assert_eq!(failures_block(Style::default(), id, &[], 0), "");
+
+        let many: Vec<TestResult> = (0..MAX_LISTED_FAILURES)
+            .map(|i| {
+                result(
+                    &format!("tests/test_many.py::test_{i}"),
+                    TestOutcome::Failed,
+                    i as i64 + 1,
+                    "assert 1 == 2",
+                    "def test():\n>       assert 1 == 2\nE       assert 1 == 2",
+                )
+            })
+            .collect();
+        let block = failures_block(Style::default(), id, &many, 31);
+        assert_eq!(block.matches("FAILED ").count(), MAX_LISTED_FAILURES);
+        assert!(
+            block.ends_with(&format!("… and 11 more: ci tests {id} --failed\n")),
+            "{block}"
+        );
+        let dropped = TestSummary {
+            dropped_tests: 5,
+            unreadable_lines: 1,
+            ..passed
+        };
+        let text = tests_summary(Style::default(), &dropped);
+        assert!(text.contains("5 test results past the limit"), "{text}");
+        assert!(text.contains("1 lines of the test report"), "{text}");
+    }
+
+    #[test]
+    fn excerpts_hold_the_failing_line_and_the_error() {
+        let (lines, cut) = excerpt(ASSERT_TEXT, EXCERPT_LINES);
+        assert_eq!(
+            lines[0],
+            ">       assert sum(split_evenly(1000, 3)) == 1000"
+        );
+        assert_eq!(lines[4], "tests/test_budget.py:20: AssertionError");
+        assert!(cut, "the def line is left out");
+        let (lines, _) = excerpt(DIFF_TEXT, EXCERPT_LINES);
+        assert_eq!(lines.len(), EXCERPT_LINES);
+        assert!(lines[0].starts_with(">       assert helper(2)"));
+        // A missing fixture: the E line comes before pytest's `>` hints.
+        let (lines, _) = excerpt(MISSING_FIXTURE_TEXT, EXCERPT_LINES);
+        assert_eq!(
+            lines[..2],
+            [
+                "  def test_missing(nothere):",
+                "E       fixture 'nothere' not found"
+            ]
+        );
+        // A traceback without E lines (--tb=native): its end.
+        let (lines, cut) = excerpt(NATIVE_TEXT, 3);
+        assert_eq!(
+            lines,
+            [
+                "  File \"/workspace/src/tests/test_a.py\", line 2, in helper",
+                "    raise ValueError(x)",
+                "ValueError: 1"
+            ]
+        );
+        assert!(cut);
+        assert_eq!(excerpt("", EXCERPT_LINES), (vec![], false));
+        let (lines, cut) = excerpt("E   boom", EXCERPT_LINES);
+        assert_eq!((lines, cut), (vec!["E   boom".to_owned()], false));
+        // One huge line is cut.
+        let huge = format!(">   f()\nE   {}", "x".repeat(5000));
+        let (lines, _) = excerpt(&huge, EXCERPT_LINES);
+        assert_eq!(lines[1].chars().count(), EXCERPT_LINE_CHARS + 1);
+    }
+
+    #[test]
+    fn tests_of_a_job() {
+        let mut results = failures();
+        results.insert(
+            0,
+            TestResult {
+                duration_ms: 1_520,
+                ..result(
+                    "tests/test_budget.py::test_to_cents[12.5-1250]",
+                    TestOutcome::Passed,
+                    6,
+                    "",
+                    "",
+                )
+            },
+        );
+        results.push(TestResult {
+            file: None,
+            line: None,
+            ..result(
+                "tests/test_budget.py::test_later",
+                TestOutcome::Skipped,
+                0,
+                "Skipped: later",
+                "",
+            )
+        });
+        let counts = counts(&[
+            (TestOutcome::Failed, 2),
+            (TestOutcome::Error, 1),
+            (TestOutcome::Passed, 1),
+            (TestOutcome::Skipped, 1),
+        ]);
+        insta::assert_snapshot!(tests_table(&results, Some(&counts), Style::default()));
+    }
+
+    #[test]
+    fn failed_tests_of_a_job() {
+        let mut results = failures();
+        results[1].longrepr = results[1].longrepr.chars().take(60).collect();
+        let counts = counts(&[
+            (TestOutcome::Failed, 2),
+            (TestOutcome::Error, 1),
+            (TestOutcome::Passed, 40),
+        ]);
+        insta::assert_snapshot!(failures_details(&results, Some(&counts), Style::default()));
+        let passed = self::counts(&[(TestOutcome::Passed, 40)]);
+        assert_eq!(
+            failures_details(&[], Some(&passed), Style::default()),
+            "No failed tests (40 passed in 3.21s).\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_event_is_kept_for_the_end_of_the_run() {
+        let mut printer = Printer::new(JobId(Uuid::from_u128(1)));
+        let summary = TestSummary {
+            counts: counts(&[(TestOutcome::Passed, 3)]),
+            ..TestSummary::default()
+        };
+        printer.event(&StreamEvent::Summary {
+            seq: 7,
+            summary: summary.clone(),
+            ts: DateTime::UNIX_EPOCH,
+        });
+        assert_eq!(printer.summary, Some(summary));
+    }
+
+    #[test]
+    fn tests_cells() {
+        let style = Style::default();
+        assert_eq!(tests_cell(None, style), "-");
+        assert_eq!(tests_cell(Some(&counts(&[])), style), "0");
+        assert_eq!(
+            tests_cell(
+                Some(&counts(&[
+                    (TestOutcome::Passed, 40),
+                    (TestOutcome::Error, 1),
+                    (TestOutcome::Failed, 1),
+                    (TestOutcome::Skipped, 3)
+                ])),
+                style
+            ),
+            "40✓ 2✗"
         );
     }
 }

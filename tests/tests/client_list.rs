@@ -33,7 +33,14 @@ async fn list_shows_only_the_callers_jobs() {
         .collect();
     assert_eq!(
         header,
-        ["JOB ID", "STATUS", "START TIME", "END TIME", "SUCCESS"]
+        [
+            "JOB ID",
+            "STATUS",
+            "START TIME",
+            "END TIME",
+            "SUCCESS",
+            "TESTS"
+        ]
     );
     assert_eq!(lines.len(), 2, "one job:\n{table}");
     assert!(lines[1].starts_with(&mine), "{table}");
