@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ci_common::api::TestList;
 use ci_common::api::{ErrorBody, JobList, JobView, API_PREFIX};
 use ci_common::keys::SecretKey;
-use ci_common::results::{TestCounts, TestOutcome, TestResult};
+use ci_common::results::TestOutcome;
 use ci_common::JobId;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 
@@ -58,16 +59,6 @@ impl ApiError {
             ApiError::Rejected { status, .. } => Some(*status),
         }
     }
-}
-
-/// `GET /api/v1/jobs/{id}/tests`: one page of a job's test results, its counts (`None` until
-/// they are collected) and the `offset` of the next page. The server answers the same shape
-/// (`ci_server::routes::tests::TestList`); it belongs in `ci_common::api`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TestList {
-    pub tests: Vec<TestResult>,
-    pub counts: Option<TestCounts>,
-    pub next_offset: Option<i64>,
 }
 
 /// What the server said about a refused request (its `ErrorBody.error`, or the raw body).

@@ -36,7 +36,7 @@ pub trait Sink {
 }
 
 /// How a followed job ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Finished {
     pub status: JobStatus,
     pub reason: Option<String>,

@@ -823,7 +823,7 @@ mod tests {
     fn counts(outcomes: &[(TestOutcome, u64)]) -> TestCounts {
         TestCounts {
             outcomes: outcomes.iter().copied().collect(),
-            duration_ms: 3_210,
+            duration_ms: 3_210.0,
         }
     }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::results::{TestCounts, TestSummary};
+use crate::results::{TestCounts, TestResult, TestSummary};
 use crate::{JobId, JobStatus, LogStream, StepState};
 
 /// Where the versioned API lives.
@@ -47,6 +47,16 @@ pub struct JobView {
     /// Counts of the job's tests per outcome, once its results are collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestCounts>,
+}
+
+/// `GET /api/v1/jobs/{id}/tests`: one page of a job's test results in the order the tests
+/// finished, the job's counts (`None` until its results are collected) and the `offset` of the
+/// next page (`None` on the last).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestList {
+    pub tests: Vec<TestResult>,
+    pub counts: Option<TestCounts>,
+    pub next_offset: Option<i64>,
 }
 
 /// A step as the API shows it (in a job's `steps`), and the data of its `step` events.

@@ -717,7 +717,10 @@ mod tests {
                 ts: Utc::now(),
             });
             let json = serde_json::to_value(&complete).unwrap();
-            assert!(json.get("tests").is_none(), "the original's complete is unchanged");
+            assert!(
+                json.get("tests").is_none(),
+                "the original's complete is unchanged"
+            );
             assert_eq!(json["type"], "complete");
             assert_eq!(json["success"], success, "{status}");
             assert_eq!(json["status"], word, "{status}");

@@ -3,9 +3,10 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
+use ci_common::api::TestList;
 use ci_common::db::test_results;
-use ci_common::results::{TestCounts, TestOutcome, TestResult};
-use serde::{Deserialize, Serialize};
+use ci_common::results::TestOutcome;
+use serde::Deserialize;
 
 use super::jobs::query_error;
 use super::{owned_job, JobPath};
@@ -15,18 +16,6 @@ use crate::AppState;
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
-
-/// The answer: one page of results in the order the tests finished, the job's counts (`null`
-/// until its results are collected), and the `offset` of the next page (`null` on the last).
-///
-/// The client reads the same shape (`ci_client::api::TestList`); it belongs in
-/// `ci_common::api` with the other wire types.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TestList {
-    pub tests: Vec<TestResult>,
-    pub counts: Option<TestCounts>,
-    pub next_offset: Option<i64>,
-}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct TestsParams {
