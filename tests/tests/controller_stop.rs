@@ -83,12 +83,13 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     };
     assert_eq!(mount("/workspace")["Type"], "volume");
     assert_eq!(mount("/workspace")["RW"], true);
-    // The job user's name comes from files the controller wrote, mounted read-only.
-    for target in ["/etc/passwd", "/etc/group"] {
+    // The job user's name and ci's pytest plugin come from files the controller wrote,
+    // mounted read-only.
+    for target in ["/etc/passwd", "/etc/group", "/opt/ci/plugins"] {
         assert_eq!(mount(target)["Type"], "bind");
         assert_eq!(mount(target)["RW"], false);
     }
-    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    assert_eq!(mounts.len(), 4, "{mounts:?}");
 
     jobs::request_cancel(&db.pool, id, user.id).await.unwrap();
     let job = finished(&db, id, Duration::from_secs(60)).await;
