@@ -319,6 +319,15 @@ impl Drop for Proc {
     }
 }
 
+/// What `ci-server` prints once it listens, up to its URL: `ci-server listening on http://ADDR`.
+pub const SERVER_LISTENING: &str = "listening on http://";
+
+/// The URL at the end of a line a server printed once it listened (`ci-server listening on
+/// http://127.0.0.1:41234`, `metrics on http://...`), or `None` when the line holds none.
+pub fn listening_url(line: &str) -> Option<String> {
+    line.find("http://").map(|at| line[at..].trim().to_owned())
+}
+
 /// A running `ci-server` on 127.0.0.1 with an OS-assigned port.
 pub struct Server {
     pub proc: Proc,
@@ -331,14 +340,25 @@ impl Server {
     }
 
     pub fn start_with(db: &Path, args: &[&str]) -> Self {
+        Self::spawn(Self::command(db, args))
+    }
+
+    /// The command of a server on 127.0.0.1, on a port the OS picks, serving `db`, with `args`.
+    pub fn command(db: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("ci-server"));
         cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
             .arg(db)
             .args(args)
             .env("RUST_LOG", "info");
+        cmd
+    }
+
+    /// Starts a `ci-server` command and waits until it listens (it must be told `--port 0` or a
+    /// free port).
+    pub fn spawn(cmd: Command) -> Self {
         let mut proc = Proc::spawn("ci-server", cmd);
-        let line = proc.wait_for_line("listening on http://", WAIT);
-        let url = line[line.find("http://").unwrap()..].trim().to_owned();
+        let line = proc.wait_for_line(SERVER_LISTENING, WAIT);
+        let url = listening_url(&line).expect("the listening line names the URL");
         Self { proc, url }
     }
 

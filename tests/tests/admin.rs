@@ -543,11 +543,9 @@ async fn the_default_database_is_the_same_from_any_working_directory() {
         .env("HOME", home.path())
         .env_remove("XDG_DATA_HOME")
         .env_remove("CI_DB_PATH");
-    let mut server = ci_tests::Proc::spawn("ci-server", cmd);
-    let line = server.wait_for_line("listening on http://", ci_tests::WAIT);
-    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    let server = ci_tests::Server::spawn(cmd);
     let response = ci_tests::client()
-        .get(format!("{url}/api/v1/jobs"))
+        .get(server.at("/api/v1/jobs"))
         .bearer_auth(&key)
         .send()
         .await

@@ -5,8 +5,8 @@ use std::process::Command;
 use ci_common::db::jobs;
 use ci_common::JobStatus;
 use ci_tests::{
-    bin, client, fixture, remove_prefix_leftovers, require_docker, test_image, wait_for, zip_dir,
-    Proc, TestDb, WAIT,
+    bin, client, fixture, listening_url, remove_prefix_leftovers, require_docker, test_image,
+    wait_for, zip_dir, Proc, TestDb, WAIT,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -26,7 +26,7 @@ async fn metrics_count_queued_and_finished_jobs() {
         .env("RUST_LOG", "info");
     let mut controller = Proc::spawn("ci-controller", cmd);
     let line = controller.wait_for_line("metrics on http://", WAIT);
-    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    let url = listening_url(&line).expect("the metrics line names the URL");
     controller.wait_for_line("controller ready", WAIT);
 
     let health: serde_json::Value = client()

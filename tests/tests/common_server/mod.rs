@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use ci_common::api::Outcome;
@@ -12,25 +11,18 @@ use ci_common::db::events::{self, NewEvent};
 use ci_common::db::{jobs, lease, uploads, SqlitePool};
 use ci_common::testing::zip_files;
 use ci_common::{JobId, JobStatus, LogStream};
-use ci_tests::{bin, client, Proc, Server, WAIT};
+use ci_tests::{client, Server};
 
 /// Time limit of one server test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Starts a `ci-server` with extra flags and environment variables.
 pub fn start_server(db: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Server {
-    let mut cmd = Command::new(bin("ci-server"));
-    cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
-        .arg(db)
-        .args(args)
-        .env("RUST_LOG", "info");
+    let mut cmd = Server::command(db, args);
     for (key, value) in envs {
         cmd.env(key, value);
     }
-    let mut proc = Proc::spawn("ci-server", cmd);
-    let line = proc.wait_for_line("listening on http://", WAIT);
-    let url = line[line.find("http://").unwrap()..].trim().to_owned();
-    Server { proc, url }
+    Server::spawn(cmd)
 }
 
 /// Writes to the database what the controller writes, the way it writes it.

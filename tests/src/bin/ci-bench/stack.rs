@@ -9,7 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use ci_tests::{bin, remove_prefix_leftovers, TestDb};
+use ci_tests::{bin, listening_url, remove_prefix_leftovers, TestDb, SERVER_LISTENING};
 use tokio::io::AsyncBufReadExt;
 
 /// How long a binary may take to say it is ready.
@@ -268,8 +268,8 @@ fn start_server(db: &Path, log_dir: &Path) -> Result<ServerProc> {
     cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
         .arg(db);
     let mut proc = Service::spawn("ci-server", cmd, log_dir)?;
-    let line = proc.wait_for_line("listening on http://", READY_TIMEOUT)?;
-    let url = line[line.find("http://").unwrap_or(0)..].trim().to_owned();
+    let line = proc.wait_for_line(SERVER_LISTENING, READY_TIMEOUT)?;
+    let url = listening_url(&line).with_context(|| format!("no URL in ci-server's {line:?}"))?;
     Ok(ServerProc { proc, url })
 }
 
