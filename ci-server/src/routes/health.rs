@@ -32,29 +32,3 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
         )),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use axum::http::StatusCode;
-    use ci_common::testing::TempDb;
-    use tokio_util::sync::CancellationToken;
-
-    use super::*;
-    use crate::Config;
-
-    #[tokio::test]
-    async fn ready_answers_503_when_the_database_is_gone() {
-        let db = TempDb::new().await;
-        let pool = db.pool.clone();
-        let state = AppState::new(
-            pool.clone(),
-            Config::for_db(&db.path),
-            CancellationToken::new(),
-        );
-        assert_eq!(ready(State(state.clone())).await.unwrap().status, "ok");
-        pool.close().await;
-        let err = ready(State(state)).await.unwrap_err();
-        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(err.to_string().contains("database"), "{err}");
-    }
-}
