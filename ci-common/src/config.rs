@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Environment variable naming the SQLite database (every server-side binary honours it).
+/// Environment variable naming the SQLite database (every server-side binary honours it: their
+/// `--db-path` flags take it with `#[arg(env = DB_PATH_ENV)]`).
 pub const DB_PATH_ENV: &str = "CI_DB_PATH";
 
 /// The default database file: the same for `ci-server`, `ci-controller` and `ci-admin`, whatever

@@ -12,7 +12,7 @@ use clap::Parser;
 #[command(name = "ci-controller", version, about, args_override_self = true)]
 pub struct Args {
     /// The SQLite database shared with the ci-server replicas.
-    #[arg(long, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
+    #[arg(long, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
     pub db_path: PathBuf,
 
     /// Seconds between two looks at the queue (pickup latency), e.g. 0.1.
@@ -303,7 +303,19 @@ pub fn human_size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    #[test]
+    fn the_database_path_can_come_from_ci_db_path() {
+        let command = Args::command();
+        let db_path = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some("db-path"))
+            .unwrap();
+        assert_eq!(db_path.get_env(), Some(std::ffi::OsStr::new("CI_DB_PATH")));
+    }
 
     #[test]
     fn durations_accept_units_and_plain_seconds() {

@@ -25,7 +25,7 @@ pub struct Config {
     pub port: u16,
 
     /// The SQLite database shared with the controller and the other replicas.
-    #[arg(long, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
+    #[arg(long, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
     pub db_path: PathBuf,
 
     /// Largest accepted upload (the zip archive), in bytes.
@@ -89,5 +89,22 @@ impl Config {
 
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_ms.clamp(1, 1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_database_path_can_come_from_ci_db_path() {
+        let command = Config::command();
+        let db_path = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some("db-path"))
+            .unwrap();
+        assert_eq!(db_path.get_env(), Some(std::ffi::OsStr::new("CI_DB_PATH")));
     }
 }

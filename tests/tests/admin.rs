@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use ci_common::config::DB_PATH_ENV;
 use ci_common::db::{self, api_keys, users};
 use ci_common::keys::SecretKey;
 use ci_tests::bin;
@@ -493,7 +494,7 @@ async fn the_default_database_is_the_same_from_any_working_directory() {
             .current_dir(cwd)
             .env("HOME", home.path())
             .env_remove("XDG_DATA_HOME")
-            .env_remove("CI_DB_PATH")
+            .env_remove(DB_PATH_ENV)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -542,7 +543,7 @@ async fn the_default_database_is_the_same_from_any_working_directory() {
         .current_dir(c.path())
         .env("HOME", home.path())
         .env_remove("XDG_DATA_HOME")
-        .env_remove("CI_DB_PATH");
+        .env_remove(DB_PATH_ENV);
     let server = ci_tests::Server::spawn(cmd);
     let response = ci_tests::client()
         .get(server.at("/api/v1/jobs"))
