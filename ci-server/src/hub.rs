@@ -50,10 +50,10 @@ pub fn data_frame(json: &str) -> Bytes {
     Bytes::from(format!("data: {json}\n\n"))
 }
 
-/// Consecutive events, rendered once as SSE frames in both framings: a follower sends a batch
+/// A batch of consecutive events, rendered once as SSE frames in both framings: a follower sends it
 /// (or its end, from some event on) as one chunk of the response body, without copying it.
 #[derive(Debug)]
-pub struct Batch {
+pub struct Frames {
     /// The seq before the batch's first event: the batch holds every event after `from` up to
     /// and including `upto`. A batch with no events announces where a tail starts.
     pub from: i64,
@@ -69,7 +69,7 @@ pub struct Batch {
     complete: Option<usize>,
 }
 
-impl Batch {
+impl Frames {
     /// Renders stored events (in seq order) that follow `from`.
     pub fn render(from: i64, rows: &[EventRow]) -> Self {
         let mut named = String::with_capacity(rows.len() * 160);
@@ -149,11 +149,11 @@ impl Batch {
 /// A new follower's view of a job's tail.
 pub struct Subscription {
     /// Every batch the tail reads from now on.
-    pub live: broadcast::Receiver<Arc<Batch>>,
+    pub live: broadcast::Receiver<Arc<Frames>>,
     /// With `Some`, the tail's recent batches cover every event after the follower's position
     /// up to the tail's position: these batches, then `live`, are the whole stream, without a
     /// database read. With `None`, the follower reads what it missed from the database.
-    pub replay: Option<Vec<Arc<Batch>>>,
+    pub replay: Option<Vec<Arc<Frames>>>,
 }
 
 #[derive(Clone)]
@@ -171,7 +171,7 @@ struct Inner {
 
 /// A running tail, as followers see it.
 struct Tail {
-    sender: broadcast::Sender<Arc<Batch>>,
+    sender: broadcast::Sender<Arc<Frames>>,
     /// `None` until the tail read its starting point.
     recent: Option<Recent>,
 }
@@ -179,13 +179,13 @@ struct Tail {
 /// A tail's latest batches: every event after `start`, up to the tail's position.
 struct Recent {
     start: i64,
-    batches: VecDeque<Arc<Batch>>,
+    batches: VecDeque<Arc<Frames>>,
     events: usize,
     bytes: usize,
 }
 
 impl Recent {
-    fn push(&mut self, batch: &Arc<Batch>) {
+    fn push(&mut self, batch: &Arc<Frames>) {
         if batch.is_empty() {
             return;
         }
@@ -203,7 +203,7 @@ impl Recent {
     }
 
     /// The batches a follower at `after` needs, if they are all here.
-    fn after(&self, after: i64) -> Option<Vec<Arc<Batch>>> {
+    fn after(&self, after: i64) -> Option<Vec<Arc<Frames>>> {
         (after >= self.start).then(|| {
             self.batches
                 .iter()
@@ -275,8 +275,8 @@ impl Hub {
     fn publish(
         &self,
         job_id: JobId,
-        sender: &broadcast::Sender<Arc<Batch>>,
-        batch: Batch,
+        sender: &broadcast::Sender<Arc<Frames>>,
+        batch: Frames,
         start: bool,
     ) {
         let batch = Arc::new(batch);
@@ -304,7 +304,7 @@ impl Hub {
     fn retire(
         &self,
         job_id: JobId,
-        sender: &broadcast::Sender<Arc<Batch>>,
+        sender: &broadcast::Sender<Arc<Frames>>,
         only_if_unfollowed: bool,
     ) -> bool {
         let mut tails = self.inner.tails.lock().expect("hub lock");
@@ -324,7 +324,7 @@ impl Hub {
 /// Reads a job's new events whenever the database changed, until the job completes or nobody
 /// follows it any more. It starts a little before the job's last event, so that new followers
 /// of a running job usually find what they missed in its recent batches.
-async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Batch>>) {
+async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Frames>>) {
     let mut changes = hub.inner.changes.subscribe();
     changes.borrow_and_update();
     let pool = hub.pool().clone();
@@ -340,7 +340,7 @@ async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Batch>>) {
             }
         }
     };
-    hub.publish(job_id, &sender, Batch::empty(cursor), true);
+    hub.publish(job_id, &sender, Frames::empty(cursor), true);
     let mut read_now = true;
     loop {
         if read_now {
@@ -361,7 +361,7 @@ async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Batch>>) {
                     break;
                 }
                 let full = rows.len() as i64 >= PAGE;
-                let batch = Batch::render(cursor, &rows);
+                let batch = Frames::render(cursor, &rows);
                 drop(rows);
                 cursor = batch.upto;
                 let complete = batch.completes();

@@ -29,7 +29,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::hub::Framing;
-use crate::hub::{Batch, Hub, Subscription, PAGE};
+use crate::hub::{Frames, Hub, Subscription, PAGE};
 use crate::AppState;
 
 /// The comment sent on an idle stream.
@@ -45,7 +45,7 @@ struct Follower {
     framing: Framing,
     /// The last seq sent (or skipped as already seen).
     last: i64,
-    live: Option<broadcast::Receiver<Arc<Batch>>>,
+    live: Option<broadcast::Receiver<Arc<Frames>>>,
     /// Read the database before waiting for live events.
     catch_up: bool,
     /// Frames ready to send, in order.
@@ -161,13 +161,13 @@ impl Follower {
             self.catch_up = false;
         }
         if !rows.is_empty() {
-            let batch = Batch::render(self.last, &rows);
+            let batch = Frames::render(self.last, &rows);
             self.take(&batch);
         }
         Some(())
     }
 
-    fn take(&mut self, batch: &Batch) {
+    fn take(&mut self, batch: &Frames) {
         if self.done || batch.upto <= self.last {
             return;
         }
@@ -500,7 +500,7 @@ mod tests {
     }
 
     /// Waits until the job's tail has broadcast the events up to `seq`.
-    async fn tail_reached(watcher: &mut broadcast::Receiver<Arc<Batch>>, seq: i64) {
+    async fn tail_reached(watcher: &mut broadcast::Receiver<Arc<Frames>>, seq: i64) {
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 match watcher.recv().await {
