@@ -81,10 +81,8 @@ pub fn lines(range: std::ops::Range<usize>) -> Vec<String> {
 
 /// Jobs and stored uploads in the database.
 pub async fn counts(pool: &SqlitePool) -> (i64, i64) {
-    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let jobs = jobs::count_by_status(pool).await.unwrap();
+    let jobs = jobs.iter().map(|(_, n)| n).sum();
     (jobs, uploads::count(pool).await.unwrap())
 }
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures_util::TryStreamExt;
+use ci_tests::ci_common::db::events;
+use ci_tests::ci_common::EventKind;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::client::{follow, submit, wait_done};
 use crate::fixtures;
@@ -483,14 +483,12 @@ fn poll_progress(
 ) -> tokio::task::JoinHandle<Vec<(u64, i64)>> {
     tokio::spawn(async move {
         let mut samples = Vec::new();
+        let Ok(job_id) = job_id.parse() else {
+            return samples;
+        };
         let deadline = Instant::now() + limit;
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let seq: Result<i64, _> =
-                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
-                    .bind(&job_id)
-                    .fetch_one(&pool)
-                    .await;
-            if let Ok(seq) = seq {
+            if let Ok(seq) = events::last_seq(&pool, job_id).await {
                 samples.push((now_ns(), seq));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -511,11 +509,7 @@ struct Stored {
 }
 
 async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) -> Result<Stored> {
-    let mut rows = sqlx::query(
-        "SELECT seq, ts, text FROM job_events WHERE job_id = ? AND kind = 'log' ORDER BY seq",
-    )
-    .bind(job_id)
-    .fetch(pool);
+    let job_id = job_id.parse().context("the job id is not a UUID")?;
     let mut hash = Sha256::new();
     let mut out = Stored {
         count: 0,
@@ -525,22 +519,25 @@ async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) 
         first_ts: None,
         last_ts: None,
     };
-    while let Some(row) = rows.try_next().await? {
-        let text: &str = row.try_get("text")?;
-        if !text.starts_with("flood ") {
-            continue;
+    let mut after = 0;
+    loop {
+        let page = events::list_after(pool, job_id, after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for row in page
+            .iter()
+            .filter(|r| r.kind == EventKind::Log && r.text.starts_with("flood "))
+        {
+            hash.update(row.text.as_bytes());
+            hash.update(b"\n");
+            if out.count == 0 {
+                out.first_seq = row.seq;
+                out.first_ts = Some(row.ts);
+            }
+            out.last_seq = row.seq;
+            out.last_ts = Some(row.ts);
+            out.count += 1;
         }
-        hash.update(text.as_bytes());
-        hash.update(b"\n");
-        let seq: i64 = row.try_get("seq")?;
-        let ts: chrono::DateTime<chrono::Utc> = row.try_get("ts")?;
-        if out.count == 0 {
-            out.first_seq = seq;
-            out.first_ts = Some(ts);
-        }
-        out.last_seq = seq;
-        out.last_ts = Some(ts);
-        out.count += 1;
     }
     out.sha = fixtures::hex(&hash.finalize());
     Ok(out)
@@ -550,7 +547,7 @@ async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) 
 /// (`BEGIN IMMEDIATE`, `events::append` of 1000 lines, commit) on a fresh database, without
 /// Docker or log parsing in the way.
 async fn append_ceiling(lines: usize) -> Result<f64> {
-    use ci_tests::ci_common::db::{events, jobs};
+    use ci_tests::ci_common::db::jobs;
     use ci_tests::ci_common::LogStream;
     let db = ci_tests::TestDb::new().await;
     let user = db.user("Ceiling").await;
