@@ -26,6 +26,22 @@ impl TempDb {
             .expect("a temporary database");
         Self { pool, path, dir }
     }
+
+    /// Creates the user `name` (email `<name>@example.com`, lower case) with one API key.
+    pub async fn user_with_key(
+        &self,
+        name: &str,
+    ) -> (crate::db::users::User, crate::keys::SecretKey) {
+        let email = format!("{}@example.com", name.to_lowercase());
+        let user = crate::db::users::create(&self.pool, name, &email)
+            .await
+            .expect("create the user");
+        let key = crate::keys::SecretKey::generate();
+        crate::db::api_keys::create(&self.pool, user.id, "test", &key, None)
+            .await
+            .expect("create the key");
+        (user, key)
+    }
 }
 
 /// A fresh database: the directory that holds it (deleted when dropped) and its pool.

@@ -5,7 +5,6 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use ci_common::api::ErrorBody;
-use ci_common::db::{api_keys, users};
 use ci_common::keys::SecretKey;
 use ci_common::testing::TempDb;
 use ci_server::{router, AppState, Config};
@@ -22,13 +21,7 @@ struct App {
 impl App {
     async fn new() -> Self {
         let db = TempDb::new().await;
-        let user = users::create(&db.pool, "Ada", "ada@example.com")
-            .await
-            .unwrap();
-        let key = SecretKey::generate();
-        api_keys::create(&db.pool, user.id, "test", &key, None)
-            .await
-            .unwrap();
+        let (_, key) = db.user_with_key("Ada").await;
         let state = AppState::new(
             db.pool.clone(),
             Config::for_db(&db.path),
@@ -60,6 +53,12 @@ impl App {
             .method(method)
             .uri(uri)
             .header(header::AUTHORIZATION, format!("Bearer {}", self.key))
+    }
+
+    /// Sends a request without a body, with this app's API key.
+    async fn send_authorized(&self, method: Method, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+        self.send(self.authorized(method, uri).body(Body::empty()).unwrap())
+            .await
     }
 }
 
@@ -104,11 +103,7 @@ async fn an_unknown_route_is_404_with_the_error_body() {
 #[tokio::test]
 async fn a_wrong_method_is_405_with_the_error_body() {
     let app = App::new().await;
-    let request = app
-        .authorized(Method::DELETE, "/api/v1/jobs")
-        .body(Body::empty())
-        .unwrap();
-    let (status, headers, body) = app.send(request).await;
+    let (status, headers, body) = app.send_authorized(Method::DELETE, "/api/v1/jobs").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     let error = error_body(&headers, &body);
     assert_eq!(error.code, "method_not_allowed");
@@ -155,11 +150,7 @@ async fn a_missing_or_malformed_authorization_is_401_with_www_authenticate() {
     }
 
     // The same key, sent properly, is accepted.
-    let request = app
-        .authorized(Method::GET, "/api/v1/jobs")
-        .body(Body::empty())
-        .unwrap();
-    let (status, _, body) = app.send(request).await;
+    let (status, _, body) = app.send_authorized(Method::GET, "/api/v1/jobs").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 }
 
@@ -220,21 +211,15 @@ async fn a_job_id_that_is_not_a_uuid_is_404_like_a_missing_job() {
         "/jobs/not-a-uuid".to_owned(),
         format!("/api/v1/jobs/{missing}"),
     ] {
-        let request = app
-            .authorized(Method::GET, &path)
-            .body(Body::empty())
-            .unwrap();
-        let (status, headers, body) = app.send(request).await;
+        let (status, headers, body) = app.send_authorized(Method::GET, &path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         let error = error_body(&headers, &body);
         assert_eq!(error.code, "job_not_found", "{path}");
         bodies.push(body);
     }
-    let request = app
-        .authorized(Method::POST, "/api/v1/jobs/42/cancel")
-        .body(Body::empty())
-        .unwrap();
-    let (status, _, body) = app.send(request).await;
+    let (status, _, body) = app
+        .send_authorized(Method::POST, "/api/v1/jobs/42/cancel")
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     bodies.push(body);
     assert!(
