@@ -303,19 +303,7 @@ pub fn human_size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
-
-    #[test]
-    fn the_database_path_can_come_from_ci_db_path() {
-        let command = Args::command();
-        let db_path = command
-            .get_arguments()
-            .find(|a| a.get_long() == Some("db-path"))
-            .unwrap();
-        assert_eq!(db_path.get_env(), Some(std::ffi::OsStr::new("CI_DB_PATH")));
-    }
 
     #[test]
     fn durations_accept_units_and_plain_seconds() {

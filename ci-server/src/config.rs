@@ -91,20 +91,3 @@ impl Config {
         Duration::from_millis(self.poll_ms.clamp(1, 1000))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    use super::*;
-
-    #[test]
-    fn the_database_path_can_come_from_ci_db_path() {
-        let command = Config::command();
-        let db_path = command
-            .get_arguments()
-            .find(|a| a.get_long() == Some("db-path"))
-            .unwrap();
-        assert_eq!(db_path.get_env(), Some(std::ffi::OsStr::new("CI_DB_PATH")));
-    }
-}

@@ -490,6 +490,20 @@ impl SpawnNow for Command {
     }
 }
 
+#[test]
+fn every_server_side_binary_takes_the_database_from_ci_db_path() {
+    for name in ["ci-admin", "ci-server", "ci-controller"] {
+        let out = Command::new(bin(name)).arg("--help").output().unwrap();
+        let help = text(&out.stdout);
+        let db_path = help
+            .lines()
+            .skip_while(|l| !l.contains("--db-path"))
+            .take(2)
+            .collect::<String>();
+        assert!(db_path.contains("[env: CI_DB_PATH="), "{name}:\n{help}");
+    }
+}
+
 #[tokio::test]
 async fn the_default_database_is_the_same_from_any_working_directory() {
     let home = tempfile::tempdir().unwrap();
