@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "ci-admin", version, about = "Manage ci users and API keys")]
 pub struct Cli {
     /// SQLite database file (the same default as ci-server and ci-controller).
-    #[arg(long, global = true, env = "CI_DB_PATH", default_value_os_t = ci_common::config::default_db_path())]
+    #[arg(long, global = true, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
     pub db_path: PathBuf,
 
     #[command(subcommand)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ci_common::db::events::{self, EventRow};
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps;
-use ci_common::db::{self, lease, users, SqlitePool};
+use ci_common::db::{lease, users, SqlitePool};
 use ci_common::step::{ExitRule, Network, StepSpec};
 use ci_common::{EventKind, JobStatus};
 
@@ -36,8 +36,7 @@ fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
 }
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
+    let (dir, pool) = ci_common::testing::temp_db().await;
     let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
     World {
         _dir: dir,

@@ -148,7 +148,7 @@ impl LogSink {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use ci_common::db::{self, events, jobs, lease, users};
+    use ci_common::db::{events, jobs, lease, users};
     use ci_common::{EventKind, LogStream};
 
     use crate::logs::parser::parse_ts;
@@ -164,8 +164,7 @@ mod tests {
     }
 
     async fn db() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
+        let (dir, pool) = ci_common::testing::temp_db().await;
         let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
         let user = users::create(&pool, "Ada", "ada@example.com")
             .await
