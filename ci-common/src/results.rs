@@ -382,3 +382,187 @@ not json at all
         assert_eq!(TestCounts::default().summary_line(), "no tests in 0.00s");
     }
 }
+
+/// A character XML 1.0 can hold (tab, newline, carriage return and everything from U+0020 but
+/// U+FFFE and U+FFFF); others (control characters a test printed) are left out of JUnit XML.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')
+}
+
+fn xml_text(text: &str) -> String {
+    text.chars().filter(|c| xml_char(*c)).collect()
+}
+
+/// JUnit XML of a job's results (the format other tools read: Jenkins, GitLab), one `testsuite`
+/// named `suite`: each test is a `testcase` with `classname` (its module path and class),
+/// `name`, `file`, `line` and `time` in seconds; `failed` tests hold a `failure`, `error` ones
+/// an `error`, skipped and xfailed ones a `skipped`, each with the message and failure text.
+pub fn junit_xml(suite: &str, results: &[TestResult]) -> String {
+    use quick_xml::events::{BytesDecl, BytesText};
+    use quick_xml::Writer;
+
+    let count = |f: fn(TestOutcome) -> bool| results.iter().filter(|r| f(r.outcome)).count();
+    let failures = count(|o| o == TestOutcome::Failed);
+    let errors = count(|o| o == TestOutcome::Error);
+    let skipped = count(|o| matches!(o, TestOutcome::Skipped | TestOutcome::Xfailed));
+    let seconds = |ms: f64| format!("{:.3}", ms / 1000.0);
+    let total_ms: f64 = results.iter().map(|r| r.duration_ms as f64).sum();
+    let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
+    let write = |writer: &mut Writer<Vec<u8>>| -> std::io::Result<()> {
+        writer.write_event(quick_xml::events::Event::Decl(BytesDecl::new(
+            "1.0",
+            Some("UTF-8"),
+            None,
+        )))?;
+        writer
+            .create_element("testsuites")
+            .write_inner_content(|w| {
+                w.create_element("testsuite")
+                    .with_attributes([
+                        ("name", xml_text(suite).as_str()),
+                        ("tests", results.len().to_string().as_str()),
+                        ("failures", failures.to_string().as_str()),
+                        ("errors", errors.to_string().as_str()),
+                        ("skipped", skipped.to_string().as_str()),
+                        ("time", seconds(total_ms).as_str()),
+                    ])
+                    .write_inner_content(|w| {
+                        for result in results {
+                            let (module, name) = match result.nodeid.rsplit_once("::") {
+                                Some((module, name)) => (module, name),
+                                None => ("", result.nodeid.as_str()),
+                            };
+                            let classname = module
+                                .replace(".py::", ".")
+                                .trim_end_matches(".py")
+                                .replace(['/', '\\'], ".")
+                                .replace("::", ".");
+                            let mut case = w.create_element("testcase").with_attributes([
+                                ("classname", xml_text(&classname).as_str()),
+                                ("name", xml_text(name).as_str()),
+                                ("time", seconds(result.duration_ms as f64).as_str()),
+                            ]);
+                            if let Some(file) = &result.file {
+                                case = case.with_attribute(("file", xml_text(file).as_str()));
+                            }
+                            if let Some(line) = result.line {
+                                case = case.with_attribute(("line", line.to_string().as_str()));
+                            }
+                            let child = match result.outcome {
+                                TestOutcome::Failed => Some("failure"),
+                                TestOutcome::Error => Some("error"),
+                                TestOutcome::Skipped | TestOutcome::Xfailed => Some("skipped"),
+                                _ => None,
+                            };
+                            match child {
+                                None => {
+                                    case.write_empty()?;
+                                }
+                                Some(child) => {
+                                    case.write_inner_content(|w| {
+                                        w.create_element(child)
+                                            .with_attribute((
+                                                "message",
+                                                xml_text(&result.message).as_str(),
+                                            ))
+                                            .write_text_content(BytesText::new(&xml_text(
+                                                &result.longrepr,
+                                            )))?;
+                                        Ok::<(), std::io::Error>(())
+                                    })?;
+                                }
+                            }
+                        }
+                        Ok::<(), std::io::Error>(())
+                    })?;
+                Ok::<(), std::io::Error>(())
+            })?;
+        Ok(())
+    };
+    write(&mut writer).expect("writing XML into memory cannot fail");
+    String::from_utf8(writer.into_inner()).expect("the XML is UTF-8")
+}
+
+#[cfg(test)]
+mod junit_tests {
+    use super::*;
+
+    fn result(nodeid: &str, outcome: TestOutcome, message: &str, longrepr: &str) -> TestResult {
+        TestResult {
+            nodeid: nodeid.into(),
+            file: Some("tests/test_a.py".into()),
+            line: Some(3),
+            outcome,
+            duration_ms: 1500,
+            message: message.into(),
+            longrepr: longrepr.into(),
+            longrepr_chars: longrepr.chars().count() as i64,
+        }
+    }
+
+    #[test]
+    fn junit_xml_is_valid_xml_with_the_counts_and_no_control_characters() {
+        let results = [
+            result("tests/test_a.py::test_ok", TestOutcome::Passed, "", ""),
+            result(
+                "tests/test_a.py::TestBox::test_bad[1]",
+                TestOutcome::Failed,
+                "assert <1> & 2",
+                "E  bell\u{7} and nul\u{0} ✓",
+            ),
+            result("tests/test_a.py::test_err", TestOutcome::Error, "boom", "x"),
+            result(
+                "tests/test_a.py::test_skip",
+                TestOutcome::Skipped,
+                "later",
+                "",
+            ),
+        ];
+        let xml = junit_xml("ci job 1", &results);
+        assert!(
+            xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"),
+            "{xml}"
+        );
+        assert!(!xml.contains('\u{7}') && !xml.contains('\u{0}'));
+        assert!(xml.contains("✓"));
+        let mut reader = quick_xml::Reader::from_str(&xml);
+        let (mut cases, mut failures, mut errors, mut skipped) = (0, 0, 0, 0);
+        loop {
+            match reader.read_event().expect("valid XML") {
+                quick_xml::events::Event::Eof => break,
+                quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => {
+                    match e.name().as_ref() {
+                        b"testcase" => cases += 1,
+                        b"failure" => failures += 1,
+                        b"error" => errors += 1,
+                        b"skipped" => skipped += 1,
+                        b"testsuite" => {
+                            let attr = |name: &[u8]| {
+                                e.try_get_attribute(name)
+                                    .unwrap()
+                                    .unwrap()
+                                    .unescape_value()
+                                    .unwrap()
+                                    .into_owned()
+                            };
+                            assert_eq!(attr(b"tests"), "4");
+                            assert_eq!(attr(b"failures"), "1");
+                            assert_eq!(attr(b"errors"), "1");
+                            assert_eq!(attr(b"skipped"), "1");
+                            assert_eq!(attr(b"time"), "6.000");
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((cases, failures, errors, skipped), (4, 1, 1, 1));
+        assert!(xml.contains("classname=\"tests.test_a.TestBox\""), "{xml}");
+        assert!(xml.contains("name=\"test_bad[1]\""), "{xml}");
+        assert!(
+            xml.contains("message=\"assert &lt;1&gt; &amp; 2\""),
+            "{xml}"
+        );
+    }
+}

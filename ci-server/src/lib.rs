@@ -133,6 +133,10 @@ pub fn router(state: AppState) -> Router {
             &format!("{API_PREFIX}/jobs/{{id}}/tests"),
             quick_route(get(tests::list)),
         )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/junit.xml"),
+            quick_route(get(tests::junit)),
+        )
         // The original system's API.
         .route("/submit", post(compat::submit).layer(upload.clone()))
         .route(

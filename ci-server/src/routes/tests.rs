@@ -2,10 +2,12 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ci_common::api::TestList;
 use ci_common::db::test_results;
-use ci_common::results::TestOutcome;
+use ci_common::results::{junit_xml, TestOutcome};
 use serde::Deserialize;
 
 use super::jobs::query_error;
@@ -100,6 +102,29 @@ pub async fn list(
         counts,
         next_offset,
     }))
+}
+
+/// Most results a JUnit report holds (the stored results of a job are capped lower).
+const JUNIT_MAX_TESTS: i64 = 1_000_000;
+
+/// `GET /api/v1/jobs/{id}/junit.xml`: the job's results as JUnit XML (see
+/// [`ci_common::results::junit_xml`]), for tools that read that format. A job without results
+/// is an empty suite.
+pub async fn junit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    owned_job(&state, &user, id).await?;
+    let results = test_results::list(&state.pool, id, None, JUNIT_MAX_TESTS, 0).await?;
+    let xml = tokio::task::spawn_blocking(move || junit_xml(&format!("ci job {id}"), &results))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing JUnit XML")))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        xml,
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -283,6 +308,48 @@ mod endpoint_tests {
             let (status, body) = get(&db, &ada, &format!("{path}?{bad}")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         }
+    }
+
+    #[tokio::test]
+    async fn junit_xml_holds_every_result_with_the_same_counts() {
+        let db = TempDb::new().await;
+        let ada = user(&db, "ada").await;
+        let bob = user(&db, "bob").await;
+        let job = job_with_results(&db, &ada).await;
+        let state = AppState::new(
+            db.pool.clone(),
+            Config::for_db(&db.path),
+            CancellationToken::new(),
+        );
+        let request = |key: &str| {
+            Request::get(format!("/api/v1/jobs/{job}/junit.xml"))
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let response = crate::router(state.clone())
+            .oneshot(request(&ada))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/xml; charset=utf-8"
+        );
+        let body = to_bytes(response.into_body(), 1 << 24).await.unwrap();
+        let xml = std::str::from_utf8(&body).unwrap();
+        assert!(
+            xml.contains("tests=\"1000\" failures=\"10\" errors=\"1\""),
+            "{}",
+            &xml[..300]
+        );
+        assert_eq!(xml.matches("<testcase ").count(), 1000);
+        let response = crate::router(state).oneshot(request(&bob)).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::NOT_FOUND,
+            "another user's job"
+        );
     }
 
     #[tokio::test]
