@@ -150,11 +150,17 @@ pub fn identity_files(uid: u64, gid: u64) -> (String, String) {
 /// Writes [`identity_files`] into `dir` (created if needed; each file replaced atomically), so
 /// the containers can mount them.
 pub fn write_identity(dir: &Path, uid: u64, gid: u64) -> std::io::Result<()> {
+    let (passwd, group) = identity_files(uid, gid);
+    write_state_files(dir, &[("passwd", &passwd), ("group", &group)])
+}
+
+/// Writes the controller's files that containers mount read-only into `dir` (created if needed,
+/// 0755): each file 0644, replaced atomically so a starting container never sees half of one.
+fn write_state_files(dir: &Path, files: &[(&str, &str)]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    let (passwd, group) = identity_files(uid, gid);
-    for (name, text) in [("passwd", passwd), ("group", group)] {
+    for (name, text) in files {
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
@@ -180,13 +186,8 @@ pub fn results_file(step: &str) -> String {
 
 /// Writes ci's pytest plugin into `dir` (created if needed; replaced atomically).
 pub fn write_plugins(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    let tmp = dir.join(format!(".{RESULTS_PLUGIN}.py.tmp"));
-    std::fs::write(&tmp, RESULTS_PLUGIN_SOURCE)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
-    std::fs::rename(&tmp, dir.join(format!("{RESULTS_PLUGIN}.py")))
+    let name = format!("{RESULTS_PLUGIN}.py");
+    write_state_files(dir, &[(&name, RESULTS_PLUGIN_SOURCE)])
 }
 
 /// PID 1 of every container: runs the step's command, forwards Docker's signals to it and
