@@ -221,6 +221,24 @@ impl StepSpec {
     }
 }
 
+/// Checks that this service runs `task` (today only the built-in `test`): the server refuses an
+/// upload of another task, and the controller a job of one.
+///
+/// # Errors
+///
+/// The message for the user, naming the task that exists.
+pub fn check_task(task: &str) -> Result<(), String> {
+    if task == crate::api::DEFAULT_TASK {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown task {task:?}: the task this service runs is \"{0}\" (pytest); submit with \
+             `ci submit {0}`",
+            crate::api::DEFAULT_TASK
+        ))
+    }
+}
+
 /// The steps of the built-in `test` task, from the project's root files, the job's image and
 /// its extra pytest arguments: `install` (online; only when there is something to install, see
 /// [`Install`]) then `test` (offline). Also returns the notice of a skipped install step.

@@ -15,7 +15,7 @@ use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
 use ci_common::project::RootFiles;
 use ci_common::results::{read_report, ReportCaps};
-use ci_common::step::{test_task, ExitRule, StepSpec};
+use ci_common::step::{check_task, test_task, ExitRule, StepSpec};
 use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -151,14 +151,8 @@ pub fn plan_steps(
         .clone()
         .unwrap_or_else(|| default_image.to_owned());
     policy.check_image(&image).map_err(|e| e.to_string())?;
-    match job.task.as_str() {
-        ci_common::api::DEFAULT_TASK => {
-            test_task(root, &image, &job.args()).map_err(|e| e.to_string())
-        }
-        other => Err(format!(
-            "unknown task {other:?}: the task this service runs is \"test\""
-        )),
-    }
+    check_task(&job.task)?;
+    test_task(root, &image, &job.args()).map_err(|e| e.to_string())
 }
 
 /// A duration as people write it: `10s`, `5m`, `1h`, `1.5s`.

@@ -175,12 +175,7 @@ pub async fn accept_upload(
         return Err(invalid_task());
     }
     // A job of a task the controller cannot run would run pytest under another name.
-    if task != DEFAULT_TASK {
-        return Err(ApiError::Invalid(format!(
-            "unknown task {task:?}: the task this service runs is \"{DEFAULT_TASK}\" (pytest); \
-             submit with `ci submit {DEFAULT_TASK}`"
-        )));
-    }
+    ci_common::step::check_task(&task).map_err(ApiError::Invalid)?;
     let policy = ci_common::db::policy::current(&state.pool).await?;
     let limits = state.config.limits(&policy);
     let (archive, checked) = tokio::task::spawn_blocking(move || {
