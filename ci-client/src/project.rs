@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ci_common::archive::{entry_path, workspace_file_mode, WORKSPACE_DIR_MODE};
-use ci_common::project::{
-    pytest_config, Project, RootFiles, MAX_CONFIG_BYTES, PYPROJECT, ROOT_FILES,
-};
+use ci_common::project::{is_root_file, pytest_config, Project, RootFiles, PYPROJECT, ROOT_FILES};
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::{DirEntry, WalkBuilder};
 
@@ -293,20 +291,20 @@ fn root_above(dir: &Path, root: &RootFiles) -> Option<String> {
     None
 }
 
-/// Reads the project's root configuration files (those of [`ROOT_FILES`] that are uploaded).
+/// Reads the project's root configuration files (those uploaded that [`is_root_file`] names).
 pub fn root_files(root: &Path, tree: &ProjectTree) -> Result<RootFiles> {
     let mut files = RootFiles::default();
-    for name in ROOT_FILES {
-        if tree.files.iter().any(|f| f == name) {
-            let path = root.join(name);
-            let size = std::fs::metadata(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-                .len();
-            if size <= MAX_CONFIG_BYTES {
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                files.insert(name, String::from_utf8_lossy(&bytes).into_owned());
-            }
+    for name in &tree.files {
+        let path = root.join(name);
+        let size = || {
+            std::fs::metadata(&path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map(|m| m.len())
+        };
+        if ROOT_FILES.contains(&name.as_str()) && is_root_file(name, size()?) {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            files.insert(name, String::from_utf8_lossy(&bytes).into_owned());
         }
     }
     Ok(files)

@@ -2,7 +2,7 @@
 //! validates an upload and by the controller when it unpacks it, so that both always agree on
 //! what an entry is called and whether it is allowed.
 
-use crate::project::{RootFiles, MAX_CONFIG_BYTES, ROOT_FILES};
+use crate::project::{is_root_file, RootFiles};
 
 /// The normalized, relative path of an archive entry (`./a//b/./c/` → `a/b/c`; the archive's root
 /// folder itself, `./`, is the empty string), or why the name is unsafe.
@@ -45,9 +45,8 @@ pub fn entry_path(name: &str) -> Result<String, &'static str> {
     Ok(parts.join("/"))
 }
 
-/// Reads only the project's root configuration files ([`ROOT_FILES`]) from a zip archive,
-/// skipping entries whose names break [`entry_path`] (validation reports those) and files over
-/// [`MAX_CONFIG_BYTES`].
+/// Reads only the project's root configuration files ([`is_root_file`]) from a zip archive,
+/// skipping entries whose names break [`entry_path`] (validation reports those).
 ///
 /// # Errors
 ///
@@ -60,10 +59,7 @@ pub fn root_files(zip: &[u8]) -> Result<RootFiles, zip::result::ZipError> {
         let Ok(path) = entry_path(entry.name()) else {
             continue;
         };
-        if ROOT_FILES.contains(&path.as_str())
-            && entry.is_file()
-            && entry.size() <= MAX_CONFIG_BYTES
-        {
+        if entry.is_file() && is_root_file(&path, entry.size()) {
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut entry, &mut bytes)?;
             root.insert(&path, String::from_utf8_lossy(&bytes).into_owned());

@@ -28,6 +28,12 @@ pub const PYPROJECT: &str = "pyproject.toml";
 /// Files above this size are not read as configuration (they are not configuration).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// Whether a file of the project (its root-relative path and size in bytes) is one of the root
+/// configuration files this module reads.
+pub fn is_root_file(path: &str, size: u64) -> bool {
+    ROOT_FILES.contains(&path) && size <= MAX_CONFIG_BYTES
+}
+
 /// The text of the project's root files named in [`ROOT_FILES`] that exist (a file that is not
 /// UTF-8 is kept as lossy text: it still exists, and its parse fails where it matters).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,7 +46,7 @@ impl RootFiles {
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
         let mut texts = BTreeMap::new();
         for (path, bytes) in pairs {
-            if ROOT_FILES.contains(&path) {
+            if is_root_file(path, bytes.len() as u64) {
                 texts.insert(path.to_owned(), String::from_utf8_lossy(bytes).into_owned());
             }
         }

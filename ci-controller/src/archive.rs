@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io::{Cursor, Read};
 
 use ci_common::archive::{entry_path, workspace_file_mode, WORKSPACE_DIR_MODE};
-use ci_common::project::{RootFiles, MAX_CONFIG_BYTES, ROOT_FILES};
+use ci_common::project::{is_root_file, RootFiles};
 
 /// Folders of the workspace volume: the project, the packages the install step adds, and the
 /// job user's home.
@@ -117,7 +117,7 @@ pub fn zip_to_tar(zip: &[u8], uid: u64, gid: u64, limit: u64) -> Result<Workspac
         let mode = workspace_file_mode(entry.unix_mode());
         let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
         builder.append_data(&mut h, &path, data.as_slice())?;
-        if ROOT_FILES.contains(&relative.as_str()) && data.len() as u64 <= MAX_CONFIG_BYTES {
+        if is_root_file(&relative, data.len() as u64) {
             root.insert(&relative, String::from_utf8_lossy(&data).into_owned());
         }
     }
