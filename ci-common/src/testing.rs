@@ -51,6 +51,24 @@ pub async fn temp_db() -> (tempfile::TempDir, crate::db::SqlitePool) {
     (db.dir, db.pool)
 }
 
+/// A job of a new user, claimed by a controller holding a fresh lease (the epoch is returned),
+/// with the `test` task's steps planned (`install` and `test` for a project with a
+/// requirements.txt) but none started: the state a controller starts a job's first step in.
+#[cfg(feature = "db")]
+pub async fn claimed_job_with_steps(pool: &crate::db::SqlitePool) -> (crate::db::jobs::Job, i64) {
+    use crate::db::{jobs, lease, steps, users};
+    let user = users::create(pool, "Ada", &format!("{}@example.com", crate::JobId::new()))
+        .await
+        .unwrap();
+    let epoch = lease::acquire(pool, "testing").await.unwrap().epoch;
+    jobs::create(pool, user.id, "test", b"zip").await.unwrap();
+    let job = jobs::claim_next(pool, epoch, "img").await.unwrap().unwrap();
+    let root = crate::project::RootFiles::from_pairs([("requirements.txt", &b""[..])]);
+    let (specs, _) = crate::step::test_task(&root, "img", &[]).unwrap();
+    steps::plan(pool, job.id, epoch, &specs).await.unwrap();
+    (job, epoch)
+}
+
 /// A deflated archive of `(name, contents)`; a name ending in `/` is a folder.
 pub fn zip_files(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));

@@ -234,28 +234,20 @@ pub async fn close_open(
 mod tests {
     use super::*;
     use crate::api::Outcome;
-    use crate::db::testing::temp_db;
-    use crate::db::{jobs, users};
+    use crate::db::jobs;
     use crate::project::RootFiles;
     use crate::step::test_task;
+    use crate::testing::{claimed_job_with_steps, temp_db};
     use crate::EventKind;
 
     #[tokio::test]
     async fn steps_move_by_the_rule_write_their_events_and_close_with_the_job() {
         let (_dir, pool) = temp_db().await;
-        let user = users::create(&pool, "Ada", "ada@example.com")
-            .await
-            .unwrap();
-        let epoch = lease::acquire(&pool, "t").await.unwrap().epoch;
-        jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
-        let job = jobs::claim_next(&pool, epoch, "img")
-            .await
-            .unwrap()
-            .unwrap();
+        let (job, epoch) = claimed_job_with_steps(&pool).await;
         let root = RootFiles::from_pairs([("requirements.txt", &b""[..])]);
         let (specs, _) = test_task(&root, "img", &[]).unwrap();
 
-        let planned = plan(&pool, job.id, epoch, &specs).await.unwrap();
+        let planned = list(&pool, job.id).await.unwrap();
         assert_eq!(planned.len(), 2);
         assert!(planned.iter().all(|s| s.state == StepState::Pending));
         assert_eq!(planned[1].spec().unwrap(), specs[1]);
@@ -318,18 +310,7 @@ mod tests {
     #[tokio::test]
     async fn pending_steps_are_skipped_when_the_job_ends_before_them() {
         let (_dir, pool) = temp_db().await;
-        let user = users::create(&pool, "Ada", "ada@example.com")
-            .await
-            .unwrap();
-        let epoch = lease::acquire(&pool, "t").await.unwrap().epoch;
-        jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
-        let job = jobs::claim_next(&pool, epoch, "img")
-            .await
-            .unwrap()
-            .unwrap();
-        let root = RootFiles::from_pairs([("requirements.txt", &b""[..])]);
-        let (specs, _) = test_task(&root, "img", &[]).unwrap();
-        plan(&pool, job.id, epoch, &specs).await.unwrap();
+        let (job, epoch) = claimed_job_with_steps(&pool).await;
         start(&pool, job.id, epoch, 1).await.unwrap();
         finish(
             &pool,

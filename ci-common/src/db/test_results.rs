@@ -123,27 +123,14 @@ pub async fn counts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::testing::temp_db;
-    use crate::db::{jobs, steps, users};
-    use crate::project::RootFiles;
     use crate::results::{read_report, ReportCaps};
-    use crate::step::test_task;
+    use crate::testing::{claimed_job_with_steps, temp_db};
     use crate::EventKind;
 
     #[tokio::test]
     async fn results_are_stored_listed_by_outcome_and_counted_with_a_summary_event() {
         let (_dir, pool) = temp_db().await;
-        let user = users::create(&pool, "Ada", "ada@example.com")
-            .await
-            .unwrap();
-        let epoch = lease::acquire(&pool, "t").await.unwrap().epoch;
-        jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
-        let job = jobs::claim_next(&pool, epoch, "img")
-            .await
-            .unwrap()
-            .unwrap();
-        let (specs, _) = test_task(&RootFiles::default(), "img", &[]).unwrap();
-        steps::plan(&pool, job.id, epoch, &specs).await.unwrap();
+        let (job, epoch) = claimed_job_with_steps(&pool).await;
         let mut lines = String::new();
         for i in 0..1000 {
             let outcome = if i % 100 == 7 { "failed" } else { "passed" };
