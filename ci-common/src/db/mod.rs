@@ -53,7 +53,8 @@ pub enum DbError {
 
 /// Opens (creating if needed) the database at `path` with WAL, a busy timeout, `synchronous =
 /// NORMAL` and foreign keys on, and applies pending migrations. Safe when several processes start
-/// at once: migrations run under an OS file lock beside the database.
+/// at once: opening (which may switch a new file to WAL, a change SQLite refuses while another
+/// connection holds the file) and migrating run under an OS file lock beside the database.
 pub async fn connect(path: &Path, max_connections: u32) -> Result<SqlitePool, DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
@@ -61,32 +62,34 @@ pub async fn connect(path: &Path, max_connections: u32) -> Result<SqlitePool, Db
             source,
         })?;
     }
+    let open_err = |source| DbError::Open {
+        path: path.to_owned(),
+        source,
+    };
     let options = SqliteConnectOptions::from_str("sqlite:")
-        .map_err(|source| DbError::Open {
-            path: path.to_owned(),
-            source,
-        })?
+        .map_err(open_err)?
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
+    let lock = setup_lock(path).await?;
     let pool = SqlitePoolOptions::new()
         .max_connections(max_connections.max(1))
         .min_connections(1)
         .acquire_timeout(BUSY_TIMEOUT * 2)
         .connect_with(options)
         .await
-        .map_err(|source| DbError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    migrate(&pool, path).await?;
+        .map_err(open_err)?;
+    let migrated = MIGRATOR.run(&pool).await;
+    drop(lock); // releases the lock
+    migrated?;
     Ok(pool)
 }
 
-async fn migrate(pool: &SqlitePool, db_path: &Path) -> Result<(), DbError> {
+/// Takes the exclusive OS lock `<db>.migrate.lock`, waiting for another process that holds it.
+async fn setup_lock(db_path: &Path) -> Result<std::fs::File, DbError> {
     let lock_path = sibling(db_path, ".migrate.lock");
     let lock_err = |source| DbError::Lock {
         path: lock_path.clone(),
@@ -98,13 +101,10 @@ async fn migrate(pool: &SqlitePool, db_path: &Path) -> Result<(), DbError> {
         .write(true)
         .open(&lock_path)
         .map_err(lock_err)?;
-    let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
         .await
         .map_err(|e| lock_err(std::io::Error::other(e)))?
-        .map_err(lock_err)?;
-    let result = MIGRATOR.run(pool).await;
-    drop(file); // releases the lock
-    Ok(result?)
+        .map_err(lock_err)
 }
 
 /// Whether the database answers a query (health and readiness checks).
