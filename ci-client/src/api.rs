@@ -66,6 +66,24 @@ impl ApiError {
 #[error("server said: {0}")]
 pub struct ServerMessage(pub String);
 
+/// What a submission asks for besides the project's files (the fields of the upload).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Submission<'a> {
+    pub task: &'a str,
+    /// The image, if not the project's or the operator's default.
+    pub image: Option<&'a str>,
+    /// Extra pytest arguments.
+    pub args: &'a [String],
+    /// Re-runs of failed tests (`--retries`).
+    pub retries: Option<u32>,
+    /// Whether a flaky test fails the job (`--fail-on-flaky`).
+    pub fail_on_flaky: bool,
+    /// The project's name (`--project`).
+    pub project: Option<&'a str>,
+    /// The name of the folder submitted (the project's name when nothing else names it).
+    pub folder: Option<&'a str>,
+}
+
 pub struct Api {
     http: reqwest::Client,
     servers: Vec<Url>,
@@ -141,7 +159,7 @@ impl Api {
                     return Err(ApiError::Unreachable {
                         urls: self.servers[index].to_string(),
                         source: e,
-                    })
+                    });
                 }
             }
         }
@@ -159,14 +177,17 @@ impl Api {
             .join(", ")
     }
 
-    /// Uploads a project as a job of `task`, in `image` if given, with extra pytest `args`.
-    pub async fn submit(
-        &self,
-        zip: Vec<u8>,
-        task: &str,
-        image: Option<&str>,
-        args: &[String],
-    ) -> Result<JobView, ApiError> {
+    /// Uploads a project as a job, with what the submission asks for (see [`Submission`]).
+    pub async fn submit(&self, zip: Vec<u8>, job: &Submission<'_>) -> Result<JobView, ApiError> {
+        let Submission {
+            task,
+            image,
+            args,
+            retries,
+            fail_on_flaky,
+            project,
+            folder,
+        } = *job;
         let build = |request: RequestBuilder| {
             let mut form = reqwest::multipart::Form::new()
                 .part(
@@ -182,6 +203,18 @@ impl Api {
             }
             for arg in args {
                 form = form.text("arg", arg.clone());
+            }
+            if let Some(retries) = retries {
+                form = form.text("retries", retries.to_string());
+            }
+            if fail_on_flaky {
+                form = form.text("flaky", "fail");
+            }
+            if let Some(project) = project {
+                form = form.text("project", project.to_owned());
+            }
+            if let Some(folder) = folder {
+                form = form.text("folder", folder.to_owned());
             }
             request.multipart(form)
         };
@@ -312,7 +345,9 @@ async fn error_from(response: Response, what: &str) -> ApiError {
             "{what} was not found: check the ID (`ci list` shows your jobs; other users' jobs are not visible)"
         ),
         StatusCode::CONFLICT => format!("{what}: the request conflicts with the job's state"),
-        s if s.is_server_error() => format!("{what}: the server failed ({s}); try again, or ask its operator to check its log"),
+        s if s.is_server_error() => format!(
+            "{what}: the server failed ({s}); try again, or ask its operator to check its log"
+        ),
         s => format!("{what} ({s})"),
     };
     ApiError::Rejected {

@@ -78,6 +78,21 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
 
+    /// Run failed tests again, up to N times (overrides `retries` under [tool.ci]); a test that
+    /// fails and then passes is flaky.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+
+    /// Fail the job when a test is flaky (overrides `flaky` under [tool.ci]; by default the job
+    /// passes and names its flaky tests).
+    #[arg(long)]
+    pub fail_on_flaky: bool,
+
+    /// The project's name, which groups its jobs' test history (default: `project` under
+    /// [tool.ci], else `[project].name`, else the folder's name).
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,

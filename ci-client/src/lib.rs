@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api::Submission;
 use ci_common::api::JobView;
 use ci_common::results::{TestOutcome, TestResult, TestSummary};
 use ci_common::JobId;
@@ -141,6 +142,10 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     };
 
     let dir = args.dir.clone();
+    // The folder's own name (`.` and `..` resolved): the project's name when nothing else names it.
+    let folder = std::fs::canonicalize(&dir)
+        .ok()
+        .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()));
     let packing = spinner("Packing the project...");
     let zipped = tokio::task::spawn_blocking(move || project::zip_project(&dir))
         .await
@@ -161,8 +166,17 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         human_size(zipped.bytes.len()),
         api.current_server().as_str().trim_end_matches('/')
     ));
+    let submission = Submission {
+        task: &args.task,
+        image: args.image.as_deref(),
+        args: &args.pytest_args,
+        retries: args.retries,
+        fail_on_flaky: args.fail_on_flaky,
+        project: args.project.as_deref(),
+        folder: folder.as_deref(),
+    };
     let submitted = tokio::select! {
-        result = api.submit(zipped.bytes, &args.task, args.image.as_deref(), &args.pytest_args) => result,
+        result = api.submit(zipped.bytes, &submission) => result,
         () = interrupt.recv() => {
             stop(uploading);
             say!("Interrupted before the job was submitted.");
@@ -285,7 +299,8 @@ async fn finish(
 /// How long the failing tests may take to arrive at the end of a run.
 const TESTS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The job's first failing tests, failed ones first, as many as the end of a run lists.
+/// The job's first failing tests, failed ones first, as many as the end of a run lists, then its
+/// first flaky ones.
 async fn failing_tests(
     api: &Api,
     id: JobId,
@@ -298,6 +313,12 @@ async fn failing_tests(
             let room = (max - failures.len()) as u32;
             failures.extend(api.tests(id, Some(outcome), room, 0).await?.tests);
         }
+    }
+    if summary.counts.get(TestOutcome::Flaky) > 0 {
+        let flaky = api
+            .tests(id, Some(TestOutcome::Flaky), max as u32, 0)
+            .await?;
+        failures.extend(flaky.tests);
     }
     Ok(failures)
 }

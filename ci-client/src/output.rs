@@ -315,6 +315,9 @@ fn seconds(ms: i64) -> String {
 pub fn failures_block(style: Style, job_id: JobId, failures: &[TestResult], total: u64) -> String {
     let mut text = String::new();
     let mut cut = false;
+    let (flaky, failures): (Vec<&TestResult>, Vec<&TestResult>) = failures
+        .iter()
+        .partition(|r| r.outcome == TestOutcome::Flaky);
     for result in failures.iter().take(MAX_LISTED_FAILURES) {
         let _ = writeln!(text, "{}", failure_header(style, result));
         let (lines, more) = excerpt(&result.longrepr, EXCERPT_LINES);
@@ -342,6 +345,17 @@ pub fn failures_block(style: Style, job_id: JobId, failures: &[TestResult], tota
             ))
         );
     }
+    if !flaky.is_empty() {
+        let names: Vec<&str> = flaky.iter().map(|r| r.nodeid.as_str()).collect();
+        let _ = writeln!(
+            text,
+            "{}",
+            style.yellow(&format!(
+                "[ci] flaky (failed, then passed when run again): {}",
+                names.join(", ")
+            ))
+        );
+    }
     text
 }
 
@@ -358,10 +372,26 @@ pub fn failure_header(style: Style, result: &TestResult) -> String {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or("");
+    if let Some(note) = note(result) {
+        let _ = write!(line, " {}", style.dim(&format!("[{note}]")));
+    }
     if !message.is_empty() {
         let _ = write!(line, ": {}", shorten(message, EXCERPT_LINE_CHARS));
     }
     line
+}
+
+/// What a test's attempts and history add: `attempt 2; failed 3 of the last 20 runs` (its
+/// history only when more than this run counts).
+fn note(result: &TestResult) -> Option<String> {
+    let mut parts = Vec::new();
+    if result.attempt > 1 {
+        parts.push(format!("attempt {}", result.attempt));
+    }
+    if let Some(history) = result.history.filter(|h| h.runs > 1) {
+        parts.push(history.to_string());
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `file:line`, `file`, or nothing.
@@ -438,8 +468,15 @@ pub fn excerpt(longrepr: &str, max: usize) -> (Vec<String>, bool) {
 
 /// `ci tests`: one line per test (outcome, name, duration, place), then the counts.
 pub fn tests_table(results: &[TestResult], counts: Option<&TestCounts>, style: Style) -> String {
-    let header = ["OUTCOME", "TEST", "DURATION", "LOCATION"];
-    let rows: Vec<[String; 4]> = results
+    let notes = results.iter().any(|r| note(r).is_some());
+    let header = [
+        "OUTCOME",
+        "TEST",
+        "DURATION",
+        "LOCATION",
+        if notes { "NOTE" } else { "" },
+    ];
+    let rows: Vec<[String; 5]> = results
         .iter()
         .map(|r| {
             [
@@ -447,6 +484,7 @@ pub fn tests_table(results: &[TestResult], counts: Option<&TestCounts>, style: S
                 r.nodeid.clone(),
                 seconds(r.duration_ms),
                 location(r).unwrap_or_else(|| "-".to_owned()),
+                note(r).unwrap_or_default(),
             ]
         })
         .collect();
@@ -456,17 +494,19 @@ pub fn tests_table(results: &[TestResult], counts: Option<&TestCounts>, style: S
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 4], first: String| {
+    let line = |cells: [&str; 5], first: String| {
         let mut text = first;
         text.push_str(&" ".repeat(widths[0] - cells[0].chars().count() + 2));
         let _ = write!(
             text,
-            "{:<w1$}  {:>w2$}  {}",
+            "{:<w1$}  {:>w2$}  {:<w3$}  {}",
             cells[1],
             cells[2],
             cells[3],
+            cells[4],
             w1 = widths[1],
-            w2 = widths[2]
+            w2 = widths[2],
+            w3 = widths[3]
         );
         text.trim_end().to_owned() + "\n"
     };
@@ -663,6 +703,7 @@ where
     let rows = [
         ("Job ID", job.job_id.to_string()),
         ("Task", job.task.clone()),
+        ("Project", job.project.clone().unwrap_or_else(dash)),
         ("Status", status),
         ("Success", success_mark(job.status).to_owned()),
         ("Reason", job.reason.clone().unwrap_or_else(dash)),
@@ -714,6 +755,7 @@ mod tests {
             status,
             success: status.success(),
             task: "test".into(),
+            project: None,
             image: None,
             reason: None,
             exit_code: None,
@@ -850,6 +892,8 @@ mod tests {
             message: message.into(),
             longrepr: text.into(),
             longrepr_chars: text.chars().count() as i64,
+            attempt: 1,
+            history: None,
         }
     }
 
@@ -942,6 +986,54 @@ mod tests {
         let text = tests_summary(Style::default(), &dropped);
         assert!(text.contains("5 test results past the limit"), "{text}");
         assert!(text.contains("1 lines of the test report"), "{text}");
+    }
+
+    #[test]
+    fn flaky_tests_and_history_are_named() {
+        let id = JobId(Uuid::from_u128(9));
+        let mut failing = result(
+            "tests/test_net.py::test_retry",
+            TestOutcome::Failed,
+            4,
+            "assert 1 == 2",
+            ">       assert 1 == 2\nE       assert 1 == 2",
+        );
+        failing.attempt = 3;
+        failing.history = Some(ci_common::results::TestHistory {
+            failed: 3,
+            runs: 20,
+        });
+        let mut flaky = result(
+            "tests/test_net.py::test_flaky",
+            TestOutcome::Flaky,
+            9,
+            "",
+            "",
+        );
+        flaky.attempt = 2;
+        let block = failures_block(Style::default(), id, &[failing.clone(), flaky.clone()], 1);
+        assert!(
+            block.starts_with(
+                "FAILED tests/test_net.py::test_retry (tests/test_net.py:4) [attempt 3; failed 3 \
+                 of the last 20 runs]: assert 1 == 2\n"
+            ),
+            "{block}"
+        );
+        assert!(
+            block.ends_with(
+                "[ci] flaky (failed, then passed when run again): tests/test_net.py::test_flaky\n"
+            ),
+            "{block}"
+        );
+        // A history of this run alone says nothing.
+        failing.history = Some(ci_common::results::TestHistory { failed: 1, runs: 1 });
+        failing.attempt = 1;
+        assert!(!failure_header(Style::default(), &failing).contains('['));
+        let table = tests_table(&[flaky], None, Style::default());
+        assert!(
+            table.lines().nth(1).unwrap().ends_with("attempt 2"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct JobView {
     /// True only for `passed`.
     pub success: bool,
     pub task: String,
+    /// The project the job belongs to (`--project`, `project` under `[tool.ci]`,
+    /// `[project].name` or the folder's name); absent for jobs from before projects had names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// The image the job runs in: the one it asked for until it starts, then the one it runs in
     /// (absent while a job that asked for none is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]

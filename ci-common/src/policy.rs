@@ -11,6 +11,12 @@ pub const DEFAULT_IMAGE: &str = "python:3.12-slim";
 pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 256 << 20;
 /// Most entries (files and folders) in a project archive (the controller's `--max-entries`).
 pub const DEFAULT_MAX_ENTRIES: u64 = 20_000;
+/// Most re-runs of failed tests a job may ask for (the controller's `--max-retries`).
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+fn default_max_retries() -> u32 {
+    DEFAULT_MAX_RETRIES
+}
 
 /// What the operator allows. Serialized as JSON in the `operator_policy` row.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +30,10 @@ pub struct Policy {
     pub max_unpacked_bytes: u64,
     /// Most entries in a project archive.
     pub max_entries: u64,
+    /// Most re-runs of failed tests a job may ask for (`ci submit --retries`, `retries` under
+    /// `[tool.ci]`).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
 }
 
 impl Default for Policy {
@@ -34,6 +44,7 @@ impl Default for Policy {
             allowed_images: vec![DEFAULT_IMAGE.to_owned()],
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_retries: DEFAULT_MAX_RETRIES,
         }
     }
 }
@@ -71,7 +82,14 @@ impl Policy {
             allowed_images,
             max_unpacked_bytes,
             max_entries,
+            max_retries: DEFAULT_MAX_RETRIES,
         }
+    }
+
+    /// The same policy with another maximum of retries.
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
     }
 
     /// Checks an image a job asks for.

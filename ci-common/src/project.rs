@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The root files this module reads. Callers load those that exist into [`RootFiles`].
 pub const ROOT_FILES: &[&str] = &[
@@ -71,10 +71,36 @@ impl RootFiles {
 /// change.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("pyproject.toml is not valid TOML: {0}; fix the file (pip and pytest cannot read it either)")]
+    #[error(
+        "pyproject.toml is not valid TOML: {0}; fix the file (pip and pytest cannot read it either)"
+    )]
     Toml(String),
     #[error("pyproject.toml [tool.ci]: {0}")]
     Schema(String),
+}
+
+/// What a job does with a flaky test: one that failed and then passed when run again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlakyRule {
+    /// The job passes, naming its flaky tests (the default).
+    #[default]
+    Pass,
+    /// A flaky test fails the job.
+    Fail,
+}
+
+impl std::str::FromStr for FlakyRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pass" => Ok(FlakyRule::Pass),
+            "fail" => Ok(FlakyRule::Fail),
+            other => Err(format!(
+                "unknown flaky rule {other:?}: use \"pass\" or \"fail\""
+            )),
+        }
+    }
 }
 
 /// `[tool.ci]` in `pyproject.toml`: the one place a project configures `ci`. Every key is listed
@@ -84,6 +110,14 @@ pub enum ConfigError {
 pub struct CiConfig {
     /// The image the project's jobs run in (must be one the operator allows).
     pub image: Option<String>,
+    /// How many times a job runs its failed tests again (0, the default, never; at most the
+    /// operator's maximum).
+    pub retries: Option<u32>,
+    /// What a flaky test does to the job: `"pass"` (the default) or `"fail"`.
+    pub flaky: Option<FlakyRule>,
+    /// The project's name, which groups its jobs' history (default: `[project].name`, else the
+    /// folder's name).
+    pub project: Option<String>,
 }
 
 /// Reads `[tool.ci]` from the text of `pyproject.toml` (a file without it is the default).
@@ -115,7 +149,37 @@ pub fn ci_config(pyproject: &str) -> Result<CiConfig, ConfigError> {
             "`image` is empty: name an image, or remove the key to use the default".into(),
         ));
     }
+    if let Some(name) = &config.project {
+        check_project_name(name).map_err(ConfigError::Schema)?;
+    }
     Ok(config)
+}
+
+/// The package name under `[project]` (PEP 621) in the text of `pyproject.toml`, if it has one.
+pub fn package_name(pyproject: &str) -> Option<String> {
+    let table = toml::from_str::<toml::Table>(pyproject).ok()?;
+    let name = table.get("project")?.get("name")?.as_str()?.trim();
+    check_project_name(name).ok().map(|()| name.to_owned())
+}
+
+/// Longest project name, in characters.
+pub const PROJECT_NAME_MAX_CHARS: usize = 100;
+
+/// Why a project name cannot be used: it must be 1 to [`PROJECT_NAME_MAX_CHARS`] characters
+/// without control characters or surrounding spaces.
+pub fn check_project_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= PROJECT_NAME_MAX_CHARS
+        && name.trim() == name
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid project name {name:?}: use 1 to {PROJECT_NAME_MAX_CHARS} characters without \
+             control characters or surrounding spaces"
+        ))
+    }
 }
 
 /// A TOML error as one line that names where it is: `line 3: unknown field ...`.
@@ -423,6 +487,31 @@ fn test_extra(files: &RootFiles) -> Option<&'static str> {
 pub struct Project {
     pub ci: CiConfig,
     pub pytest: Option<PytestConfig>,
+    /// `[project].name` in `pyproject.toml`.
+    pub package: Option<String>,
+}
+
+/// What a submission asks for beyond its project files (the flags of `ci submit`, the fields of
+/// an upload); each wins over the project's configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requested {
+    pub retries: Option<u32>,
+    pub flaky: Option<FlakyRule>,
+    /// `ci submit --project`.
+    pub project: Option<String>,
+    /// The name of the folder the project was submitted from (the last default of its name).
+    pub folder: Option<String>,
+}
+
+/// A job's options, decided in one place ([`Project::job_options`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Re-runs of failed tests.
+    pub retries: u32,
+    pub flaky: FlakyRule,
+    /// The project's name: `--project`, else `project` under `[tool.ci]`, else `[project].name`,
+    /// else the folder's name.
+    pub project: Option<String>,
 }
 
 impl Project {
@@ -439,6 +528,43 @@ impl Project {
         Ok(Self {
             ci,
             pytest: pytest_config(files),
+            package: files.get(PYPROJECT).and_then(package_name),
+        })
+    }
+
+    /// The options of a job of this project: what was asked wins over `[tool.ci]`.
+    ///
+    /// # Errors
+    ///
+    /// A message for the user: more retries than the operator allows (`max_retries`), or a
+    /// project name that cannot be used.
+    pub fn job_options(&self, asked: &Requested, max_retries: u32) -> Result<JobOptions, String> {
+        let retries = asked.retries.or(self.ci.retries).unwrap_or(0);
+        if retries > max_retries {
+            return Err(format!(
+                "{retries} retries asked for, more than this service allows ({max_retries}): ask \
+                 for at most {max_retries} with --retries or `retries` under [tool.ci], or ask the \
+                 operator to raise ci-controller --max-retries"
+            ));
+        }
+        if let Some(name) = &asked.project {
+            check_project_name(name)?;
+        }
+        let folder = asked
+            .folder
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| check_project_name(f).is_ok());
+        let project = asked
+            .project
+            .clone()
+            .or_else(|| self.ci.project.clone())
+            .or_else(|| self.package.clone())
+            .or_else(|| folder.map(str::to_owned));
+        Ok(JobOptions {
+            retries,
+            flaky: asked.flaky.or(self.ci.flaky).unwrap_or_default(),
+            project,
         })
     }
 }
@@ -477,6 +603,75 @@ mod tests {
         assert!(matches!(err, ConfigError::Toml(_)), "{err:?}");
         assert!(!err.to_string().contains('\n'));
         assert!(ci_config("[tool.ci]\nimage = ' '\n").is_err());
+        let config =
+            ci_config("[tool.ci]\nretries = 2\nflaky = \"fail\"\nproject = \"shop\"\n").unwrap();
+        assert_eq!(
+            (config.retries, config.flaky, config.project.as_deref()),
+            (Some(2), Some(FlakyRule::Fail), Some("shop"))
+        );
+        let err = ci_config("[tool.ci]\nflaky = \"maybe\"\n").unwrap_err();
+        assert!(err.to_string().contains("pass"), "{err}");
+        assert!(ci_config("[tool.ci]\nretries = -1\n").is_err());
+        assert!(ci_config("[tool.ci]\nproject = \"\"\n").is_err());
+    }
+
+    #[test]
+    fn job_options_come_from_the_request_then_tool_ci_then_the_package_then_the_folder() {
+        let project = |text: &str| Project::read(&files(&[("pyproject.toml", text)])).unwrap();
+        let asked = Requested {
+            folder: Some("checkout".into()),
+            ..Requested::default()
+        };
+        let bare = Project::default().job_options(&asked, 3).unwrap();
+        assert_eq!(
+            bare,
+            JobOptions {
+                retries: 0,
+                flaky: FlakyRule::Pass,
+                project: Some("checkout".into())
+            }
+        );
+        let package = project("[project]\nname = \"shop-api\"\n");
+        assert_eq!(
+            package.job_options(&asked, 3).unwrap().project.as_deref(),
+            Some("shop-api")
+        );
+        let configured = project(
+            "[project]\nname = \"shop-api\"\n[tool.ci]\nproject = \"shop\"\nretries = 2\nflaky = \"fail\"\n",
+        );
+        let options = configured.job_options(&asked, 3).unwrap();
+        assert_eq!(
+            (options.retries, options.flaky, options.project.as_deref()),
+            (2, FlakyRule::Fail, Some("shop"))
+        );
+        let flags = Requested {
+            retries: Some(1),
+            flaky: Some(FlakyRule::Pass),
+            project: Some("mine".into()),
+            folder: Some("checkout".into()),
+        };
+        let options = configured.job_options(&flags, 3).unwrap();
+        assert_eq!(
+            (options.retries, options.flaky, options.project.as_deref()),
+            (1, FlakyRule::Pass, Some("mine"))
+        );
+        let err = configured.job_options(&asked, 1).unwrap_err();
+        assert!(
+            err.contains("--max-retries") && err.contains("(1)"),
+            "{err}"
+        );
+        let bad = Requested {
+            project: Some("a\nb".into()),
+            ..Requested::default()
+        };
+        assert!(Project::default().job_options(&bad, 3).is_err());
+        assert_eq!(
+            Project::default()
+                .job_options(&Requested::default(), 0)
+                .unwrap()
+                .project,
+            None
+        );
     }
 
     #[test]

@@ -54,6 +54,17 @@ impl TestOutcome {
     pub fn is_failure(self) -> bool {
         matches!(self, TestOutcome::Failed | TestOutcome::Error)
     }
+
+    /// The one rule for a test run again: `self` on this attempt after `before` on the previous
+    /// one. A test that failed (or errored) and now passes is `flaky`; anything else is what
+    /// this attempt says.
+    pub fn after_retry(self, before: TestOutcome) -> TestOutcome {
+        if before.is_failure() && matches!(self, TestOutcome::Passed | TestOutcome::Xpassed) {
+            TestOutcome::Flaky
+        } else {
+            self
+        }
+    }
 }
 
 impl fmt::Display for TestOutcome {
@@ -93,6 +104,37 @@ pub struct TestResult {
     pub longrepr: String,
     /// The whole size of the failure's text, in characters (more than `longrepr` holds when cut).
     pub longrepr_chars: i64,
+    /// Which run of the tests it is from: 1, then 2, 3, ... for retries of failed tests.
+    #[serde(default = "first_attempt")]
+    pub attempt: i64,
+    /// How often the test failed in recent jobs of the same project (given with failing and
+    /// flaky tests by `GET /api/v1/jobs/{id}/tests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<TestHistory>,
+}
+
+fn first_attempt() -> i64 {
+    1
+}
+
+/// A test's recent history: it failed (on any attempt) in `failed` of the last `runs` jobs of
+/// its project that ran it, counting the job it is shown for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestHistory {
+    pub failed: u64,
+    pub runs: u64,
+}
+
+impl fmt::Display for TestHistory {
+    /// `failed 3 of the last 20 runs`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs = if self.runs == 1 {
+            "the last run".to_owned()
+        } else {
+            format!("the last {} runs", self.runs)
+        };
+        write!(f, "failed {} of {runs}", self.failed)
+    }
 }
 
 /// Caps on what is kept of a report.
@@ -134,6 +176,16 @@ impl TestCounts {
     pub fn add(&mut self, outcome: TestOutcome, duration_ms: f64) {
         *self.outcomes.entry(outcome).or_default() += 1;
         self.duration_ms += duration_ms;
+    }
+
+    /// Takes back one test counted as `outcome` (it was run again).
+    pub fn remove(&mut self, outcome: TestOutcome) {
+        if let Some(n) = self.outcomes.get_mut(&outcome) {
+            *n -= 1;
+            if *n == 0 {
+                self.outcomes.remove(&outcome);
+            }
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -270,6 +322,8 @@ pub fn read_report(mut input: impl BufRead, caps: &ReportCaps) -> std::io::Resul
                     message: cut(message, caps.max_message_chars),
                     longrepr: cut(longrepr, caps.max_longrepr_chars),
                     longrepr_chars: chars,
+                    attempt: 1,
+                    history: None,
                 };
                 report
                     .summary
@@ -394,14 +448,29 @@ fn xml_text(text: &str) -> String {
 }
 
 /// JUnit XML of a job's results (the format other tools read: Jenkins, GitLab), one `testsuite`
-/// named `suite`: each test is a `testcase` with `classname` (its module path and class),
-/// `name`, `file`, `line` and `time` in seconds; `failed` tests hold a `failure`, `error` ones
-/// an `error`, skipped and xfailed ones a `skipped`, each with the message and failure text.
+/// named `suite`. `results` holds every attempt's results, earlier attempts first; each test is
+/// one `testcase` with `classname` (its module path and class), `name`, `file`, `line` and `time`
+/// in seconds, from its last attempt: `failed` tests hold a `failure`, `error` ones an `error`,
+/// skipped and xfailed ones a `skipped`, each with the message and failure text. The failures
+/// of earlier attempts are kept the way Maven Surefire writes re-runs: `flakyFailure` in a test
+/// that then passed (counted as passed), `rerunFailure` in one that failed again.
 pub fn junit_xml(suite: &str, results: &[TestResult]) -> String {
     use quick_xml::events::{BytesDecl, BytesText};
     use quick_xml::Writer;
 
-    let count = |f: fn(TestOutcome) -> bool| results.iter().filter(|r| f(r.outcome)).count();
+    // Each test's attempts, in the order the tests first finished.
+    let mut order: Vec<&str> = Vec::new();
+    let mut attempts: std::collections::HashMap<&str, Vec<&TestResult>> =
+        std::collections::HashMap::new();
+    for result in results {
+        let entry = attempts.entry(result.nodeid.as_str()).or_default();
+        if entry.is_empty() {
+            order.push(result.nodeid.as_str());
+        }
+        entry.push(result);
+    }
+    let last = |nodeid: &str| *attempts[nodeid].last().expect("a test has an attempt");
+    let count = |f: fn(TestOutcome) -> bool| order.iter().filter(|n| f(last(n).outcome)).count();
     let failures = count(|o| o == TestOutcome::Failed);
     let errors = count(|o| o == TestOutcome::Error);
     let skipped = count(|o| matches!(o, TestOutcome::Skipped | TestOutcome::Xfailed));
@@ -420,58 +489,15 @@ pub fn junit_xml(suite: &str, results: &[TestResult]) -> String {
                 w.create_element("testsuite")
                     .with_attributes([
                         ("name", xml_text(suite).as_str()),
-                        ("tests", results.len().to_string().as_str()),
+                        ("tests", order.len().to_string().as_str()),
                         ("failures", failures.to_string().as_str()),
                         ("errors", errors.to_string().as_str()),
                         ("skipped", skipped.to_string().as_str()),
                         ("time", seconds(total_ms).as_str()),
                     ])
                     .write_inner_content(|w| {
-                        for result in results {
-                            let (module, name) = match result.nodeid.rsplit_once("::") {
-                                Some((module, name)) => (module, name),
-                                None => ("", result.nodeid.as_str()),
-                            };
-                            let classname = module
-                                .replace(".py::", ".")
-                                .trim_end_matches(".py")
-                                .replace(['/', '\\'], ".")
-                                .replace("::", ".");
-                            let mut case = w.create_element("testcase").with_attributes([
-                                ("classname", xml_text(&classname).as_str()),
-                                ("name", xml_text(name).as_str()),
-                                ("time", seconds(result.duration_ms as f64).as_str()),
-                            ]);
-                            if let Some(file) = &result.file {
-                                case = case.with_attribute(("file", xml_text(file).as_str()));
-                            }
-                            if let Some(line) = result.line {
-                                case = case.with_attribute(("line", line.to_string().as_str()));
-                            }
-                            let child = match result.outcome {
-                                TestOutcome::Failed => Some("failure"),
-                                TestOutcome::Error => Some("error"),
-                                TestOutcome::Skipped | TestOutcome::Xfailed => Some("skipped"),
-                                _ => None,
-                            };
-                            match child {
-                                None => {
-                                    case.write_empty()?;
-                                }
-                                Some(child) => {
-                                    case.write_inner_content(|w| {
-                                        w.create_element(child)
-                                            .with_attribute((
-                                                "message",
-                                                xml_text(&result.message).as_str(),
-                                            ))
-                                            .write_text_content(BytesText::new(&xml_text(
-                                                &result.longrepr,
-                                            )))?;
-                                        Ok::<(), std::io::Error>(())
-                                    })?;
-                                }
-                            }
+                        for nodeid in &order {
+                            write_case(w, &attempts[nodeid])?;
                         }
                         Ok::<(), std::io::Error>(())
                     })?;
@@ -479,6 +505,65 @@ pub fn junit_xml(suite: &str, results: &[TestResult]) -> String {
             })?;
         Ok(())
     };
+
+    /// One `testcase` from a test's attempts (the last decides).
+    fn write_case(w: &mut Writer<Vec<u8>>, attempts: &[&TestResult]) -> std::io::Result<()> {
+        let (result, earlier) = attempts.split_last().expect("a test has an attempt");
+        let (module, name) = match result.nodeid.rsplit_once("::") {
+            Some((module, name)) => (module, name),
+            None => ("", result.nodeid.as_str()),
+        };
+        let classname = module
+            .replace(".py::", ".")
+            .trim_end_matches(".py")
+            .replace(['/', '\\'], ".")
+            .replace("::", ".");
+        let time = attempts.iter().map(|r| r.duration_ms).sum::<i64>() as f64 / 1000.0;
+        let mut case = w.create_element("testcase").with_attributes([
+            ("classname", xml_text(&classname).as_str()),
+            ("name", xml_text(name).as_str()),
+            ("time", format!("{time:.3}").as_str()),
+        ]);
+        if let Some(file) = &result.file {
+            case = case.with_attribute(("file", xml_text(file).as_str()));
+        }
+        if let Some(line) = result.line {
+            case = case.with_attribute(("line", line.to_string().as_str()));
+        }
+        let child = match result.outcome {
+            TestOutcome::Failed => Some("failure"),
+            TestOutcome::Error => Some("error"),
+            TestOutcome::Skipped | TestOutcome::Xfailed => Some("skipped"),
+            _ => None,
+        };
+        let rerun = if result.outcome.is_failure() {
+            "rerunFailure"
+        } else {
+            "flakyFailure"
+        };
+        let reruns: Vec<&&TestResult> = earlier.iter().filter(|r| r.outcome.is_failure()).collect();
+        if child.is_none() && reruns.is_empty() {
+            case.write_empty()?;
+            return Ok(());
+        }
+        case.write_inner_content(|w| {
+            let mut element = |tag: &str, r: &TestResult| {
+                w.create_element(tag)
+                    .with_attribute(("message", xml_text(&r.message).as_str()))
+                    .write_text_content(BytesText::new(&xml_text(&r.longrepr)))
+                    .map(|_| ())
+            };
+            if let Some(child) = child {
+                element(child, result)?;
+            }
+            for earlier in reruns {
+                element(rerun, earlier)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })?;
+        Ok(())
+    }
+
     write(&mut writer).expect("writing XML into memory cannot fail");
     String::from_utf8(writer.into_inner()).expect("the XML is UTF-8")
 }
@@ -497,6 +582,8 @@ mod junit_tests {
             message: message.into(),
             longrepr: longrepr.into(),
             longrepr_chars: longrepr.chars().count() as i64,
+            attempt: 1,
+            history: None,
         }
     }
 
@@ -563,6 +650,55 @@ mod junit_tests {
         assert!(
             xml.contains("message=\"assert &lt;1&gt; &amp; 2\""),
             "{xml}"
+        );
+    }
+
+    #[test]
+    fn earlier_attempts_are_kept_as_flaky_and_rerun_failures() {
+        let retried = |r: TestResult, attempt| TestResult { attempt, ..r };
+        let results = [
+            result("t.py::test_flaky", TestOutcome::Failed, "first", "E 1"),
+            result("t.py::test_broken", TestOutcome::Failed, "once", "E 2"),
+            result("t.py::test_ok", TestOutcome::Passed, "", ""),
+            retried(result("t.py::test_flaky", TestOutcome::Flaky, "", ""), 2),
+            retried(
+                result("t.py::test_broken", TestOutcome::Failed, "twice", "E 3"),
+                2,
+            ),
+        ];
+        let xml = junit_xml("s", &results);
+        assert!(
+            xml.contains("tests=\"3\" failures=\"1\" errors=\"0\""),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<testcase ").count(), 3);
+        assert!(
+            xml.contains("<flakyFailure message=\"first\">E 1</flakyFailure>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<failure message=\"twice\">E 3</failure>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<rerunFailure message=\"once\">E 2</rerunFailure>"),
+            "{xml}"
+        );
+        assert_eq!(
+            TestOutcome::Passed.after_retry(TestOutcome::Failed),
+            TestOutcome::Flaky
+        );
+        assert_eq!(
+            TestOutcome::Passed.after_retry(TestOutcome::Error),
+            TestOutcome::Flaky
+        );
+        assert_eq!(
+            TestOutcome::Failed.after_retry(TestOutcome::Failed),
+            TestOutcome::Failed
+        );
+        assert_eq!(
+            TestOutcome::Skipped.after_retry(TestOutcome::Failed),
+            TestOutcome::Skipped
         );
     }
 }

@@ -57,6 +57,72 @@ pub struct StepSpec {
     pub exit: ExitRule,
     /// Whether a failure of this step ends the job (otherwise the next step runs).
     pub stops_job: bool,
+    /// Which run of the tests this is: 1, then 2, 3, ... for the retries of failed tests. The
+    /// step's processes read it as `CI_ATTEMPT`; its test results are stored under it.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+    /// The pytest node ids a retry runs (of the tests its command selects, only these); empty
+    /// runs them all. Given to ci's pytest plugin as `CI_RERUN`, one per line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rerun: Vec<String>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// Most bytes of node ids one retry runs (they travel in one environment variable, and Linux
+/// caps one at 128 KiB).
+pub const RERUN_MAX_BYTES: usize = 64 * 1024;
+
+/// How many node ids a retry's notice names before "and N more".
+const RERUN_NAMED: usize = 5;
+
+impl StepSpec {
+    /// The step that runs the `failed` tests (pytest node ids) of this pytest step again, as its
+    /// next attempt, out of `attempts` in all: the same image, command and environment, named
+    /// `retry-1`, `retry-2`, ...
+    ///
+    /// # Errors
+    ///
+    /// The notice when there is nothing to run again or too much (more than
+    /// [`RERUN_MAX_BYTES`] of node ids).
+    pub fn retry(&self, failed: &[String], attempts: u32) -> Result<StepSpec, String> {
+        if failed.is_empty() {
+            return Err("the tests failed, but no failed test was reported: not retrying".into());
+        }
+        let bytes: usize = failed.iter().map(|id| id.len() + 1).sum();
+        if bytes > RERUN_MAX_BYTES {
+            return Err(format!(
+                "{} tests failed, too many to run again ({} KiB of test ids, more than {} KiB): not retrying",
+                failed.len(),
+                bytes / 1024,
+                RERUN_MAX_BYTES / 1024
+            ));
+        }
+        let attempt = self.attempt + 1;
+        let mut named = failed
+            .iter()
+            .take(RERUN_NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if failed.len() > RERUN_NAMED {
+            named.push_str(&format!(" and {} more", failed.len() - RERUN_NAMED));
+        }
+        Ok(StepSpec {
+            name: format!("retry-{}", attempt - 1),
+            title: format!("pytest (attempt {attempt})"),
+            notice: format!(
+                "attempt {attempt} of {attempts}: running {} failed test{} again: {named}",
+                failed.len(),
+                if failed.len() == 1 { "" } else { "s" }
+            ),
+            attempt,
+            rerun: failed.to_vec(),
+            ..self.clone()
+        })
+    }
 }
 
 /// Why a step name cannot be used.
@@ -276,6 +342,8 @@ pub fn test_task(
                 failure: JobStatus::Error,
             },
             stops_job: true,
+            attempt: 1,
+            rerun: Vec::new(),
         });
     }
     let command = pytest_command(project.pytest.as_ref(), pytest_args);
@@ -294,6 +362,8 @@ pub fn test_task(
         timeout_secs: None,
         exit: ExitRule::Pytest,
         stops_job: true,
+        attempt: 1,
+        rerun: Vec::new(),
     });
     Ok((steps, skipped))
 }
@@ -365,6 +435,34 @@ mod tests {
             (StepState::Error, JobStatus::Error)
         );
         assert!(outcome.reason.unwrap().contains("no tests were collected"));
+    }
+
+    #[test]
+    fn a_retry_runs_the_failed_tests_again_as_the_next_attempt() {
+        let (steps, _) = test_task(&RootFiles::default(), "img", &["-x".into()]).unwrap();
+        let test = &steps[0];
+        let failed: Vec<String> = (0..7).map(|i| format!("t.py::test_{i}")).collect();
+        let retry = test.retry(&failed, 3).unwrap();
+        assert_eq!(retry.name, "retry-1");
+        assert_eq!(retry.attempt, 2);
+        assert_eq!(retry.command, test.command);
+        assert_eq!(retry.rerun, failed);
+        assert_eq!(
+            retry.notice,
+            "attempt 2 of 3: running 7 failed tests again: t.py::test_0, t.py::test_1, \
+             t.py::test_2, t.py::test_3, t.py::test_4 and 2 more"
+        );
+        let again = retry.retry(&failed[..1], 3).unwrap();
+        assert_eq!((again.name.as_str(), again.attempt), ("retry-2", 3));
+        assert!(check_step_name(&again.name).is_ok());
+        assert!(test.retry(&[], 2).is_err());
+        let huge = vec!["t.py::test_".to_owned() + &"x".repeat(1000); 100];
+        assert!(test.retry(&huge, 2).unwrap_err().contains("too many"));
+        // A plan stored before attempts existed reads as the first attempt.
+        let mut json: serde_json::Value = serde_json::to_value(test).unwrap();
+        json.as_object_mut().unwrap().remove("attempt");
+        let old: StepSpec = serde_json::from_value(json).unwrap();
+        assert_eq!((old.attempt, old.rerun.len()), (1, 0));
     }
 
     #[test]

@@ -8,9 +8,14 @@
 # teardown is "error"; an xfail test that passes is "xpassed", or "failed" when strict), and at
 # the end {"type": "session", "exitstatus", "duration"}. `longrepr` is the failure's text as
 # pytest prints it, cut at LONGREPR_MAX characters (the record says how long it was).
+#
+# On a retry of failed tests, CI_RERUN holds their node ids, one per line: of the tests the
+# command collects, only those run (the others are deselected, as `-k` would).
 import json
 import os
 import time
+
+import pytest
 
 LONGREPR_MAX = 64 * 1024
 MESSAGE_MAX = 1000
@@ -87,12 +92,34 @@ class _Recorder:
         self.out.close()
 
 
+class _Rerun:
+    """Keeps only the tests a retry runs again."""
+
+    def __init__(self, nodeids):
+        self.nodeids = nodeids
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        keep = [item for item in items if item.nodeid in self.nodeids]
+        if len(keep) != len(items):
+            config.hook.pytest_deselected(
+                items=[item for item in items if item.nodeid not in self.nodeids]
+            )
+            items[:] = keep
+
+
 def pytest_configure(config):
     # Only the process's first session records (not pytest sessions that tests run themselves,
-    # in process or as subprocesses: the variable is gone for them), and not xdist's workers.
+    # in process or as subprocesses: the variables are gone for them), and not xdist's workers.
     path = os.environ.pop("CI_RESULTS_FILE", None)
-    if path and not hasattr(config, "workerinput"):
+    rerun = os.environ.pop("CI_RERUN", None)
+    if hasattr(config, "workerinput"):
+        return
+    if path:
         config.pluginmanager.register(_Recorder(path), "ci_results_recorder")
+    if rerun:
+        nodeids = {line for line in rerun.split("\n") if line}
+        config.pluginmanager.register(_Rerun(nodeids), "ci_results_rerun")
 
 
 def _text(longrepr):

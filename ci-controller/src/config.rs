@@ -42,6 +42,11 @@ pub struct Args {
     #[arg(long, env = "CI_MAX_ARCHIVE_ENTRIES", default_value_t = ci_common::policy::DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_entries: u64,
 
+    /// Most re-runs of failed tests a job may ask for (`ci submit --retries`, `retries` under
+    /// `[tool.ci]`); 0 turns retries off.
+    #[arg(long, env = "CI_MAX_RETRIES", default_value_t = ci_common::policy::DEFAULT_MAX_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub max_retries: u32,
+
     /// Folder for the controller's own files (the passwd and group files mounted into jobs);
     /// default: `controller/` beside the database.
     #[arg(long, env = "CI_STATE_DIR")]
@@ -146,6 +151,7 @@ impl Args {
             self.workspace_size,
             self.max_entries,
         )
+        .with_max_retries(self.max_retries)
     }
 
     /// Where ci's pytest plugin lives (mounted into job containers).
@@ -247,7 +253,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => {
             return Err(format!(
                 "{s:?}: unknown unit {unit:?} (use s, m or h, e.g. 90s)"
-            ))
+            ));
         }
     };
     let value: f64 = number
@@ -278,7 +284,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => {
             return Err(format!(
                 "{s:?}: unknown unit {unit:?} (use k, m or g, e.g. 256m)"
-            ))
+            ));
         }
     };
     let value: f64 = number

@@ -10,11 +10,11 @@ use bytes::Bytes;
 use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
-use ci_common::db::test_results;
+use ci_common::db::test_results::{self, Attempts};
 use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
 use ci_common::project::RootFiles;
-use ci_common::results::{read_report, ReportCaps};
+use ci_common::results::{read_report, ReportCaps, TestOutcome};
 use ci_common::step::{check_task, test_task, ExitRule, StepSpec};
 use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
@@ -57,6 +57,9 @@ pub struct Ctx<D> {
     /// When each image was last seen present (it is not inspected again for every job).
     pub image_seen: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// How many flaky tests the job's log and reason name before "and N more".
+const FLAKY_NAMED: usize = 5;
 
 /// How long an image seen present is trusted without inspecting it again.
 const IMAGE_SEEN_FOR: Duration = Duration::from_secs(30);
@@ -353,7 +356,12 @@ impl<D: Docker> Ctx<D> {
         });
         let mut last = Outcome::new(JobStatus::Passed);
         let mut failed: Option<Outcome> = None;
-        for row in &rows {
+        let mut tests_ran = false;
+        // Rows grow while the job runs: a retry of failed tests is appended as another step.
+        let mut next = 0;
+        while let Some(row) = rows.get(next).cloned() {
+            next += 1;
+            let row = &row;
             if row.state.is_terminal() {
                 continue;
             }
@@ -420,8 +428,24 @@ impl<D: Docker> Ctx<D> {
                     step_result(&spec, &state, self.sandbox.memory_bytes as u64)
                 }
             };
+            let mut outcome = outcome;
+            let mut retry = None;
             if matches!(spec.exit, ExitRule::Pytest) && !matches!(end_kind, EndKind::Before) {
-                self.collect_results(job, row, sink).await?;
+                tests_ran = true;
+                self.collect_results(job, row, &spec, sink).await?;
+                if state == StepState::Failed {
+                    retry = self.plan_retry(job, &spec, sink).await?;
+                    if retry.is_none() && spec.attempt > 1 {
+                        outcome.reason = Some(format!(
+                            "some tests failed on every one of {} attempts (pytest exit 1)",
+                            spec.attempt
+                        ));
+                    }
+                }
+            }
+            if let Some(retry) = &retry {
+                // Added before this step ends, so a restart in between decides the same.
+                rows = steps::append(&self.pool, job.id, self.epoch, retry).await?;
             }
             let exit_code = outcome.exit_code;
             let reason = (state != StepState::Passed)
@@ -437,6 +461,9 @@ impl<D: Docker> Ctx<D> {
                 reason.as_deref(),
             )
             .await?;
+            if retry.is_some() {
+                continue;
+            }
             let stopped = matches!(state, StepState::Cancelled | StepState::TimedOut);
             if state != StepState::Passed && (spec.stops_job || stopped) {
                 return Ok(Flow::Done(outcome));
@@ -446,7 +473,85 @@ impl<D: Docker> Ctx<D> {
             }
             last = outcome;
         }
-        Ok(Flow::Done(failed.unwrap_or(last)))
+        let outcome = failed.unwrap_or(last);
+        if tests_ran && outcome.status == JobStatus::Passed {
+            return Ok(Flow::Done(self.flaky_outcome(job, outcome, sink).await?));
+        }
+        Ok(Flow::Done(outcome))
+    }
+
+    /// The retry of a pytest step that failed, when the job has attempts left: its failed tests
+    /// as the next attempt (see [`StepSpec::retry`]). A retry that cannot be made is a notice.
+    async fn plan_retry(
+        &self,
+        job: &Job,
+        spec: &StepSpec,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<Option<StepSpec>> {
+        let retries = u32::try_from(job.retries)
+            .unwrap_or(0)
+            .min(self.policy.max_retries);
+        let attempts = retries + 1;
+        if spec.attempt >= attempts {
+            return Ok(None);
+        }
+        let failed =
+            test_results::failed_in_attempt(&self.pool, job.id, i64::from(spec.attempt)).await?;
+        match spec.retry(&failed, attempts) {
+            Ok(retry) => Ok(Some(retry)),
+            Err(notice) => {
+                sink.notice(notice).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The end of a job whose tests passed: its flaky tests (failed, then passed on a retry) are
+    /// named in the log, and fail the job when it asked for that (`flaky = "fail"`).
+    async fn flaky_outcome(
+        &self,
+        job: &Job,
+        outcome: Outcome,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<Outcome> {
+        let flaky = test_results::list(
+            &self.pool,
+            job.id,
+            Some(TestOutcome::Flaky),
+            Attempts::Last,
+            FLAKY_NAMED as i64 + 1,
+            0,
+        )
+        .await?;
+        if flaky.is_empty() {
+            return Ok(outcome);
+        }
+        let count = test_results::counts(&self.pool, job.id)
+            .await?
+            .map_or(flaky.len() as u64, |c| c.get(TestOutcome::Flaky));
+        let mut names = flaky
+            .iter()
+            .take(FLAKY_NAMED)
+            .map(|t| t.nodeid.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if count > FLAKY_NAMED as u64 {
+            names.push_str(&format!(" and {} more", count - FLAKY_NAMED as u64));
+        }
+        let what = format!(
+            "{count} flaky test{} (failed, then passed when run again): {names}",
+            if count == 1 { "" } else { "s" }
+        );
+        if job.fail_on_flaky {
+            sink.sync().await?;
+            return Ok(Outcome::new(JobStatus::Failed)
+                .with_reason(format!(
+                    "{what}; this job fails on flaky tests (flaky = \"fail\")"
+                ))
+                .with_exit_code(outcome.exit_code.unwrap_or(0)));
+        }
+        sink.notice(what).await?;
+        Ok(outcome)
     }
 
     /// A job's first run: its workspace volume and project (when `fresh`: no container exists
@@ -521,6 +626,7 @@ impl<D: Docker> Ctx<D> {
         &self,
         job: &Job,
         row: &StepRow,
+        spec: &StepSpec,
         sink: &mut LogSink,
     ) -> anyhow::Result<()> {
         let name = self.sandbox.container_name(job.id, &row.name);
@@ -563,7 +669,15 @@ impl<D: Docker> Ctx<D> {
         }
         // The summary follows everything the step printed.
         sink.sync().await?;
-        test_results::store(&self.pool, job.id, self.epoch, &row.name, 1, &report).await?;
+        test_results::store(
+            &self.pool,
+            job.id,
+            self.epoch,
+            &row.name,
+            i64::from(spec.attempt),
+            &report,
+        )
+        .await?;
         Ok(())
     }
 

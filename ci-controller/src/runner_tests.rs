@@ -388,6 +388,8 @@ fn plain_step(name: &str) -> StepSpec {
             failure: JobStatus::Failed,
         },
         stops_job: true,
+        attempt: 1,
+        rerun: Vec::new(),
     }
 }
 
@@ -730,6 +732,7 @@ async fn a_test_steps_report_becomes_results_counts_and_a_summary_before_complet
         &w.pool,
         job.id,
         Some(ci_common::results::TestOutcome::Failed),
+        ci_common::db::test_results::Attempts::Last,
         10,
         0,
     )
@@ -771,4 +774,200 @@ async fn a_missing_report_is_a_notice_not_a_changed_state() {
         .iter()
         .any(|n| n.starts_with("no test report")));
     assert_eq!(job.view().tests, None);
+}
+
+/// A claimed job asking for `retries` and `flaky`.
+async fn claim_with(w: &World, retries: u32, flaky: ci_common::project::FlakyRule) -> Job {
+    let user = users::create(&w.pool, "Ada", &format!("{}@example.com", JobId::new()))
+        .await
+        .unwrap();
+    let options = ci_common::project::JobOptions {
+        retries,
+        flaky,
+        project: Some("shop".into()),
+    };
+    jobs::create_job(
+        &w.pool,
+        &jobs::NewJob {
+            user_id: user.id,
+            task: "test",
+            image: None,
+            args: &[],
+            options: &options,
+            archive: &zip_of(&[("test_a.py", "")]),
+        },
+    )
+    .await
+    .unwrap();
+    jobs::claim_next(&w.pool, w.epoch, "img")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A pytest step's container that reports `tests` (node id, outcome) and exits as pytest would.
+fn pytest_script(step: &str, tests: &[(&str, &str)]) -> Script {
+    let report: String = tests
+        .iter()
+        .map(|(nodeid, outcome)| {
+            format!(
+                "{{\"type\": \"test\", \"nodeid\": \"{nodeid}\", \"outcome\": \"{outcome}\"}}\n"
+            )
+        })
+        .collect();
+    let failed = tests.iter().any(|(_, o)| *o == "failed" || *o == "error");
+    Script {
+        messages: lines(1),
+        exit_code: i64::from(failed),
+        files: [(crate::sandbox::results_file(step), report.into_bytes())].into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn failed_tests_are_retried_as_steps_and_a_test_that_then_passes_is_flaky() {
+    use ci_common::project::FlakyRule;
+    use ci_common::results::TestOutcome;
+    let w = world().await;
+    w.docker.script(
+        "test",
+        pytest_script(
+            "test",
+            &[
+                ("t.py::ok", "passed"),
+                ("t.py::flaky", "failed"),
+                ("t.py::broken", "failed"),
+            ],
+        ),
+    );
+    w.docker.script(
+        "retry-1",
+        pytest_script(
+            "retry-1",
+            &[("t.py::flaky", "passed"), ("t.py::broken", "failed")],
+        ),
+    );
+    w.docker.script(
+        "retry-2",
+        pytest_script("retry-2", &[("t.py::broken", "failed")]),
+    );
+    let job = claim_with(&w, 2, FlakyRule::Pass).await;
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(
+        job.reason
+            .as_deref()
+            .unwrap()
+            .contains("every one of 3 attempts"),
+        "{:?}",
+        job.reason
+    );
+    let rows = steps::list(&w.pool, job.id).await.unwrap();
+    let seen: Vec<_> = rows.iter().map(|r| (r.name.as_str(), r.state)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("test", StepState::Failed),
+            ("retry-1", StepState::Failed),
+            ("retry-2", StepState::Failed)
+        ]
+    );
+    let retry = rows[1].spec().unwrap();
+    assert_eq!(
+        (retry.attempt, retry.rerun.as_slice()),
+        (
+            2,
+            &["t.py::flaky".to_owned(), "t.py::broken".to_owned()][..]
+        )
+    );
+    assert_eq!(rows[2].spec().unwrap().rerun, ["t.py::broken"]);
+    let counts = ci_common::db::test_results::counts(&w.pool, job.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counts.get(TestOutcome::Passed), 1);
+    assert_eq!(counts.get(TestOutcome::Flaky), 1);
+    assert_eq!(counts.get(TestOutcome::Failed), 1);
+    assert_eq!(counts.total(), 3);
+    let notices: Vec<&str> = events.iter().map(|e| e.text.as_str()).collect();
+    assert!(
+        notices.iter().any(|t| t
+            .contains("attempt 2 of 3: running 2 failed tests again: t.py::flaky, t.py::broken")),
+        "{notices:?}"
+    );
+    assert!(notices
+        .iter()
+        .any(|t| t.contains("attempt 3 of 3: running 1 failed test again")));
+}
+
+#[tokio::test]
+async fn a_job_whose_failed_tests_pass_on_a_retry_passes_unless_flaky_fails_it() {
+    use ci_common::project::FlakyRule;
+    for (rule, status) in [
+        (FlakyRule::Pass, JobStatus::Passed),
+        (FlakyRule::Fail, JobStatus::Failed),
+    ] {
+        let w = world().await;
+        w.docker.script(
+            "test",
+            pytest_script("test", &[("t.py::ok", "passed"), ("t.py::flaky", "failed")]),
+        );
+        w.docker.script(
+            "retry-1",
+            pytest_script("retry-1", &[("t.py::flaky", "passed")]),
+        );
+        let job = claim_with(&w, 3, rule).await;
+        let (job, events) = run(
+            &w,
+            ctx(&w, Duration::from_secs(60), NO_CAP),
+            job,
+            JobControl::default(),
+        )
+        .await;
+        assert_eq!(job.status, status, "{rule:?}: {:?}", job.reason);
+        let named = "1 flaky test (failed, then passed when run again): t.py::flaky";
+        match rule {
+            FlakyRule::Pass => assert!(
+                events.iter().any(|e| e.text.contains(named)),
+                "the log names the flaky test"
+            ),
+            FlakyRule::Fail => assert!(
+                job.reason.as_deref().unwrap().starts_with(named),
+                "{:?}",
+                job.reason
+            ),
+        }
+        assert_eq!(
+            steps::list(&w.pool, job.id).await.unwrap().len(),
+            2,
+            "no third attempt"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_retries_a_failed_test_step_ends_the_job() {
+    let w = world().await;
+    w.docker
+        .script("test", pytest_script("test", &[("t.py::bad", "failed")]));
+    let job = claim_with(&w, 0, ci_common::project::FlakyRule::Pass).await;
+    let (job, _) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(
+        job.reason.as_deref(),
+        Some("some tests failed (pytest exit 1)")
+    );
+    assert_eq!(steps::list(&w.pool, job.id).await.unwrap().len(), 1);
 }

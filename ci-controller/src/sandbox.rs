@@ -229,6 +229,8 @@ pub fn environment(run: &Run<'_>) -> Vec<String> {
         format!("CI_JOB_TASK={}", run.task),
         format!("CI_JOB_STEP={}", step.name),
         format!("CI_JOB_IMAGE={}", step.image),
+        // Which run of the tests this is (1, then 2, 3, ... for retries of failed tests).
+        format!("CI_ATTEMPT={}", step.attempt),
         format!("CI_PROJECT_DIR={WORKDIR}"),
         // ci's pytest plugin records each test's result for the job (see ci_results.py).
         format!("PYTHONPATH={PLUGINS}"),
@@ -236,6 +238,10 @@ pub fn environment(run: &Run<'_>) -> Vec<String> {
         format!("CI_RESULTS_FILE={}", results_file(&step.name)),
     ]
     .into();
+    if !step.rerun.is_empty() {
+        // A retry: the plugin runs only these tests (of those the command selects).
+        env.push(format!("CI_RERUN={}", step.rerun.join("\n")));
+    }
     env.extend(step.env.iter().cloned());
     env
 }
@@ -379,6 +385,15 @@ mod tests {
         test.env.push("EXTRA=1".into());
         let env = environment(&run(job, &test));
         assert!(env.contains(&"CI_JOB_STEP=test".to_owned()));
+        assert!(env.contains(&"CI_ATTEMPT=1".to_owned()));
+        assert!(!env.iter().any(|e| e.starts_with("CI_RERUN=")));
+        let retry = test
+            .retry(&["t.py::a".into(), "t.py::b[x y]".into()], 2)
+            .unwrap();
+        let retry_env = environment(&run(job, &retry));
+        assert!(retry_env.contains(&"CI_ATTEMPT=2".to_owned()));
+        assert!(retry_env.contains(&"CI_RERUN=t.py::a\nt.py::b[x y]".to_owned()));
+        assert!(retry_env.contains(&"CI_JOB_STEP=retry-1".to_owned()));
         assert_eq!(
             env.last().map(String::as_str),
             Some("EXTRA=1"),

@@ -8,6 +8,7 @@ use super::events::{self, NewEvent};
 use super::{lease, steps, uploads, DbError};
 use crate::api::{JobView, Outcome};
 use crate::keys::sha256_hex;
+use crate::project::{FlakyRule, JobOptions};
 use crate::results::TestCounts;
 use crate::{JobId, JobStatus, UserId};
 
@@ -42,6 +43,12 @@ pub struct Job {
     pub args: String,
     /// Counts of the job's tests per outcome ([`TestCounts`] as JSON), once collected.
     pub test_counts: Option<String>,
+    /// How many times the job runs its failed tests again.
+    pub retries: i64,
+    /// Whether a flaky test fails the job.
+    pub fail_on_flaky: bool,
+    /// The project the job belongs to (its tests' history is kept per project).
+    pub project: Option<String>,
 }
 
 impl Job {
@@ -56,6 +63,7 @@ impl Job {
             status: self.status,
             success: self.status.success(),
             task: self.task.clone(),
+            project: self.project.clone(),
             image: self.image.clone(),
             reason: self.reason.clone(),
             exit_code: self.exit_code,
@@ -86,6 +94,8 @@ pub struct NewJob<'a> {
     pub image: Option<&'a str>,
     /// Extra pytest arguments.
     pub args: &'a [String],
+    /// Re-runs of failed tests, whether a flaky test fails the job, and the project's name.
+    pub options: &'a JobOptions,
     /// The project, as the validated zip archive.
     pub archive: &'a [u8],
 }
@@ -105,6 +115,7 @@ pub async fn create(
             task,
             image: None,
             args: &[],
+            options: &JobOptions::default(),
             archive,
         },
     )
@@ -119,8 +130,9 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     let args = serde_json::to_string(new.args).expect("strings serialize");
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let job: Job = sqlx::query_as(
-        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING *",
+        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
+                           retries, fail_on_flaky, project)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(JobId::new())
     .bind(new.user_id)
@@ -129,6 +141,9 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     .bind(archive.len() as i64)
     .bind(new.image)
     .bind(args)
+    .bind(i64::from(new.options.retries))
+    .bind(new.options.flaky == FlakyRule::Fail)
+    .bind(new.options.project.as_deref())
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(

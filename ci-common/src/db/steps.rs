@@ -78,6 +78,32 @@ pub async fn plan(
     Ok(steps)
 }
 
+/// Adds `spec` as the job's next step, pending (a retry of failed tests), unless the job already
+/// has a step of that name: a controller that decides the same again after a restart adds
+/// nothing. Fenced by the lease epoch. Returns the job's steps.
+pub async fn append(
+    pool: &SqlitePool,
+    job: JobId,
+    epoch: i64,
+    spec: &StepSpec,
+) -> Result<Vec<StepRow>, DbError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    lease::check(&mut tx, epoch).await?;
+    sqlx::query(
+        "INSERT INTO job_steps (job_id, position, name, state, spec)
+         SELECT ?1, COALESCE(MAX(position), 0) + 1, ?2, 'pending', ?3 FROM job_steps WHERE job_id = ?1
+         ON CONFLICT (job_id, name) DO NOTHING",
+    )
+    .bind(job)
+    .bind(&spec.name)
+    .bind(serde_json::to_string(spec).expect("a step spec serializes"))
+    .execute(&mut *tx)
+    .await?;
+    let steps = list(&mut *tx, job).await?;
+    tx.commit().await?;
+    Ok(steps)
+}
+
 /// A job's steps in order.
 pub async fn list(ex: impl SqliteExecutor<'_>, job: JobId) -> Result<Vec<StepRow>, DbError> {
     Ok(
@@ -239,6 +265,31 @@ mod tests {
     use crate::step::test_task;
     use crate::testing::{claimed_job_with_steps, temp_db};
     use crate::EventKind;
+
+    #[tokio::test]
+    async fn a_retry_is_appended_once_after_the_plan() {
+        let (_dir, pool) = temp_db().await;
+        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        let planned = list(&pool, job.id).await.unwrap();
+        let test = planned.last().unwrap().spec().unwrap();
+        let retry = test.retry(&["t.py::a".into()], 2).unwrap();
+        let rows = append(&pool, job.id, epoch, &retry).await.unwrap();
+        assert_eq!(rows.len(), planned.len() + 1);
+        let last = rows.last().unwrap();
+        assert_eq!(
+            (last.name.as_str(), last.position, last.state),
+            ("retry-1", planned.len() as i64 + 1, StepState::Pending)
+        );
+        assert_eq!(last.spec().unwrap(), retry);
+        // Deciding the same again (after a restart) adds nothing.
+        assert_eq!(append(&pool, job.id, epoch, &retry).await.unwrap(), rows);
+        crate::db::lease::acquire(&pool, "other").await.unwrap();
+        let next = retry.retry(&["t.py::a".into()], 3).unwrap();
+        assert!(matches!(
+            append(&pool, job.id, epoch, &next).await,
+            Err(DbError::LeaseLost(_))
+        ));
+    }
 
     #[tokio::test]
     async fn steps_move_by_the_rule_write_their_events_and_close_with_the_job() {

@@ -13,6 +13,7 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::AppState;
 
+pub mod blobs;
 pub mod compat;
 pub mod events;
 pub mod health;
@@ -46,6 +47,9 @@ const MAX_ARGS: usize = 64;
 const ARG_MAX_LEN: usize = 4096;
 /// The longest image name (bytes).
 const IMAGE_MAX_LEN: usize = 256;
+/// Longest `project`/`folder` field, in bytes (names are checked by
+/// [`ci_common::project::check_project_name`]).
+const NAME_MAX_LEN: usize = 400;
 
 /// Reads one small text field of a multipart upload, at most `max` bytes of UTF-8.
 async fn text_field(
@@ -64,9 +68,11 @@ async fn text_field(
     String::from_utf8(text).map_err(|_| invalid())
 }
 
-/// Reads a multipart upload (`file`; optional `task`, `image` and repeated `arg`), validates the
-/// archive, the project's `[tool.ci]` and the image against the operator's policy, and creates
-/// the job with it in one transaction. Nothing is stored when anything is wrong.
+/// Reads a multipart upload (`file`; optional `task`, `image`, repeated `arg`, `retries`,
+/// `flaky` (`pass` or `fail`), `project` and `folder`, the name of the folder the project was
+/// submitted from), validates the archive, the project's `[tool.ci]`, the image and the retries
+/// against the operator's policy, and creates the job with it in one transaction. Nothing is
+/// stored when anything is wrong.
 pub async fn accept_upload(
     state: &AppState,
     user: &AuthUser,
@@ -100,6 +106,7 @@ pub async fn accept_upload(
     let mut task: Option<String> = None;
     let mut image: Option<String> = None;
     let mut args: Vec<String> = Vec::new();
+    let mut asked = ci_common::project::Requested::default();
     while let Some(mut field) = multipart.next_field().await.map_err(field_error)? {
         match field.name() {
             Some("file") => {
@@ -153,6 +160,44 @@ pub async fn accept_upload(
                 }
                 args.push(text);
             }
+            Some("retries") => {
+                let invalid = || {
+                    ApiError::Invalid(
+                        "invalid `retries`: give how many times to run failed tests again, e.g. 2"
+                            .into(),
+                    )
+                };
+                let text = text_field(&mut field, 16, invalid, field_error).await?;
+                asked.retries = Some(text.trim().parse().map_err(|_| invalid())?);
+            }
+            Some("flaky") => {
+                let invalid = || {
+                    ApiError::Invalid(
+                        "invalid `flaky`: give \"pass\" (a flaky test passes the job) or \"fail\""
+                            .into(),
+                    )
+                };
+                let text = text_field(&mut field, 16, invalid, field_error).await?;
+                asked.flaky = Some(text.trim().parse().map_err(|_| invalid())?);
+            }
+            Some(name @ ("project" | "folder")) => {
+                let is_project = name == "project";
+                let invalid = move || {
+                    ApiError::Invalid(format!(
+                        "invalid `{}`: give a name of 1 to {} characters without control characters",
+                        if is_project { "project" } else { "folder" },
+                        ci_common::project::PROJECT_NAME_MAX_CHARS
+                    ))
+                };
+                let text = text_field(&mut field, NAME_MAX_LEN, invalid, field_error).await?;
+                let text = text.trim().to_owned();
+                if is_project {
+                    ci_common::project::check_project_name(&text).map_err(ApiError::Invalid)?;
+                    asked.project = Some(text);
+                } else {
+                    asked.folder = Some(text);
+                }
+            }
             // Unknown fields are skipped, as the original system did.
             _ => {}
         }
@@ -190,10 +235,13 @@ pub async fn accept_upload(
     let (summary, root) = checked?;
     let project = ci_common::project::Project::read(&root)?;
     // The command line wins over the project's configuration.
-    let image = image.or(project.ci.image);
+    let image = image.or(project.ci.image.clone());
     if let Some(image) = &image {
         policy.check_image(image)?;
     }
+    let options = project
+        .job_options(&asked, policy.max_retries)
+        .map_err(ApiError::Invalid)?;
     let job = db_jobs::create_job(
         &state.pool,
         &db_jobs::NewJob {
@@ -201,6 +249,7 @@ pub async fn accept_upload(
             task: &task,
             image: image.as_deref(),
             args: &args,
+            options: &options,
             archive: &archive,
         },
     )

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ci_common::api::TestList;
-use ci_common::db::test_results;
+use ci_common::db::test_results::{self, Attempts};
 use ci_common::results::{junit_xml, TestOutcome};
 use serde::Deserialize;
 
@@ -22,6 +22,8 @@ pub const MAX_LIMIT: i64 = 1000;
 #[derive(Debug, Default, Deserialize)]
 pub struct TestsParams {
     pub outcome: Option<String>,
+    /// `last` (the default: each test once, from its last attempt) or `all`.
+    pub attempts: Option<String>,
     pub limit: Option<String>,
     pub offset: Option<String>,
 }
@@ -30,6 +32,7 @@ pub struct TestsParams {
 #[derive(Debug, PartialEq, Eq)]
 pub struct TestsQuery {
     pub outcome: Option<TestOutcome>,
+    pub attempts: Attempts,
     pub limit: i64,
     pub offset: i64,
 }
@@ -43,6 +46,15 @@ impl TestsParams {
                 text.parse::<TestOutcome>()
                     .map_err(|e| ApiError::BadRequest(format!("`outcome`: {e}")))?,
             ),
+        };
+        let attempts = match self.attempts.as_deref() {
+            None | Some("") | Some("last") => Attempts::Last,
+            Some("all") => Attempts::All,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "`attempts` must be \"last\" (each test once, from its last attempt) or \"all\", not {other:?}"
+                )));
+            }
         };
         let number = |value: Option<&str>, min: i64, what: &str, range: &str| match value {
             None | Some("") => Ok(None),
@@ -69,13 +81,16 @@ impl TestsParams {
         .unwrap_or(0);
         Ok(TestsQuery {
             outcome,
+            attempts,
             limit,
             offset,
         })
     }
 }
 
-/// `GET /api/v1/jobs/{id}/tests?outcome=failed&limit=100&offset=0`.
+/// `GET /api/v1/jobs/{id}/tests?outcome=failed&attempts=last&limit=100&offset=0`. Failing and
+/// flaky tests carry their history: how often they failed in the owner's recent jobs of the same
+/// project.
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -90,12 +105,25 @@ pub async fn list(
         &state.pool,
         id,
         query.outcome,
+        query.attempts,
         query.limit + 1,
         query.offset,
     )
     .await?;
     let next_offset = (tests.len() as i64 > query.limit).then(|| query.offset + query.limit);
     tests.truncate(query.limit as usize);
+    let noteworthy: Vec<String> = tests
+        .iter()
+        .filter(|t| t.outcome.is_failure() || t.outcome == TestOutcome::Flaky)
+        .map(|t| t.nodeid.clone())
+        .collect();
+    let mut history =
+        test_results::history(&state.pool, id, &noteworthy, test_results::HISTORY_RUNS).await?;
+    for test in &mut tests {
+        if test.outcome.is_failure() || test.outcome == TestOutcome::Flaky {
+            test.history = history.remove(&test.nodeid);
+        }
+    }
     let counts = test_results::counts(&state.pool, id).await?;
     Ok(Json(TestList {
         tests,
@@ -116,7 +144,8 @@ pub async fn junit(
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
     owned_job(&state, &user, id).await?;
-    let results = test_results::list(&state.pool, id, None, JUNIT_MAX_TESTS, 0).await?;
+    let results =
+        test_results::list(&state.pool, id, None, Attempts::All, JUNIT_MAX_TESTS, 0).await?;
     let xml = tokio::task::spawn_blocking(move || junit_xml(&format!("ci job {id}"), &results))
         .await
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing JUnit XML")))?;
