@@ -25,6 +25,8 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
                 &image,
                 "--allowed-images",
                 "other:tag",
+                "--max-retries",
+                "2",
             ],
         );
         let server = Server::start(&db.path);
@@ -87,6 +89,48 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
             body["error"].as_str().unwrap().contains("[tool.ci]"),
             "{body}"
         );
+        // Retries: at most the operator's maximum, asked for either way; bad fields say how.
+        let (status, body) = upload_with(
+            &server,
+            "/api/v1/jobs",
+            &ada.key,
+            zip_files(&[("tests/test_a.py", test)]),
+            &[("retries", "3")],
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        let message = body["error"].as_str().unwrap();
+        assert!(
+            message.contains("(2)") && message.contains("--max-retries"),
+            "{message}"
+        );
+        let configured = zip_files(&[
+            ("tests/test_a.py", test),
+            (
+                "pyproject.toml",
+                b"[tool.ci]
+retries = 5
+",
+            ),
+        ]);
+        let (status, body) = upload(&server, "/api/v1/jobs", &ada.key, configured).await;
+        assert_eq!(status, 422, "{body}");
+        for (field, value, names) in [
+            ("retries", "many", "retries"),
+            ("flaky", "sometimes", "flaky"),
+            ("project", "a\u{1}b", "project"),
+        ] {
+            let (status, body) = upload_with(
+                &server,
+                "/api/v1/jobs",
+                &ada.key,
+                zip_files(&[("tests/test_a.py", test)]),
+                &[(field, value)],
+            )
+            .await;
+            assert_eq!(status, 422, "{field}: {body}");
+            assert!(body["error"].as_str().unwrap().contains(names), "{body}");
+        }
         assert_eq!(counts(&db.pool).await, (0, 0), "nothing refused is stored");
 
         // Entry names as some zip tools write them (`./tests/...`): accepted and run the same.
@@ -96,7 +140,12 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
             "/api/v1/jobs",
             &ada.key,
             dotted,
-            &[("arg", "-k"), ("arg", "dotted")],
+            &[
+                ("arg", "-k"),
+                ("arg", "dotted"),
+                ("retries", "2"),
+                ("folder", "checkout"),
+            ],
         )
         .await;
         assert_eq!(status, 201, "{body}");
@@ -115,6 +164,10 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
         let (_, job) =
             common_server::get_json(&server, &format!("/api/v1/jobs/{id}"), &ada.key).await;
         assert_eq!(job["image"], image.as_str(), "{job}");
+        assert_eq!(
+            job["project"], "checkout",
+            "the folder names a project without a name"
+        );
     })
     .await
     .expect("test timed out");
