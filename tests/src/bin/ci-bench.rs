@@ -1,6 +1,7 @@
 //! `ci-bench`: starts real `ci-server` / `ci-controller` / `ci` binaries on a temp database and
 //! the real Docker daemon, runs the benchmark scenarios, prints a table and writes
-//! `docs/benchmarks.md`. Run it through `scripts/bench.sh`.
+//! `docs/benchmarks.md` (a run with `--only` replaces its own section of it instead). Run it
+//! through `scripts/bench.sh`; `--only report-parse` needs neither Docker nor the services.
 //!
 //! Exit status: 0 when every scenario completed with its correctness checks passing, 1 otherwise
 //! (targets never change it), 2 for usage errors.
@@ -11,6 +12,8 @@ mod client;
 mod fixtures;
 #[path = "ci-bench/report.rs"]
 mod report;
+#[path = "ci-bench/report_parse.rs"]
+mod report_parse;
 #[path = "ci-bench/scenarios.rs"]
 mod scenarios;
 #[path = "ci-bench/stack.rs"]
@@ -30,7 +33,7 @@ use crate::report::{Machine, Outcome};
 use crate::scenarios::{Ctx, Sizes, SCENARIOS};
 
 /// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency
-/// and idle footprint, measured with the real binaries and Docker.
+/// and idle footprint, measured with the real binaries and Docker; and test report parsing.
 #[derive(Debug, Parser)]
 #[command(name = "ci-bench")]
 struct Args {
@@ -46,9 +49,10 @@ struct Args {
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
 
-    /// Run only these scenarios (comma-separated numbers, e.g. 4,5).
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=7))]
-    only: Vec<u32>,
+    /// Run only these scenarios (comma-separated numbers or names, e.g. 4,5 or report-parse),
+    /// and replace only their own section of the report.
+    #[arg(long, value_delimiter = ',', value_parser = scenarios::by_name)]
+    only: Vec<usize>,
 
     /// The runner image (default: $CI_TEST_IMAGE, else ci-runner:bookworm).
     #[arg(long)]
@@ -57,10 +61,21 @@ struct Args {
     /// Keep the services' logs even when everything passed.
     #[arg(long)]
     keep_logs: bool,
+
+    /// Internal (scenario 8): parse this report once in this process, print what was measured.
+    #[arg(long, hide = true, value_name = "FILE")]
+    parse_report: Option<PathBuf>,
+
+    /// Internal: `max_tests` for `--parse-report`.
+    #[arg(long, hide = true, requires = "parse_report")]
+    parse_max_tests: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.parse_report {
+        return report_parse::child_main(path, args.parse_max_tests);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -84,9 +99,13 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<bool> {
     let image = args.image.clone().unwrap_or_else(ci_tests::test_image);
-    // Fails with a clear message when Docker or the image is missing.
-    std::panic::catch_unwind(ci_tests::require_docker)
-        .map_err(|_| anyhow::anyhow!("Docker or the runner image {image} is not available"))?;
+    let selected = |number: usize| args.only.is_empty() || args.only.contains(&number);
+    let docker = SCENARIOS.iter().any(|s| s.docker && selected(s.number));
+    if docker {
+        // Fails with a clear message when Docker or the image is missing.
+        std::panic::catch_unwind(ci_tests::require_docker)
+            .map_err(|_| anyhow::anyhow!("Docker or the runner image {image} is not available"))?;
+    }
     let runs = args
         .runs
         .map(|r| r as usize)
@@ -121,7 +140,7 @@ async fn run(args: Args) -> Result<bool> {
     let scenario_limit = Duration::from_secs(if args.quick { 300 } else { 900 });
     let mut outcomes = Vec::new();
     for scenario in SCENARIOS.iter() {
-        if !args.only.is_empty() && !args.only.contains(&(scenario.number as u32)) {
+        if !selected(scenario.number) {
             continue;
         }
         eprintln!("ci-bench: {}. {} ...", scenario.number, scenario.title);
@@ -163,7 +182,19 @@ async fn run(args: Args) -> Result<bool> {
 
     println!("{}", report::results_table(&outcomes));
     println!("{}", report::correctness_table(&outcomes));
-    let markdown = report::markdown(&machine, &mode, &outcomes);
+    let markdown = if args.only.is_empty() {
+        report::markdown(&machine, &mode, &outcomes)
+    } else {
+        // Only this run's own section changes: the other scenarios' numbers stay.
+        let existing = match std::fs::read_to_string(&args.output) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", args.output.display()))
+            }
+        };
+        report::with_section(&existing, &machine, &mode, &outcomes, docker)
+    };
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

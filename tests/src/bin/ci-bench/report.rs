@@ -183,6 +183,26 @@ pub fn markdown(machine: &Machine, mode: &str, outcomes: &[Outcome]) -> String {
          not enforced: the smoke test (`tests/tests/bench_smoke.rs`) checks only that every \
          scenario completes with its correctness checks passing.\n\n",
     );
+    out.push_str(&machine_table(machine, mode, true));
+    out.push_str("\n## Results\n\n");
+    out.push_str(SAMPLES);
+    out.push_str(&results_table(outcomes));
+    out.push_str("\n## Correctness\n\n");
+    out.push_str(&correctness_table(outcomes));
+    let notes = notes(outcomes);
+    if !notes.is_empty() {
+        out.push_str("\n## Notes\n\n");
+        out.push_str(&notes);
+    }
+    out.push_str(METHOD);
+    out
+}
+
+const SAMPLES: &str = "Median, p99 and range are over every sample of the figure (latencies: every \
+    line or job; rates, times and memory: one sample per run). \"vs target\" compares the median.\n\n";
+
+fn machine_table(machine: &Machine, mode: &str, docker: bool) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "| Machine | |\n|---|---|");
     let _ = writeln!(out, "| Date | {} |", machine.date);
     let _ = writeln!(out, "| Commit | {} |", machine.commit);
@@ -190,16 +210,15 @@ pub fn markdown(machine: &Machine, mode: &str, outcomes: &[Outcome]) -> String {
     let _ = writeln!(out, "| CPU | {} |", machine.cpu);
     let _ = writeln!(out, "| Memory | {} |", machine.memory);
     let _ = writeln!(out, "| Kernel | {} |", machine.kernel);
-    let _ = writeln!(out, "| Docker server | {} |", machine.docker);
-    let _ = writeln!(out, "| Runner image | {} |", machine.image);
-    out.push_str("\n## Results\n\n");
-    out.push_str(
-        "Median, p99 and range are over every sample of the figure (latencies: every line or job; \
-         rates, times and memory: one sample per run). \"vs target\" compares the median.\n\n",
-    );
-    out.push_str(&results_table(outcomes));
-    out.push_str("\n## Correctness\n\n");
-    out.push_str(&correctness_table(outcomes));
+    if docker {
+        let _ = writeln!(out, "| Docker server | {} |", machine.docker);
+        let _ = writeln!(out, "| Runner image | {} |", machine.image);
+    }
+    out
+}
+
+/// The scenarios' notes as a markdown list (empty when there are none).
+fn notes(outcomes: &[Outcome]) -> String {
     let notes: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.findings.as_ref().ok().map(|f| (o.number, f)))
@@ -209,19 +228,76 @@ pub fn markdown(machine: &Machine, mode: &str, outcomes: &[Outcome]) -> String {
                 .map(move |note| format!("- {n}. {}", note.replace('\n', "\n  ")))
         })
         .collect();
-    if !notes.is_empty() {
-        out.push_str("\n## Notes\n\n");
-        out.push_str(&notes.join("\n"));
-        out.push('\n');
+    if notes.is_empty() {
+        String::new()
+    } else {
+        notes.join("\n") + "\n"
     }
-    out.push_str(METHOD);
-    out
 }
+
+/// `existing` (the report a full run wrote) with the section of a `--only` run put in or
+/// replaced: the section sits between two markers that name its scenarios, before "What each
+/// scenario measures"; everything else is left as it was.
+pub fn with_section(
+    existing: &str,
+    machine: &Machine,
+    mode: &str,
+    outcomes: &[Outcome],
+    docker: bool,
+) -> String {
+    let names: Vec<&str> = outcomes
+        .iter()
+        .filter_map(|o| SCENARIOS.iter().find(|s| s.number == o.number))
+        .map(|s| s.name)
+        .collect();
+    let titles: Vec<&str> = outcomes.iter().map(|o| title(o.number)).collect();
+    let begin = format!("<!-- ci-bench --only {}: begin -->\n", names.join(","));
+    let end = format!("<!-- ci-bench --only {}: end -->\n", names.join(","));
+
+    let mut section = begin.clone();
+    let _ = write!(
+        section,
+        "## {} (run on its own)\n\n\
+         Written by `ci-bench --only {}` (see *How to run*), which replaces only this section, \
+         between its markers, and leaves the rest of this file as the last full run wrote it; a \
+         full run rewrites the whole file, these scenarios included in its tables.\n\n",
+        titles.join(", "),
+        names.join(",")
+    );
+    section.push_str(&machine_table(machine, mode, docker));
+    section.push_str("\n### Results\n\n");
+    section.push_str(SAMPLES);
+    section.push_str(&results_table(outcomes));
+    section.push_str("\n### Checks\n\n");
+    section.push_str(&correctness_table(outcomes));
+    let notes = notes(outcomes);
+    if !notes.is_empty() {
+        section.push_str("\n### Notes\n\n");
+        section.push_str(&notes);
+    }
+    section.push_str(&end);
+
+    if let Some(start) = existing.find(&begin) {
+        if let Some(stop) = existing[start..].find(&end) {
+            let stop = start + stop + end.len();
+            return format!("{}{section}{}", &existing[..start], &existing[stop..]);
+        }
+    }
+    if existing.is_empty() {
+        return format!("# Benchmarks\n\n{section}");
+    }
+    match existing.find(METHOD_HEADING) {
+        Some(at) => format!("{}{section}\n{}", &existing[..at], &existing[at..]),
+        None => format!("{}\n\n{section}", existing.trim_end()),
+    }
+}
+
+const METHOD_HEADING: &str = "## What each scenario measures";
 
 const METHOD: &str = r#"
 ## What each scenario measures
 
-Every scenario starts its own `ci-server` (two replicas where noted) and `ci-controller` on a new
+Scenarios 1-7 start their own `ci-server` (two replicas where noted) and `ci-controller` on a new
 temporary database, with default flags except those named here, and the offline runner image
 (`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
 database. No `CI_*` variable of the caller reaches the services. Fixtures are generated at run
@@ -260,6 +336,20 @@ the controller runs `python3 -m pytest` without `-s`.
    number of concurrent jobs (the number of CPUs).
 7. **Idle footprint** — `VmRSS` of the server and the controller 0.5 s after each said it was ready,
    with an empty database.
+8. **Test report parsing** — no Docker, no services: `ci_common::results::read_report` with the
+   default `ReportCaps`, reading through a `BufReader` over a file of the pytest plugin's format
+   (`ci-controller/src/ci_results.py`), generated in a temp dir (deterministic): a typical
+   5,000-test report (about 90% passed, 4% failed with multi-line tracebacks, errors in fixtures,
+   skipped, xfailed, xpassed; one node id in eight non-ASCII), a ~50 MB one (94% passed, 3%
+   failed with an assertion diff of 30,000 to 160,000 characters, most cut at the plugin's 65,536)
+   and one twice as large (above the controller's default `--report-max-bytes` of 64 MiB; it is
+   there to show how memory grows with the file). Each parse runs in a fresh
+   `ci-bench --parse-report FILE` process: time from opening the file to `read_report`'s return;
+   rate = file bytes / time (MB = 10^6 bytes); memory growth = the process's `VmHWM` at the end
+   minus its `VmRSS` before opening, after resetting `VmHWM` (`/proc/self/clear_refs`); "kept" =
+   the heap the returned `Report` holds (capacities of its vector and strings). The large report
+   is also parsed with `max_tests` 1,000. Every parse must count every test per outcome as
+   written and keep each one exactly as written (SHA-256 over all its fields).
 
 ## How to run
 
@@ -267,7 +357,69 @@ the controller runs `python3 -m pytest` without `-s`.
 scripts/bench.sh            # full run; writes docs/benchmarks.md
 scripts/bench.sh --quick    # small sizes, one run: a smoke check (~1-2 min)
 scripts/bench.sh --runs 3   # fewer repetitions
+# scenario 8 alone: no Docker, no services; replaces only its own section of docs/benchmarks.md
+cargo run --release -p ci-tests --bin ci-bench -- --only report-parse
 ```
 
-`ci-bench --help` lists every flag (`--output PATH`, `--only 4,5`, `--keep-logs`).
+`ci-bench --help` lists every flag (`--output PATH`, `--only 4,5` or `--only report-parse`,
+`--keep-logs`). A run with `--only` writes its scenarios in a section of their own, replacing
+that section if the file has one, and leaves the rest of the file as it was.
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::Findings;
+    use crate::stats::{Goal, Metric, Unit};
+
+    fn machine() -> Machine {
+        Machine {
+            cpu: "2 cores".into(),
+            memory: "1 GiB".into(),
+            kernel: "6".into(),
+            docker: "27".into(),
+            image: "img".into(),
+            commit: "abc".into(),
+            date: "today".into(),
+        }
+    }
+
+    fn outcome(number: usize, value: f64) -> Outcome {
+        let mut findings = Findings::default();
+        findings.check(true, "counted");
+        findings.metrics.push(Metric::new(
+            "rate",
+            Unit::MbPerSec,
+            Goal::AtLeast(50.0),
+            vec![value],
+        ));
+        Outcome {
+            number,
+            findings: Ok(findings),
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn an_only_run_replaces_its_own_section_and_nothing_else() {
+        let full = markdown(&machine(), "full", &[outcome(7, 1.0)]);
+        let once = with_section(&full, &machine(), "full", &[outcome(8, 111.0)], false);
+        assert!(once.starts_with(full.split(METHOD_HEADING).next().unwrap()));
+        assert!(once.ends_with(&full[full.find(METHOD_HEADING).unwrap()..]));
+        assert!(once.contains("| 8 | Test report parsing | rate | 111.0 MB/s |"));
+        assert!(!once.contains("Docker server | 27 |\n\n### Results"));
+
+        let twice = with_section(&once, &machine(), "full", &[outcome(8, 222.0)], false);
+        assert_eq!(twice.matches("--only report-parse: begin").count(), 1);
+        assert!(twice.contains("| 222.0 MB/s |") && !twice.contains("| 111.0 MB/s |"));
+        let outside = |text: &str| {
+            let (before, rest) = text.split_once("<!-- ci-bench --only").unwrap();
+            let after = rest.split_once("report-parse: end -->\n").unwrap().1;
+            format!("{before}{after}")
+        };
+        assert_eq!(outside(&twice), outside(&once));
+
+        let alone = with_section("", &machine(), "quick", &[outcome(8, 1.0)], false);
+        assert!(alone.starts_with("# Benchmarks\n\n<!-- ci-bench --only report-parse: begin -->"));
+    }
+}

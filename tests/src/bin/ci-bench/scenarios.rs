@@ -1,6 +1,6 @@
-//! The seven scenarios. Each starts its own stack on a fresh database, measures, checks that what
-//! it measured is correct (every line accounted for, no errors), and returns figures + checks.
-//! Targets are reported, never enforced.
+//! The scenarios. Each of 1-7 starts its own stack on a fresh database, measures, checks that
+//! what it measured is correct (every line accounted for, no errors), and returns figures +
+//! checks; 8 (`report_parse.rs`) needs no stack. Targets are reported, never enforced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +49,11 @@ pub struct Sizes {
     pub conc_jobs: usize,
     pub conc_users: usize,
     pub idle_runs: usize,
+    pub parse_runs: usize,
+    /// Tests in the typical report.
+    pub parse_tests: usize,
+    /// Size of the large report (MB); a second one is twice that.
+    pub parse_big_mb: u64,
 }
 
 impl Sizes {
@@ -73,6 +78,9 @@ impl Sizes {
                 conc_jobs: 4,
                 conc_users: 2,
                 idle_runs: runs,
+                parse_runs: runs,
+                parse_tests: 5_000,
+                parse_big_mb: 4,
             }
         } else {
             Sizes {
@@ -92,6 +100,9 @@ impl Sizes {
                 conc_jobs: 20,
                 conc_users: 5,
                 idle_runs: runs,
+                parse_runs: runs,
+                parse_tests: 5_000,
+                parse_big_mb: 50,
             }
         }
     }
@@ -106,7 +117,7 @@ pub struct Findings {
 }
 
 impl Findings {
-    fn check(&mut self, ok: bool, what: impl Into<String>) {
+    pub fn check(&mut self, ok: bool, what: impl Into<String>) {
         self.checks.push(Check {
             what: what.into(),
             ok,
@@ -114,42 +125,79 @@ impl Findings {
     }
 }
 
-/// A scenario's number, title and one-line description.
+/// A scenario's number, title, the name `--only` also takes, and whether it needs Docker.
 pub struct Scenario {
     pub number: usize,
     pub title: &'static str,
+    pub name: &'static str,
+    pub docker: bool,
 }
 
-pub const SCENARIOS: [Scenario; 7] = [
+pub const SCENARIOS: [Scenario; 8] = [
     Scenario {
         number: 1,
         title: "End to end",
+        name: "end-to-end",
+        docker: true,
     },
     Scenario {
         number: 2,
         title: "Pickup latency",
+        name: "pickup",
+        docker: true,
     },
     Scenario {
         number: 3,
         title: "Log latency",
+        name: "log-latency",
+        docker: true,
     },
     Scenario {
         number: 4,
         title: "Log throughput",
+        name: "log-throughput",
+        docker: true,
     },
     Scenario {
         number: 5,
         title: "Fan-out",
+        name: "fan-out",
+        docker: true,
     },
     Scenario {
         number: 6,
         title: "Concurrency",
+        name: "concurrency",
+        docker: true,
     },
     Scenario {
         number: 7,
         title: "Idle footprint",
+        name: "idle",
+        docker: true,
+    },
+    Scenario {
+        number: 8,
+        title: "Test report parsing",
+        name: "report-parse",
+        docker: false,
     },
 ];
+
+/// The scenario a `--only` value names, by number or name.
+pub fn by_name(value: &str) -> Result<usize, String> {
+    SCENARIOS
+        .iter()
+        .find(|s| s.name == value || s.number.to_string() == value)
+        .map(|s| s.number)
+        .ok_or_else(|| {
+            let names: Vec<String> = SCENARIOS
+                .iter()
+                .map(|s| format!("{} ({})", s.number, s.name))
+                .collect();
+            format!("no scenario {value:?}: use one of {}", names.join(", "))
+        })
+}
 
 pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
     match number {
@@ -160,6 +208,7 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
         5 => fan_out(&ctx).await,
         6 => concurrency(&ctx).await,
         7 => idle(&ctx).await,
+        8 => crate::report_parse::run(ctx).await,
         _ => bail!("no scenario {number}"),
     }
 }

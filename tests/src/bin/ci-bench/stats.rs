@@ -19,6 +19,7 @@ pub enum Unit {
     Ms,
     Secs,
     Mb,
+    MbPerSec,
     LinesPerSec,
     Ratio,
     Count,
@@ -30,6 +31,7 @@ impl Unit {
             Unit::Ms => format!("{value:.1} ms"),
             Unit::Secs => format!("{value:.2} s"),
             Unit::Mb => format!("{value:.1} MB"),
+            Unit::MbPerSec => format!("{value:.1} MB/s"),
             Unit::LinesPerSec => {
                 if value >= 10_000.0 {
                     format!("{:.0}k lines/s", value / 1000.0)
