@@ -139,7 +139,8 @@ fn checksum(body: &str) -> String {
     String::from_utf8(out.to_vec()).expect("base62 is ASCII")
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lower-case hex digits, two per byte.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod cache;
 pub mod config;
 pub mod ids;
 pub mod job;
