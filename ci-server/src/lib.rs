@@ -94,7 +94,7 @@ pub async fn run(
 
 /// The whole HTTP API: every route, and every layer, in one place.
 pub fn router(state: AppState) -> Router {
-    use routes::{compat, events, health, jobs, tests};
+    use routes::{blobs, compat, events, health, jobs, tests};
     let config = &state.config;
     let quick =
         TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout());
@@ -136,6 +136,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{API_PREFIX}/jobs/{{id}}/junit.xml"),
             quick_route(get(tests::junit)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/blobs"),
+            quick_route(get(blobs::list)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/blobs/{{*name}}"),
+            quick_route(get(blobs::get)),
         )
         // The original system's API.
         .route("/submit", post(compat::submit).layer(upload.clone()))

@@ -11,6 +11,8 @@ use sqlx::SqliteExecutor;
 pub use sqlx::SqlitePool;
 
 pub mod api_keys;
+pub mod blobs;
+pub mod cache;
 pub mod events;
 pub mod jobs;
 pub mod lease;
