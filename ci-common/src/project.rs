@@ -501,6 +501,8 @@ pub struct Requested {
     pub project: Option<String>,
     /// The name of the folder the project was submitted from (the last default of its name).
     pub folder: Option<String>,
+    /// `ci submit --no-cache`: neither use nor fill the dependency cache.
+    pub no_cache: bool,
 }
 
 /// A job's options, decided in one place ([`Project::job_options`]).
@@ -512,6 +514,8 @@ pub struct JobOptions {
     /// The project's name: `--project`, else `project` under `[tool.ci]`, else `[project].name`,
     /// else the folder's name.
     pub project: Option<String>,
+    /// Neither use nor fill the dependency cache.
+    pub no_cache: bool,
 }
 
 impl Project {
@@ -565,6 +569,7 @@ impl Project {
             retries,
             flaky: asked.flaky.or(self.ci.flaky).unwrap_or_default(),
             project,
+            no_cache: asked.no_cache,
         })
     }
 }
@@ -628,7 +633,8 @@ mod tests {
             JobOptions {
                 retries: 0,
                 flaky: FlakyRule::Pass,
-                project: Some("checkout".into())
+                project: Some("checkout".into()),
+                no_cache: false,
             }
         );
         let package = project("[project]\nname = \"shop-api\"\n");
@@ -649,12 +655,14 @@ mod tests {
             flaky: Some(FlakyRule::Pass),
             project: Some("mine".into()),
             folder: Some("checkout".into()),
+            no_cache: true,
         };
         let options = configured.job_options(&flags, 3).unwrap();
         assert_eq!(
             (options.retries, options.flaky, options.project.as_deref()),
             (1, FlakyRule::Pass, Some("mine"))
         );
+        assert!(options.no_cache);
         let err = configured.job_options(&asked, 1).unwrap_err();
         assert!(
             err.contains("--max-retries") && err.contains("(1)"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use ci_common::api::Outcome;
+use ci_common::db::blobs::{self, BlobCaps, BlobError};
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
@@ -654,6 +655,28 @@ impl<D: Docker> Ctx<D> {
                 return Ok(());
             }
         };
+        // The raw report is kept as the job's blob `reports/<step>.jsonl`, within the blob
+        // store's caps (a report it refuses is a notice).
+        let blob = format!("reports/{}.jsonl", row.name);
+        if let Err(e) = blobs::put(
+            &self.pool,
+            job.id,
+            Some(self.epoch),
+            &blob,
+            "application/x-ndjson",
+            bytes.as_slice(),
+            &BlobCaps::default(),
+        )
+        .await
+        {
+            match e {
+                BlobError::Db(e) => return Err(JobError::from(e).into()),
+                e => {
+                    sink.notice(format!("the raw test report was not kept: {e}"))
+                        .await?
+                }
+            }
+        }
         let report = tokio::task::spawn_blocking(move || {
             read_report(bytes.as_slice(), &ReportCaps::default())
         })

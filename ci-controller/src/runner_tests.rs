@@ -740,6 +740,14 @@ async fn a_test_steps_report_becomes_results_counts_and_a_summary_before_complet
     .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].message, "assert 1 == 2");
+    let raw = ci_common::db::blobs::read_all(&w.pool, job.id, "reports/test.jsonl")
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.as_deref(),
+        Some(report.as_bytes()),
+        "the raw report is kept"
+    );
     assert_eq!(failed[0].line, Some(4));
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     let summary = kinds.iter().position(|k| *k == EventKind::Summary).unwrap();
@@ -785,6 +793,7 @@ async fn claim_with(w: &World, retries: u32, flaky: ci_common::project::FlakyRul
         retries,
         flaky,
         project: Some("shop".into()),
+        no_cache: false,
     };
     jobs::create_job(
         &w.pool,

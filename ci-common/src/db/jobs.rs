@@ -49,6 +49,8 @@ pub struct Job {
     pub fail_on_flaky: bool,
     /// The project the job belongs to (its tests' history is kept per project).
     pub project: Option<String>,
+    /// Whether the job uses and fills the dependency cache (`ci submit --no-cache` turns it off).
+    pub use_cache: bool,
 }
 
 impl Job {
@@ -131,8 +133,8 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let job: Job = sqlx::query_as(
         "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
-                           retries, fail_on_flaky, project)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                           retries, fail_on_flaky, project, use_cache)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(JobId::new())
     .bind(new.user_id)
@@ -144,6 +146,7 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     .bind(i64::from(new.options.retries))
     .bind(new.options.flaky == FlakyRule::Fail)
     .bind(new.options.project.as_deref())
+    .bind(!new.options.no_cache)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(

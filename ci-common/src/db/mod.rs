@@ -12,6 +12,7 @@ pub use sqlx::SqlitePool;
 
 pub mod api_keys;
 pub mod blobs;
+pub mod cache;
 pub mod events;
 pub mod jobs;
 pub mod lease;
