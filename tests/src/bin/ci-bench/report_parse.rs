@@ -184,7 +184,12 @@ fn hash_test(
 
 /// Runs `ci-bench --parse-report path` and reads what it measured.
 async fn parse_in_child(path: &Path, max_tests: Option<usize>) -> Result<ParseRun> {
-    let exe = std::env::current_exe().context("cannot find ci-bench's own path")?;
+    // This very binary, even if a build replaced the file since it started (`current_exe`
+    // would then name a deleted file).
+    let exe = match Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_owned(),
+        _ => std::env::current_exe().context("cannot find ci-bench's own path")?,
+    };
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("--parse-report").arg(path);
     if let Some(n) = max_tests {
