@@ -82,6 +82,8 @@ pub struct Submission<'a> {
     pub project: Option<&'a str>,
     /// The name of the folder submitted (the project's name when nothing else names it).
     pub folder: Option<&'a str>,
+    /// Neither use nor fill the dependency cache (`--no-cache`).
+    pub no_cache: bool,
 }
 
 pub struct Api {
@@ -187,6 +189,7 @@ impl Api {
             fail_on_flaky,
             project,
             folder,
+            no_cache,
         } = *job;
         let build = |request: RequestBuilder| {
             let mut form = reqwest::multipart::Form::new()
@@ -215,6 +218,9 @@ impl Api {
             }
             if let Some(folder) = folder {
                 form = form.text("folder", folder.to_owned());
+            }
+            if no_cache {
+                form = form.text("cache", "false");
             }
             request.multipart(form)
         };

@@ -93,6 +93,10 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "NAME")]
     pub project: Option<String>,
 
+    /// Install the requirements afresh: neither use nor fill the dependency cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,

@@ -174,6 +174,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         fail_on_flaky: args.fail_on_flaky,
         project: args.project.as_deref(),
         folder: folder.as_deref(),
+        no_cache: args.no_cache,
     };
     let submitted = tokio::select! {
         result = api.submit(zipped.bytes, &submission) => result,

@@ -285,7 +285,12 @@ fn logical_lines(text: &str) -> Vec<String> {
     lines
 }
 
-/// Whether a requirement names a local path rather than a package or a URL.
+/// Whether the value of `-e` or `-f` is a local path (anything but a URL).
+fn is_path(value: &str) -> bool {
+    !value.contains("://") || value.starts_with("file:")
+}
+
+/// Whether a requirement line names a local path rather than a package or a URL.
 fn is_local(target: &str) -> bool {
     target.starts_with('.')
         || target.starts_with('/')
@@ -320,18 +325,18 @@ fn references(text: &str) -> Vec<Reference> {
             };
             match (kind, value) {
                 (Some(0), Some(v)) => found.push(Reference::Include(v)),
-                (Some(1), Some(v)) if is_local(&v) => found.push(Reference::Link(strip_extras(&v))),
-                (Some(2), Some(v)) if is_local(&v) => found.push(Reference::Copy(v)),
+                (Some(1), Some(v)) if is_path(&v) => found.push(Reference::Link(strip_extras(&v))),
+                (Some(2), Some(v)) if is_path(&v) => found.push(Reference::Copy(v)),
                 (Some(_), _) => {}
                 (None, _) => {
                     if let Some(v) = short_inline("-r").or_else(|| short_inline("-c")) {
                         found.push(Reference::Include(v));
                     } else if let Some(v) = short_inline("-e") {
-                        if is_local(&v) {
+                        if is_path(&v) {
                             found.push(Reference::Link(strip_extras(&v)));
                         }
                     } else if let Some(v) = short_inline("-f") {
-                        if is_local(&v) {
+                        if is_path(&v) {
                             found.push(Reference::Copy(v));
                         }
                     } else if !word.starts_with('-') && is_local(word) {
@@ -508,7 +513,7 @@ mod tests {
     #[test]
     fn requirements_lines_are_read_as_pip_reads_them() {
         let refs = references(
-            "-rinc.txt\n--requirement=b.txt\n-c\tc.txt\n-e./pkg\n-f ./w1 \\\n  # not a comment start\n--find-links=./w2\nname>=1 # ./not/a/path\n",
+            "-rinc.txt\n--requirement=b.txt\n-c\tc.txt\n-e./pkg\n-f ./w1 \\\n  # not a comment start\n--find-links=./w2\nname>=1 # ./not/a/path\n--find-links wheels\n-e git+https://x/y.git#egg=y\n-f https://example.com/simple\n",
         );
         assert_eq!(
             refs,
@@ -519,6 +524,7 @@ mod tests {
                 Reference::Link("./pkg".into()),
                 Reference::Copy("./w1".into()),
                 Reference::Copy("./w2".into()),
+                Reference::Copy("wheels".into()),
             ]
         );
     }

@@ -65,11 +65,31 @@ pub struct StepSpec {
     /// runs them all. Given to ci's pytest plugin as `CI_RERUN`, one per line.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rerun: Vec<String>,
+    /// The dependency cache volume the step mounts where installed packages live, if it uses
+    /// one (see [`StepCache`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<StepCache>,
+}
+
+/// How a step uses a dependency cache entry: the install step of a miss writes the packages
+/// into a new entry's volume (published when the step passes); the test steps mount the entry
+/// read-only, so tests cannot change what a later job gets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCache {
+    /// The Docker volume of the entry.
+    pub volume: String,
+    /// Whether the step writes (fills) the entry.
+    pub write: bool,
+    /// The entry's key (short form), for notices.
+    pub key: String,
 }
 
 fn first_attempt() -> u32 {
     1
 }
+
+/// The name of the built-in `test` task's install step.
+pub const INSTALL_STEP: &str = "install";
 
 /// Most bytes of node ids one retry runs (they travel in one environment variable, and Linux
 /// caps one at 128 KiB).
@@ -326,7 +346,7 @@ pub fn test_task(
         skipped = Some(notice);
     } else {
         steps.push(StepSpec {
-            name: "install".into(),
+            name: INSTALL_STEP.into(),
             title: "pip install".into(),
             notice,
             image: image.to_owned(),
@@ -344,6 +364,7 @@ pub fn test_task(
             stops_job: true,
             attempt: 1,
             rerun: Vec::new(),
+            cache: None,
         });
     }
     let command = pytest_command(project.pytest.as_ref(), pytest_args);
@@ -364,6 +385,7 @@ pub fn test_task(
         stops_job: true,
         attempt: 1,
         rerun: Vec::new(),
+        cache: None,
     });
     Ok((steps, skipped))
 }

@@ -44,10 +44,17 @@ pub enum ArchiveError {
     Io(#[from] std::io::Error),
 }
 
-/// Converts `zip` into a tar with the project under `src/`, and empty `deps/` and `home/`, all
+/// Converts `zip` into a tar with the project under `src/`, and empty `deps/` (only with `deps`:
+/// not when the first container mounts a read-only dependency cache there) and `home/`, all
 /// owned by `uid:gid`: folders 0755, files 0755 when executable in the zip and 0644 otherwise.
 /// `limit` is the largest unpacked size in bytes.
-pub fn zip_to_tar(zip: &[u8], uid: u64, gid: u64, limit: u64) -> Result<Workspace, ArchiveError> {
+pub fn zip_to_tar(
+    zip: &[u8],
+    uid: u64,
+    gid: u64,
+    limit: u64,
+    deps: bool,
+) -> Result<Workspace, ArchiveError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(zip))?;
     let mut builder = tar::Builder::new(Vec::new());
     let mtime = chrono::Utc::now().timestamp().max(0) as u64;
@@ -77,7 +84,9 @@ pub fn zip_to_tar(zip: &[u8], uid: u64, gid: u64, limit: u64) -> Result<Workspac
         Ok(())
     };
     folder(&mut builder, SRC_DIR)?;
-    folder(&mut builder, DEPS_DIR)?;
+    if deps {
+        folder(&mut builder, DEPS_DIR)?;
+    }
     folder(&mut builder, HOME_DIR)?;
     folder(&mut builder, CI_DIR)?;
     let mut root = RootFiles::default();
@@ -178,7 +187,12 @@ mod tests {
             ("requirements.txt", b"-e .\n", 0o644),
             ("sub/requirements.txt", b"x", 0o644),
         ]);
-        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20).unwrap();
+        let without = zip_to_tar(&zip, 1000, 1000, 1 << 20, false).unwrap();
+        assert!(
+            !entries(&without.tar).iter().any(|(n, _, _)| n == "deps/"),
+            "a read-only cache is mounted at deps/"
+        );
+        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20, true).unwrap();
         assert!(ws.root.has("requirements.txt"));
         assert!(!ws.root.has("sub/requirements.txt"));
         let seen = entries(&ws.tar);
@@ -221,12 +235,12 @@ mod tests {
     fn limits_and_unsafe_names_hold() {
         let big = zip_of(&[("a.py", &[b'x'; 200], 0o644)]);
         assert!(matches!(
-            zip_to_tar(&big, 1, 1, 100),
+            zip_to_tar(&big, 1, 1, 100, true),
             Err(ArchiveError::TooLarge { .. })
         ));
-        assert!(zip_to_tar(b"not a zip", 1, 1, 100).is_err());
+        assert!(zip_to_tar(b"not a zip", 1, 1, 100, true).is_err());
         let evil = zip_of(&[("../evil.py", b"x", 0o644)]);
-        let err = zip_to_tar(&evil, 1, 1, 100).unwrap_err();
+        let err = zip_to_tar(&evil, 1, 1, 100, true).unwrap_err();
         assert!(err.to_string().contains("`..`"), "{err}");
     }
 }

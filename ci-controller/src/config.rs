@@ -106,6 +106,19 @@ pub struct Args {
     #[arg(long, env = "CI_TEST_NETWORK", default_value = "none")]
     pub test_network: String,
 
+    /// Most bytes the dependency cache keeps in all (0 = no limit); least recently used entries
+    /// go first.
+    #[arg(long, env = "CI_CACHE_MAX_BYTES", default_value = "10g", value_parser = parse_size)]
+    pub cache_max_bytes: u64,
+
+    /// Most bytes the dependency cache keeps for one user (0 = no limit).
+    #[arg(long, env = "CI_CACHE_MAX_BYTES_PER_USER", default_value = "2g", value_parser = parse_size)]
+    pub cache_max_bytes_per_user: u64,
+
+    /// Dependency cache entries unused this long are removed (0 = kept however old).
+    #[arg(long, env = "CI_CACHE_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
+    pub cache_max_age: Duration,
+
     /// How long a stopped job gets between SIGTERM and SIGKILL.
     #[arg(long, env = "CI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub stop_grace: Duration,
@@ -137,6 +150,16 @@ impl Args {
                     .map(|n| n.get())
                     .unwrap_or(1)
             })
+    }
+
+    /// The bounds of the dependency cache (0 is no bound).
+    pub fn cache_bounds(&self) -> ci_common::db::cache::CacheBounds {
+        ci_common::db::cache::CacheBounds {
+            max_bytes: (self.cache_max_bytes > 0).then_some(self.cache_max_bytes),
+            max_bytes_per_user: (self.cache_max_bytes_per_user > 0)
+                .then_some(self.cache_max_bytes_per_user),
+            max_age: (!self.cache_max_age.is_zero()).then_some(self.cache_max_age),
+        }
     }
 
     pub fn interval(&self) -> Duration {
@@ -250,9 +273,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "sec" | "secs" => 1.0,
         "m" | "min" | "mins" => 60.0,
         "h" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86400.0,
         _ => {
             return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use s, m or h, e.g. 90s)"
+                "{s:?}: unknown unit {unit:?} (use s, m, h or d, e.g. 90s)"
             ));
         }
     };

@@ -64,8 +64,8 @@ pub struct VolumeSummary {
 
 /// The Docker operations of the controller. Names are container or volume names.
 pub trait Docker: Send + Sync + 'static {
-    /// Whether the image exists locally.
-    fn image_exists(&self, image: &str) -> impl Future<Output = DockerResult<bool>> + Send;
+    /// The image's ID (`sha256:...`) if it exists locally.
+    fn image_id(&self, image: &str) -> impl Future<Output = DockerResult<Option<String>>> + Send;
     fn pull_image(&self, image: &str) -> impl Future<Output = DockerResult<()>> + Send;
     fn create_volume(
         &self,
@@ -100,6 +100,14 @@ pub trait Docker: Send + Sync + 'static {
         path: &str,
         max_bytes: u64,
     ) -> impl Future<Output = DockerResult<Option<Vec<u8>>>> + Send;
+    /// The size in bytes of `path` in a container (a folder with everything in it, volumes
+    /// included), measured as the tar archive Docker streams of it (headers count: 512 bytes a
+    /// file).
+    fn archive_size(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> impl Future<Output = DockerResult<u64>> + Send;
     /// The container's state, `None` if there is no such container.
     fn inspect_container(
         &self,
@@ -172,10 +180,10 @@ fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
 }
 
 impl Docker for BollardDocker {
-    async fn image_exists(&self, image: &str) -> DockerResult<bool> {
+    async fn image_id(&self, image: &str) -> DockerResult<Option<String>> {
         match self.docker.inspect_image(image).await.map_err(api_error) {
-            Ok(_) => Ok(true),
-            Err(DockerError::NotFound(_)) => Ok(false),
+            Ok(inspect) => Ok(Some(inspect.id.unwrap_or_else(|| image.to_owned()))),
+            Err(DockerError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -297,6 +305,16 @@ impl Docker for BollardDocker {
             }
         }
         Ok(None)
+    }
+
+    async fn archive_size(&self, name: &str, path: &str) -> DockerResult<u64> {
+        let options = DownloadFromContainerOptions { path };
+        let mut stream = self.docker.download_from_container(name, Some(options));
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            size += chunk.map_err(api_error)?.len() as u64;
+        }
+        Ok(size)
     }
 
     async fn start_container(&self, name: &str) -> DockerResult<()> {

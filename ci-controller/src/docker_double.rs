@@ -135,8 +135,8 @@ impl FakeDocker {
 }
 
 impl Docker for FakeDocker {
-    async fn image_exists(&self, _image: &str) -> DockerResult<bool> {
-        Ok(!self.missing_image)
+    async fn image_id(&self, image: &str) -> DockerResult<Option<String>> {
+        Ok((!self.missing_image).then(|| format!("sha256:{image}")))
     }
 
     async fn pull_image(&self, image: &str) -> DockerResult<()> {
@@ -224,6 +224,15 @@ impl Docker for FakeDocker {
             Some(bytes) => Ok(Some(bytes.clone())),
             None => Ok(None),
         }
+    }
+
+    async fn archive_size(&self, name: &str, _path: &str) -> DockerResult<u64> {
+        let state = self.state.lock().unwrap();
+        state
+            .containers
+            .get(name)
+            .map(|_| 4096)
+            .ok_or_else(|| DockerError::NotFound(name.into()))
     }
 
     async fn start_container(&self, name: &str) -> DockerResult<()> {

@@ -21,6 +21,10 @@ pub struct Metrics {
     docker_errors: AtomicU64,
     running: AtomicI64,
     epoch: AtomicI64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_stored_bytes: AtomicU64,
+    cache_evictions: AtomicU64,
 }
 
 impl Metrics {
@@ -37,6 +41,26 @@ impl Metrics {
         self.docker_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A job used a dependency cache entry instead of installing.
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A job found no dependency cache entry and installs into a new one.
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dependency cache entry of `bytes` was published.
+    pub fn cache_stored(&self, bytes: u64) {
+        self.cache_stored_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `n` dependency cache entries were evicted (over a cap or unused too long).
+    pub fn cache_evicted(&self, n: u64) {
+        self.cache_evictions.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn set_running(&self, n: usize) {
         self.running.store(n as i64, Ordering::Relaxed);
     }
@@ -45,8 +69,9 @@ impl Metrics {
         self.epoch.store(epoch, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition, with `queued` jobs counted by the caller.
-    pub fn render(&self, queued: i64) -> String {
+    /// The Prometheus text exposition, with `queued` jobs and the dependency cache's published
+    /// bytes (`cache_bytes`) counted by the caller.
+    pub fn render(&self, queued: i64, cache_bytes: i64) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP ci_queue_depth Jobs waiting to run.\n# TYPE ci_queue_depth gauge\nci_queue_depth {queued}");
         let _ = writeln!(out, "# HELP ci_running_jobs Jobs this controller is running.\n# TYPE ci_running_jobs gauge\nci_running_jobs {}", self.running.load(Ordering::Relaxed));
@@ -68,6 +93,38 @@ impl Metrics {
             self.duration_count.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# HELP ci_docker_errors_total Failed Docker API calls.\n# TYPE ci_docker_errors_total counter\nci_docker_errors_total {}", self.docker_errors.load(Ordering::Relaxed));
+        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        };
+        counter(
+            &mut out,
+            "ci_cache_hits_total",
+            "Jobs that used a dependency cache entry instead of installing.",
+            &self.cache_hits,
+        );
+        counter(
+            &mut out,
+            "ci_cache_misses_total",
+            "Jobs that installed into a new dependency cache entry.",
+            &self.cache_misses,
+        );
+        counter(
+            &mut out,
+            "ci_cache_stored_bytes_total",
+            "Bytes of dependency cache entries published.",
+            &self.cache_stored_bytes,
+        );
+        counter(
+            &mut out,
+            "ci_cache_evictions_total",
+            "Dependency cache entries evicted (over a cap or unused too long).",
+            &self.cache_evictions,
+        );
+        let _ = writeln!(out, "# HELP ci_cache_bytes Bytes of the published dependency cache entries.\n# TYPE ci_cache_bytes gauge\nci_cache_bytes {cache_bytes}");
         let _ = writeln!(out, "# HELP ci_controller_epoch Lease epoch of this controller.\n# TYPE ci_controller_epoch gauge\nci_controller_epoch {}", self.epoch.load(Ordering::Relaxed));
         out
     }
@@ -89,9 +146,19 @@ async fn metrics_page(State(state): State<MetricsState>) -> impl IntoResponse {
                 .map_or(0, |(_, n)| n)
         })
         .unwrap_or(-1);
+    let cache_bytes = ci_common::db::cache::list(&state.pool, None)
+        .await
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.state == ci_common::db::cache::CacheState::Ready)
+                .map(|e| e.size_bytes)
+                .sum()
+        })
+        .unwrap_or(-1);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(queued),
+        state.metrics.render(queued, cache_bytes),
     )
 }
 
@@ -136,7 +203,7 @@ mod tests {
         m.job_finished(JobStatus::Passed, 1.5);
         m.job_finished(JobStatus::Failed, 0.5);
         m.docker_error();
-        let text = m.render(3);
+        let text = m.render(3, 0);
         assert!(text.contains("ci_queue_depth 3"));
         assert!(text.contains("ci_jobs_finished_total{outcome=\"passed\"} 1"));
         assert!(text.contains("ci_job_duration_seconds_sum 2.000"));

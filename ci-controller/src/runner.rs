@@ -8,15 +8,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use ci_common::api::Outcome;
+use ci_common::cache::{install_key, ZipFiles};
 use ci_common::db::blobs::{self, BlobCaps, BlobError};
+use ci_common::db::cache::{self, CacheBounds, Published};
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
 use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
-use ci_common::project::RootFiles;
+use ci_common::project::{Install, RootFiles};
 use ci_common::results::{read_report, ReportCaps, TestOutcome};
-use ci_common::step::{check_task, test_task, ExitRule, StepSpec};
+use ci_common::step::{check_task, test_task, ExitRule, StepCache, StepSpec, INSTALL_STEP};
 use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +30,9 @@ use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError};
 use crate::error::{self, JobError};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
-use crate::sandbox::{container_config, results_file, step_of, Run, Sandbox, LABEL_JOB, WORKSPACE};
+use crate::sandbox::{
+    container_config, results_file, step_of, Run, Sandbox, DEPS, LABEL_JOB, WORKSPACE,
+};
 use ci_common::archive::root_files;
 
 /// Settings of job execution that are not container settings.
@@ -41,6 +45,8 @@ pub struct JobSettings {
     pub workspace_size: u64,
     /// Largest test report read from a test step, in bytes.
     pub report_max_bytes: u64,
+    /// The bounds of the dependency cache.
+    pub cache: CacheBounds,
     pub uid: u64,
     pub gid: u64,
 }
@@ -56,8 +62,13 @@ pub struct Ctx<D> {
     pub settings: JobSettings,
     pub metrics: Arc<Metrics>,
     /// When each image was last seen present (it is not inspected again for every job).
-    pub image_seen: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+    /// When each image was last seen present, and its ID.
+    pub image_seen: std::sync::Mutex<std::collections::HashMap<String, (Instant, String)>>,
 }
+
+/// How long a dependency cache entry just chosen by a job is kept from removal (the job stores
+/// its plan, which then protects it, within this).
+const CACHE_GRACE: Duration = Duration::from_secs(10);
 
 /// How many flaky tests the job's log and reason name before "and N more".
 const FLAKY_NAMED: usize = 5;
@@ -313,6 +324,60 @@ impl<D: Docker> Ctx<D> {
             self.metrics.docker_error();
             warn!(job.id = %id, "cannot remove volume {volume}: {e}");
         }
+        // A dependency cache entry the job filled and did not publish goes too.
+        match cache::abandon(&self.pool, self.epoch, id).await {
+            Ok(0) => {}
+            Ok(_) => self.sweep_cache(false).await,
+            Err(e) => warn!(job.id = %id, "cannot give up the job's cache entry: {e}"),
+        }
+    }
+
+    /// Keeps the dependency cache within its bounds (evicting the least recently used entries)
+    /// and removes the volumes of the entries that are to go (failed or duplicate installs,
+    /// evicted, pruned with `ci-admin cache prune`) once no running job mounts them. With
+    /// `orphans`, also removes cache volumes the database does not know and gives up entries of
+    /// jobs that ended without their controller (after a restart).
+    pub async fn sweep_cache(&self, orphans: bool) {
+        if let Err(e) = self.try_sweep_cache(orphans).await {
+            warn!("cannot sweep the dependency cache: {e:#}");
+        }
+    }
+
+    async fn try_sweep_cache(&self, orphans: bool) -> anyhow::Result<()> {
+        if orphans {
+            cache::abandon_ended(&self.pool).await?;
+        }
+        let evicted = cache::evict(&self.pool, &self.settings.cache).await?;
+        self.metrics.cache_evicted(evicted.len() as u64);
+        for entry in &evicted {
+            info!(volume = entry.volume, user = %entry.user_id, "evicting a dependency cache entry");
+        }
+        for entry in cache::removable(&self.pool, CACHE_GRACE).await? {
+            match self.docker.remove_volume(&entry.volume).await {
+                Ok(()) => cache::forget(&self.pool, &entry.id).await?,
+                // In use by a container (of a job that is ending): the next sweep removes it.
+                Err(e) => info!(volume = entry.volume, "cache volume not removed yet: {e}"),
+            }
+        }
+        if orphans {
+            let volumes = self
+                .docker
+                .list_volumes(&self.sandbox.cache_label())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot list cache volumes: {e}"))?;
+            for volume in volumes {
+                if !cache::knows_volume(&self.pool, &volume.name).await? {
+                    info!(
+                        volume = volume.name,
+                        "removing a cache volume no entry knows"
+                    );
+                    if let Err(e) = self.docker.remove_volume(&volume.name).await {
+                        warn!("cannot remove volume {}: {e}", volume.name);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The job from where it is to its end: its plan (made on its first run, read back after a
@@ -397,7 +462,7 @@ impl<D: Docker> Ctx<D> {
                     Outcome::new(JobStatus::Lost).with_reason(reason),
                 ));
             } else {
-                if let Some(flow) = self.ensure_image(&spec.image, sink).await? {
+                if let Err(flow) = self.ensure_image(&spec.image, sink).await? {
                     return Ok(flow);
                 }
                 Start::Fresh(tar.take())
@@ -464,6 +529,11 @@ impl<D: Docker> Ctx<D> {
             .await?;
             if retry.is_some() {
                 continue;
+            }
+            if let Some(cache) = spec.cache.as_ref().filter(|c| c.write) {
+                if state == StepState::Passed {
+                    self.publish_cache(job, row, cache, sink).await?;
+                }
             }
             let stopped = matches!(state, StepState::Cancelled | StepState::TimedOut);
             if state != StepState::Passed && (spec.stops_job || stopped) {
@@ -569,24 +639,11 @@ impl<D: Docker> Ctx<D> {
     ) -> anyhow::Result<Result<(Vec<StepRow>, Option<Bytes>), Flow>> {
         let s = &self.settings;
         let (uid, gid, size) = (s.uid, s.gid, s.workspace_size);
-        let unpack = async {
-            let Some(zip) = uploads::get(&self.pool, job.id).await? else {
-                return Ok(None);
-            };
-            let tar = tokio::task::spawn_blocking(move || {
-                if fresh {
-                    zip_to_tar(&zip, uid, gid, size).map(|ws| (ws.root, Some(ws.tar)))
-                } else {
-                    root_files(&zip)
-                        .map(|root| (root, None))
-                        .map_err(crate::archive::ArchiveError::from)
-                }
-            })
-            .await
-            .context("unpacking the project failed")?;
-            anyhow::Ok(Some(tar))
+        let Some(zip) = uploads::get(&self.pool, job.id).await? else {
+            return Ok(Err(error("the job's uploaded project is missing")));
         };
-        // The workspace volume is created while the project is unpacked.
+        let zip = Bytes::from(zip);
+        // The workspace volume is created while the project's root files are read.
         let volume = self.sandbox.volume_name(job.id);
         let create_volume = async {
             if fresh {
@@ -597,11 +654,18 @@ impl<D: Docker> Ctx<D> {
                 Ok(())
             }
         };
-        let (created, unpacked) = tokio::join!(create_volume, unpack);
-        let (root, tar) = match unpacked? {
-            None => return Ok(Err(error("the job's uploaded project is missing"))),
-            Some(Err(e)) => return Ok(Err(error(e.to_string()))),
-            Some(Ok(unpacked)) => unpacked,
+        let read_root = {
+            let zip = zip.clone();
+            tokio::task::spawn_blocking(move || root_files(&zip))
+        };
+        let (created, root) = tokio::join!(create_volume, read_root);
+        let root = match root.context("reading the project failed")? {
+            Ok(root) => root,
+            Err(e) => {
+                return Ok(Err(error(
+                    crate::archive::ArchiveError::from(e).to_string(),
+                )))
+            }
         };
         if let Err(e) = created {
             self.metrics.docker_error();
@@ -609,15 +673,173 @@ impl<D: Docker> Ctx<D> {
                 "could not create the workspace volume: {e}"
             ))));
         }
-        let (specs, skipped) = match plan_steps(job, &self.sandbox.image, &self.policy, &root) {
-            Ok(plan) => plan,
-            Err(reason) => return Ok(Err(error(reason))),
+        let rows = if new_plan {
+            let (specs, skipped) = match plan_steps(job, &self.sandbox.image, &self.policy, &root) {
+                Ok(plan) => plan,
+                Err(reason) => return Ok(Err(error(reason))),
+            };
+            if let Some(notice) = skipped {
+                sink.notice(notice).await?;
+            }
+            let specs = match self.use_cache(job, specs, &zip, &root, sink).await? {
+                Ok(specs) => specs,
+                Err(flow) => return Ok(Err(flow)),
+            };
+            steps::plan(&self.pool, job.id, self.epoch, &specs).await?
+        } else {
+            steps::list(&self.pool, job.id).await?
         };
-        let rows = steps::plan(&self.pool, job.id, self.epoch, &specs).await?;
-        if let Some(notice) = skipped.filter(|_| new_plan) {
-            sink.notice(notice).await?;
+        if !fresh {
+            return Ok(Ok((rows, None)));
         }
-        Ok(Ok((rows, tar.map(Bytes::from))))
+        // The first container gets the project; `deps/` is left out when a read-only dependency
+        // cache is mounted there.
+        let deps = rows
+            .iter()
+            .find(|r| !r.state.is_terminal())
+            .and_then(|r| r.spec().ok())
+            .is_none_or(|spec| spec.cache.is_none_or(|cache| cache.write));
+        let tar = tokio::task::spawn_blocking(move || zip_to_tar(&zip, uid, gid, size, deps))
+            .await
+            .context("unpacking the project failed")?;
+        match tar {
+            Ok(ws) => Ok(Ok((rows, Some(Bytes::from(ws.tar))))),
+            Err(e) => Ok(Err(error(e.to_string()))),
+        }
+    }
+
+    /// The plan with the dependency cache (when the job uses it and has an install step): on a
+    /// hit (an entry of the job's user with the install's key, [`install_key`]) the install
+    /// step is left out and the other steps mount the entry read-only; on a miss the install
+    /// step fills a new entry (published when it passes) that the other steps mount read-only.
+    /// Says which in the log; an install that cannot be keyed runs without the cache.
+    async fn use_cache(
+        &self,
+        job: &Job,
+        mut specs: Vec<StepSpec>,
+        zip: &Bytes,
+        root: &RootFiles,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<Result<Vec<StepSpec>, Flow>> {
+        let Some(at) = specs.iter().position(|s| s.name == INSTALL_STEP) else {
+            return Ok(Ok(specs));
+        };
+        if !job.use_cache {
+            sink.notice("dependency cache: not used (--no-cache)")
+                .await?;
+            return Ok(Ok(specs));
+        }
+        let image_id = match self.ensure_image(&specs[at].image, sink).await? {
+            Ok(id) => id,
+            Err(flow) => return Ok(Err(flow)),
+        };
+        let key = {
+            let (zip, install, command) =
+                (zip.clone(), Install::plan(root), specs[at].command.clone());
+            tokio::task::spawn_blocking(move || {
+                install_key(&ZipFiles::new(&zip), &install, &command, &image_id)
+            })
+            .await
+            .context("computing the dependency cache key stopped")?
+        };
+        let key = match key {
+            Ok(key) => key,
+            Err(why) => {
+                sink.notice(format!("dependency cache: not used ({why})"))
+                    .await?;
+                return Ok(Ok(specs));
+            }
+        };
+        let mount = |volume: &str, write: bool| StepCache {
+            volume: volume.to_owned(),
+            write,
+            key: key.short().to_owned(),
+        };
+        if let Some(entry) = cache::find_ready(&self.pool, job.user_id, &key.hex).await? {
+            cache::hit(&self.pool, self.epoch, &entry.id).await?;
+            self.metrics.cache_hit();
+            specs.remove(at);
+            for spec in &mut specs {
+                spec.cache = Some(mount(&entry.volume, false));
+            }
+            sink.notice(format!(
+                "dependency cache hit (key {}): using the packages an earlier job of yours \
+                 installed ({}); skipping the install step",
+                key.short(),
+                human_size(entry.size_bytes.max(0) as u64)
+            ))
+            .await?;
+            return Ok(Ok(specs));
+        }
+        let volume = self
+            .sandbox
+            .cache_volume_name(&uuid::Uuid::new_v4().simple().to_string());
+        cache::begin(
+            &self.pool,
+            self.epoch,
+            job.user_id,
+            &key.hex,
+            job.id,
+            &volume,
+        )
+        .await?;
+        if let Err(e) = self
+            .docker
+            .create_volume(&volume, self.sandbox.cache_labels())
+            .await
+        {
+            self.metrics.docker_error();
+            cache::abandon(&self.pool, self.epoch, job.id).await?;
+            sink.notice(format!(
+                "dependency cache: not used (could not create its volume: {e})"
+            ))
+            .await?;
+            return Ok(Ok(specs));
+        }
+        self.metrics.cache_miss();
+        for (i, spec) in specs.iter_mut().enumerate() {
+            spec.cache = Some(mount(&volume, i == at));
+        }
+        sink.notice(format!(
+            "dependency cache miss (key {}): installing; the packages are kept for your next \
+             jobs with the same requirements",
+            key.short()
+        ))
+        .await?;
+        Ok(Ok(specs))
+    }
+
+    /// After an install step that filled a dependency cache entry passed: measures the entry and
+    /// publishes it for the user's next jobs (unless another job published the same key first).
+    async fn publish_cache(
+        &self,
+        job: &Job,
+        row: &StepRow,
+        cache: &StepCache,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<()> {
+        let name = self.sandbox.container_name(job.id, &row.name);
+        let size = match self.docker.archive_size(&name, DEPS).await {
+            Ok(size) => size,
+            Err(e) => {
+                self.metrics.docker_error();
+                warn!(job.id = %job.id, "cannot measure the installed packages: {e}");
+                0
+            }
+        };
+        match cache::publish(&self.pool, self.epoch, &cache.volume, size).await? {
+            Published::Ready => {
+                self.metrics.cache_stored(size);
+                sink.notice(format!(
+                    "dependency cache: kept the installed packages ({}, key {}) for your next jobs",
+                    human_size(size),
+                    cache.key
+                ))
+                .await?;
+            }
+            Published::Duplicate | Published::Gone => {}
+        }
+        Ok(())
     }
 
     /// Reads the test report of a pytest step from its container (it must not be removed yet),
@@ -704,39 +926,57 @@ impl<D: Docker> Ctx<D> {
         Ok(())
     }
 
-    /// Makes sure `image` is present (pulling it if it is not); `Some` ends the job when it
-    /// cannot be had.
-    async fn ensure_image(&self, image: &str, sink: &mut LogSink) -> anyhow::Result<Option<Flow>> {
+    /// Makes sure `image` is present (pulling it if it is not) and returns its ID; `Err` ends
+    /// the job when it cannot be had.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<Result<String, Flow>> {
         let seen = self
             .image_seen
             .lock()
             .unwrap()
             .get(image)
-            .is_some_and(|t| t.elapsed() < IMAGE_SEEN_FOR);
-        if seen {
-            return Ok(None);
+            .filter(|(t, _)| t.elapsed() < IMAGE_SEEN_FOR)
+            .map(|(_, id)| id.clone());
+        if let Some(id) = seen {
+            return Ok(Ok(id));
         }
-        match self.docker.image_exists(image).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let id = match self.docker.image_id(image).await {
+            Ok(Some(id)) => id,
+            Ok(None) => {
                 sink.notice(format!("pulling image {image}")).await?;
-                if let Err(e) = self.docker.pull_image(image).await {
-                    self.metrics.docker_error();
-                    return Ok(Some(error(missing_image_reason(image, &e.to_string()))));
+                let pulled = match self.docker.pull_image(image).await {
+                    Ok(()) => self.docker.image_id(image).await,
+                    Err(e) => Err(e),
+                };
+                match pulled {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        return Ok(Err(error(missing_image_reason(
+                            image,
+                            "it is still missing after the pull",
+                        ))))
+                    }
+                    Err(e) => {
+                        self.metrics.docker_error();
+                        return Ok(Err(error(missing_image_reason(image, &e.to_string()))));
+                    }
                 }
             }
             Err(e) => {
                 self.metrics.docker_error();
-                return Ok(Some(error(format!(
+                return Ok(Err(error(format!(
                     "cannot reach Docker to inspect the image {image}: {e}"
                 ))));
             }
-        }
+        };
         self.image_seen
             .lock()
             .unwrap()
-            .insert(image.to_owned(), Instant::now());
-        Ok(None)
+            .insert(image.to_owned(), (Instant::now(), id.clone()));
+        Ok(Ok(id))
     }
 
     /// Runs one step in its container until the container exits, is stopped, or the controller

@@ -77,6 +77,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             log_cap: cap,
             workspace_size: 1 << 20,
             report_max_bytes: 1 << 20,
+            cache: Default::default(),
             uid: 1000,
             gid: 1000,
         },
@@ -214,10 +215,17 @@ async fn install_failures_and_oom_end_in_error() {
             ("test".to_owned(), StepState::Skipped, None)
         ]
     );
-    assert_eq!(
-        texts(&events, EventKind::Notice),
-        ["installing requirements.txt"]
+    let notices = texts(&events, EventKind::Notice);
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(
+        notices[0].starts_with("dependency cache miss (key "),
+        "{notices:?}"
     );
+    assert_eq!(notices[1], "installing requirements.txt");
+    // The failed install publishes nothing: its entry is to be removed.
+    let entries = ci_common::db::cache::list(&w.pool, None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].state, ci_common::db::cache::CacheState::Removing);
 
     let w = world().await;
     w.docker.script(
@@ -390,6 +398,7 @@ fn plain_step(name: &str) -> StepSpec {
         stops_job: true,
         attempt: 1,
         rerun: Vec::new(),
+        cache: None,
     }
 }
 
@@ -979,4 +988,111 @@ async fn without_retries_a_failed_test_step_ends_the_job() {
         Some("some tests failed (pytest exit 1)")
     );
     assert_eq!(steps::list(&w.pool, job.id).await.unwrap().len(), 1);
+}
+
+/// A claimed job of `user` with `files`.
+async fn claim_as(w: &World, user: ci_common::UserId, files: &[(&str, &str)]) -> Job {
+    jobs::create(&w.pool, user, "test", &zip_of(files))
+        .await
+        .unwrap();
+    jobs::claim_next(&w.pool, w.epoch, "img")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install() {
+    use ci_common::db::cache::{self, CacheState};
+    let w = world().await;
+    let ada = users::create(&w.pool, "Ada", "ada@example.com")
+        .await
+        .unwrap();
+    let bob = users::create(&w.pool, "Bob", "bob@example.com")
+        .await
+        .unwrap();
+    let files = [("requirements.txt", "six\n"), ("test_a.py", "")];
+    let run_one = |job| {
+        run(
+            &w,
+            ctx(&w, Duration::from_secs(60), NO_CAP),
+            job,
+            JobControl::default(),
+        )
+    };
+
+    let first = claim_as(&w, ada.id, &files).await;
+    let (first, _) = run_one(first).await;
+    assert_eq!(first.status, JobStatus::Passed);
+    let entries = cache::list(&w.pool, None).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].state, entries[0].size_bytes),
+        (CacheState::Ready, 4096)
+    );
+    let volume = entries[0].volume.clone();
+    let first_steps = steps::list(&w.pool, first.id).await.unwrap();
+    let install = first_steps[0].spec().unwrap().cache.unwrap();
+    let test = first_steps[1].spec().unwrap().cache.unwrap();
+    assert!(install.write && !test.write && install.volume == volume && test.volume == volume);
+
+    let second = claim_as(&w, ada.id, &files).await;
+    let (second, events) = run_one(second).await;
+    assert_eq!(second.status, JobStatus::Passed);
+    let rows = steps::list(&w.pool, second.id).await.unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["test"], "no install step on a hit");
+    let mount = rows[0].spec().unwrap().cache.unwrap();
+    assert_eq!(
+        (mount.volume.as_str(), mount.write),
+        (volume.as_str(), false)
+    );
+    assert!(texts(&events, EventKind::Notice)[0].starts_with("dependency cache hit (key "));
+    assert_eq!(cache::list(&w.pool, None).await.unwrap()[0].hits, 1);
+
+    // Another user with the same requirements installs into an entry of their own.
+    let theirs = claim_as(&w, bob.id, &files).await;
+    let (theirs, _) = run_one(theirs).await;
+    assert_eq!(theirs.status, JobStatus::Passed);
+    let rows = steps::list(&w.pool, theirs.id).await.unwrap();
+    assert_eq!(rows.len(), 2, "a miss: bob installs");
+    assert_ne!(rows[0].spec().unwrap().cache.unwrap().volume, volume);
+    assert_eq!(cache::list(&w.pool, Some(bob.id)).await.unwrap().len(), 1);
+
+    // Changed requirements miss; --no-cache neither uses nor fills the cache.
+    let changed = claim_as(
+        &w,
+        ada.id,
+        &[("requirements.txt", "six==1.16\n"), ("test_a.py", "")],
+    )
+    .await;
+    let (changed, _) = run_one(changed).await;
+    assert_eq!(steps::list(&w.pool, changed.id).await.unwrap().len(), 2);
+    let user = ada.id;
+    jobs::create_job(
+        &w.pool,
+        &jobs::NewJob {
+            user_id: user,
+            task: "test",
+            image: None,
+            args: &[],
+            options: &ci_common::project::JobOptions {
+                no_cache: true,
+                ..Default::default()
+            },
+            archive: &zip_of(&files),
+        },
+    )
+    .await
+    .unwrap();
+    let uncached = jobs::claim_next(&w.pool, w.epoch, "img")
+        .await
+        .unwrap()
+        .unwrap();
+    let (uncached, events) = run_one(uncached).await;
+    let rows = steps::list(&w.pool, uncached.id).await.unwrap();
+    assert!(rows.iter().all(|r| r.spec().unwrap().cache.is_none()));
+    assert_eq!(rows.len(), 2);
+    assert!(texts(&events, EventKind::Notice).contains(&"dependency cache: not used (--no-cache)"));
+    assert_eq!(cache::list(&w.pool, Some(ada.id)).await.unwrap().len(), 2);
 }

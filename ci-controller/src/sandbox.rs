@@ -32,6 +32,9 @@ pub const LABEL_JOB: &str = "ci.job_id";
 pub const LABEL_PREFIX: &str = "ci.prefix";
 /// The step a container runs.
 pub const LABEL_STEP: &str = "ci.step";
+/// The label of dependency cache volumes (value: the controller's prefix). They outlive jobs,
+/// so they carry neither [`LABEL_JOB`] nor [`LABEL_PREFIX`].
+pub const LABEL_CACHE: &str = "ci.cache";
 /// What earlier versions called the step (`install` or `test`), read on reattach.
 const LABEL_PHASE: &str = "ci.phase";
 
@@ -113,6 +116,24 @@ impl Sandbox {
 
     pub fn volume_name(&self, job: JobId) -> String {
         format!("{}-{}", self.prefix, job)
+    }
+
+    /// The name of a dependency cache entry's volume.
+    pub fn cache_volume_name(&self, entry: &str) -> String {
+        format!("{}-deps-{entry}", self.prefix)
+    }
+
+    /// The labels of a dependency cache volume.
+    pub fn cache_labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_CACHE.to_owned(), self.prefix.clone()),
+        ])
+    }
+
+    /// The label filter matching this controller's dependency cache volumes.
+    pub fn cache_label(&self) -> String {
+        format!("{LABEL_CACHE}={}", self.prefix)
     }
 
     /// The label filter matching everything this controller owns.
@@ -267,24 +288,36 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         ..Default::default()
     };
     let host_config = HostConfig {
-        mounts: Some(vec![
-            Mount {
-                target: Some(WORKSPACE.to_owned()),
-                source: Some(sandbox.volume_name(run.job)),
+        mounts: Some(
+            vec![
+                Mount {
+                    target: Some(WORKSPACE.to_owned()),
+                    source: Some(sandbox.volume_name(run.job)),
+                    typ: Some(MountTypeEnum::VOLUME),
+                    read_only: Some(false),
+                    ..Default::default()
+                },
+                identity("passwd", "/etc/passwd"),
+                identity("group", "/etc/group"),
+                Mount {
+                    target: Some(PLUGINS.to_owned()),
+                    source: Some(sandbox.plugins_dir.to_string_lossy().into_owned()),
+                    typ: Some(MountTypeEnum::BIND),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            // The dependency cache: written by a miss's install step, read-only for the tests.
+            .chain(step.cache.as_ref().map(|cache| Mount {
+                target: Some(DEPS.to_owned()),
+                source: Some(cache.volume.clone()),
                 typ: Some(MountTypeEnum::VOLUME),
-                read_only: Some(false),
+                read_only: Some(!cache.write),
                 ..Default::default()
-            },
-            identity("passwd", "/etc/passwd"),
-            identity("group", "/etc/group"),
-            Mount {
-                target: Some(PLUGINS.to_owned()),
-                source: Some(sandbox.plugins_dir.to_string_lossy().into_owned()),
-                typ: Some(MountTypeEnum::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         tmpfs: Some(HashMap::from([(
             "/tmp".to_owned(),
             format!(

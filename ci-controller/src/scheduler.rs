@@ -261,6 +261,7 @@ impl<D: Docker> Scheduler<D> {
                 }
             }
         }
+        ctx.sweep_cache(true).await;
         let volumes = ctx
             .docker
             .list_volumes(&label)

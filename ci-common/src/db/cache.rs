@@ -295,15 +295,21 @@ pub async fn evict(pool: &SqlitePool, bounds: &CacheBounds) -> Result<Vec<CacheE
     Ok(evicted)
 }
 
-/// Entries to remove whose volumes no queued or running job will mount (a job plans its
-/// mounts when it starts, so an entry it planned to use is kept until it ends).
-pub async fn removable(ex: impl SqliteExecutor<'_>) -> Result<Vec<CacheEntry>, DbError> {
+/// Entries to remove whose volumes no running job mounts (a job's steps name the volumes they
+/// mount) and that no job used in the last `grace` (a job that just chose an entry has not
+/// stored its plan yet).
+pub async fn removable(
+    ex: impl SqliteExecutor<'_>,
+    grace: Duration,
+) -> Result<Vec<CacheEntry>, DbError> {
+    let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
     Ok(sqlx::query_as(
-        "SELECT * FROM cache_entries c WHERE state = 'removing' AND NOT EXISTS (
+        "SELECT * FROM cache_entries c WHERE state = 'removing' AND last_used_at <= ? AND NOT EXISTS (
              SELECT 1 FROM job_steps s JOIN jobs j ON j.id = s.job_id
              WHERE j.status = 'running' AND instr(s.spec, c.volume) > 0)
          ORDER BY last_used_at",
     )
+    .bind(before)
     .fetch_all(ex)
     .await?)
 }
@@ -374,7 +380,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(abandon(&pool, epoch, job.id).await.unwrap(), 1);
-        let removable_now: Vec<String> = removable(&pool)
+        let removable_now: Vec<String> = removable(&pool, Duration::ZERO)
             .await
             .unwrap()
             .into_iter()

@@ -69,8 +69,8 @@ async fn text_field(
 }
 
 /// Reads a multipart upload (`file`; optional `task`, `image`, repeated `arg`, `retries`,
-/// `flaky` (`pass` or `fail`), `project` and `folder`, the name of the folder the project was
-/// submitted from), validates the archive, the project's `[tool.ci]`, the image and the retries
+/// `flaky` (`pass` or `fail`), `project`, `folder` (the name of the folder the project was
+/// submitted from) and `cache` (`false`: no dependency cache)), validates the archive, the project's `[tool.ci]`, the image and the retries
 /// against the operator's policy, and creates the job with it in one transaction. Nothing is
 /// stored when anything is wrong.
 pub async fn accept_upload(
@@ -179,6 +179,21 @@ pub async fn accept_upload(
                 };
                 let text = text_field(&mut field, 16, invalid, field_error).await?;
                 asked.flaky = Some(text.trim().parse().map_err(|_| invalid())?);
+            }
+            Some("cache") => {
+                let invalid = || {
+                    ApiError::Invalid(
+                        "invalid `cache`: give \"false\" to neither use nor fill the dependency \
+                         cache, or leave it out"
+                            .into(),
+                    )
+                };
+                let text = text_field(&mut field, 16, invalid, field_error).await?;
+                asked.no_cache = match text.trim() {
+                    "false" => true,
+                    "true" => false,
+                    _ => return Err(invalid()),
+                };
             }
             Some(name @ ("project" | "folder")) => {
                 let is_project = name == "project";
