@@ -339,14 +339,22 @@ pub fn read_report(mut input: impl BufRead, caps: &ReportCaps) -> std::io::Resul
             Err(_) => report.summary.unreadable_lines += 1,
         }
     }
-    let mut by_time: Vec<(String, i64)> = report
-        .results
-        .iter()
-        .map(|r| (r.nodeid.clone(), r.duration_ms))
+    // The slowest tests, kept as a running top list (no copy of every node id).
+    let mut slowest: Vec<(&str, i64)> = Vec::with_capacity(SLOWEST + 1);
+    for result in &report.results {
+        let entry = (result.nodeid.as_str(), result.duration_ms);
+        let at = slowest.partition_point(|(id, ms)| {
+            (*ms, std::cmp::Reverse(*id)) > (entry.1, std::cmp::Reverse(entry.0))
+        });
+        if at < SLOWEST {
+            slowest.insert(at, entry);
+            slowest.truncate(SLOWEST);
+        }
+    }
+    report.summary.slowest = slowest
+        .into_iter()
+        .map(|(id, ms)| (id.to_owned(), ms))
         .collect();
-    by_time.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    by_time.truncate(SLOWEST);
-    report.summary.slowest = by_time;
     Ok(report)
 }
 
@@ -422,6 +430,27 @@ not json at all
         assert_eq!(report.results[1].longrepr.chars().count(), 10);
         assert_eq!(report.results[1].longrepr_chars, 52);
         assert_eq!(read_report(&b""[..], &caps).unwrap(), Report::default());
+    }
+
+    #[test]
+    fn the_slowest_tests_are_the_five_longest_ties_by_name() {
+        let lines: String = [("a", 5), ("c", 9), ("b", 9), ("d", 1), ("e", 7), ("f", 3), ("g", 8)]
+            .iter()
+            .map(|(id, ms)| {
+                format!(
+                    "{{\"type\": \"test\", \"nodeid\": \"{id}\", \"outcome\": \"passed\", \"duration\": {}}}\n",
+                    *ms as f64 / 1000.0
+                )
+            })
+            .collect();
+        let report = read_report(lines.as_bytes(), &ReportCaps::default()).unwrap();
+        let slowest: Vec<(&str, i64)> = report
+            .summary
+            .slowest
+            .iter()
+            .map(|(id, ms)| (id.as_str(), *ms))
+            .collect();
+        assert_eq!(slowest, [("b", 9), ("c", 9), ("g", 8), ("e", 7), ("a", 5)]);
     }
 
     #[test]
