@@ -69,6 +69,10 @@ pub struct StepSpec {
     /// one (see [`StepCache`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<StepCache>,
+    /// The job owner's pip download and wheel cache (a Docker volume) an install step mounts
+    /// read-write, so that a changed requirements file fetches only what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pip_cache: Option<String>,
 }
 
 /// How a step uses a dependency cache entry: the install step of a miss writes the packages
@@ -365,6 +369,7 @@ pub fn test_task(
             attempt: 1,
             rerun: Vec::new(),
             cache: None,
+            pip_cache: None,
         });
     }
     let command = pytest_command(project.pytest.as_ref(), pytest_args);
@@ -386,6 +391,7 @@ pub fn test_task(
         attempt: 1,
         rerun: Vec::new(),
         cache: None,
+        pip_cache: None,
     });
     Ok((steps, skipped))
 }

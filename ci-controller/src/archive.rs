@@ -18,6 +18,26 @@ pub const DEPS_DIR: &str = "deps";
 pub const HOME_DIR: &str = "home";
 /// ci's own files (test reports), outside the project.
 pub const CI_DIR: &str = ".ci";
+/// The folder of the user's pip cache (a volume mounted over it by an install step).
+pub const PIP_CACHE_DIR: &str = "pip-cache";
+
+/// Which of the workspace's mount points the tar holds, so that extracting it gives them to the
+/// job's user: `deps/` unless the first container mounts a read-only dependency cache there,
+/// `pip-cache/` when it mounts the user's pip cache there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MountDirs {
+    pub deps: bool,
+    pub pip_cache: bool,
+}
+
+impl Default for MountDirs {
+    fn default() -> Self {
+        Self {
+            deps: true,
+            pip_cache: false,
+        }
+    }
+}
 
 /// The project as a tar for `/workspace`, and what the controller needs to know about it.
 #[derive(Debug)]
@@ -44,16 +64,15 @@ pub enum ArchiveError {
     Io(#[from] std::io::Error),
 }
 
-/// Converts `zip` into a tar with the project under `src/`, and empty `deps/` (only with `deps`:
-/// not when the first container mounts a read-only dependency cache there) and `home/`, all
-/// owned by `uid:gid`: folders 0755, files 0755 when executable in the zip and 0644 otherwise.
-/// `limit` is the largest unpacked size in bytes.
+/// Converts `zip` into a tar with the project under `src/`, empty `home/` and `.ci/`, and the
+/// mount points `dirs` asks for, all owned by `uid:gid`: folders 0755, files 0755 when
+/// executable in the zip and 0644 otherwise. `limit` is the largest unpacked size in bytes.
 pub fn zip_to_tar(
     zip: &[u8],
     uid: u64,
     gid: u64,
     limit: u64,
-    deps: bool,
+    dirs: MountDirs,
 ) -> Result<Workspace, ArchiveError> {
     let mut archive = zip::ZipArchive::new(Cursor::new(zip))?;
     let mut builder = tar::Builder::new(Vec::new());
@@ -84,8 +103,11 @@ pub fn zip_to_tar(
         Ok(())
     };
     folder(&mut builder, SRC_DIR)?;
-    if deps {
+    if dirs.deps {
         folder(&mut builder, DEPS_DIR)?;
+    }
+    if dirs.pip_cache {
+        folder(&mut builder, PIP_CACHE_DIR)?;
     }
     folder(&mut builder, HOME_DIR)?;
     folder(&mut builder, CI_DIR)?;
@@ -187,12 +209,27 @@ mod tests {
             ("requirements.txt", b"-e .\n", 0o644),
             ("sub/requirements.txt", b"x", 0o644),
         ]);
-        let without = zip_to_tar(&zip, 1000, 1000, 1 << 20, false).unwrap();
+        let without = zip_to_tar(
+            &zip,
+            1000,
+            1000,
+            1 << 20,
+            MountDirs {
+                deps: false,
+                pip_cache: true,
+            },
+        )
+        .unwrap();
+        let names: Vec<String> = entries(&without.tar)
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
         assert!(
-            !entries(&without.tar).iter().any(|(n, _, _)| n == "deps/"),
+            !names.contains(&"deps/".to_owned()),
             "a read-only cache is mounted at deps/"
         );
-        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20, true).unwrap();
+        assert!(names.contains(&"pip-cache/".to_owned()), "{names:?}");
+        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20, MountDirs::default()).unwrap();
         assert!(ws.root.has("requirements.txt"));
         assert!(!ws.root.has("sub/requirements.txt"));
         let seen = entries(&ws.tar);
@@ -235,12 +272,12 @@ mod tests {
     fn limits_and_unsafe_names_hold() {
         let big = zip_of(&[("a.py", &[b'x'; 200], 0o644)]);
         assert!(matches!(
-            zip_to_tar(&big, 1, 1, 100, true),
+            zip_to_tar(&big, 1, 1, 100, MountDirs::default()),
             Err(ArchiveError::TooLarge { .. })
         ));
-        assert!(zip_to_tar(b"not a zip", 1, 1, 100, true).is_err());
+        assert!(zip_to_tar(b"not a zip", 1, 1, 100, MountDirs::default()).is_err());
         let evil = zip_of(&[("../evil.py", b"x", 0o644)]);
-        let err = zip_to_tar(&evil, 1, 1, 100, true).unwrap_err();
+        let err = zip_to_tar(&evil, 1, 1, 100, MountDirs::default()).unwrap_err();
         assert!(err.to_string().contains("`..`"), "{err}");
     }
 }

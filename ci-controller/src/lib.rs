@@ -100,6 +100,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         },
         metrics: metrics.clone(),
         image_seen: Default::default(),
+        pip_cache_busy: Default::default(),
     });
 
     if let Some(addr) = args.metrics_addr {

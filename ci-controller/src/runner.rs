@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::archive::zip_to_tar;
+use crate::archive::{zip_to_tar, MountDirs};
 use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError};
 use crate::error::{self, JobError};
@@ -62,6 +62,9 @@ pub struct Ctx<D> {
     pub settings: JobSettings,
     pub metrics: Arc<Metrics>,
     /// When each image was last seen present (it is not inspected again for every job).
+    /// Users whose pip cache an install step of theirs is using (one at a time per user, so
+    /// that concurrent installs never write the same cache).
+    pub pip_cache_busy: std::sync::Mutex<std::collections::HashMap<ci_common::UserId, JobId>>,
     /// When each image was last seen present, and its ID.
     pub image_seen: std::sync::Mutex<std::collections::HashMap<String, (Instant, String)>>,
 }
@@ -295,6 +298,7 @@ impl<D: Docker> Ctx<D> {
                 e => TaskEnd::Failed(format!("{:#}", anyhow::Error::from(e))),
             },
         };
+        self.release_pip_cache(&job);
         self.cleanup(id).await;
         end
     }
@@ -467,9 +471,16 @@ impl<D: Docker> Ctx<D> {
                 }
                 Start::Fresh(tar.take())
             };
+            if spec.pip_cache.is_some() {
+                // Also after a restart, while the step runs on.
+                self.hold_pip_cache(job);
+            }
             let end = self
                 .run_step(job, row, &spec, start, sink, control, deadline)
                 .await?;
+            if spec.pip_cache.is_some() && !matches!(end, StepEnd::Detached) {
+                self.release_pip_cache(job);
+            }
             let end_kind = match &end {
                 StepEnd::StoppedBefore(_) => EndKind::Before,
                 _ => EndKind::Ran,
@@ -694,12 +705,17 @@ impl<D: Docker> Ctx<D> {
         }
         // The first container gets the project; `deps/` is left out when a read-only dependency
         // cache is mounted there.
-        let deps = rows
+        let first = rows
             .iter()
             .find(|r| !r.state.is_terminal())
-            .and_then(|r| r.spec().ok())
-            .is_none_or(|spec| spec.cache.is_none_or(|cache| cache.write));
-        let tar = tokio::task::spawn_blocking(move || zip_to_tar(&zip, uid, gid, size, deps))
+            .and_then(|r| r.spec().ok());
+        let dirs = MountDirs {
+            deps: first
+                .as_ref()
+                .is_none_or(|spec| spec.cache.as_ref().is_none_or(|cache| cache.write)),
+            pip_cache: first.as_ref().is_some_and(|spec| spec.pip_cache.is_some()),
+        };
+        let tar = tokio::task::spawn_blocking(move || zip_to_tar(&zip, uid, gid, size, dirs))
             .await
             .context("unpacking the project failed")?;
         match tar {
@@ -747,6 +763,7 @@ impl<D: Docker> Ctx<D> {
             Err(why) => {
                 sink.notice(format!("dependency cache: not used ({why})"))
                     .await?;
+                self.attach_pip_cache(job, &mut specs[at]).await;
                 return Ok(Ok(specs));
             }
         };
@@ -800,6 +817,7 @@ impl<D: Docker> Ctx<D> {
         for (i, spec) in specs.iter_mut().enumerate() {
             spec.cache = Some(mount(&volume, i == at));
         }
+        self.attach_pip_cache(job, &mut specs[at]).await;
         sink.notice(format!(
             "dependency cache miss (key {}): installing; the packages are kept for your next \
              jobs with the same requirements",
@@ -807,6 +825,41 @@ impl<D: Docker> Ctx<D> {
         ))
         .await?;
         Ok(Ok(specs))
+    }
+
+    /// Gives an install step its user's pip cache (created when missing), unless another install
+    /// of the same user is using it (it then runs without one).
+    async fn attach_pip_cache(&self, job: &Job, install: &mut StepSpec) {
+        if !self.hold_pip_cache(job) {
+            return;
+        }
+        let volume = self.sandbox.pip_cache_volume_name(job.user_id);
+        match self
+            .docker
+            .create_volume(&volume, self.sandbox.pip_cache_labels(job.user_id))
+            .await
+        {
+            Ok(()) => install.pip_cache = Some(volume),
+            Err(e) => {
+                self.metrics.docker_error();
+                warn!(job.id = %job.id, "cannot create the pip cache volume {volume}: {e}");
+                self.release_pip_cache(job);
+            }
+        }
+    }
+
+    /// Takes the user's pip cache for this job; false when another job of theirs has it.
+    fn hold_pip_cache(&self, job: &Job) -> bool {
+        let mut busy = self.pip_cache_busy.lock().unwrap();
+        *busy.entry(job.user_id).or_insert(job.id) == job.id
+    }
+
+    /// The user's pip cache is free for another install (if this job had it).
+    fn release_pip_cache(&self, job: &Job) {
+        let mut busy = self.pip_cache_busy.lock().unwrap();
+        if busy.get(&job.user_id) == Some(&job.id) {
+            busy.remove(&job.user_id);
+        }
     }
 
     /// After an install step that filled a dependency cache entry passed: measures the entry and

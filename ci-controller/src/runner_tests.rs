@@ -83,6 +83,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
         },
         metrics: Arc::new(Metrics::default()),
         image_seen: Default::default(),
+        pip_cache_busy: Default::default(),
     })
 }
 
@@ -399,6 +400,7 @@ fn plain_step(name: &str) -> StepSpec {
         attempt: 1,
         rerun: Vec::new(),
         cache: None,
+        pip_cache: None,
     }
 }
 
@@ -1035,6 +1037,13 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
     let install = first_steps[0].spec().unwrap().cache.unwrap();
     let test = first_steps[1].spec().unwrap().cache.unwrap();
     assert!(install.write && !test.write && install.volume == volume && test.volume == volume);
+    let sandbox = &ctx(&w, Duration::from_secs(60), NO_CAP).sandbox;
+    assert_eq!(
+        first_steps[0].spec().unwrap().pip_cache,
+        Some(sandbox.pip_cache_volume_name(ada.id)),
+        "the install step has its user's pip cache"
+    );
+    assert_eq!(first_steps[1].spec().unwrap().pip_cache, None);
 
     let second = claim_as(&w, ada.id, &files).await;
     let (second, events) = run_one(second).await;
@@ -1091,7 +1100,9 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
         .unwrap();
     let (uncached, events) = run_one(uncached).await;
     let rows = steps::list(&w.pool, uncached.id).await.unwrap();
-    assert!(rows.iter().all(|r| r.spec().unwrap().cache.is_none()));
+    assert!(rows
+        .iter()
+        .all(|r| r.spec().unwrap().cache.is_none() && r.spec().unwrap().pip_cache.is_none()));
     assert_eq!(rows.len(), 2);
     assert!(texts(&events, EventKind::Notice).contains(&"dependency cache: not used (--no-cache)"));
     assert_eq!(cache::list(&w.pool, Some(ada.id)).await.unwrap().len(), 2);

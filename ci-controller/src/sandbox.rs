@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use bollard::container::Config;
 use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
 use ci_common::step::{Network, StepSpec};
-use ci_common::JobId;
+use ci_common::{JobId, UserId};
 
 use crate::config::{human_size, Args};
 
@@ -19,6 +19,8 @@ pub const WORKDIR: &str = "/workspace/src";
 pub const DEPS: &str = "/workspace/deps";
 /// The job user's home folder (on the workspace volume: it persists from step to step).
 pub const HOME: &str = "/workspace/home";
+/// Where an install step mounts its user's pip cache.
+pub const PIP_CACHE: &str = "/workspace/pip-cache";
 /// The job user's name, whatever its uid: `USER`, `LOGNAME` and its passwd entry.
 pub const JOB_USER: &str = "runner";
 /// `PATH` of every step: console scripts of installed packages first, then the usual folders
@@ -35,6 +37,10 @@ pub const LABEL_STEP: &str = "ci.step";
 /// The label of dependency cache volumes (value: the controller's prefix). They outlive jobs,
 /// so they carry neither [`LABEL_JOB`] nor [`LABEL_PREFIX`].
 pub const LABEL_CACHE: &str = "ci.cache";
+/// The label of users' pip cache volumes (value: the controller's prefix).
+pub const LABEL_PIP_CACHE: &str = "ci.pip_cache";
+/// The label naming the user a pip cache volume belongs to.
+pub const LABEL_USER: &str = "ci.user_id";
 /// What earlier versions called the step (`install` or `test`), read on reattach.
 const LABEL_PHASE: &str = "ci.phase";
 
@@ -128,6 +134,20 @@ impl Sandbox {
         HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_CACHE.to_owned(), self.prefix.clone()),
+        ])
+    }
+
+    /// The name of a user's pip cache volume.
+    pub fn pip_cache_volume_name(&self, user: UserId) -> String {
+        format!("{}-pip-{user}", self.prefix)
+    }
+
+    /// The labels of a user's pip cache volume.
+    pub fn pip_cache_labels(&self, user: UserId) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_PIP_CACHE.to_owned(), self.prefix.clone()),
+            (LABEL_USER.to_owned(), user.to_string()),
         ])
     }
 
@@ -243,7 +263,11 @@ pub fn environment(run: &Run<'_>) -> Vec<String> {
         "PYTHONDONTWRITEBYTECODE=1".to_owned(),
         "PIP_BREAK_SYSTEM_PACKAGES=1".to_owned(),
         "PIP_DISABLE_PIP_VERSION_CHECK=1".to_owned(),
-        "PIP_NO_CACHE_DIR=1".to_owned(),
+        // pip keeps no cache of its own, but for the user's pip cache of an install step.
+        match step.pip_cache {
+            Some(_) => format!("PIP_CACHE_DIR={PIP_CACHE}"),
+            None => "PIP_NO_CACHE_DIR=1".to_owned(),
+        },
         "PIP_NO_WARN_SCRIPT_LOCATION=1".to_owned(),
         "CI=true".to_owned(),
         format!("CI_JOB_ID={}", run.job),
@@ -427,6 +451,14 @@ mod tests {
         assert!(retry_env.contains(&"CI_ATTEMPT=2".to_owned()));
         assert!(retry_env.contains(&"CI_RERUN=t.py::a\nt.py::b[x y]".to_owned()));
         assert!(retry_env.contains(&"CI_JOB_STEP=retry-1".to_owned()));
+        assert!(env.contains(&"PIP_NO_CACHE_DIR=1".to_owned()));
+        let mut install = steps()[0].clone();
+        install.pip_cache = Some("ci-pip-u".into());
+        let install_env = environment(&run(job, &install));
+        assert!(install_env.contains(&format!("PIP_CACHE_DIR={PIP_CACHE}")));
+        assert!(!install_env
+            .iter()
+            .any(|e| e.starts_with("PIP_NO_CACHE_DIR")));
         assert_eq!(
             env.last().map(String::as_str),
             Some("EXTRA=1"),
