@@ -362,7 +362,11 @@ pub fn failures_block(style: Style, job_id: JobId, failures: &[TestResult], tota
 /// `FAILED tests/test_x.py::test_y (tests/test_x.py:12): assert 1 == 2`.
 pub fn failure_header(style: Style, result: &TestResult) -> String {
     let word = result.outcome.as_str().to_uppercase();
-    let mut line = format!("{} {}", style.bold(&style.red(&word)), result.nodeid);
+    let mut line = format!(
+        "{} {}",
+        style.bold(&style.red(&word)),
+        printable(&result.nodeid)
+    );
     if let Some(place) = location(result) {
         let _ = write!(line, " ({place})");
     }
@@ -376,7 +380,11 @@ pub fn failure_header(style: Style, result: &TestResult) -> String {
         let _ = write!(line, " {}", style.dim(&format!("[{note}]")));
     }
     if !message.is_empty() {
-        let _ = write!(line, ": {}", shorten(message, EXCERPT_LINE_CHARS));
+        let _ = write!(
+            line,
+            ": {}",
+            printable(&shorten(message, EXCERPT_LINE_CHARS))
+        );
     }
     line
 }
@@ -410,9 +418,28 @@ fn shorten(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// A test's text as the end of a run prints it: control characters a test wrote (escape
+/// sequences, bells, NUL) shown as `\x1b`, so they cannot move the cursor or recolour the
+/// terminal; tabs are kept.
+fn printable(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One line of a failure's text, coloured as pytest does: `E` lines red, the failing line bold,
 /// the rest dim.
 fn failure_line(style: Style, line: &str) -> String {
+    let line = &printable(line);
     if is_error_line(line) {
         style.red(line)
     } else if line.starts_with('>') {
@@ -481,7 +508,7 @@ pub fn tests_table(results: &[TestResult], counts: Option<&TestCounts>, style: S
         .map(|r| {
             [
                 r.outcome.to_string(),
-                r.nodeid.clone(),
+                printable(&r.nodeid),
                 seconds(r.duration_ms),
                 location(r).unwrap_or_else(|| "-".to_owned()),
                 note(r).unwrap_or_default(),
@@ -1034,6 +1061,27 @@ mod tests {
             table.lines().nth(1).unwrap().ends_with("attempt 2"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn control_characters_a_test_wrote_cannot_reach_the_terminal() {
+        let bad = result(
+            "t.py::test_\u{7}bell",
+            TestOutcome::Failed,
+            1,
+            "\u{1b}[31mred\u{0} café 日本",
+            ">       assert x\nE       \u{1b}[2Jgone\tTAB",
+        );
+        let block = failures_block(Style::default(), JobId(Uuid::from_u128(1)), &[bad], 1);
+        assert!(
+            !block
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{block:?}"
+        );
+        assert!(block.contains("t.py::test_\\x07bell"), "{block}");
+        assert!(block.contains("\\x1b[31mred\\x00 café 日本"), "{block}");
+        assert!(block.contains("E       \\x1b[2Jgone\tTAB"), "{block}");
     }
 
     #[test]
