@@ -1,11 +1,13 @@
-//! `ci-admin`: manage users and API keys directly in the database.
+//! `ci-admin`: manage users, API keys and the dependency cache directly in the database.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Duration, Local, Utc};
 use ci_common::db::api_keys::{self, ApiKey};
+use ci_common::db::cache::{self, CacheEntry, CacheState};
 use ci_common::db::legacy::{self, ImportSummary};
 use ci_common::db::users::{self, User};
 use ci_common::db::{self, DbError, SqlitePool};
@@ -14,7 +16,11 @@ use ci_common::{ApiKeyId, UserId};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "ci-admin", version, about = "Manage ci users and API keys")]
+#[command(
+    name = "ci-admin",
+    version,
+    about = "Manage ci users, API keys and the dependency cache"
+)]
 pub struct Cli {
     /// SQLite database file (the same default as ci-server and ci-controller).
     #[arg(long, global = true, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
@@ -32,6 +38,10 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// List and prune the dependency cache (the Docker volumes of installed packages that jobs
+    /// reuse instead of installing).
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Copy the users, API keys and past jobs (with their logs) of the Python prototype's
     /// database into this one. Safe to run again: what is already here is left alone.
     ImportLegacy(ImportLegacyArgs),
@@ -126,6 +136,39 @@ pub struct OptionalUserRef {
     user_id: Option<String>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cache entries (all, or one user's), most recently used first.
+    List {
+        #[command(flatten)]
+        user: CacheUserRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark published cache entries for removal (all, one user's, and/or those unused for a
+    /// while); the controller removes their volumes on its next sweep.
+    Prune {
+        #[command(flatten)]
+        user: CacheUserRef,
+        /// Only entries no job used for longer than this: `30m`, `12h`, `7d`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        unused_for: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct CacheUserRef {
+    /// Only this user's entries (by email).
+    #[arg(long = "user", visible_alias = "email", value_name = "EMAIL")]
+    email: Option<String>,
+    /// Only this user's entries (by ID).
+    #[arg(long, value_name = "ID")]
+    user_id: Option<String>,
+}
+
 /// Runs one command, writing its human or JSON output to `out`.
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     // The prototype's database is checked before ours is opened (and perhaps created).
@@ -139,6 +182,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     let result = match cli.command {
         Command::User(command) => user_command(&pool, command, out).await,
         Command::Key(command) => key_command(&pool, command, out).await,
+        Command::Cache(command) => cache_command(&pool, command, out).await,
         Command::ImportLegacy(args) => {
             let prototype = prototype.expect("opened above");
             import_legacy(&pool, prototype, args, out).await
@@ -260,16 +304,9 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
             )?;
         }
         KeyCommand::List { user, json } => {
-            let owner = match (user.email, user.user_id) {
-                (None, None) => None,
-                (email, id) => Some(resolve_user(pool, email, id).await?),
-            };
+            let owner = optional_user(pool, user.email, user.user_id).await?;
             let keys = api_keys::list(pool, owner.as_ref().map(|u| u.id)).await?;
-            let emails: std::collections::HashMap<UserId, String> = users::list(pool)
-                .await?
-                .into_iter()
-                .map(|u| (u.id, u.email))
-                .collect();
+            let emails = user_emails(pool).await?;
             let now = Utc::now();
             if json {
                 let rows: Vec<_> = keys.iter().map(|k| key_json(k, &emails, now)).collect();
@@ -311,6 +348,154 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
         }
     }
     Ok(())
+}
+
+async fn cache_command(
+    pool: &SqlitePool,
+    command: CacheCommand,
+    out: &mut impl Write,
+) -> Result<()> {
+    match command {
+        CacheCommand::List { user, json } => {
+            let owner = optional_user(pool, user.email, user.user_id).await?;
+            let entries = cache::list(pool, owner.map(|u| u.id)).await?;
+            let emails = user_emails(pool).await?;
+            if json {
+                let rows: Vec<_> = entries
+                    .iter()
+                    .map(|e| cache_entry_json(e, &emails))
+                    .collect::<Result<_, _>>()?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else if entries.is_empty() {
+                writeln!(out, "No cache entries found.")?;
+            } else {
+                let rows = entries.iter().map(|e| {
+                    vec![
+                        emails
+                            .get(&e.user_id)
+                            .cloned()
+                            .unwrap_or_else(|| e.user_id.to_string()),
+                        e.key.get(..12).unwrap_or(&e.key).to_owned(),
+                        cache_state_label(e.state).to_owned(),
+                        match e.state {
+                            // Known once the install passed.
+                            CacheState::Building => "-".to_owned(),
+                            _ => e.size_bytes.to_string(),
+                        },
+                        e.hits.to_string(),
+                        local_time(e.last_used_at),
+                        e.volume.clone(),
+                    ]
+                });
+                let header = [
+                    "USER",
+                    "KEY",
+                    "STATE",
+                    "SIZE",
+                    "HITS",
+                    "LAST USED",
+                    "VOLUME",
+                ];
+                write_table(out, &header, rows)?;
+                let ready: Vec<&CacheEntry> = entries
+                    .iter()
+                    .filter(|e| e.state == CacheState::Ready)
+                    .collect();
+                let bytes: i64 = ready.iter().map(|e| e.size_bytes.max(0)).sum();
+                writeln!(
+                    out,
+                    "Total: {}; {} ready, {bytes} bytes",
+                    entries_count(entries.len() as u64),
+                    ready.len(),
+                )?;
+            }
+        }
+        CacheCommand::Prune {
+            user,
+            unused_for,
+            json,
+        } => {
+            let owner = optional_user(pool, user.email, user.user_id).await?;
+            let marked = cache::prune(pool, owner.map(|u| u.id), unused_for)
+                .await
+                .context("cannot mark the cache entries for removal")?;
+            if json {
+                let body = serde_json::json!({ "marked": marked });
+                writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
+            } else if marked == 0 {
+                writeln!(
+                    out,
+                    "No ready cache entries matched: nothing marked for removal."
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "✓ Marked {} for removal; the controller removes their volumes within 30 s \
+                     (once no running job uses them).",
+                    entries_count(marked)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `1 cache entry`, `2 cache entries`.
+fn entries_count(n: u64) -> String {
+    if n == 1 {
+        "1 cache entry".to_owned()
+    } else {
+        format!("{n} cache entries")
+    }
+}
+
+fn cache_state_label(state: CacheState) -> &'static str {
+    match state {
+        CacheState::Building => "Building",
+        CacheState::Ready => "Ready",
+        CacheState::Removing => "Removing",
+    }
+}
+
+/// A cache entry as `--json` shows it: its stored fields, plus its owner's email.
+fn cache_entry_json(
+    entry: &CacheEntry,
+    emails: &HashMap<UserId, String>,
+) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(entry)?;
+    value["user_email"] = serde_json::json!(emails.get(&entry.user_id));
+    Ok(value)
+}
+
+/// The longest `--unused-for` (100 years): longer ones cannot be subtracted from today.
+const MAX_DURATION_SECS: u64 = 100 * 365 * 86400;
+
+/// `30m`, `12h`, `7d`, `90s` (a unit is required: a bare number is more likely meant as days
+/// than as the seconds `ci-controller`'s durations default to).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "s" | "sec" | "secs" => 1,
+        "m" | "min" | "mins" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86400,
+        "" => return Err(format!("{s:?} has no unit: use s, m, h or d, e.g. 7d")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use s, m, h or d, e.g. 7d)"
+            ))
+        }
+    };
+    let n: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30m, 12h, 7d)"))?;
+    match n.checked_mul(factor) {
+        Some(secs) if secs <= MAX_DURATION_SECS => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!("{s:?} is too long (at most 36500d)")),
+    }
 }
 
 async fn import_legacy(
@@ -472,7 +657,7 @@ fn hint_cell(key: &ApiKey) -> String {
 /// can be used: not revoked, not expired). No part of the secret but its last four characters.
 fn key_json(
     key: &ApiKey,
-    emails: &std::collections::HashMap<UserId, String>,
+    emails: &HashMap<UserId, String>,
     now: DateTime<Utc>,
 ) -> serde_json::Value {
     serde_json::json!({
@@ -500,6 +685,27 @@ async fn resolve_user(
         (None, Some(id)) => find_user_by_id(pool, &id).await,
         (None, None) => bail!("name the user with --email or --user-id"),
     }
+}
+
+/// The user an optional email or ID names, if either is given.
+async fn optional_user(
+    pool: &SqlitePool,
+    email: Option<String>,
+    id: Option<String>,
+) -> Result<Option<User>> {
+    Ok(match (email, id) {
+        (None, None) => None,
+        (email, id) => Some(resolve_user(pool, email, id).await?),
+    })
+}
+
+/// Every user's email, by ID (for tables and JSON that show whose a row is).
+async fn user_emails(pool: &SqlitePool) -> Result<HashMap<UserId, String>> {
+    Ok(users::list(pool)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.email))
+        .collect())
 }
 
 async fn find_user_by_id(pool: &SqlitePool, id: &str) -> Result<User> {
@@ -645,6 +851,32 @@ mod tests {
             import_report(&again, Some("ada@example.com")),
             "nothing new to import: 3 users, 2 keys and 1 job were already there\n"
         );
+    }
+
+    #[test]
+    fn durations_take_seconds_minutes_hours_and_days_and_need_a_unit() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(30 * 60));
+        assert_eq!(secs("12h"), Ok(12 * 3600));
+        assert_eq!(secs("7d"), Ok(7 * 86400));
+        assert_eq!(secs(" 2 days "), Ok(2 * 86400));
+        assert_eq!(secs("0s"), Ok(0));
+        assert!(secs("7").unwrap_err().contains("no unit"));
+        assert!(secs("7w").unwrap_err().contains("unknown unit"));
+        for bad in ["d", "-1d", "1.5h"] {
+            assert!(
+                secs(bad).unwrap_err().contains("is not a duration"),
+                "{bad}"
+            );
+        }
+        assert_eq!(secs("36500d"), Ok(MAX_DURATION_SECS));
+        for too_long in ["36501d", "1000000000d", "99999999999999999d"] {
+            assert!(
+                secs(too_long).unwrap_err().contains("too long"),
+                "{too_long}"
+            );
+        }
     }
 
     #[test]
