@@ -380,7 +380,7 @@ async fn cache_command(
                         match e.state {
                             // Known once the install passed.
                             CacheState::Building => "-".to_owned(),
-                            _ => e.size_bytes.to_string(),
+                            _ => ci_common::config::human_bytes(e.size_bytes.max(0) as u64),
                         },
                         e.hits.to_string(),
                         local_time(e.last_used_at),
@@ -404,9 +404,10 @@ async fn cache_command(
                 let bytes: i64 = ready.iter().map(|e| e.size_bytes.max(0)).sum();
                 writeln!(
                     out,
-                    "Total: {}; {} ready, {bytes} bytes",
+                    "Total: {}; {} ready, {}",
                     entries_count(entries.len() as u64),
                     ready.len(),
+                    ci_common::config::human_bytes(bytes as u64),
                 )?;
             }
         }
@@ -467,35 +468,13 @@ fn cache_entry_json(
     Ok(value)
 }
 
-/// The longest `--unused-for` (100 years): longer ones cannot be subtracted from today.
-const MAX_DURATION_SECS: u64 = 100 * 365 * 86400;
-
-/// `30m`, `12h`, `7d`, `90s` (a unit is required: a bare number is more likely meant as days
-/// than as the seconds `ci-controller`'s durations default to).
+/// `30m`, `12h`, `7d`, `90s`: [`ci_common::config::parse_duration`], but a unit is required (a
+/// bare number is more likely meant as days than as the seconds it would be).
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
-        "s" | "sec" | "secs" => 1,
-        "m" | "min" | "mins" => 60,
-        "h" | "hour" | "hours" => 3600,
-        "d" | "day" | "days" => 86400,
-        "" => return Err(format!("{s:?} has no unit: use s, m, h or d, e.g. 7d")),
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use s, m, h or d, e.g. 7d)"
-            ))
-        }
-    };
-    let n: u64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 30m, 12h, 7d)"))?;
-    match n.checked_mul(factor) {
-        Some(secs) if secs <= MAX_DURATION_SECS => Ok(std::time::Duration::from_secs(secs)),
-        _ => Err(format!("{s:?} is too long (at most 36500d)")),
+    if !s.trim().ends_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("{s:?} has no unit: use s, m, h or d, e.g. 7d"));
     }
+    ci_common::config::parse_duration(s)
 }
 
 async fn import_legacy(
@@ -864,13 +843,17 @@ mod tests {
         assert_eq!(secs("0s"), Ok(0));
         assert!(secs("7").unwrap_err().contains("no unit"));
         assert!(secs("7w").unwrap_err().contains("unknown unit"));
-        for bad in ["d", "-1d", "1.5h"] {
+        assert_eq!(secs("1.5h"), Ok(5400));
+        for bad in ["d", "-1d"] {
             assert!(
                 secs(bad).unwrap_err().contains("is not a duration"),
                 "{bad}"
             );
         }
-        assert_eq!(secs("36500d"), Ok(MAX_DURATION_SECS));
+        assert_eq!(
+            secs("36500d"),
+            Ok(ci_common::config::MAX_DURATION.as_secs())
+        );
         for too_long in ["36501d", "1000000000d", "99999999999999999d"] {
             assert!(
                 secs(too_long).unwrap_err().contains("too long"),

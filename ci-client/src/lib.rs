@@ -163,7 +163,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         "Uploading {} file{} ({}) to {}...",
         zipped.files.len(),
         if zipped.files.len() == 1 { "" } else { "s" },
-        human_size(zipped.bytes.len()),
+        ci_common::config::human_bytes(zipped.bytes.len() as u64),
         api.current_server().as_str().trim_end_matches('/')
     ));
     let submission = Submission {
@@ -441,14 +441,6 @@ async fn cancel(api: &Api, args: CancelArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn human_size(bytes: usize) -> String {
-    match bytes {
-        b if b < 1024 => format!("{b} B"),
-        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
-    }
-}
-
 /// Ctrl-C (SIGINT), listened for from the moment it is created.
 pub struct Interrupt {
     #[cfg(unix)]
@@ -476,17 +468,5 @@ impl Interrupt {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_size(10), "10 B");
-        assert_eq!(human_size(2048), "2.0 KiB");
-        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
     }
 }

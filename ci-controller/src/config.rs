@@ -261,36 +261,7 @@ fn parse_line_bytes(s: &str) -> Result<u64, String> {
     }
 }
 
-/// `90s`, `30m`, `1h`, `500ms` or plain seconds (fractions allowed).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let factor = match unit.to_ascii_lowercase().as_str() {
-        "ms" => 0.001,
-        "s" | "sec" | "secs" => 1.0,
-        "m" | "min" | "mins" => 60.0,
-        "h" | "hour" | "hours" => 3600.0,
-        "d" | "day" | "days" => 86400.0,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use s, m, h or d, e.g. 90s)"
-            ));
-        }
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 1h)"))?;
-    let secs = value * factor;
-    if secs.is_finite() && secs >= 0.0 {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!("{s:?} is not a duration (e.g. 90s, 30m, 1h)"))
-    }
-}
+pub use ci_common::config::parse_duration;
 
 /// `256m`, `1g`, `512k`, `1GiB` or plain bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -334,18 +305,6 @@ pub fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_accept_units_and_plain_seconds() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("200ms").unwrap(), Duration::from_millis(200));
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("-1").is_err());
-    }
 
     #[test]
     fn sizes_accept_docker_units() {

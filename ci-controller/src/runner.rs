@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use ci_common::api::Outcome;
 use ci_common::cache::{install_key, ZipFiles};
+use ci_common::config::human_bytes;
 use ci_common::db::blobs::{self, BlobCaps, BlobError};
 use ci_common::db::cache::{self, CacheBounds, Published};
 use ci_common::db::jobs::{self, Job};
@@ -783,7 +784,7 @@ impl<D: Docker> Ctx<D> {
                 "dependency cache hit (key {}): using the packages an earlier job of yours \
                  installed ({}); skipping the install step",
                 key.short(),
-                human_size(entry.size_bytes.max(0) as u64)
+                human_bytes(entry.size_bytes.max(0) as u64)
             ))
             .await?;
             return Ok(Ok(specs));
@@ -885,7 +886,7 @@ impl<D: Docker> Ctx<D> {
                 self.metrics.cache_stored(size);
                 sink.notice(format!(
                     "dependency cache: kept the installed packages ({}, key {}) for your next jobs",
-                    human_size(size),
+                    human_bytes(size),
                     cache.key
                 ))
                 .await?;

@@ -232,12 +232,12 @@ async fn list_shows_every_entry_most_recently_used_first_with_the_ready_total() 
     insta::assert_snapshot!(admin.ok(&["cache", "list"]), @r"
     USER             KEY           STATE     SIZE      HITS  LAST USED            VOLUME
     bob@example.com  8ef593591946  Building  -         0     2026-11-30 10:00:00  ci-cache-bob-flask
-    ada@example.com  8590757f2df6  Ready     1536      2     2026-11-30 09:15:00  ci-cache-ada-pandas
-    bob@example.com  426739742007  Ready     2048      0     2026-11-29 18:30:00  ci-cache-bob-requests-2
-    ada@example.com  a0837d848729  Ready     48234496  0     2026-11-20 08:00:00  ci-cache-ada-numpy
-    bob@example.com  426739742007  Removing  2048      0     2026-11-01 12:00:00  ci-cache-bob-requests
-    bob@example.com  5c91b6121d9d  Removing  4096      0     2026-10-01 12:00:00  ci-cache-bob-old
-    Total: 6 cache entries; 3 ready, 48238080 bytes
+    ada@example.com  8590757f2df6  Ready     1.5 KiB   2     2026-11-30 09:15:00  ci-cache-ada-pandas
+    bob@example.com  426739742007  Ready     2.0 KiB   0     2026-11-29 18:30:00  ci-cache-bob-requests-2
+    ada@example.com  a0837d848729  Ready     46.0 MiB  0     2026-11-20 08:00:00  ci-cache-ada-numpy
+    bob@example.com  426739742007  Removing  2.0 KiB   0     2026-11-01 12:00:00  ci-cache-bob-requests
+    bob@example.com  5c91b6121d9d  Removing  4.0 KiB   0     2026-10-01 12:00:00  ci-cache-bob-old
+    Total: 6 cache entries; 3 ready, 46.0 MiB
     ");
     let adas = admin.ok(&["cache", "list", "--user", "ada@example.com"]);
     assert_eq!(
@@ -246,7 +246,7 @@ async fn list_shows_every_entry_most_recently_used_first_with_the_ready_total() 
         "header, Ada's two entries, total:\n{adas}"
     );
     assert!(
-        adas.ends_with("Total: 2 cache entries; 2 ready, 48236032 bytes\n"),
+        adas.ends_with("Total: 2 cache entries; 2 ready, 46.0 MiB\n"),
         "{adas}"
     );
 
@@ -365,7 +365,7 @@ async fn prune_without_filters_marks_every_ready_entry() {
         .all(|(_, state)| state == "removing"));
     assert!(admin
         .ok(&["cache", "list"])
-        .ends_with("Total: 3 cache entries; 0 ready, 0 bytes\n"));
+        .ends_with("Total: 3 cache entries; 0 ready, 0 B\n"));
 }
 
 #[test]

@@ -208,7 +208,17 @@ pub async fn prune(
     user: Option<UserId>,
     unused_for: Option<Duration>,
 ) -> Result<u64, DbError> {
-    let before = unused_for.map(|d| Utc::now() - chrono::Duration::from_std(d).unwrap_or_default());
+    // A duration too long to subtract from now: nothing was unused that long.
+    let before = match unused_for {
+        None => None,
+        Some(d) => match chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+        {
+            Some(before) => Some(before),
+            None => return Ok(0),
+        },
+    };
     let done = sqlx::query(
         "UPDATE cache_entries SET state = 'removing'
          WHERE state = 'ready' AND (?1 IS NULL OR user_id = ?1)
