@@ -16,7 +16,8 @@
 # current hash, and rebuilds it when the label differs or is missing (a recipe changed since the
 # image was built). Newer Debian packages for the same recipe are picked up only with --force.
 #
-# The root filesystem comes from `debootstrap --variant=minbase` (python3, pip, venv, pytest) using the
+# The root filesystem comes from `debootstrap --variant=minbase` (python3, pip, venv, pytest; uv
+# from its PyPI wheel, downloaded once into the cache directory) using the
 # Debian mirror configured in this machine's apt sources (override with CI_DEBIAN_MIRROR=URL), and is
 # loaded with `docker import`. The image has a non-root user `runner` (uid/gid 1000, home /home/runner)
 # and a /workspace directory owned by 1000:1000. Needs root, debootstrap and a reachable Docker daemon
@@ -245,6 +246,36 @@ if use_host_ca; then
   log "added the host's local CA certificates (/usr/local/share/ca-certificates)"
 fi
 
+# uv, the installer jobs use unless the project or the operator asks for pip: the static binary
+# from its PyPI wheel, downloaded once with this machine's pip into the build cache (rebuilds are
+# offline after that) and copied to /usr/local/bin/uv. The version is part of the recipe.
+UV_VERSION=0.13.9
+case "$(uname -m)" in
+  x86_64) uv_platform=manylinux_2_17_x86_64 ;;
+  aarch64) uv_platform=manylinux_2_17_aarch64 ;;
+  *) die "no uv wheel for this machine's architecture ($(uname -m))" ;;
+esac
+uv_dir="$cache_dir/uv-$UV_VERSION-$uv_platform"
+uv_wheel="$(compgen -G "$uv_dir/uv-$UV_VERSION-*.whl" | head -n 1 || true)"
+if [ -z "$uv_wheel" ]; then
+  command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1 \
+    || die "downloading uv needs pip on this machine: apt-get install -y python3-pip"
+  log "downloading uv $UV_VERSION ($uv_platform) from PyPI"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      --platform "$uv_platform" --python-version 3.11 --dest "$uv_dir" "uv==$UV_VERSION" >&2 \
+    || die "cannot download uv $UV_VERSION with pip: check that PyPI is reachable from this machine (pip's proxy settings), then rerun"
+  uv_wheel="$(compgen -G "$uv_dir/uv-$UV_VERSION-*.whl" | head -n 1)"
+fi
+python3 - "$uv_wheel" "$rootfs/usr/local/bin/uv" <<'PY' || die "cannot take the uv binary out of $uv_wheel: delete $uv_dir and rerun"
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    name = next(n for n in wheel.namelist() if n.endswith(".data/scripts/uv"))
+    with wheel.open(name) as src, open(sys.argv[2], "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+chmod 0755 "$rootfs/usr/local/bin/uv"
+log "added uv $UV_VERSION (/usr/local/bin/uv)"
+
 # Shrink: apt lists and caches, docs, man/info pages, message translations (LANG is C.UTF-8),
 # debootstrap leftovers, logs.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \
@@ -262,6 +293,7 @@ tar --numeric-owner -C "$rootfs" -c . | docker import \
   --change 'WORKDIR /workspace' \
   --change 'CMD ["python3"]' \
   --change "LABEL ci.recipe=$recipe" \
+  --change "LABEL ci.uv=$UV_VERSION" \
   - "$tmp_tag" >/dev/null
 
 # Only a working image gets the real tag.
@@ -269,6 +301,11 @@ if ! out="$(docker run --rm --network none --user 1000:1000 "$tmp_tag" python3 -
   printf '%s\n' "$out" >&2
   die "the freshly built image does not run pytest (output above); rerun with --force after fixing the cause"
 fi
+if ! uv_out="$(docker run --rm --network none --user 1000:1000 "$tmp_tag" uv --version 2>&1)"; then
+  printf '%s\n' "$uv_out" >&2
+  die "the freshly built image does not run uv (output above); rerun with --force after fixing the cause"
+fi
+out="$out, $uv_out"
 old_id="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
 docker tag "$tmp_tag" "$tag"
 # A --force rebuild leaves the previous image untagged; drop it unless a container still uses it.

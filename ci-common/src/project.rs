@@ -103,6 +103,50 @@ impl std::str::FromStr for FlakyRule {
     }
 }
 
+/// Which program installs a job's requirements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Installer {
+    /// uv when the image has it, else pip (the default).
+    #[default]
+    Auto,
+    Pip,
+    Uv,
+}
+
+impl Installer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Installer::Auto => "auto",
+            Installer::Pip => "pip",
+            Installer::Uv => "uv",
+        }
+    }
+
+    /// The installer of a job: the operator's when it forces one (`ci-controller --installer
+    /// pip|uv`), else the project's (`installer` under `[tool.ci]`), else `auto`.
+    pub fn choose(operator: Installer, project: Option<Installer>) -> Installer {
+        match operator {
+            Installer::Auto => project.unwrap_or_default(),
+            forced => forced,
+        }
+    }
+}
+
+impl std::str::FromStr for Installer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Installer::Auto),
+            "pip" => Ok(Installer::Pip),
+            "uv" => Ok(Installer::Uv),
+            other => Err(format!(
+                "unknown installer {other:?}: use \"auto\", \"pip\" or \"uv\""
+            )),
+        }
+    }
+}
+
 /// `[tool.ci]` in `pyproject.toml`: the one place a project configures `ci`. Every key is listed
 /// in the README's reference table.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -118,6 +162,8 @@ pub struct CiConfig {
     /// The project's name, which groups its jobs' history (default: `[project].name`, else the
     /// folder's name).
     pub project: Option<String>,
+    /// What installs the requirements: `"uv"`, `"pip"` or `"auto"` (uv when the image has it).
+    pub installer: Option<Installer>,
 }
 
 /// Reads `[tool.ci]` from the text of `pyproject.toml` (a file without it is the default).
@@ -613,6 +659,19 @@ mod tests {
         assert_eq!(
             (config.retries, config.flaky, config.project.as_deref()),
             (Some(2), Some(FlakyRule::Fail), Some("shop"))
+        );
+        let config = ci_config("[tool.ci]\ninstaller = \"pip\"\n").unwrap();
+        assert_eq!(config.installer, Some(Installer::Pip));
+        assert!(ci_config("[tool.ci]\ninstaller = \"conda\"\n").is_err());
+        assert_eq!(
+            Installer::choose(Installer::Auto, Some(Installer::Pip)),
+            Installer::Pip
+        );
+        assert_eq!(Installer::choose(Installer::Auto, None), Installer::Auto);
+        assert_eq!(
+            Installer::choose(Installer::Uv, Some(Installer::Pip)),
+            Installer::Uv,
+            "the operator's forced choice wins"
         );
         let err = ci_config("[tool.ci]\nflaky = \"maybe\"\n").unwrap_err();
         assert!(err.to_string().contains("pass"), "{err}");

@@ -10,7 +10,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::api::Outcome;
-use crate::project::{install_notice, pytest_command, ConfigError, Install, Project, RootFiles};
+use crate::project::{
+    install_notice, pytest_command, ConfigError, Install, Installer, Project, RootFiles,
+};
 use crate::JobStatus;
 
 /// Whether a step's container has the network.
@@ -91,6 +93,13 @@ pub struct StepCache {
 fn first_attempt() -> u32 {
     1
 }
+
+/// Where ci's own files are mounted (read-only) in every step: the pytest plugin that records
+/// results and the install step's driver.
+pub const PLUGINS_DIR: &str = "/opt/ci/plugins";
+/// The install step's driver in [`PLUGINS_DIR`]: installs with uv or pip into a virtual
+/// environment the test steps use (see `ci-controller/src/ci_install.py`).
+pub const INSTALL_DRIVER: &str = "ci_install.py";
 
 /// The name of the built-in `test` task's install step.
 pub const INSTALL_STEP: &str = "install";
@@ -329,9 +338,11 @@ pub fn check_task(task: &str) -> Result<(), String> {
     }
 }
 
-/// The steps of the built-in `test` task, from the project's root files, the job's image and
-/// its extra pytest arguments: `install` (online; only when there is something to install, see
-/// [`Install`]) then `test` (offline). Also returns the notice of a skipped install step.
+/// The steps of the built-in `test` task, from the project's root files, the job's image, its
+/// extra pytest arguments and the operator's installer: `install` (online; only when there is
+/// something to install, see [`Install`]; with [`INSTALL_DRIVER`] and the installer of
+/// [`Installer::choose`]) then `test` (offline). Also returns the notice of a skipped install
+/// step.
 ///
 /// # Errors
 ///
@@ -340,6 +351,7 @@ pub fn test_task(
     root: &RootFiles,
     image: &str,
     pytest_args: &[String],
+    installer: Installer,
 ) -> Result<(Vec<StepSpec>, Option<String>), ConfigError> {
     let project = Project::read(root)?;
     let install = Install::plan(root);
@@ -354,11 +366,16 @@ pub fn test_task(
             title: "pip install".into(),
             notice,
             image: image.to_owned(),
-            command: ["python3", "-m", "pip", "install", "--user"]
-                .iter()
-                .map(|s| s.to_string())
-                .chain(install.pip_args())
-                .collect(),
+            command: [
+                "python3".to_owned(),
+                format!("{PLUGINS_DIR}/{INSTALL_DRIVER}"),
+                Installer::choose(installer, project.ci.installer)
+                    .as_str()
+                    .to_owned(),
+            ]
+            .into_iter()
+            .chain(install.pip_args())
+            .collect(),
             network: Network::Online,
             env: Vec::new(),
             timeout_secs: None,
@@ -420,7 +437,8 @@ mod tests {
     #[test]
     fn the_test_task_has_an_install_step_only_when_there_is_something_to_install() {
         let root = RootFiles::from_pairs([("requirements.txt", &b"six\n"[..])]);
-        let (steps, skipped) = test_task(&root, "img", &["-k".into(), "x y".into()]).unwrap();
+        let (steps, skipped) =
+            test_task(&root, "img", &["-k".into(), "x y".into()], Installer::Auto).unwrap();
         assert_eq!(skipped, None);
         let names: Vec<_> = steps.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["install", "test"]);
@@ -435,7 +453,8 @@ mod tests {
             .iter()
             .all(|s| s.image == "img" && check_step_name(&s.name).is_ok()));
 
-        let (steps, skipped) = test_task(&RootFiles::default(), "img", &[]).unwrap();
+        let (steps, skipped) =
+            test_task(&RootFiles::default(), "img", &[], Installer::Auto).unwrap();
         assert_eq!(steps.len(), 1);
         assert!(skipped.unwrap().contains("skipping the install step"));
     }
@@ -443,7 +462,7 @@ mod tests {
     #[test]
     fn exit_codes_mean_what_the_rule_says() {
         let root = RootFiles::from_pairs([("requirements.txt", &b""[..])]);
-        let (steps, _) = test_task(&root, "img", &[]).unwrap();
+        let (steps, _) = test_task(&root, "img", &[], Installer::Auto).unwrap();
         let (state, outcome) = steps[0].exit_outcome(1);
         assert_eq!(state, StepState::Failed);
         assert_eq!(outcome.status, JobStatus::Error);
@@ -467,7 +486,13 @@ mod tests {
 
     #[test]
     fn a_retry_runs_the_failed_tests_again_as_the_next_attempt() {
-        let (steps, _) = test_task(&RootFiles::default(), "img", &["-x".into()]).unwrap();
+        let (steps, _) = test_task(
+            &RootFiles::default(),
+            "img",
+            &["-x".into()],
+            Installer::Auto,
+        )
+        .unwrap();
         let test = &steps[0];
         let failed: Vec<String> = (0..7).map(|i| format!("t.py::test_{i}")).collect();
         let retry = test.retry(&failed, 3).unwrap();

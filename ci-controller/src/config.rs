@@ -106,6 +106,11 @@ pub struct Args {
     #[arg(long, env = "CI_TEST_NETWORK", default_value = "none")]
     pub test_network: String,
 
+    /// What installs jobs' requirements: `auto` (the project's `installer` under [tool.ci], else
+    /// uv when the image has it, else pip), or `pip` / `uv` for every job.
+    #[arg(long, env = "CI_INSTALLER", default_value = "auto")]
+    pub installer: ci_common::project::Installer,
+
     /// Most bytes the dependency cache keeps in all (0 = no limit); least recently used entries
     /// go first.
     #[arg(long, env = "CI_CACHE_MAX_BYTES", default_value = "10g", value_parser = parse_size)]

@@ -95,6 +95,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             workspace_size: args.workspace_size,
             report_max_bytes: args.report_max_bytes,
             cache: args.cache_bounds(),
+            installer: args.installer,
             uid,
             gid,
         },

@@ -17,7 +17,7 @@ use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
 use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
-use ci_common::project::{Install, RootFiles};
+use ci_common::project::{Install, Installer, RootFiles};
 use ci_common::results::{read_report, ReportCaps, TestOutcome};
 use ci_common::step::{check_task, test_task, ExitRule, StepCache, StepSpec, INSTALL_STEP};
 use ci_common::{JobId, JobStatus, StepState};
@@ -48,6 +48,8 @@ pub struct JobSettings {
     pub report_max_bytes: u64,
     /// The bounds of the dependency cache.
     pub cache: CacheBounds,
+    /// The installer the operator forces (`pip`, `uv`), or `auto` (the project's choice).
+    pub installer: Installer,
     pub uid: u64,
     pub gid: u64,
 }
@@ -153,7 +155,8 @@ enum Start {
 
 /// The steps of a job of `task`, decided from the job and its project's root files in one
 /// place: the built-in `test` task (see [`test_task`]) in the job's image (checked against the
-/// operator's policy). Also returns what the job says about a skipped install step.
+/// operator's policy), installing with the operator's `installer` unless it leaves the choice to
+/// the project. Also returns what the job says about a skipped install step.
 ///
 /// # Errors
 ///
@@ -164,6 +167,7 @@ pub fn plan_steps(
     default_image: &str,
     policy: &Policy,
     root: &RootFiles,
+    installer: Installer,
 ) -> Result<(Vec<StepSpec>, Option<String>), String> {
     let image = job
         .image
@@ -171,7 +175,7 @@ pub fn plan_steps(
         .unwrap_or_else(|| default_image.to_owned());
     policy.check_image(&image).map_err(|e| e.to_string())?;
     check_task(&job.task)?;
-    test_task(root, &image, &job.args()).map_err(|e| e.to_string())
+    test_task(root, &image, &job.args(), installer).map_err(|e| e.to_string())
 }
 
 /// A duration as people write it: `10s`, `5m`, `1h`, `1.5s`.
@@ -329,12 +333,12 @@ impl<D: Docker> Ctx<D> {
             self.metrics.docker_error();
             warn!(job.id = %id, "cannot remove volume {volume}: {e}");
         }
-        // A dependency cache entry the job filled and did not publish goes too.
-        match cache::abandon(&self.pool, self.epoch, id).await {
-            Ok(0) => {}
-            Ok(_) => self.sweep_cache(false).await,
-            Err(e) => warn!(job.id = %id, "cannot give up the job's cache entry: {e}"),
+        // A dependency cache entry the job filled and did not publish goes too, and the cache
+        // is brought within its bounds (the job may have published an entry).
+        if let Err(e) = cache::abandon(&self.pool, self.epoch, id).await {
+            warn!(job.id = %id, "cannot give up the job's cache entry: {e}");
         }
+        self.sweep_cache(false).await;
     }
 
     /// Keeps the dependency cache within its bounds (evicting the least recently used entries)
@@ -686,7 +690,13 @@ impl<D: Docker> Ctx<D> {
             ))));
         }
         let rows = if new_plan {
-            let (specs, skipped) = match plan_steps(job, &self.sandbox.image, &self.policy, &root) {
+            let (specs, skipped) = match plan_steps(
+                job,
+                &self.sandbox.image,
+                &self.policy,
+                &root,
+                self.settings.installer,
+            ) {
                 Ok(plan) => plan,
                 Err(reason) => return Ok(Err(error(reason))),
             };
@@ -773,8 +783,15 @@ impl<D: Docker> Ctx<D> {
             write,
             key: key.short().to_owned(),
         };
-        if let Some(entry) = cache::find_ready(&self.pool, job.user_id, &key.hex).await? {
-            cache::hit(&self.pool, self.epoch, &entry.id).await?;
+        let found = cache::find_ready(&self.pool, job.user_id, &key.hex).await?;
+        let mut chosen = None;
+        if let Some(entry) = found {
+            // Not served when it was evicted or pruned since it was found.
+            if cache::hit(&self.pool, self.epoch, &entry.id).await? {
+                chosen = Some(entry);
+            }
+        }
+        if let Some(entry) = chosen {
             self.metrics.cache_hit();
             specs.remove(at);
             for spec in &mut specs {
@@ -890,6 +907,8 @@ impl<D: Docker> Ctx<D> {
                     cache.key
                 ))
                 .await?;
+                // Within the bounds again before the job goes on (older entries may go).
+                self.sweep_cache(false).await;
             }
             Published::Duplicate | Published::Gone => {}
         }

@@ -78,6 +78,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             workspace_size: 1 << 20,
             report_max_bytes: 1 << 20,
             cache: Default::default(),
+            installer: Default::default(),
             uid: 1000,
             gid: 1000,
         },
@@ -471,7 +472,8 @@ async fn a_reattached_job_continues_its_log_after_the_stored_cursor() {
     let job = claim(&w, &[("test_a.py", "")]).await;
     let id = job.id;
     let root = ci_common::project::RootFiles::default();
-    let (specs, _) = ci_common::step::test_task(&root, "img", &[]).unwrap();
+    let (specs, _) =
+        ci_common::step::test_task(&root, "img", &[], ci_common::project::Installer::Auto).unwrap();
     // The previous controller stored lines 0 and 1; line 2 shares line 1's timestamp.
     let mut messages = lines(4);
     messages[2] = messages[2].replace(".000000003Z", ".000000002Z");

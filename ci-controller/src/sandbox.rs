@@ -210,8 +210,9 @@ fn write_state_files(dir: &Path, files: &[(&str, &str)]) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Where ci's pytest plugin is mounted (read-only) and importable from.
-pub const PLUGINS: &str = "/opt/ci/plugins";
+/// Where ci's pytest plugin and install driver are mounted (read-only); the plugin is importable
+/// from there.
+pub const PLUGINS: &str = ci_common::step::PLUGINS_DIR;
 /// The plugin's module name, loaded by pytest through `PYTEST_PLUGINS`.
 pub const RESULTS_PLUGIN: &str = "ci_results";
 /// ci's own files in the workspace volume (outside the project): the test reports.
@@ -225,10 +226,20 @@ pub fn results_file(step: &str) -> String {
     format!("{CI_DIR}/results-{step}.jsonl")
 }
 
-/// Writes ci's pytest plugin into `dir` (created if needed; replaced atomically).
+/// The install step's driver (see its header and [`ci_common::step::INSTALL_DRIVER`]).
+const INSTALL_DRIVER_SOURCE: &str = include_str!("ci_install.py");
+
+/// Writes ci's pytest plugin and install driver into `dir` (created if needed; each replaced
+/// atomically).
 pub fn write_plugins(dir: &Path) -> std::io::Result<()> {
     let name = format!("{RESULTS_PLUGIN}.py");
-    write_state_files(dir, &[(&name, RESULTS_PLUGIN_SOURCE)])
+    write_state_files(
+        dir,
+        &[
+            (&name, RESULTS_PLUGIN_SOURCE),
+            (ci_common::step::INSTALL_DRIVER, INSTALL_DRIVER_SOURCE),
+        ],
+    )
 }
 
 /// PID 1 of every container: runs the step's command, forwards Docker's signals to it and
@@ -424,7 +435,9 @@ mod tests {
     /// The built-in test task's steps for a project with requirements: install, test.
     fn steps() -> Vec<StepSpec> {
         let root = ci_common::project::RootFiles::from_pairs([("requirements.txt", &b""[..])]);
-        ci_common::step::test_task(&root, "img", &[]).unwrap().0
+        ci_common::step::test_task(&root, "img", &[], ci_common::project::Installer::Auto)
+            .unwrap()
+            .0
     }
 
     fn run(job: JobId, step: &StepSpec) -> Run<'_> {

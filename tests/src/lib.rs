@@ -373,6 +373,7 @@ impl Server {
 pub struct Controller {
     pub proc: Proc,
     pub prefix: String,
+    keep_caches: bool,
 }
 
 impl Controller {
@@ -409,7 +410,14 @@ impl Controller {
         Self {
             proc,
             prefix: prefix.to_owned(),
+            keep_caches: false,
         }
+    }
+
+    /// Leaves the dependency and pip cache volumes of this controller's prefix in place when it
+    /// is dropped (for a controller replaced by another with the same prefix).
+    pub fn keep_caches(&mut self) {
+        self.keep_caches = true;
     }
 
     /// Names of Docker containers carrying this controller's prefix label.
@@ -441,12 +449,26 @@ impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        remove_prefix_leftovers(&self.prefix);
+        if self.keep_caches {
+            remove_job_leftovers(&self.prefix);
+        } else {
+            remove_prefix_leftovers(&self.prefix);
+        }
     }
 }
 
-/// Removes every container and volume labelled with `prefix` (test cleanup).
+/// Removes every container and volume labelled with `prefix`, the dependency and pip caches
+/// included (test cleanup).
 pub fn remove_prefix_leftovers(prefix: &str) {
+    sweep_leftovers(prefix, true);
+}
+
+/// Removes the containers and job volumes labelled with `prefix`, leaving its caches.
+pub fn remove_job_leftovers(prefix: &str) {
+    sweep_leftovers(prefix, false);
+}
+
+fn sweep_leftovers(prefix: &str, caches: bool) {
     // A killed controller may have left a Docker request in flight (a volume or container being
     // created) that lands after a first sweep, so sweep until two sweeps in a row find nothing.
     let label = format!("label=ci.prefix={prefix}");
@@ -460,7 +482,23 @@ pub fn remove_prefix_leftovers(prefix: &str) {
                 .args(&containers)
                 .output();
         }
-        let volumes = docker_lines(&["volume", "ls", "-q", "--filter", &label]);
+        // The job volumes, and the dependency and pip caches (they outlive jobs, so they carry
+        // their own labels).
+        let mut volumes = docker_lines(&["volume", "ls", "-q", "--filter", &label]);
+        if caches {
+            for cache_label in [
+                format!("label=ci.cache={prefix}"),
+                format!("label=ci.pip_cache={prefix}"),
+            ] {
+                volumes.extend(docker_lines(&[
+                    "volume",
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &cache_label,
+                ]));
+            }
+        }
         if !volumes.is_empty() {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f"])

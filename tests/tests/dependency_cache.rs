@@ -674,10 +674,8 @@ async fn the_per_user_cap_evicts_the_least_recently_used_entry() {
     again.missed("first project after its entry was evicted");
     expect_outcome("first project again", &again.out, 0, "1 passed");
 
-    // PRODUCT BUG (reported): the controller sweeps the cache at the end of a job only when the
-    // job gave up an entry (`Ctx::cleanup` calls `sweep_cache` only if `cache::abandon` changed
-    // a row), never after a job that published one, so the user stays past the cap, and the
-    // entry to evict keeps serving hits, until the reconcile loop's sweep (every 30 s).
+    // The job that published the second entry brought the cache within its bounds before it
+    // ended: the first entry was no longer served by then.
     let ready: Vec<String> = at_the_end
         .iter()
         .filter(|e| e.state == CacheState::Ready)
@@ -708,11 +706,14 @@ async fn a_restarted_controller_keeps_the_entries() {
     stack.controller.proc.signal("TERM");
     stack.controller.proc.wait_exit(Duration::from_secs(30));
     let prefix = stack.controller.prefix.clone();
-    // The old one's cleanup runs when it is dropped, before the new one has any job.
-    drop(std::mem::replace(
+    // The old one's cleanup runs when it is dropped, before the new one has any job; the
+    // caches stay, as they do when an operator restarts a controller.
+    let mut old = std::mem::replace(
         &mut stack.controller,
         Controller::start_with_prefix(&stack.db.path, &prefix, &[]),
-    ));
+    );
+    old.keep_caches();
+    drop(old);
     assert_eq!(w.cache_volumes(), std::slice::from_ref(&volume));
 
     let after = w.submit(&ada, &project.path, &[]);

@@ -62,17 +62,20 @@ pub async fn find_ready(
 }
 
 /// Records that a job uses the published entry `id` instead of installing (its last use, for
-/// eviction, and its hits). Fenced by the lease epoch.
-pub async fn hit(pool: &SqlitePool, epoch: i64, id: &str) -> Result<(), DbError> {
+/// eviction, and its hits). Returns false when the entry is no longer published (evicted or
+/// pruned since it was found): the job must install instead. Fenced by the lease epoch.
+pub async fn hit(pool: &SqlitePool, epoch: i64, id: &str) -> Result<bool, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     lease::check(&mut tx, epoch).await?;
-    sqlx::query("UPDATE cache_entries SET hits = hits + 1, last_used_at = ? WHERE id = ?")
-        .bind(Utc::now())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE cache_entries SET hits = hits + 1, last_used_at = ? WHERE id = ? AND state = 'ready'",
+    )
+    .bind(Utc::now())
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Starts an entry for `user` and `key` that `job` installs into, in the volume `volume`
@@ -306,15 +309,16 @@ pub async fn evict(pool: &SqlitePool, bounds: &CacheBounds) -> Result<Vec<CacheE
 }
 
 /// Entries to remove whose volumes no running job mounts (a job's steps name the volumes they
-/// mount) and that no job used in the last `grace` (a job that just chose an entry has not
-/// stored its plan yet).
+/// mount) and that no job chose in the last `grace` (a job that just chose an entry has not
+/// stored its plan yet; an entry no job ever chose needs no grace).
 pub async fn removable(
     ex: impl SqliteExecutor<'_>,
     grace: Duration,
 ) -> Result<Vec<CacheEntry>, DbError> {
     let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
     Ok(sqlx::query_as(
-        "SELECT * FROM cache_entries c WHERE state = 'removing' AND last_used_at <= ? AND NOT EXISTS (
+        "SELECT * FROM cache_entries c WHERE state = 'removing' AND (hits = 0 OR last_used_at <= ?)
+           AND NOT EXISTS (
              SELECT 1 FROM job_steps s JOIN jobs j ON j.id = s.job_id
              WHERE j.status = 'running' AND instr(s.spec, c.volume) > 0)
          ORDER BY last_used_at",
@@ -370,7 +374,7 @@ mod tests {
         let ready = find_ready(&pool, job.user_id, "k1").await.unwrap().unwrap();
         assert_eq!((ready.volume.as_str(), ready.size_bytes), ("vol-a", 1234));
         assert_eq!(find_ready(&pool, other.id, "k1").await.unwrap(), None);
-        hit(&pool, epoch, &ready.id).await.unwrap();
+        assert!(hit(&pool, epoch, &ready.id).await.unwrap());
         assert_eq!(list(&pool, None).await.unwrap()[0].hits, 1);
 
         // A second build of the same key loses the race and is to be removed.
@@ -463,5 +467,23 @@ mod tests {
         publish(&pool, epoch, "v9", 1).await.unwrap();
         assert_eq!(prune(&pool, Some(job.user_id), None).await.unwrap(), 1);
         assert_eq!(prune(&pool, None, None).await.unwrap(), 0);
+        // A pruned entry is not served any more, and one chosen just before waits out the grace.
+        let v9 = list(&pool, None).await.unwrap();
+        let v9 = v9.iter().find(|e| e.volume == "v9").unwrap();
+        assert!(!hit(&pool, epoch, &v9.id).await.unwrap());
+        let v0 = list(&pool, None).await.unwrap();
+        let v0 = v0.iter().find(|e| e.volume == "v0").unwrap().clone();
+        assert_eq!(v0.hits, 1);
+        let waiting: Vec<String> = removable(&pool, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.volume)
+            .collect();
+        assert!(!waiting.contains(&"v0".to_owned()), "{waiting:?}");
+        assert!(
+            waiting.contains(&"v9".to_owned()),
+            "never chosen: {waiting:?}"
+        );
     }
 }

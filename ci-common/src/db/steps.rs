@@ -296,7 +296,7 @@ mod tests {
         let (_dir, pool) = temp_db().await;
         let (job, epoch) = claimed_job_with_steps(&pool).await;
         let root = RootFiles::from_pairs([("requirements.txt", &b""[..])]);
-        let (specs, _) = test_task(&root, "img", &[]).unwrap();
+        let (specs, _) = test_task(&root, "img", &[], crate::project::Installer::Auto).unwrap();
 
         let planned = list(&pool, job.id).await.unwrap();
         assert_eq!(planned.len(), 2);

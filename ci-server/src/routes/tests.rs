@@ -201,7 +201,13 @@ mod endpoint_tests {
             .await
             .unwrap()
             .unwrap();
-        let (specs, _) = test_task(&RootFiles::default(), "img", &[]).unwrap();
+        let (specs, _) = test_task(
+            &RootFiles::default(),
+            "img",
+            &[],
+            ci_common::project::Installer::Auto,
+        )
+        .unwrap();
         steps::plan(&db.pool, job.id, epoch, &specs).await.unwrap();
         let mut lines = String::new();
         for i in 0..1000 {
