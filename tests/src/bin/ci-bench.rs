@@ -8,6 +8,8 @@
 
 #[path = "ci-bench/client.rs"]
 mod client;
+#[path = "ci-bench/dep_cache.rs"]
+mod dep_cache;
 #[path = "ci-bench/fixtures.rs"]
 mod fixtures;
 #[path = "ci-bench/report.rs"]
@@ -32,8 +34,9 @@ use clap::Parser;
 use crate::report::{Machine, Outcome};
 use crate::scenarios::{Ctx, Sizes, SCENARIOS};
 
-/// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency
-/// and idle footprint, measured with the real binaries and Docker; and test report parsing.
+/// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency,
+/// idle footprint and the dependency cache, measured with the real binaries and Docker; and test
+/// report parsing.
 #[derive(Debug, Parser)]
 #[command(name = "ci-bench")]
 struct Args {

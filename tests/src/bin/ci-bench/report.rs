@@ -297,9 +297,9 @@ const METHOD_HEADING: &str = "## What each scenario measures";
 const METHOD: &str = r#"
 ## What each scenario measures
 
-Scenarios 1-7 start their own `ci-server` (two replicas where noted) and `ci-controller` on a new
-temporary database, with default flags except those named here, and the offline runner image
-(`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
+Scenarios 1-7 and 9 start their own `ci-server` (two replicas where noted) and `ci-controller` on
+a new temporary database, with default flags except those named here, and the offline runner
+image (`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
 database. No `CI_*` variable of the caller reaches the services. Fixtures are generated at run
 time; output that must stream while a test runs is written inside `capsys.disabled()`, because
 the controller runs `python3 -m pytest` without `-s`.
@@ -350,6 +350,16 @@ the controller runs `python3 -m pytest` without `-s`.
    the heap the returned `Report` holds (capacities of its vector and strings). The large report
    is also parsed with `max_tests` 1,000. Every parse must count every test per outcome as
    written and keep each one exactly as written (SHA-256 over all its fields).
+9. **Dependency cache** — wall time of `ci submit test` (as in 1) for one project three ways, on
+   one stack and one user: (a) without requirements (its two tiny packages are project folders),
+   (c) warm: a `requirements.txt` installing the same packages from two local wheels
+   (`--no-index --find-links wheels`) whose install an earlier job cached (a hit: no install
+   step, the packages mounted read-only), and (b) cold: the same with a comment line that changes
+   every run (a new key: a miss, the install runs). Each round runs a and c in alternating
+   order, then b; one unmeasured run of a and one of the warm requirements (filling the entry)
+   come first. The ratio warm / no requirements is taken per round (target ≤ 1.15×). Every job
+   must pass, the warm ones' logs must say "dependency cache hit" and the cold ones' "miss". The
+   notes give each phase's median, from the jobs' database timestamps and `docker events`.
 
 ## How to run
 
@@ -359,6 +369,8 @@ scripts/bench.sh --quick    # small sizes, one run: a smoke check (~1-2 min)
 scripts/bench.sh --runs 3   # fewer repetitions
 # scenario 8 alone: no Docker, no services; replaces only its own section of docs/benchmarks.md
 cargo run --release -p ci-tests --bin ci-bench -- --only report-parse
+# scenario 9 alone (needs Docker and the release binaries); replaces only its own section
+cargo build --release --workspace --bins && target/release/ci-bench --only dep-cache
 ```
 
 `ci-bench --help` lists every flag (`--output PATH`, `--only 4,5` or `--only report-parse`,

@@ -1,6 +1,7 @@
-//! The scenarios. Each of 1-7 starts its own stack on a fresh database, measures, checks that
-//! what it measured is correct (every line accounted for, no errors), and returns figures +
-//! checks; 8 (`report_parse.rs`) needs no stack. Targets are reported, never enforced.
+//! The scenarios. Each of 1-7 and 9 (`dep_cache.rs`) starts its own stack on a fresh database,
+//! measures, checks that what it measured is correct (every line accounted for, no errors), and
+//! returns figures + checks; 8 (`report_parse.rs`) needs no stack. Targets are reported, never
+//! enforced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,8 @@ pub struct Sizes {
     pub parse_tests: usize,
     /// Size of the large report (MB); a second one is twice that.
     pub parse_big_mb: u64,
+    /// Rounds of the dependency cache scenario (no requirements, warm, cold).
+    pub dep_runs: usize,
 }
 
 impl Sizes {
@@ -81,6 +84,7 @@ impl Sizes {
                 parse_runs: runs,
                 parse_tests: 5_000,
                 parse_big_mb: 4,
+                dep_runs: 2 * runs,
             }
         } else {
             Sizes {
@@ -103,6 +107,7 @@ impl Sizes {
                 parse_runs: runs,
                 parse_tests: 5_000,
                 parse_big_mb: 50,
+                dep_runs: 2 * runs,
             }
         }
     }
@@ -133,7 +138,7 @@ pub struct Scenario {
     pub docker: bool,
 }
 
-pub const SCENARIOS: [Scenario; 8] = [
+pub const SCENARIOS: [Scenario; 9] = [
     Scenario {
         number: 1,
         title: "End to end",
@@ -182,6 +187,12 @@ pub const SCENARIOS: [Scenario; 8] = [
         name: "report-parse",
         docker: false,
     },
+    Scenario {
+        number: 9,
+        title: "Dependency cache",
+        name: "dep-cache",
+        docker: true,
+    },
 ];
 
 /// The scenario a `--only` value names, by number or name.
@@ -209,12 +220,13 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
         6 => concurrency(&ctx).await,
         7 => idle(&ctx).await,
         8 => crate::report_parse::run(ctx).await,
+        9 => crate::dep_cache::run(&ctx).await,
         _ => bail!("no scenario {number}"),
     }
 }
 
 impl Ctx {
-    fn stack_options(&self, replicas: usize, controller_args: &[&str]) -> StackOptions {
+    pub(crate) fn stack_options(&self, replicas: usize, controller_args: &[&str]) -> StackOptions {
         StackOptions {
             replicas,
             controller_args: controller_args.iter().map(|s| (*s).to_owned()).collect(),
@@ -224,7 +236,7 @@ impl Ctx {
     }
 
     /// How long one job may take before the scenario gives up on it.
-    fn job_timeout(&self) -> Duration {
+    pub(crate) fn job_timeout(&self) -> Duration {
         Duration::from_secs(if self.quick { 120 } else { 600 })
     }
 }
@@ -238,7 +250,7 @@ fn status_of(view: &serde_json::Value) -> String {
 }
 
 /// Runs `cmd` to completion with a time limit; returns (wall time, success, output tail).
-async fn timed(
+pub(crate) async fn timed(
     mut cmd: tokio::process::Command,
     timeout: Duration,
 ) -> Result<(Duration, bool, String)> {
