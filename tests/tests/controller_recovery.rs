@@ -54,7 +54,10 @@ async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_on
 async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_every_line_once() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let mut first = Controller::start(&db.path);
+    // pip, whose output the test follows (the kill and reattach are the installer's business
+    // as little as the test step's).
+    let pip = ["--installer", "pip"];
+    let mut first = Controller::start_with(&db.path, &pip);
     let prefix = first.prefix.clone();
     let id = queue(&db, user.id, "slow_install").await;
     // pip has started on the project (its setup.py takes seconds).
@@ -62,7 +65,7 @@ async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_e
     first.proc.signal("KILL");
     first.proc.wait_exit(Duration::from_secs(10));
 
-    let second = Controller::start_with_prefix(&db.path, &prefix, &[]);
+    let second = Controller::start_with_prefix(&db.path, &prefix, &pip);
     let job = finished(&db, id, JOB_WAIT).await;
     let events = all_events(&db, id).await;
     let lines = log_texts(&events);

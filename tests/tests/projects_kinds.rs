@@ -178,8 +178,8 @@ async fn console_scripts_from_requirements_dev_run_by_name() {
     let out = submit(&stack, &project.path, &[]);
     expect_outcome("kinds_console_scripts", &out, 0, "4 passed");
     assert!(
-        out.stdout.contains("Successfully installed greetkit-0.3.0"),
-        "pip installed requirements-dev.txt:\n{}",
+        installed(&out.stdout, "greetkit", Some("0.3.0")),
+        "requirements-dev.txt was installed:\n{}",
         out.stdout
     );
 }
@@ -341,10 +341,23 @@ async fn requirements_with_dash_e_dot_install_the_project_itself() {
     let out = submit(&stack, &project.path, &[]);
     expect_outcome("kinds_install_self", &out, 0, "4 passed");
     assert!(
-        out.stdout.contains("Successfully installed unitconv"),
-        "pip installed the project:\n{}",
+        installed(&out.stdout, "unitconv", None),
+        "the project was installed:\n{}",
         out.stdout
     );
+}
+
+/// Whether the install step's log says it installed `name` (at `version`), as pip says it
+/// (`Successfully installed greetkit-0.3.0`) or uv (` + greetkit==0.3.0`).
+fn installed(log: &str, name: &str, version: Option<&str>) -> bool {
+    let (pip, uv) = match version {
+        Some(v) => (format!("{name}-{v}"), format!("+ {name}=={v}")),
+        None => (format!("{name}-"), format!("+ {name}==")),
+    };
+    log.lines().any(|l| {
+        (l.starts_with("Successfully installed") && l.contains(&pip))
+            || l.trim_start().starts_with(&uv)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
