@@ -165,7 +165,7 @@ pub fn install_key(
         Install::Requirements(roots) => {
             let mut queue: Vec<(String, String)> = roots
                 .iter()
-                .map(|r| ((*r).to_owned(), "the install step".to_owned()))
+                .map(|r| (r.clone(), "the install step".to_owned()))
                 .collect();
             let mut seen = BTreeSet::new();
             while let Some((file, by)) = queue.pop() {
@@ -405,7 +405,7 @@ mod tests {
     }
 
     fn requirements() -> Install {
-        Install::Requirements(vec!["requirements.txt"])
+        Install::Requirements(vec!["requirements.txt".to_owned()])
     }
 
     fn key(files: &BTreeMap<String, Vec<u8>>) -> CacheKey {

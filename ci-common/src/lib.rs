@@ -13,6 +13,7 @@ pub mod policy;
 pub mod project;
 pub mod results;
 pub mod step;
+pub mod tasks;
 
 #[cfg(feature = "db")]
 pub mod db;

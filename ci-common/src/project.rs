@@ -164,6 +164,9 @@ pub struct CiConfig {
     pub project: Option<String>,
     /// What installs the requirements: `"uv"`, `"pip"` or `"auto"` (uv when the image has it).
     pub installer: Option<Installer>,
+    /// Named tasks, `[tool.ci.tasks.<name>]` (see [`crate::tasks`]).
+    #[serde(default)]
+    pub tasks: BTreeMap<String, crate::tasks::TaskConfig>,
 }
 
 /// Reads `[tool.ci]` from the text of `pyproject.toml` (a file without it is the default).
@@ -198,6 +201,7 @@ pub fn ci_config(pyproject: &str) -> Result<CiConfig, ConfigError> {
     if let Some(name) = &config.project {
         check_project_name(name).map_err(ConfigError::Schema)?;
     }
+    crate::tasks::check_tasks(&config.tasks).map_err(ConfigError::Schema)?;
     Ok(config)
 }
 
@@ -380,7 +384,7 @@ pub const TEST_EXTRAS: &[&str] = &["test", "tests", "testing"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Install {
     /// `pip install -r FILE ...`
-    Requirements(Vec<&'static str>),
+    Requirements(Vec<String>),
     /// `pip install .[EXTRA]`
     ProjectExtra(String),
     Nothing,
@@ -390,14 +394,14 @@ impl Install {
     /// Decides from the root files (see [`Install`]).
     pub fn plan(files: &RootFiles) -> Self {
         if files.has("requirements.txt") {
-            return Install::Requirements(vec!["requirements.txt"]);
+            return Install::Requirements(vec!["requirements.txt".to_owned()]);
         }
         let found: Vec<&'static str> = ["requirements-test.txt", "requirements-dev.txt"]
             .into_iter()
             .filter(|f| files.has(f))
             .collect();
         if !found.is_empty() {
-            return Install::Requirements(found);
+            return Install::Requirements(found.into_iter().map(str::to_owned).collect());
         }
         match test_extra(files) {
             Some(extra) => Install::ProjectExtra(extra.to_owned()),
@@ -410,7 +414,7 @@ impl Install {
         match self {
             Install::Requirements(files) => files
                 .iter()
-                .flat_map(|f| ["-r".to_owned(), (*f).to_owned()])
+                .flat_map(|f| ["-r".to_owned(), f.clone()])
                 .collect(),
             Install::ProjectExtra(extra) => vec![format!(".[{extra}]")],
             Install::Nothing => Vec::new(),
@@ -434,7 +438,7 @@ impl Install {
 /// `requirements-test.txt` and `requirements-dev.txt` that exist when `requirements.txt` is used.
 fn not_installed(files: &RootFiles, install: &Install) -> Vec<&'static str> {
     match install {
-        Install::Requirements(used) if used.contains(&"requirements.txt") => {
+        Install::Requirements(used) if used.iter().any(|f| f == "requirements.txt") => {
             ["requirements-test.txt", "requirements-dev.txt"]
                 .into_iter()
                 .filter(|f| files.has(f))
@@ -836,12 +840,15 @@ mod tests {
         let plan = |pairs: &[(&str, &str)]| Install::plan(&files(pairs));
         assert_eq!(
             plan(&[("requirements.txt", ""), ("requirements-dev.txt", "")]),
-            Install::Requirements(vec!["requirements.txt"])
+            Install::Requirements(vec!["requirements.txt".to_owned()])
         );
         let both = plan(&[("requirements-dev.txt", ""), ("requirements-test.txt", "")]);
         assert_eq!(
             both,
-            Install::Requirements(vec!["requirements-test.txt", "requirements-dev.txt"])
+            Install::Requirements(vec![
+                "requirements-test.txt".to_owned(),
+                "requirements-dev.txt".to_owned()
+            ])
         );
         assert_eq!(
             both.pip_args(),

@@ -320,21 +320,39 @@ impl StepSpec {
     }
 }
 
-/// Checks that this service runs `task` (today only the built-in `test`): the server refuses an
-/// upload of another task, and the controller a job of one.
-///
-/// # Errors
-///
-/// The message for the user, naming the task that exists.
-pub fn check_task(task: &str) -> Result<(), String> {
-    if task == crate::api::DEFAULT_TASK {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown task {task:?}: the task this service runs is \"{0}\" (pytest); submit with \
-             `ci submit {0}`",
-            crate::api::DEFAULT_TASK
-        ))
+/// The install step of a job: [`INSTALL_DRIVER`] with `installer` installing `install` into the
+/// job's environment, online; a failure ends the job as `error`. `notice` is what the job says
+/// when it starts (default: what is installed).
+pub fn install_step(
+    image: &str,
+    install: &Install,
+    installer: Installer,
+    notice: Option<String>,
+) -> StepSpec {
+    StepSpec {
+        name: INSTALL_STEP.into(),
+        title: "pip install".into(),
+        notice: notice.unwrap_or_else(|| format!("installing {}", install.describe())),
+        image: image.to_owned(),
+        command: [
+            "python3".to_owned(),
+            format!("{PLUGINS_DIR}/{INSTALL_DRIVER}"),
+            installer.as_str().to_owned(),
+        ]
+        .into_iter()
+        .chain(install.pip_args())
+        .collect(),
+        network: Network::Online,
+        env: Vec::new(),
+        timeout_secs: None,
+        exit: ExitRule::Zero {
+            failure: JobStatus::Error,
+        },
+        stops_job: true,
+        attempt: 1,
+        rerun: Vec::new(),
+        cache: None,
+        pip_cache: None,
     }
 }
 
@@ -361,33 +379,12 @@ pub fn test_task(
     if install == Install::Nothing {
         skipped = Some(notice);
     } else {
-        steps.push(StepSpec {
-            name: INSTALL_STEP.into(),
-            title: "pip install".into(),
-            notice,
-            image: image.to_owned(),
-            command: [
-                "python3".to_owned(),
-                format!("{PLUGINS_DIR}/{INSTALL_DRIVER}"),
-                Installer::choose(installer, project.ci.installer)
-                    .as_str()
-                    .to_owned(),
-            ]
-            .into_iter()
-            .chain(install.pip_args())
-            .collect(),
-            network: Network::Online,
-            env: Vec::new(),
-            timeout_secs: None,
-            exit: ExitRule::Zero {
-                failure: JobStatus::Error,
-            },
-            stops_job: true,
-            attempt: 1,
-            rerun: Vec::new(),
-            cache: None,
-            pip_cache: None,
-        });
+        steps.push(install_step(
+            image,
+            &install,
+            Installer::choose(installer, project.ci.installer),
+            Some(notice),
+        ));
     }
     let command = pytest_command(project.pytest.as_ref(), pytest_args);
     steps.push(StepSpec {

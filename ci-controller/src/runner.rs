@@ -19,7 +19,8 @@ use ci_common::db::{uploads, SqlitePool};
 use ci_common::policy::Policy;
 use ci_common::project::{Install, Installer, RootFiles};
 use ci_common::results::{read_report, ReportCaps, TestOutcome};
-use ci_common::step::{check_task, test_task, ExitRule, StepCache, StepSpec, INSTALL_STEP};
+use ci_common::step::{ExitRule, StepCache, StepSpec, INSTALL_STEP};
+use ci_common::tasks::plan_task;
 use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -154,7 +155,7 @@ enum Start {
 }
 
 /// The steps of a job of `task`, decided from the job and its project's root files in one
-/// place: the built-in `test` task (see [`test_task`]) in the job's image (checked against the
+/// place: the task's plan (see [`plan_task`]) in the job's image (checked against the
 /// operator's policy), installing with the operator's `installer` unless it leaves the choice to
 /// the project. Also returns what the job says about a skipped install step.
 ///
@@ -174,8 +175,13 @@ pub fn plan_steps(
         .clone()
         .unwrap_or_else(|| default_image.to_owned());
     policy.check_image(&image).map_err(|e| e.to_string())?;
-    check_task(&job.task)?;
-    test_task(root, &image, &job.args(), installer).map_err(|e| e.to_string())
+    let (steps, skipped) =
+        plan_task(root, &job.task, &image, &job.args(), installer).map_err(|e| e.to_string())?;
+    // A task may name its own image: every step's must be allowed.
+    for step in &steps {
+        policy.check_image(&step.image).map_err(|e| e.to_string())?;
+    }
+    Ok((steps, skipped))
 }
 
 /// A duration as people write it: `10s`, `5m`, `1h`, `1.5s`.

@@ -234,8 +234,6 @@ pub async fn accept_upload(
     {
         return Err(invalid_task());
     }
-    // A job of a task the controller cannot run would run pytest under another name.
-    ci_common::step::check_task(&task).map_err(ApiError::Invalid)?;
     let policy = ci_common::db::policy::current(&state.pool).await?;
     let limits = state.config.limits(&policy);
     let (archive, checked) = tokio::task::spawn_blocking(move || {
@@ -249,10 +247,18 @@ pub async fn accept_upload(
     .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("validating an upload")))?;
     let (summary, root) = checked?;
     let project = ci_common::project::Project::read(&root)?;
+    // A job of a task the project does not have would fail in the controller.
+    ci_common::tasks::check_task(&project, &task).map_err(ApiError::Invalid)?;
     // The command line wins over the project's configuration.
     let image = image.or(project.ci.image.clone());
     if let Some(image) = &image {
         policy.check_image(image)?;
+    }
+    // The images the job's tasks name are the operator's to allow too.
+    for name in ci_common::tasks::pipeline(&project.ci.tasks, &task).map_err(ApiError::Invalid)? {
+        if let Some(image) = project.ci.tasks.get(&name).and_then(|t| t.image.as_deref()) {
+            policy.check_image(image)?;
+        }
     }
     let options = project
         .job_options(&asked, policy.max_retries)
