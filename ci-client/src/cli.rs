@@ -48,6 +48,9 @@ pub enum Command {
     Tests(TestsArgs),
     /// Cancel a queued or running job.
     Cancel(CancelArgs),
+    /// List the project's tasks (built-in `test` and those under [tool.ci.tasks] in
+    /// pyproject.toml) with what each runs first; reads only the local files.
+    Tasks(TasksArgs),
     /// Print a shell completion script (e.g. `ci completions bash > ~/.local/share/bash-completion/completions/ci`).
     Completions {
         #[arg(value_enum)]
@@ -100,6 +103,17 @@ pub struct SubmitArgs {
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// The project folder.
+    #[arg(short = 'C', long, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Print the tasks as JSON: `[{"name", "runs", "command"}]`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,7 +31,9 @@ use clap::CommandFactory;
 use reqwest::StatusCode;
 
 use crate::api::{Api, ApiError};
-use crate::cli::{CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, TestsArgs, WaitArgs};
+use crate::cli::{
+    CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, TasksArgs, TestsArgs, WaitArgs,
+};
 use crate::config::{Env, FileConfig, Settings};
 use crate::follow::{follow, Backoff, Finished, HttpEvents};
 use crate::output::{Printer, Spinner, Style};
@@ -89,6 +91,9 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
 }
 
 pub async fn run(cli: Cli) -> Result<Exit> {
+    if let Command::Tasks(args) = &cli.command {
+        return tasks_list(args);
+    }
     if let Command::Completions { shell } = cli.command {
         let mut command = Cli::command();
         let mut script = Vec::new();
@@ -108,7 +113,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status(&api, args).await,
         Command::Tests(args) => tests(&api, args).await,
         Command::Cancel(args) => cancel(&api, args).await,
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
 }
 
@@ -132,6 +137,73 @@ fn settings(cli: &Cli) -> Result<Settings> {
     )
 }
 
+/// The project's configuration as `ci` reads it from the folder's `pyproject.toml` (the default
+/// when there is none).
+fn local_project(dir: &std::path::Path) -> Result<ci_common::project::Project> {
+    let path = dir.join(ci_common::project::PYPROJECT);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display())))
+        }
+    };
+    let root = ci_common::project::RootFiles::from_pairs([(
+        ci_common::project::PYPROJECT,
+        text.as_slice(),
+    )]);
+    ci_common::project::Project::read(&root)
+        .with_context(|| format!("{} cannot be used", path.display()))
+}
+
+/// `ci tasks`: the project's tasks, what each runs (its needs first), and its commands.
+fn tasks_list(args: &TasksArgs) -> Result<Exit> {
+    let project = local_project(&args.dir)?;
+    let tasks = &project.ci.tasks;
+    let mut rows = Vec::new();
+    for name in ci_common::tasks::task_names(tasks) {
+        let runs = ci_common::tasks::pipeline(tasks, &name).map_err(anyhow::Error::msg)?;
+        let command = match tasks.get(&name).and_then(|t| t.run.as_ref()) {
+            Some(run) => run.script().lines().next().unwrap_or("").trim().to_owned(),
+            None => "pytest (built in)".to_owned(),
+        };
+        rows.push((name, runs, command));
+    }
+    let mut out = String::new();
+    if args.json {
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, runs, command)| serde_json::json!({"name": name, "runs": runs, "command": command}))
+            .collect();
+        out = serde_json::to_string_pretty(&json).context("cannot write JSON")? + "\n";
+    } else {
+        let width = rows
+            .iter()
+            .map(|(n, _, _)| n.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let runs_width = rows
+            .iter()
+            .map(|(_, r, _)| r.join(" → ").chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        out.push_str(&format!(
+            "{:<width$}  {:<runs_width$}  COMMAND\n",
+            "TASK", "RUNS"
+        ));
+        for (name, runs, command) in &rows {
+            out.push_str(&format!(
+                "{name:<width$}  {:<runs_width$}  {command}\n",
+                runs.join(" → ")
+            ));
+        }
+    }
+    write_stdout(out.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
 async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Result<Exit> {
     let animate = std::io::stderr().is_terminal();
     let spinner = |message: &str| animate.then(|| Spinner::start(message));
@@ -142,6 +214,12 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     };
 
     let dir = args.dir.clone();
+    // An unknown task is refused before anything is packed or sent.
+    if let Ok(project) = local_project(&dir) {
+        if let Err(message) = ci_common::tasks::check_task(&project, &args.task) {
+            anyhow::bail!("{message}");
+        }
+    }
     // The folder's own name (`.` and `..` resolved): the project's name when nothing else names it.
     let folder = std::fs::canonicalize(&dir)
         .ok()
