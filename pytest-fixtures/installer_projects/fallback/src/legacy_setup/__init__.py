@@ -1,0 +1,3 @@
+"""A setup.py-only project, installed in place."""
+
+VERSION = "0.1"
