@@ -141,6 +141,12 @@ pub enum Uncacheable {
     Outside { file: String, reference: String },
     #[error("{file} is missing (included by {by})")]
     Missing { file: String, by: String },
+    #[error(
+        "{file} installs {package} as a link with setup.py (no [build-system] in its \
+         pyproject.toml): that install writes into the project, which a cached install cannot \
+         restore"
+    )]
+    WritesProject { file: String, package: String },
 }
 
 /// How deep `-r` includes may nest (pip has no limit; a loop is cut here).
@@ -198,6 +204,22 @@ pub fn install_key(
                             for base in [String::new(), parent(&file)] {
                                 let dir = resolve(&base, target).ok_or_else(outside)?;
                                 if is_link {
+                                    // A legacy `setup.py develop` writes its metadata into the
+                                    // package's folder (`*.egg-info`), not into the install.
+                                    let pyproject = files
+                                        .read(&join(&dir, "pyproject.toml"))
+                                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                                        .unwrap_or_default();
+                                    if !pyproject.contains("[build-system]") {
+                                        return Err(Uncacheable::WritesProject {
+                                            file: file.clone(),
+                                            package: if dir.is_empty() {
+                                                "the project".to_owned()
+                                            } else {
+                                                dir.clone()
+                                            },
+                                        });
+                                    }
                                     for name in METADATA_FILES {
                                         let path = join(&dir, name);
                                         if let Some(bytes) = files.read(&path) {
@@ -422,7 +444,10 @@ mod tests {
             ("reqs/base.txt", "-c constraints.txt\nattrs\n"),
             ("reqs/constraints.txt", "attrs<24\n"),
             ("wheels/attrs-23.whl", "wheel bytes"),
-            ("libs/tool/pyproject.toml", "[project]\nname='tool'\n"),
+            (
+                "libs/tool/pyproject.toml",
+                "[build-system]\nrequires = []\n[project]\nname='tool'\n",
+            ),
             ("libs/tool/tool.py", "code"),
             ("vendor/pkg/setup.py", "setup()"),
             ("vendor/pkg/pkg/__init__.py", "x = 1"),
@@ -498,6 +523,22 @@ mod tests {
             ),
         ]);
         assert_eq!(key(&files).files, ["requirements.txt"]);
+    }
+
+    #[test]
+    fn a_legacy_editable_install_writes_into_the_project_and_is_not_cached() {
+        let files = project(&[("requirements.txt", "-e .\n"), ("setup.py", "setup()")]);
+        let err = install_key(&files, &requirements(), &[], "i").unwrap_err();
+        assert!(matches!(err, Uncacheable::WritesProject { .. }), "{err:?}");
+        assert!(err.to_string().contains("the project"), "{err}");
+        let modern = project(&[
+            ("requirements.txt", "-e .\n"),
+            (
+                "pyproject.toml",
+                "[build-system]\nrequires = [\"setuptools\"]\n",
+            ),
+        ]);
+        assert!(install_key(&modern, &requirements(), &[], "i").is_ok());
     }
 
     #[test]
