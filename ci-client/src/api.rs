@@ -313,6 +313,55 @@ impl Api {
 /// Results asked for per request when reading them all (the server's cap).
 const TESTS_PAGE: u32 = 1000;
 
+/// One artifact of a job, as `GET /api/v1/jobs/{id}/artifacts` lists it.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct Artifact {
+    /// Its path in the project, e.g. `dist/pkg-1.0-py3-none-any.whl`.
+    pub path: String,
+    /// Bytes.
+    pub size: i64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ArtifactList {
+    artifacts: Vec<Artifact>,
+}
+
+impl Api {
+    /// The job's artifacts.
+    pub async fn artifacts(&self, id: JobId) -> Result<Vec<Artifact>, ApiError> {
+        let response = self
+            .send(&format!("jobs/{id}/artifacts"), |r| r, Method::GET)
+            .await?;
+        Ok(json::<ArtifactList>(response, &not_found_hint(id))
+            .await?
+            .artifacts)
+    }
+
+    /// One artifact's bytes.
+    pub async fn artifact(&self, id: JobId, path: &str) -> Result<Vec<u8>, ApiError> {
+        let response = self
+            .send(&format!("jobs/{id}/artifacts/{path}"), |r| r, Method::GET)
+            .await?;
+        let what = format!("artifact {path} of job {id}");
+        if !response.status().is_success() {
+            return Err(error_from(response, &what).await);
+        }
+        let status = response.status();
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ApiError::Rejected {
+                status,
+                context: format!("the download of {what} broke off; try again"),
+                message: ServerMessage(e.to_string()),
+            })
+    }
+}
+
 fn not_found_hint(id: JobId) -> String {
     format!("job {id}")
 }

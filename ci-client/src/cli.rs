@@ -48,6 +48,9 @@ pub enum Command {
     Tests(TestsArgs),
     /// Cancel a queued or running job.
     Cancel(CancelArgs),
+    /// Download a job's artifacts (the files its tasks keep with `artifacts = [...]`) and check
+    /// each one's SHA-256.
+    Artifacts(ArtifactsArgs),
     /// List the project's tasks (built-in `test` and those under [tool.ci.tasks] in
     /// pyproject.toml) with what each runs first; reads only the local files.
     Tasks(TasksArgs),
@@ -103,6 +106,19 @@ pub struct SubmitArgs {
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactsArgs {
+    pub job_id: JobId,
+
+    /// The folder to write them into, each at its path in the project.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = ".")]
+    pub output: PathBuf,
+
+    /// Only list them (path, size, SHA-256) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -32,7 +32,8 @@ use reqwest::StatusCode;
 
 use crate::api::{Api, ApiError};
 use crate::cli::{
-    CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, TasksArgs, TestsArgs, WaitArgs,
+    ArtifactsArgs, CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, TasksArgs,
+    TestsArgs, WaitArgs,
 };
 use crate::config::{Env, FileConfig, Settings};
 use crate::follow::{follow, Backoff, Finished, HttpEvents};
@@ -113,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Status(args) => status(&api, args).await,
         Command::Tests(args) => tests(&api, args).await,
         Command::Cancel(args) => cancel(&api, args).await,
+        Command::Artifacts(args) => artifacts(&api, args).await,
         Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
 }
@@ -135,6 +137,60 @@ fn settings(cli: &Cli) -> Result<Settings> {
         &Env::from_process(),
         &file,
     )
+}
+
+/// `ci artifacts`: downloads each artifact into the output folder at its path, checks its
+/// SHA-256 against the server's, and prints one line per file.
+async fn artifacts(api: &Api, args: ArtifactsArgs) -> Result<Exit> {
+    let id = args.job_id;
+    let list = api.artifacts(id).await?;
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&list).context("cannot write JSON")?;
+        text.push('\n');
+        write_stdout(text.as_bytes())?;
+        return Ok(Exit::Ok);
+    }
+    if list.is_empty() {
+        say!("Job {id} has no artifacts (a task keeps files with `artifacts = [...]` under [tool.ci.tasks.<name>]).");
+        return Ok(Exit::Ok);
+    }
+    for artifact in &list {
+        // The server's names are relative paths without `..` (its blob names); check anyway.
+        let relative = std::path::Path::new(&artifact.path);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            anyhow::bail!(
+                "artifact {:?} is not a relative path: not written",
+                artifact.path
+            );
+        }
+        let bytes = api.artifact(id, &artifact.path).await?;
+        let digest = ci_common::keys::sha256_hex(&bytes);
+        if digest != artifact.sha256 {
+            anyhow::bail!(
+                "artifact {} arrived with SHA-256 {digest}, not the server's {}: not written; try again",
+                artifact.path,
+                artifact.sha256
+            );
+        }
+        let target = args.output.join(relative);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&target, &bytes)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        println!(
+            "{}  {}  sha256:{}",
+            target.display(),
+            ci_common::config::human_bytes(bytes.len() as u64),
+            digest
+        );
+    }
+    Ok(Exit::Ok)
 }
 
 /// The project's configuration as `ci` reads it from the folder's `pyproject.toml` (the default

@@ -75,6 +75,10 @@ pub struct StepSpec {
     /// read-write, so that a changed requirements file fetches only what changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pip_cache: Option<String>,
+    /// Globs of files (relative to the project folder) kept as the job's artifacts when the step
+    /// passes (see [`crate::tasks::artifact_matcher`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<String>,
 }
 
 /// How a step uses a dependency cache entry: the install step of a miss writes the packages
@@ -353,6 +357,7 @@ pub fn install_step(
         rerun: Vec::new(),
         cache: None,
         pip_cache: None,
+        artifacts: Vec::new(),
     }
 }
 
@@ -406,6 +411,7 @@ pub fn test_task(
         rerun: Vec::new(),
         cache: None,
         pip_cache: None,
+        artifacts: Vec::new(),
     });
     Ok((steps, skipped))
 }

@@ -52,6 +52,44 @@ pub struct TaskConfig {
     /// Tasks that run first, in this order (each once per job).
     #[serde(default)]
     pub needs: Vec<String>,
+    /// Files kept as the job's artifacts when the task passes: globs relative to the project
+    /// folder (`dist/*.whl`, `coverage.xml`, `reports/**/*.xml`).
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+}
+
+/// The blob store's names of a job's artifacts: `artifacts/<path in the project>`.
+pub const ARTIFACTS_PREFIX: &str = "artifacts/";
+
+/// Most files one step keeps as artifacts; more are named in a notice and left out.
+pub const MAX_ARTIFACT_FILES: usize = 100;
+/// Most bytes of artifacts one step keeps; files past it are named in a notice and left out.
+pub const MAX_ARTIFACT_BYTES: u64 = 100 << 20;
+
+/// A matcher of project paths (`dist/pkg.whl`) against a task's artifact globs (`*` stays
+/// within a folder, `**` crosses folders; the globset crate's syntax).
+///
+/// # Errors
+///
+/// A glob that does not parse, or one that is absolute or leaves the project.
+pub fn artifact_matcher(globs: &[String]) -> Result<globset::GlobSet, String> {
+    let mut set = globset::GlobSetBuilder::new();
+    for glob in globs {
+        if glob.starts_with('/') || glob.split('/').any(|part| part == "..") {
+            return Err(format!(
+                "artifact {glob:?} is not inside the project: give a path relative to the project \
+                 folder, e.g. dist/*.whl"
+            ));
+        }
+        let glob = glob.trim_start_matches("./");
+        set.add(
+            globset::GlobBuilder::new(glob)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| format!("artifact {glob:?}: {e}"))?,
+        );
+    }
+    set.build().map_err(|e| e.to_string())
 }
 
 /// `run`: one command string or a list of them.
@@ -136,6 +174,7 @@ pub fn check_tasks(tasks: &BTreeMap<String, TaskConfig>) -> Result<(), String> {
                 "task {name:?}: `install` is a requirements file or false (true is the default)"
             ));
         }
+        artifact_matcher(&task.artifacts).map_err(|e| format!("task {name:?}: {e}"))?;
         for key in task.env.keys() {
             let ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -309,6 +348,7 @@ pub fn plan_task(
                     rerun: Vec::new(),
                     cache: None,
                     pip_cache: None,
+                    artifacts: config.artifacts.clone(),
                 });
             }
         }
@@ -400,6 +440,36 @@ network = "online"
     }
 
     #[test]
+    fn artifact_globs_match_paths_in_the_project() {
+        let set = artifact_matcher(&[
+            "dist/*.whl".into(),
+            "./coverage.xml".into(),
+            "reports/**/*.xml".into(),
+        ])
+        .unwrap();
+        for yes in [
+            "dist/pipe-0.1-py3-none-any.whl",
+            "coverage.xml",
+            "reports/a/b/junit.xml",
+            "reports/x.xml",
+        ] {
+            assert!(set.is_match(yes), "{yes}");
+        }
+        for no in ["dist/sub/x.whl", "src/coverage.xml", "dist/x.tar.gz"] {
+            assert!(!set.is_match(no), "{no}");
+        }
+        let (steps, _) = plan_task(
+            &root("[tool.ci.tasks.build]\nrun = \"make\"\nartifacts = [\"dist/*.whl\"]\n"),
+            "build",
+            "img",
+            &[],
+            Installer::Auto,
+        )
+        .unwrap();
+        assert_eq!(steps.last().unwrap().artifacts, ["dist/*.whl"]);
+    }
+
+    #[test]
     fn a_task_can_install_its_own_requirements_file() {
         let pyproject =
             "[tool.ci.tasks.docs]\nrun = \"make html\"\ninstall = \"docs/requirements.txt\"\n";
@@ -429,7 +499,9 @@ network = "online"
             ("[tool.ci.tasks.install]\nrun = \"x\"\n", "install step"),
             ("[tool.ci.tasks.a]\nrun = \"x\"\ntimeout = \"soon\"\n", "timeout"),
             ("[tool.ci.tasks.a]\nrun = \"x\"\nenv = { \"A-B\" = \"1\" }\n", "environment variable"),
-            ("[tool.ci.tasks.a]\nrun = \"x\"\nartifacts = [\"dist/*\"]\n", "unknown field"),
+            ("[tool.ci.tasks.a]\nrun = \"x\"\nartifacts = [\"../x\"]\n", "not inside the project"),
+            ("[tool.ci.tasks.a]\nrun = \"x\"\nartifacts = [\"a[\"]\n", "artifact"),
+            ("[tool.ci.tasks.a]\nrun = \"x\"\nconcurrency = 1\n", "unknown field"),
             ("[tool.ci.tasks.a]\nrun = \"x\"\ninstall = true\n", "requirements file or false"),
         ] {
             let err = crate::project::ci_config(bad).unwrap_err().to_string();

@@ -62,6 +62,24 @@ pub struct VolumeSummary {
     pub labels: HashMap<String, String>,
 }
 
+/// Caps on what [`Docker::download_files`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileCaps {
+    pub max_files: usize,
+    pub max_bytes: u64,
+}
+
+/// Files taken out of a container: `(path relative to the folder, bytes)`, and the paths that
+/// matched but were left out past the caps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Downloaded {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub left_out: Vec<String>,
+}
+
+/// Which files [`Docker::download_files`] keeps, by their path relative to the folder.
+pub type Select = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The Docker operations of the controller. Names are container or volume names.
 pub trait Docker: Send + Sync + 'static {
     /// The image's ID (`sha256:...`) if it exists locally.
@@ -100,6 +118,16 @@ pub trait Docker: Send + Sync + 'static {
         path: &str,
         max_bytes: u64,
     ) -> impl Future<Output = DockerResult<Option<Vec<u8>>>> + Send;
+    /// The files under the folder `dir` of a container (running or not, volumes included) that
+    /// `select` keeps, read from the archive API as a stream (what is not kept is skipped, not
+    /// held), within `caps`. A missing folder is no files.
+    fn download_files(
+        &self,
+        name: &str,
+        dir: &str,
+        select: Select,
+        caps: FileCaps,
+    ) -> impl Future<Output = DockerResult<Downloaded>> + Send;
     /// The size in bytes of `path` in a container (a folder with everything in it, volumes
     /// included), measured as the tar archive Docker streams of it (headers count: 512 bytes a
     /// file).
@@ -305,6 +333,69 @@ impl Docker for BollardDocker {
             }
         }
         Ok(None)
+    }
+
+    async fn download_files(
+        &self,
+        name: &str,
+        dir: &str,
+        select: Select,
+        caps: FileCaps,
+    ) -> DockerResult<Downloaded> {
+        use tokio_util::io::{StreamReader, SyncIoBridge};
+        let options = DownloadFromContainerOptions {
+            path: dir.to_owned(),
+        };
+        let mut stream = self.docker.download_from_container(name, Some(options));
+        // The first chunk says whether the folder exists (a missing one is a 404).
+        let first = match stream.next().await {
+            None => return Ok(Downloaded::default()),
+            Some(Err(e)) => match api_error(e) {
+                DockerError::NotFound(_) => return Ok(Downloaded::default()),
+                e => return Err(e),
+            },
+            Some(Ok(bytes)) => bytes,
+        };
+        let rest = futures_util::stream::iter([Ok(first)]).chain(stream);
+        let reader = StreamReader::new(rest.map(|r| r.map_err(std::io::Error::other)));
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let unreadable =
+                |e: std::io::Error| DockerError::Api(format!("unreadable archive: {e}"));
+            let mut archive = tar::Archive::new(SyncIoBridge::new_with_handle(reader, handle));
+            let mut out = Downloaded::default();
+            let mut bytes = 0u64;
+            for entry in archive.entries().map_err(unreadable)? {
+                let mut entry = entry.map_err(unreadable)?;
+                if !entry.header().entry_type().is_file() {
+                    continue;
+                }
+                let path = entry
+                    .path()
+                    .map_err(unreadable)?
+                    .to_string_lossy()
+                    .into_owned();
+                // The archive's entries start with the folder's own name.
+                let Some((_, relative)) = path.split_once('/') else {
+                    continue;
+                };
+                if !select(relative) {
+                    continue;
+                }
+                let size = entry.size();
+                if out.files.len() >= caps.max_files || bytes + size > caps.max_bytes {
+                    out.left_out.push(relative.to_owned());
+                    continue;
+                }
+                let mut data = Vec::with_capacity(size as usize);
+                std::io::Read::read_to_end(&mut entry, &mut data).map_err(unreadable)?;
+                bytes += size;
+                out.files.push((relative.to_owned(), data));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| DockerError::Api(format!("reading the archive stopped: {e}")))?
     }
 
     async fn archive_size(&self, name: &str, path: &str) -> DockerResult<u64> {

@@ -226,6 +226,40 @@ impl Docker for FakeDocker {
         }
     }
 
+    async fn download_files(
+        &self,
+        name: &str,
+        dir: &str,
+        select: crate::docker::Select,
+        caps: crate::docker::FileCaps,
+    ) -> DockerResult<crate::docker::Downloaded> {
+        let state = self.state.lock().unwrap();
+        let c = state
+            .containers
+            .get(name)
+            .ok_or_else(|| DockerError::NotFound(name.into()))?;
+        let mut out = crate::docker::Downloaded::default();
+        let mut paths: Vec<&String> = c.script.files.keys().collect();
+        paths.sort();
+        let mut bytes = 0u64;
+        for path in paths {
+            let Some(relative) = path.strip_prefix(&format!("{dir}/")) else {
+                continue;
+            };
+            if !select(relative) {
+                continue;
+            }
+            let data = &c.script.files[path];
+            if out.files.len() >= caps.max_files || bytes + data.len() as u64 > caps.max_bytes {
+                out.left_out.push(relative.to_owned());
+                continue;
+            }
+            bytes += data.len() as u64;
+            out.files.push((relative.to_owned(), data.clone()));
+        }
+        Ok(out)
+    }
+
     async fn archive_size(&self, name: &str, _path: &str) -> DockerResult<u64> {
         let state = self.state.lock().unwrap();
         state

@@ -20,7 +20,9 @@ use ci_common::policy::Policy;
 use ci_common::project::{Install, Installer, RootFiles};
 use ci_common::results::{read_report, ReportCaps, TestOutcome};
 use ci_common::step::{ExitRule, StepCache, StepSpec, INSTALL_STEP};
-use ci_common::tasks::plan_task;
+use ci_common::tasks::{
+    artifact_matcher, plan_task, ARTIFACTS_PREFIX, MAX_ARTIFACT_BYTES, MAX_ARTIFACT_FILES,
+};
 use ci_common::{JobId, JobStatus, StepState};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,12 +30,12 @@ use tracing::{info, warn};
 
 use crate::archive::{zip_to_tar, MountDirs};
 use crate::config::human_size;
-use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError};
+use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError, FileCaps, Select};
 use crate::error::{self, JobError};
 use crate::logs::{Cursor, LogCap, LogParser, LogSink};
 use crate::metrics::Metrics;
 use crate::sandbox::{
-    container_config, results_file, step_of, Run, Sandbox, DEPS, LABEL_JOB, WORKSPACE,
+    container_config, results_file, step_of, Run, Sandbox, DEPS, LABEL_JOB, WORKDIR, WORKSPACE,
 };
 use ci_common::archive::root_files;
 
@@ -557,6 +559,9 @@ impl<D: Docker> Ctx<D> {
                     self.publish_cache(job, row, cache, sink).await?;
                 }
             }
+            if state == StepState::Passed && !spec.artifacts.is_empty() {
+                self.collect_artifacts(job, row, &spec, sink).await?;
+            }
             let stopped = matches!(state, StepState::Cancelled | StepState::TimedOut);
             if state != StepState::Passed && (spec.stops_job || stopped) {
                 return Ok(Flow::Done(outcome));
@@ -917,6 +922,99 @@ impl<D: Docker> Ctx<D> {
                 self.sweep_cache(false).await;
             }
             Published::Duplicate | Published::Gone => {}
+        }
+        Ok(())
+    }
+
+    /// Keeps the files of a passed step that match its artifact globs as the job's blobs
+    /// `artifacts/<path>` (within [`MAX_ARTIFACT_FILES`] and [`MAX_ARTIFACT_BYTES`], and the blob
+    /// store's caps), and says in the log what was kept and what was left out.
+    async fn collect_artifacts(
+        &self,
+        job: &Job,
+        row: &StepRow,
+        spec: &StepSpec,
+        sink: &mut LogSink,
+    ) -> anyhow::Result<()> {
+        let matcher = match artifact_matcher(&spec.artifacts) {
+            Ok(matcher) => std::sync::Arc::new(matcher),
+            Err(e) => {
+                sink.notice(format!("artifacts: not collected ({e})"))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let name = self.sandbox.container_name(job.id, &row.name);
+        let caps = FileCaps {
+            max_files: MAX_ARTIFACT_FILES,
+            max_bytes: MAX_ARTIFACT_BYTES,
+        };
+        let select: Select = std::sync::Arc::new(move |path: &str| matcher.is_match(path));
+        let found = match self
+            .docker
+            .download_files(&name, WORKDIR, select, caps)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.docker_error();
+                sink.notice(format!("artifacts: could not be read from the step ({e})"))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let mut kept: Vec<String> = Vec::new();
+        let mut left_out = found.left_out;
+        let mut bytes = 0u64;
+        for (path, data) in found.files {
+            let size = data.len() as u64;
+            match blobs::put(
+                &self.pool,
+                job.id,
+                Some(self.epoch),
+                &format!("{ARTIFACTS_PREFIX}{path}"),
+                blobs::DEFAULT_CONTENT_TYPE,
+                data.as_slice(),
+                &BlobCaps::default(),
+            )
+            .await
+            {
+                Ok(_) => {
+                    bytes += size;
+                    kept.push(path);
+                }
+                Err(BlobError::Db(e)) => return Err(JobError::from(e).into()),
+                Err(e) => {
+                    warn!(job.id = %job.id, "artifact {path} not kept: {e}");
+                    left_out.push(path);
+                }
+            }
+        }
+        let notice = if kept.is_empty() && left_out.is_empty() {
+            format!("artifacts: no file matches {}", spec.artifacts.join(", "))
+        } else {
+            format!(
+                "artifacts: kept {} file{} ({}): {}",
+                kept.len(),
+                if kept.len() == 1 { "" } else { "s" },
+                human_bytes(bytes),
+                if kept.is_empty() {
+                    "-".to_owned()
+                } else {
+                    kept.join(", ")
+                }
+            )
+        };
+        sink.notice(notice).await?;
+        if !left_out.is_empty() {
+            sink.notice(format!(
+                "artifacts: left out {} (past the caps of {MAX_ARTIFACT_FILES} files and {} per \
+                 step, or a name the store does not take): {}",
+                left_out.len(),
+                human_bytes(MAX_ARTIFACT_BYTES),
+                left_out.join(", ")
+            ))
+            .await?;
         }
         Ok(())
     }

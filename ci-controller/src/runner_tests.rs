@@ -405,6 +405,7 @@ fn plain_step(name: &str) -> StepSpec {
         rerun: Vec::new(),
         cache: None,
         pip_cache: None,
+        artifacts: Vec::new(),
     }
 }
 
@@ -1111,4 +1112,74 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
     assert_eq!(rows.len(), 2);
     assert!(texts(&events, EventKind::Notice).contains(&"dependency cache: not used (--no-cache)"));
     assert_eq!(cache::list(&w.pool, Some(ada.id)).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_passed_tasks_artifacts_are_kept_within_the_caps_and_named_in_the_log() {
+    let w = world().await;
+    let pyproject = "[tool.ci.tasks.build]\nrun = \"make\"\ninstall = false\nartifacts = [\"dist/*.whl\", \"coverage.xml\"]\n";
+    let files: std::collections::HashMap<String, Vec<u8>> = [
+        ("/workspace/src/dist/a-1.0-py3-none-any.whl", &b"wheel"[..]),
+        ("/workspace/src/dist/a-1.0.tar.gz", b"sdist"),
+        ("/workspace/src/coverage.xml", b"<coverage/>"),
+        ("/workspace/src/src/a.py", b"x = 1"),
+    ]
+    .into_iter()
+    .map(|(p, b)| (p.to_owned(), b.to_vec()))
+    .collect();
+    w.docker.script(
+        "build",
+        Script {
+            messages: lines(1),
+            files,
+            ..Default::default()
+        },
+    );
+    let user = users::create(&w.pool, "Ada", "ada@example.com")
+        .await
+        .unwrap();
+    jobs::create(
+        &w.pool,
+        user.id,
+        "build",
+        &zip_of(&[("pyproject.toml", pyproject), ("a.py", "")]),
+    )
+    .await
+    .unwrap();
+    let job = jobs::claim_next(&w.pool, w.epoch, "img")
+        .await
+        .unwrap()
+        .unwrap();
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Passed, "{:?}", job.reason);
+    let kept: Vec<String> = ci_common::db::blobs::list(&w.pool, job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "artifacts/coverage.xml",
+            "artifacts/dist/a-1.0-py3-none-any.whl"
+        ]
+    );
+    let wheel =
+        ci_common::db::blobs::read_all(&w.pool, job.id, "artifacts/dist/a-1.0-py3-none-any.whl")
+            .await
+            .unwrap();
+    assert_eq!(wheel.as_deref(), Some(&b"wheel"[..]));
+    assert!(
+        texts(&events, EventKind::Notice)
+            .contains(&"artifacts: kept 2 files (16 B): coverage.xml, dist/a-1.0-py3-none-any.whl"),
+        "{:?}",
+        texts(&events, EventKind::Notice)
+    );
 }

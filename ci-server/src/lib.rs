@@ -145,6 +145,14 @@ pub fn router(state: AppState) -> Router {
             &format!("{API_PREFIX}/jobs/{{id}}/blobs/{{*name}}"),
             quick_route(get(blobs::get)),
         )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/artifacts"),
+            quick_route(get(blobs::artifacts)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/artifacts/{{*path}}"),
+            quick_route(get(blobs::artifact)),
+        )
         // The original system's API.
         .route("/submit", post(compat::submit).layer(upload.clone()))
         .route(

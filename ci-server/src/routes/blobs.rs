@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ci_common::api::ErrorBody;
 use ci_common::db::blobs::{self, BlobMeta, BlobReader};
+use ci_common::tasks::ARTIFACTS_PREFIX;
 use ci_common::JobId;
 use serde::Serialize;
 
@@ -34,22 +35,78 @@ pub async fn list(
     Ok(Json(BlobList { blobs }))
 }
 
-/// `GET /api/v1/jobs/{id}/blobs/{*name}`: the blob's bytes, streamed chunk by chunk, with its
-/// content type, its size as `Content-Length` and its SHA-256 as `ETag`. If the blob is replaced
-/// while it is sent, the body ends early (the client sees fewer bytes than `Content-Length`).
+/// `GET /api/v1/jobs/{id}/blobs/{*name}`: one blob's bytes (see [`serve`]).
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
-    // A malformed id is answered like a missing job, as [`JobPath`] does.
     let Ok(Path((id, name))) = path else {
         return Err(ApiError::JobNotFound);
     };
-    let id: JobId = id.parse().map_err(|_| ApiError::JobNotFound)?;
+    serve(&state, &user, &id, &name).await
+}
+
+/// A job's artifacts as `GET /api/v1/jobs/{id}/artifacts` lists them.
+#[derive(Debug, Serialize)]
+pub struct ArtifactList {
+    pub artifacts: Vec<Artifact>,
+}
+
+/// One artifact: its path in the project, size in bytes and SHA-256 (hex).
+#[derive(Debug, Serialize)]
+pub struct Artifact {
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+/// `GET /api/v1/jobs/{id}/artifacts`: the files the job's steps kept (`artifacts` of its tasks).
+pub async fn artifacts(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JobPath(id): JobPath,
+) -> Result<Json<ArtifactList>, ApiError> {
     owned_job(&state, &user, id).await?;
-    let Some(reader) = blobs::open(&state.pool, id, &name).await? else {
-        return Ok(blob_not_found(id, &name));
+    let artifacts = blobs::list(&state.pool, id)
+        .await?
+        .into_iter()
+        .filter_map(|meta| {
+            let path = meta.name.strip_prefix(ARTIFACTS_PREFIX)?.to_owned();
+            Some(Artifact {
+                path,
+                size: meta.size,
+                sha256: meta.sha256,
+            })
+        })
+        .collect();
+    Ok(Json(ArtifactList { artifacts }))
+}
+
+/// `GET /api/v1/jobs/{id}/artifacts/{*path}`: one artifact's bytes (see [`serve`]).
+pub async fn artifact(
+    State(state): State<AppState>,
+    user: AuthUser,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(Path((id, path))) = path else {
+        return Err(ApiError::JobNotFound);
+    };
+    serve(&state, &user, &id, &format!("{ARTIFACTS_PREFIX}{path}")).await
+}
+
+/// A blob of the caller's job, streamed chunk by chunk with its `Content-Type`,
+/// `Content-Length` and an `ETag` of its SHA-256; 404 for another user's job or a missing blob.
+async fn serve(
+    state: &AppState,
+    user: &AuthUser,
+    id: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let id: JobId = id.parse().map_err(|_| ApiError::JobNotFound)?;
+    owned_job(state, user, id).await?;
+    let Some(reader) = blobs::open(&state.pool, id, name).await? else {
+        return Ok(blob_not_found(id, name));
     };
     let meta = reader.meta();
     let content_type = HeaderValue::from_str(&meta.content_type)
