@@ -325,7 +325,8 @@ async fn every_outcome_is_counted_and_a_retry_keeps_both_attempts_of_a_flaky_tes
             "FAILED",
             HEADER,
             "test_receipt_header_renders",
-            "AssertionError: the header holds escapes: \u{1b}[31mCafé 日本 🚀",
+            // The escapes the test wrote are shown, not sent to the terminal.
+            "AssertionError: the header holds escapes: \\x1b[31mCafé 日本 🚀\\x1b[0m\\x07\\x00",
         ),
         (
             "ERROR",
