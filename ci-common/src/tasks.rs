@@ -56,6 +56,25 @@ pub struct TaskConfig {
     /// folder (`dist/*.whl`, `coverage.xml`, `reports/**/*.xml`).
     #[serde(default)]
     pub artifacts: Vec<String>,
+    /// `1`: at most one running job of this task per user and project; later ones wait in the
+    /// queue (never dropped). No value: no limit.
+    pub concurrency: Option<u32>,
+}
+
+/// The key jobs of `task` share when the task runs one at a time (`concurrency = 1`): the
+/// project's name and the task's.
+pub fn concurrency_key(
+    project: &Project,
+    task: &str,
+    project_name: Option<&str>,
+) -> Option<String> {
+    let one_at_a_time = project
+        .ci
+        .tasks
+        .get(task)
+        .and_then(|t| t.concurrency)
+        .is_some_and(|n| n == 1);
+    one_at_a_time.then(|| format!("{}:{task}", project_name.unwrap_or("")))
 }
 
 /// The blob store's names of a job's artifacts: `artifacts/<path in the project>`.
@@ -175,6 +194,12 @@ pub fn check_tasks(tasks: &BTreeMap<String, TaskConfig>) -> Result<(), String> {
             ));
         }
         artifact_matcher(&task.artifacts).map_err(|e| format!("task {name:?}: {e}"))?;
+        if task.concurrency.is_some_and(|n| n != 1) {
+            return Err(format!(
+                "task {name:?}: `concurrency` can be 1 (one running job of the task at a time per \
+                 user and project) or left out (no limit)"
+            ));
+        }
         for key in task.env.keys() {
             let ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -501,7 +526,8 @@ network = "online"
             ("[tool.ci.tasks.a]\nrun = \"x\"\nenv = { \"A-B\" = \"1\" }\n", "environment variable"),
             ("[tool.ci.tasks.a]\nrun = \"x\"\nartifacts = [\"../x\"]\n", "not inside the project"),
             ("[tool.ci.tasks.a]\nrun = \"x\"\nartifacts = [\"a[\"]\n", "artifact"),
-            ("[tool.ci.tasks.a]\nrun = \"x\"\nconcurrency = 1\n", "unknown field"),
+            ("[tool.ci.tasks.a]\nrun = \"x\"\nconcurrency = 2\n", "can be 1"),
+            ("[tool.ci.tasks.a]\nrun = \"x\"\nretry = 2\n", "unknown field"),
             ("[tool.ci.tasks.a]\nrun = \"x\"\ninstall = true\n", "requirements file or false"),
         ] {
             let err = crate::project::ci_config(bad).unwrap_err().to_string();

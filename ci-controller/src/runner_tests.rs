@@ -820,6 +820,7 @@ async fn claim_with(w: &World, retries: u32, flaky: ci_common::project::FlakyRul
             image: None,
             args: &[],
             options: &options,
+            concurrency_key: None,
             archive: &zip_of(&[("test_a.py", "")]),
         },
     )
@@ -1095,6 +1096,7 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
                 no_cache: true,
                 ..Default::default()
             },
+            concurrency_key: None,
             archive: &zip_of(&files),
         },
     )

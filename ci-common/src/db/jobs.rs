@@ -51,6 +51,9 @@ pub struct Job {
     pub project: Option<String>,
     /// Whether the job uses and fills the dependency cache (`ci submit --no-cache` turns it off).
     pub use_cache: bool,
+    /// Jobs of the same user with the same key run one at a time (a task's `concurrency = 1`:
+    /// see [`crate::tasks::concurrency_key`]).
+    pub concurrency_key: Option<String>,
 }
 
 impl Job {
@@ -98,6 +101,8 @@ pub struct NewJob<'a> {
     pub args: &'a [String],
     /// Re-runs of failed tests, whether a flaky test fails the job, and the project's name.
     pub options: &'a JobOptions,
+    /// Jobs of the same user with the same key run one at a time.
+    pub concurrency_key: Option<&'a str>,
     /// The project, as the validated zip archive.
     pub archive: &'a [u8],
 }
@@ -118,6 +123,7 @@ pub async fn create(
             image: None,
             args: &[],
             options: &JobOptions::default(),
+            concurrency_key: None,
             archive,
         },
     )
@@ -133,8 +139,8 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let job: Job = sqlx::query_as(
         "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
-                           retries, fail_on_flaky, project, use_cache)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                           retries, fail_on_flaky, project, use_cache, concurrency_key)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(JobId::new())
     .bind(new.user_id)
@@ -147,6 +153,7 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     .bind(new.options.flaky == FlakyRule::Fail)
     .bind(new.options.project.as_deref())
     .bind(!new.options.no_cache)
+    .bind(new.concurrency_key)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
@@ -270,6 +277,10 @@ pub async fn claim_next(
          WHERE status IN ({claimable}) AND num = (
              SELECT MIN(q.num) AS first FROM jobs q
              WHERE q.status IN ({claimable}) AND q.cancel_requested_at IS NULL
+               -- A job whose task runs one at a time waits while another of its key runs.
+               AND NOT (q.concurrency_key IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM jobs c WHERE c.user_id = q.user_id AND c.status = 'running'
+                     AND c.concurrency_key = q.concurrency_key))
              GROUP BY q.user_id
              ORDER BY
                  (SELECT COUNT(*) FROM jobs r WHERE r.user_id = q.user_id AND r.status = 'running'),
@@ -466,5 +477,52 @@ mod queue_watch_tests {
         let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
         claim_next(&pool, epoch, "img").await.unwrap().unwrap();
         assert!(!any_queued(&pool).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    use crate::db::testing::temp_db;
+    use crate::db::{lease, users};
+    use crate::project::JobOptions;
+
+    #[tokio::test]
+    async fn jobs_of_a_one_at_a_time_task_wait_for_each_other_and_nothing_else_does() {
+        let (_dir, pool) = temp_db().await;
+        let epoch = lease::acquire(&pool, "t").await.unwrap().epoch;
+        let ada = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let new = |key: Option<&'static str>| NewJob {
+            user_id: ada.id,
+            task: "deploy",
+            image: None,
+            args: &[],
+            options: Box::leak(Box::new(JobOptions::default())),
+            concurrency_key: key,
+            archive: b"zip",
+        };
+        let first = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();
+        let second = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();
+        let other = create_job(&pool, &new(None)).await.unwrap();
+        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        assert_eq!(claimed.id, first.id);
+        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        assert_eq!(
+            claimed.id, other.id,
+            "the second deploy waits; the other job does not"
+        );
+        assert_eq!(claim_next(&pool, epoch, "img").await.unwrap(), None);
+        finish(
+            &pool,
+            first.id,
+            Some(epoch),
+            &Outcome::new(JobStatus::Passed),
+        )
+        .await
+        .unwrap();
+        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        assert_eq!(claimed.id, second.id, "queued, never dropped");
     }
 }

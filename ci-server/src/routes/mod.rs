@@ -263,6 +263,8 @@ pub async fn accept_upload(
     let options = project
         .job_options(&asked, policy.max_retries)
         .map_err(ApiError::Invalid)?;
+    let concurrency_key =
+        ci_common::tasks::concurrency_key(&project, &task, options.project.as_deref());
     let job = db_jobs::create_job(
         &state.pool,
         &db_jobs::NewJob {
@@ -271,6 +273,7 @@ pub async fn accept_upload(
             image: image.as_deref(),
             args: &args,
             options: &options,
+            concurrency_key: concurrency_key.as_deref(),
             archive: &archive,
         },
     )
