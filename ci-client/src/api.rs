@@ -228,6 +228,26 @@ impl Api {
         json(response, "the server rejected the upload").await
     }
 
+    /// The caller's latest job of `task` (in `project` when given).
+    pub async fn task_status(
+        &self,
+        task: &str,
+        project: Option<&str>,
+    ) -> Result<JobView, ApiError> {
+        let build = |r: RequestBuilder| match project {
+            Some(project) => r.query(&[("project", project)]),
+            None => r,
+        };
+        let response = self
+            .send(&format!("tasks/{task}"), build, Method::GET)
+            .await?;
+        let what = match project {
+            Some(project) => format!("a job of task {task:?} in project {project:?}"),
+            None => format!("a job of task {task:?}"),
+        };
+        json(response, &what).await
+    }
+
     pub async fn job(&self, id: JobId) -> Result<JobView, ApiError> {
         let response = self.send(&format!("jobs/{id}"), |r| r, Method::GET).await?;
         json(response, &not_found_hint(id)).await
@@ -398,6 +418,10 @@ async fn error_from(response: Response, what: &str) -> ApiError {
     let context = match status {
         StatusCode::NOT_FOUND if what.starts_with("job ") => format!(
             "{what} was not found: check the ID (`ci list` shows your jobs; other users' jobs are not visible)"
+        ),
+        StatusCode::NOT_FOUND if what.starts_with("a job of task ") => format!(
+            "you have no {} yet: submit one with `ci submit TASK`",
+            &what[2..]
         ),
         StatusCode::CONFLICT => format!("{what}: the request conflicts with the job's state"),
         s if s.is_server_error() => format!(

@@ -155,7 +155,17 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    pub job_id: JobId,
+    /// The job (or give --task).
+    #[arg(required_unless_present = "task", conflicts_with = "task")]
+    pub job_id: Option<JobId>,
+
+    /// Your latest job of this task instead of a job id.
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
+
+    /// With --task: only jobs of this project.
+    #[arg(long, value_name = "NAME", requires = "task")]
+    pub project: Option<String>,
 
     /// Print the job as JSON.
     #[arg(long)]

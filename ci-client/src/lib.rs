@@ -483,27 +483,29 @@ async fn list(api: &Api, args: ListArgs) -> Result<Exit> {
         }
     }
     jobs.truncate(args.limit as usize);
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &jobs).context("cannot write JSON")?;
-        writeln!(out)?;
+    let text = if args.json {
+        serde_json::to_string_pretty(&jobs).context("cannot write JSON")? + "\n"
     } else {
         let style = Style::detect(std::io::stdout().is_terminal());
-        write!(out, "{}", output::jobs_table(&jobs, &chrono::Local, style))?;
-    }
+        output::jobs_table(&jobs, &chrono::Local, style)
+    };
+    write_stdout(text.as_bytes())?;
     Ok(Exit::Ok)
 }
 
 async fn status(api: &Api, args: StatusArgs) -> Result<Exit> {
-    let job = api.job(args.job_id).await?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &job).context("cannot write JSON")?;
-        writeln!(out)?;
+    let job = match (&args.job_id, &args.task) {
+        (Some(id), _) => api.job(*id).await?,
+        (None, Some(task)) => api.task_status(task, args.project.as_deref()).await?,
+        (None, None) => unreachable!("clap requires a job id or --task"),
+    };
+    let text = if args.json {
+        serde_json::to_string_pretty(&job).context("cannot write JSON")? + "\n"
     } else {
         let style = Style::detect(std::io::stdout().is_terminal());
-        write!(out, "{}", output::job_details(&job, &chrono::Local, style))?;
-    }
+        output::job_details(&job, &chrono::Local, style)
+    };
+    write_stdout(text.as_bytes())?;
     Ok(Exit::Ok)
 }
 

@@ -146,6 +146,10 @@ pub fn router(state: AppState) -> Router {
             quick_route(get(blobs::get)),
         )
         .route(
+            &format!("{API_PREFIX}/tasks/{{name}}"),
+            quick_route(get(jobs::task_status)),
+        )
+        .route(
             &format!("{API_PREFIX}/jobs/{{id}}/artifacts"),
             quick_route(get(blobs::artifacts)),
         )

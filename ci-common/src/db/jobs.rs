@@ -192,6 +192,24 @@ pub async fn get_for_user(
     )
 }
 
+/// A user's latest job of `task` (in `project` when given), if any.
+pub async fn latest_of_task(
+    ex: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    task: &str,
+    project: Option<&str>,
+) -> Result<Option<Job>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE user_id = ?1 AND task = ?2 AND (?3 IS NULL OR project = ?3)
+         ORDER BY num DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(task)
+    .bind(project)
+    .fetch_optional(ex)
+    .await?)
+}
+
 /// A user's jobs, newest first; `before` continues a listing after that job.
 pub async fn list_for_user(
     ex: impl SqliteExecutor<'_>,

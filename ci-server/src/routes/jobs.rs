@@ -92,6 +92,28 @@ pub async fn get(
     Ok(Json(view_with_seq(&state, &user, id).await?))
 }
 
+/// `?project=NAME` of a task's status.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TaskParams {
+    pub project: Option<String>,
+}
+
+/// `GET /api/v1/tasks/{name}?project=P`: the caller's latest job of the task (in project `P`
+/// when given), as `GET /api/v1/jobs/{id}` shows it; 404 when there is none.
+pub async fn task_status(
+    State(state): State<AppState>,
+    user: AuthUser,
+    axum::extract::Path(task): axum::extract::Path<String>,
+    params: Result<Query<TaskParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let Query(params) = params.map_err(query_error)?;
+    let project = params.project.as_deref().filter(|p| !p.is_empty());
+    let job = db_jobs::latest_of_task(&state.pool, user.user_id, &task, project)
+        .await?
+        .ok_or(ApiError::JobNotFound)?;
+    Ok(Json(view_with_seq(&state, &user, job.id).await?))
+}
+
 pub async fn view_with_seq(
     state: &AppState,
     user: &AuthUser,
