@@ -265,6 +265,14 @@ impl Api {
         json(response, "cannot list jobs").await
     }
 
+    /// Queues job `id` again as a new job.
+    pub async fn retry(&self, id: JobId) -> Result<JobView, ApiError> {
+        let response = self
+            .send(&format!("jobs/{id}/retry"), |r| r, Method::POST)
+            .await?;
+        json(response, &not_found_hint(id)).await
+    }
+
     pub async fn cancel(&self, id: JobId) -> Result<JobView, ApiError> {
         let response = self
             .send(&format!("jobs/{id}/cancel"), |r| r, Method::POST)

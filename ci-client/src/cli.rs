@@ -48,6 +48,9 @@ pub enum Command {
     Tests(TestsArgs),
     /// Cancel a queued or running job.
     Cancel(CancelArgs),
+    /// Run a job again as a new job: the same source, task, arguments and options (while the
+    /// service still keeps its source), and follow it like `ci submit`.
+    Retry(RetryArgs),
     /// Download a job's artifacts (the files its tasks keep with `artifacts = [...]`) and check
     /// each one's SHA-256.
     Artifacts(ArtifactsArgs),
@@ -106,6 +109,20 @@ pub struct SubmitArgs {
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The job to run again.
+    pub job_id: JobId,
+
+    /// Print the new job's ID and return at once instead of following its log.
+    #[arg(long = "async")]
+    pub detach: bool,
+
+    /// With --async: print `{"job_id": ...}` instead of text.
+    #[arg(long, requires = "detach")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

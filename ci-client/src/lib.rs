@@ -32,8 +32,8 @@ use reqwest::StatusCode;
 
 use crate::api::{Api, ApiError};
 use crate::cli::{
-    ArtifactsArgs, CancelArgs, Cli, Command, ListArgs, StatusArgs, SubmitArgs, TasksArgs,
-    TestsArgs, WaitArgs,
+    ArtifactsArgs, CancelArgs, Cli, Command, ListArgs, RetryArgs, StatusArgs, SubmitArgs,
+    TasksArgs, TestsArgs, WaitArgs,
 };
 use crate::config::{Env, FileConfig, Settings};
 use crate::follow::{follow, Backoff, Finished, HttpEvents};
@@ -115,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Tests(args) => tests(&api, args).await,
         Command::Cancel(args) => cancel(&api, args).await,
         Command::Artifacts(args) => artifacts(&api, args).await,
+        Command::Retry(args) => retry(&api, args, &mut Interrupt::new()?).await,
         Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
 }
@@ -320,10 +321,31 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     };
     stop(uploading);
     let job = submitted?;
-    let id = job.job_id;
+    follow_new_job(api, job, args.detach, args.json, interrupt).await
+}
 
-    if args.detach {
-        if args.json {
+/// `ci retry`: queues the job again (same source, task, arguments and options) and follows the
+/// new one as `ci submit` does.
+async fn retry(api: &Api, args: RetryArgs, interrupt: &mut Interrupt) -> Result<Exit> {
+    let job = api.retry(args.job_id).await?;
+    if !args.detach {
+        say!("Running job {} again as a new job.", args.job_id);
+    }
+    follow_new_job(api, job, args.detach, args.json, interrupt).await
+}
+
+/// What `ci submit` and `ci retry` do with the job they queued: print its id and return
+/// (`detach`, as JSON with `json`), or follow it to its end (Ctrl-C cancels it).
+async fn follow_new_job(
+    api: &Api,
+    job: JobView,
+    detach: bool,
+    json: bool,
+    interrupt: &mut Interrupt,
+) -> Result<Exit> {
+    let id = job.job_id;
+    if detach {
+        if json {
             println!("{}", serde_json::json!({ "job_id": id }));
         } else {
             println!("Job submitted: {id}");

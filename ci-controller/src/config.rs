@@ -124,6 +124,11 @@ pub struct Args {
     #[arg(long, env = "CI_CACHE_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
     pub cache_max_age: Duration,
 
+    /// How long an uploaded source is kept after the last job that used it, so that `ci retry`
+    /// can run a job again (each content stored once).
+    #[arg(long, env = "CI_SOURCE_RETAIN", default_value = "7d", value_parser = parse_duration)]
+    pub source_retain: Duration,
+
     /// How long a stopped job gets between SIGTERM and SIGKILL.
     #[arg(long, env = "CI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub stop_grace: Duration,

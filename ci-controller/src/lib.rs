@@ -96,6 +96,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             report_max_bytes: args.report_max_bytes,
             cache: args.cache_bounds(),
             installer: args.installer,
+            source_retain: args.source_retain,
             uid,
             gid,
         },

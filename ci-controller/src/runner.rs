@@ -53,6 +53,8 @@ pub struct JobSettings {
     pub cache: CacheBounds,
     /// The installer the operator forces (`pip`, `uv`), or `auto` (the project's choice).
     pub installer: Installer,
+    /// How long uploaded sources are kept after their last use.
+    pub source_retain: Duration,
     pub uid: u64,
     pub gid: u64,
 }

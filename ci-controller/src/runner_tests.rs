@@ -79,6 +79,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             report_max_bytes: 1 << 20,
             cache: Default::default(),
             installer: Default::default(),
+            source_retain: Duration::from_secs(3600),
             uid: 1000,
             gid: 1000,
         },

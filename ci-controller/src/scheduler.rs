@@ -262,6 +262,11 @@ impl<D: Docker> Scheduler<D> {
             }
         }
         ctx.sweep_cache(true).await;
+        match ci_common::db::uploads::expire(&ctx.pool, ctx.settings.source_retain).await {
+            Ok(0) => {}
+            Ok(n) => info!(sources = n, "removed sources past their retention"),
+            Err(e) => warn!("cannot remove expired sources: {e}"),
+        }
         let volumes = ctx
             .docker
             .list_volumes(&label)

@@ -43,6 +43,12 @@ pub enum ApiError {
         status: JobStatus,
         reason: Option<String>,
     },
+    /// `ci retry` of a job whose source is no longer kept.
+    #[error(
+        "the source of job {0} is no longer kept (sources are kept for ci-controller \
+         --source-retain after their last use): submit the project again"
+    )]
+    SourceExpired(ci_common::JobId),
     #[error("{0}")]
     Unavailable(String),
     /// Anything that is the server's fault. The cause is logged, never sent.
@@ -78,6 +84,7 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::AlreadyEnded { .. } => StatusCode::CONFLICT,
+            ApiError::SourceExpired(_) => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +103,7 @@ impl ApiError {
             ApiError::ImageNotAllowed(_) => "image_not_allowed",
             ApiError::ProjectConfig(_) => "invalid_project_config",
             ApiError::AlreadyEnded { .. } => "job_finished",
+            ApiError::SourceExpired(_) => "source_expired",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

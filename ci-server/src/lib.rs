@@ -126,6 +126,10 @@ pub fn router(state: AppState) -> Router {
             post(jobs::cancel).layer(quick),
         )
         .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/retry"),
+            post(jobs::retry).layer(quick),
+        )
+        .route(
             &format!("{API_PREFIX}/jobs/{{id}}/events"),
             quick_route(get(events::follow)),
         )

@@ -311,7 +311,15 @@ mod tests {
         assert!(!jobs::finish(&pool, job.id, Some(epoch), &outcome)
             .await
             .unwrap());
-        assert!(uploads::get(&pool, job.id).await.unwrap().is_none());
+        // The source is kept after the job (for `ci retry`), once however many jobs use it.
+        assert_eq!(
+            uploads::get(&pool, job.id).await.unwrap().unwrap(),
+            b"zip bytes"
+        );
+        jobs::create(&pool, user.id, "test", b"zip bytes")
+            .await
+            .unwrap();
+        assert_eq!(uploads::count(&pool).await.unwrap(), 1);
 
         let events = list_after(&pool, job.id, 0, 10_000).await.unwrap();
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();

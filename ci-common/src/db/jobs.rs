@@ -7,7 +7,6 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 use super::events::{self, NewEvent};
 use super::{lease, steps, uploads, DbError};
 use crate::api::{JobView, Outcome};
-use crate::keys::sha256_hex;
 use crate::project::{FlakyRule, JobOptions};
 use crate::results::TestCounts;
 use crate::{JobId, JobStatus, UserId};
@@ -54,6 +53,8 @@ pub struct Job {
     /// Jobs of the same user with the same key run one at a time (a task's `concurrency = 1`:
     /// see [`crate::tasks::concurrency_key`]).
     pub concurrency_key: Option<String>,
+    /// The SHA-256 of the job's source (see [`uploads`]).
+    pub source_sha256: Option<String>,
 }
 
 impl Job {
@@ -137,10 +138,12 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     let archive = new.archive;
     let args = serde_json::to_string(new.args).expect("strings serialize");
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let source = uploads::store(&mut tx, archive, now).await?;
     let job: Job = sqlx::query_as(
         "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
-                           retries, fail_on_flaky, project, use_cache, concurrency_key)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                           retries, fail_on_flaky, project, use_cache, concurrency_key,
+                           source_sha256)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
     )
     .bind(JobId::new())
     .bind(new.user_id)
@@ -154,19 +157,62 @@ pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbEr
     .bind(new.options.project.as_deref())
     .bind(!new.options.no_cache)
     .bind(new.concurrency_key)
+    .bind(source)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO job_uploads (job_id, archive, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(job.id)
-    .bind(archive)
-    .bind(archive.len() as i64)
-    .bind(sha256_hex(archive))
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     tx.commit().await?;
+    Ok(job)
+}
+
+/// Why a job cannot be run again.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no such job")]
+    NotFound,
+    #[error("the source of job {0} is no longer kept")]
+    SourceExpired(JobId),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Queues a new job of `user` that runs job `id` again: the same source, task, arguments,
+/// image and options. The source must still be kept (see [`uploads::expire`]).
+///
+/// # Errors
+///
+/// [`RetryError::NotFound`] for a job that is not the user's, [`RetryError::SourceExpired`] when
+/// its source is gone.
+pub async fn retry(pool: &SqlitePool, user_id: UserId, id: JobId) -> Result<Job, RetryError> {
+    let now = Utc::now();
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(DbError::from)?;
+    let Some(old) = get_for_user(&mut *tx, id, user_id).await? else {
+        return Err(RetryError::NotFound);
+    };
+    let kept = match &old.source_sha256 {
+        Some(sha) => uploads::touch(&mut tx, sha, now).await?,
+        None => false,
+    };
+    if !kept {
+        return Err(RetryError::SourceExpired(id));
+    }
+    let job: Job = sqlx::query_as(
+        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
+                           retries, fail_on_flaky, project, use_cache, concurrency_key,
+                           source_sha256)
+         SELECT ?1, user_id, task, 'queued', ?2, upload_bytes, image, args, retries,
+                fail_on_flaky, project, use_cache, concurrency_key, source_sha256
+         FROM jobs WHERE id = ?3 RETURNING *",
+    )
+    .bind(JobId::new())
+    .bind(now)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(DbError::from)?;
+    tx.commit().await.map_err(DbError::from)?;
     Ok(job)
 }
 
@@ -542,5 +588,74 @@ mod concurrency_tests {
         .unwrap();
         let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
         assert_eq!(claimed.id, second.id, "queued, never dropped");
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use crate::db::testing::temp_db;
+    use crate::db::{lease, uploads, users};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_job_runs_again_from_its_kept_source_until_the_source_expires() {
+        let (_dir, pool) = temp_db().await;
+        let epoch = lease::acquire(&pool, "t").await.unwrap().epoch;
+        let ada = users::create(&pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let bob = users::create(&pool, "Bob", "bob@example.com")
+            .await
+            .unwrap();
+        let first = create(&pool, ada.id, "deploy", b"zip").await.unwrap();
+        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        finish(
+            &pool,
+            claimed.id,
+            Some(epoch),
+            &Outcome::new(JobStatus::Failed),
+        )
+        .await
+        .unwrap();
+
+        let again = retry(&pool, ada.id, first.id).await.unwrap();
+        assert_ne!(again.id, first.id);
+        assert_eq!(
+            (again.status, again.task.as_str()),
+            (JobStatus::Queued, "deploy")
+        );
+        assert_eq!(again.source_sha256, first.source_sha256);
+        assert_eq!(
+            uploads::get(&pool, again.id).await.unwrap().unwrap(),
+            b"zip"
+        );
+        assert!(matches!(
+            retry(&pool, bob.id, first.id).await,
+            Err(RetryError::NotFound)
+        ));
+
+        // A queued job keeps its source however old it is; an unused one goes.
+        assert_eq!(uploads::expire(&pool, Duration::ZERO).await.unwrap(), 0);
+        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        finish(
+            &pool,
+            claimed.id,
+            Some(epoch),
+            &Outcome::new(JobStatus::Passed),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            uploads::expire(&pool, Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(uploads::expire(&pool, Duration::ZERO).await.unwrap(), 1);
+        assert!(matches!(
+            retry(&pool, ada.id, first.id).await,
+            Err(RetryError::SourceExpired(id)) if id == first.id
+        ));
     }
 }

@@ -92,6 +92,25 @@ pub async fn get(
     Ok(Json(view_with_seq(&state, &user, id).await?))
 }
 
+/// `POST /api/v1/jobs/{id}/retry`: queues a new job that runs the caller's job again, with the
+/// same source, task, arguments, image and options → 201 + the new job; 410 when the source is
+/// no longer kept.
+pub async fn retry(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JobPath(id): JobPath,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let job = db_jobs::retry(&state.pool, user.user_id, id)
+        .await
+        .map_err(|e| match e {
+            db_jobs::RetryError::NotFound => ApiError::JobNotFound,
+            db_jobs::RetryError::SourceExpired(id) => ApiError::SourceExpired(id),
+            db_jobs::RetryError::Db(e) => e.into(),
+        })?;
+    tracing::info!(job.id = %job.id, retry_of = %id, "job queued again");
+    Ok((StatusCode::CREATED, Json(job.view())))
+}
+
 /// `?project=NAME` of a task's status.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct TaskParams {
