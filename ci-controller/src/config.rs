@@ -129,6 +129,10 @@ pub struct Args {
     #[arg(long, env = "CI_SOURCE_RETAIN", default_value = "7d", value_parser = parse_duration)]
     pub source_retain: Duration,
 
+    /// How long a job's artifacts are kept (0 = as long as the job's record).
+    #[arg(long, env = "CI_ARTIFACT_RETAIN", default_value = "30d", value_parser = parse_duration)]
+    pub artifact_retain: Duration,
+
     /// How long a stopped job gets between SIGTERM and SIGKILL.
     #[arg(long, env = "CI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub stop_grace: Duration,

@@ -97,6 +97,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             cache: args.cache_bounds(),
             installer: args.installer,
             source_retain: args.source_retain,
+            artifact_retain: args.artifact_retain,
             uid,
             gid,
         },

@@ -55,6 +55,8 @@ pub struct JobSettings {
     pub installer: Installer,
     /// How long uploaded sources are kept after their last use.
     pub source_retain: Duration,
+    /// How long artifacts are kept (zero: with the job's record).
+    pub artifact_retain: Duration,
     pub uid: u64,
     pub gid: u64,
 }

@@ -80,6 +80,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             cache: Default::default(),
             installer: Default::default(),
             source_retain: Duration::from_secs(3600),
+            artifact_retain: Duration::ZERO,
             uid: 1000,
             gid: 1000,
         },

@@ -267,6 +267,16 @@ impl<D: Docker> Scheduler<D> {
             Ok(n) => info!(sources = n, "removed sources past their retention"),
             Err(e) => warn!("cannot remove expired sources: {e}"),
         }
+        if !ctx.settings.artifact_retain.is_zero() {
+            let prefix = ci_common::tasks::ARTIFACTS_PREFIX;
+            match ci_common::db::blobs::expire(&ctx.pool, prefix, ctx.settings.artifact_retain)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => info!(artifacts = n, "removed artifacts past their retention"),
+                Err(e) => warn!("cannot remove expired artifacts: {e}"),
+            }
+        }
         let volumes = ctx
             .docker
             .list_volumes(&label)

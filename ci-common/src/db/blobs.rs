@@ -6,6 +6,7 @@
 
 use std::io::SeekFrom;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -548,7 +549,27 @@ pub async fn open(
         pool: pool.clone(),
         meta,
         next: 0,
+        skip: 0,
+        remaining: None,
     }))
+}
+
+/// Deletes the blobs whose names start with `prefix` (e.g. `artifacts/`) stored longer than
+/// `older_than` ago, with their chunks (every job's). Returns how many.
+pub async fn expire(pool: &SqlitePool, prefix: &str, older_than: Duration) -> Result<u64, DbError> {
+    let Some(before) = chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+    else {
+        return Ok(0);
+    };
+    let done =
+        sqlx::query("DELETE FROM blobs WHERE substr(name, 1, length(?1)) = ?1 AND created_at < ?2")
+            .bind(prefix)
+            .bind(before)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
 }
 
 /// A stored blob being read chunk by chunk (see [`open`]).
@@ -556,6 +577,10 @@ pub struct BlobReader {
     pool: SqlitePool,
     meta: BlobMeta,
     next: i64,
+    /// Bytes of the next chunk before the range starts.
+    skip: usize,
+    /// Bytes of the range still to give (`None`: to the end).
+    remaining: Option<u64>,
 }
 
 impl BlobReader {
@@ -564,7 +589,16 @@ impl BlobReader {
         &self.meta
     }
 
-    /// The next chunk ([`CHUNK_BYTES`] bytes, fewer for the last), or `None` after the last.
+    /// Limits the reader to the bytes `start..=end` of the blob (an HTTP range request: the
+    /// caller has checked `start <= end < size`); the next chunk starts at `start`.
+    pub fn range(&mut self, start: u64, end: u64) {
+        self.next = (start / CHUNK_BYTES as u64) as i64;
+        self.skip = (start % CHUNK_BYTES as u64) as usize;
+        self.remaining = Some(end.saturating_sub(start) + 1);
+    }
+
+    /// The next chunk ([`CHUNK_BYTES`] bytes, fewer for the last, cut to the range when one was
+    /// set), or `None` after the last.
     ///
     /// # Errors
     ///
@@ -572,7 +606,7 @@ impl BlobReader {
     /// was opened (the chunks read so far belong to the old one); [`BlobError::Db`] when a query
     /// fails.
     pub async fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, BlobError> {
-        if self.next >= self.meta.chunks {
+        if self.next >= self.meta.chunks || self.remaining == Some(0) {
             return Ok(None);
         }
         // The blob's row and its chunk in one statement, so the chunk is of the same contents.
@@ -588,12 +622,20 @@ impl BlobReader {
         .bind(self.meta.size)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(data) = data else {
+        let Some(mut data) = data else {
             return Err(BlobError::Changed {
                 name: self.meta.name.clone(),
             });
         };
         self.next += 1;
+        if self.skip > 0 {
+            data.drain(..self.skip.min(data.len()));
+            self.skip = 0;
+        }
+        if let Some(left) = self.remaining.as_mut() {
+            data.truncate((*left).min(data.len() as u64) as usize);
+            *left -= data.len() as u64;
+        }
         Ok(Some(data))
     }
 }
@@ -609,6 +651,83 @@ mod tests {
         (0..len)
             .map(|i| (i % 251) as u8 ^ (i / CHUNK_BYTES) as u8 ^ seed)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn blobs_of_a_prefix_expire_with_their_chunks() {
+        let (_dir, pool) = temp_db().await;
+        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        let caps = BlobCaps::default();
+        for name in ["artifacts/dist/a.whl", "reports/test.jsonl"] {
+            put(
+                &pool,
+                job.id,
+                Some(epoch),
+                name,
+                DEFAULT_CONTENT_TYPE,
+                &pattern(CHUNK_BYTES + 1, 1)[..],
+                &caps,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            expire(&pool, "artifacts/", Duration::from_secs(3600))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            expire(&pool, "artifacts/", Duration::ZERO).await.unwrap(),
+            1
+        );
+        let left: Vec<String> = list(&pool, job.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(left, ["reports/test.jsonl"]);
+        assert_eq!(
+            count(&pool, "blob_chunks").await,
+            2,
+            "the expired blob's chunks went with it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_range_reads_exactly_its_bytes_across_chunks() {
+        let (_dir, pool) = temp_db().await;
+        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        let data = pattern(3 * CHUNK_BYTES + 100, 7);
+        put(
+            &pool,
+            job.id,
+            Some(epoch),
+            "a/b.bin",
+            "application/octet-stream",
+            data.as_slice(),
+            &BlobCaps::default(),
+        )
+        .await
+        .unwrap();
+        let size = data.len() as u64;
+        for (start, end) in [
+            (0, 0),
+            (10, 20),
+            (CHUNK_BYTES as u64 - 3, CHUNK_BYTES as u64 + 3),
+            (5, size - 1),
+            (size - 1, size - 1),
+            (CHUNK_BYTES as u64, 2 * CHUNK_BYTES as u64 - 1),
+        ] {
+            let mut reader = open(&pool, job.id, "a/b.bin").await.unwrap().unwrap();
+            reader.range(start, end);
+            let mut got = Vec::new();
+            while let Some(chunk) = reader.next_chunk().await.unwrap() {
+                got.extend_from_slice(&chunk);
+            }
+            assert_eq!(got, &data[start as usize..=end as usize], "{start}-{end}");
+        }
     }
 
     async fn count(pool: &SqlitePool, table: &str) -> i64 {

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ci_common::api::ErrorBody;
@@ -39,12 +39,13 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Path((id, name))) = path else {
         return Err(ApiError::JobNotFound);
     };
-    serve(&state, &user, &id, &name).await
+    serve(&state, &user, &id, &name, range_of(&headers)).await
 }
 
 /// A job's artifacts as `GET /api/v1/jobs/{id}/artifacts` lists them.
@@ -87,44 +88,96 @@ pub async fn artifacts(
 pub async fn artifact(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Path((id, path))) = path else {
         return Err(ApiError::JobNotFound);
     };
-    serve(&state, &user, &id, &format!("{ARTIFACTS_PREFIX}{path}")).await
+    serve(
+        &state,
+        &user,
+        &id,
+        &format!("{ARTIFACTS_PREFIX}{path}"),
+        range_of(&headers),
+    )
+    .await
 }
 
 /// A blob of the caller's job, streamed chunk by chunk with its `Content-Type`,
-/// `Content-Length` and an `ETag` of its SHA-256; 404 for another user's job or a missing blob.
+/// `Content-Length` and an `ETag` of its SHA-256; one byte range of it (206, `Content-Range`)
+/// when the request has a `Range` header (RFC 9110: one range; several, or one past the end, is
+/// 416). 404 for another user's job or a missing blob.
 async fn serve(
     state: &AppState,
     user: &AuthUser,
     id: &str,
     name: &str,
+    range: Option<&str>,
 ) -> Result<Response, ApiError> {
     let id: JobId = id.parse().map_err(|_| ApiError::JobNotFound)?;
     owned_job(state, user, id).await?;
-    let Some(reader) = blobs::open(&state.pool, id, name).await? else {
+    let Some(mut reader) = blobs::open(&state.pool, id, name).await? else {
         return Ok(blob_not_found(id, name));
     };
-    let meta = reader.meta();
+    let meta = reader.meta().clone();
+    let size = meta.size.max(0) as u64;
     let content_type = HeaderValue::from_str(&meta.content_type)
         .unwrap_or(HeaderValue::from_static(blobs::DEFAULT_CONTENT_TYPE));
-    let headers = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CONTENT_LENGTH, HeaderValue::from(meta.size)),
-        (
-            header::ETAG,
-            HeaderValue::from_str(&format!("\"{}\"", meta.sha256))
-                .expect("a hex digest is a header value"),
-        ),
-    ];
-    Ok((headers, Body::from_stream(chunks(reader))).into_response())
+    let etag = HeaderValue::from_str(&format!("\"{}\"", meta.sha256))
+        .expect("a hex digest is a header value");
+    let accept = (header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let Some(range) = range else {
+        let headers = [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_LENGTH, HeaderValue::from(meta.size)),
+            (header::ETAG, etag),
+            accept,
+        ];
+        return Ok((headers, Body::from_stream(chunks(reader))).into_response());
+    };
+    let ranges = http_range_header::parse_range_header(range).and_then(|r| r.validate(size));
+    match ranges.as_deref() {
+        Ok([one]) => {
+            let (start, end) = (*one.start(), *one.end());
+            reader.range(start, end);
+            let headers = [
+                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_LENGTH, HeaderValue::from(end - start + 1)),
+                (
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes {start}-{end}/{size}"))
+                        .expect("numbers are a header value"),
+                ),
+                (header::ETAG, etag),
+                accept,
+            ];
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                headers,
+                Body::from_stream(chunks(reader)),
+            )
+                .into_response())
+        }
+        _ => Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("a header value"),
+            )],
+            Json(ErrorBody {
+                error: format!(
+                    "the range {range:?} is not one range within the {size} bytes of {name:?}: \
+                     ask for one, e.g. `Range: bytes=0-1023`"
+                ),
+                code: "range_not_satisfiable".to_owned(),
+                detail: None,
+            }),
+        )
+            .into_response()),
+    }
 }
 
-/// The blob's chunks as a body stream; a failure ends it (and is logged: the client only sees
-/// a short body).
 fn chunks(
     reader: BlobReader,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, blobs::BlobError>> + Send + 'static {
@@ -154,6 +207,11 @@ fn chunks(
 }
 
 /// 404 in the one error shape, for a job that has no blob `name`.
+/// The request's `Range` header, if it has one.
+fn range_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::RANGE).and_then(|v| v.to_str().ok())
+}
+
 fn blob_not_found(job: JobId, name: &str) -> Response {
     let message = format!(
         "job {job} has no blob named {name:?}: `GET /api/v1/jobs/{job}/blobs` lists the ones it has"
