@@ -282,7 +282,8 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         .ok()
         .and_then(|path| path.file_name().map(|n| n.to_string_lossy().into_owned()));
     let packing = spinner("Packing the project...");
-    let zipped = tokio::task::spawn_blocking(move || project::zip_project(&dir))
+    let task = args.task.clone();
+    let zipped = tokio::task::spawn_blocking(move || project::zip_project(&dir, &task))
         .await
         .context("packing the project stopped unexpectedly")?;
     stop(packing);

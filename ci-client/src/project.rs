@@ -217,14 +217,25 @@ pub struct Check {
     pub warnings: Vec<String>,
 }
 
-/// The pre-upload check: refuses only what cannot be a Python project (no Python file at all) or
-/// a project configuration that the server would refuse too; everything doubtful is a warning.
-/// pytest decides what the tests are.
-pub fn check_project(tree: &ProjectTree, root: &RootFiles, shown: &str) -> Result<Check> {
+/// The pre-upload check of a job of `task`: refuses only what cannot be a Python project (no
+/// Python file at all, when the job runs pytest) or a project configuration that the server would
+/// refuse too; everything doubtful is a warning. pytest decides what the tests are; a job that
+/// runs no pytest (a task of the project's own) is checked only for its configuration.
+pub fn check_project(
+    tree: &ProjectTree,
+    root: &RootFiles,
+    shown: &str,
+    task: &str,
+) -> Result<Check> {
     if tree.files.is_empty() {
         bail!(
             "{shown} has no files to upload (all ignored?): run ci from your project's root folder"
         );
+    }
+    let project =
+        Project::read(root).with_context(|| format!("{shown}/{PYPROJECT} cannot be used"))?;
+    if !ci_common::tasks::runs_pytest(&project, task) {
+        return Ok(Check::default());
     }
     if !tree.files.iter().any(|f| f.ends_with(".py")) {
         bail!(
@@ -232,7 +243,6 @@ pub fn check_project(tree: &ProjectTree, root: &RootFiles, shown: &str) -> Resul
              from your Python project's root folder (or pass -C <DIR>)"
         );
     }
-    Project::read(root).with_context(|| format!("{shown}/{PYPROJECT} cannot be used"))?;
     let mut check = Check::default();
     let configured = pytest_config(root).is_some();
     let has_conftest = tree
@@ -310,13 +320,13 @@ pub fn root_files(root: &Path, tree: &ProjectTree) -> Result<RootFiles> {
     Ok(files)
 }
 
-/// The project's files, checked and zipped; fails before anything is uploaded if it cannot be a
-/// Python project or its `pyproject.toml` is broken.
-pub fn zip_project(root: &Path) -> Result<Zipped> {
+/// The project's files for a job of `task`, checked ([`check_project`]) and zipped; fails
+/// before anything is uploaded if it cannot be a Python project or its `pyproject.toml` is broken.
+pub fn zip_project(root: &Path, task: &str) -> Result<Zipped> {
     let tree = project_tree(root)?;
     let shown = display_dir(root);
     let root_config = root_files(root, &tree)?;
-    let check = check_project(&tree, &root_config, &shown)?;
+    let check = check_project(&tree, &root_config, &shown, task)?;
     let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
@@ -405,6 +415,7 @@ fn display_dir(root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ci_common::api::DEFAULT_TASK;
 
     fn write(root: &Path, name: &str, text: &str) {
         let path = root.join(name);
@@ -550,7 +561,7 @@ mod tests {
         let notes = left_out_notes(&tree);
         assert!(notes[0].contains("rename them"), "{notes:?}");
         // And the rest zips: nothing fails on them.
-        assert!(zip_project(root).is_ok());
+        assert!(zip_project(root, DEFAULT_TASK).is_ok());
     }
 
     #[test]
@@ -562,7 +573,7 @@ mod tests {
         let sub = root.join("tests/unit");
         let tree = project_tree(&sub).unwrap();
         let config = root_files(&sub, &tree).unwrap();
-        let check = check_project(&tree, &config, &display_dir(&sub)).unwrap();
+        let check = check_project(&tree, &config, &display_dir(&sub), DEFAULT_TASK).unwrap();
         assert_eq!(check.warnings.len(), 1, "{:?}", check.warnings);
         assert!(
             check.warnings[0].contains("setup.cfg") && check.warnings[0].contains("-C"),
@@ -571,10 +582,12 @@ mod tests {
         );
         let tree = project_tree(root).unwrap();
         let config = root_files(root, &tree).unwrap();
-        assert!(check_project(&tree, &config, &display_dir(root))
-            .unwrap()
-            .warnings
-            .is_empty());
+        assert!(
+            check_project(&tree, &config, &display_dir(root), DEFAULT_TASK)
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
     }
 
     fn checked(files: &[(&str, &str)]) -> Result<Check> {
@@ -584,7 +597,26 @@ mod tests {
         }
         let tree = project_tree(dir.path()).unwrap();
         let root = root_files(dir.path(), &tree).unwrap();
-        check_project(&tree, &root, "DIR")
+        check_project(&tree, &root, "DIR", DEFAULT_TASK)
+    }
+
+    #[test]
+    fn a_task_that_runs_no_pytest_is_checked_only_for_its_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "pyproject.toml",
+            "[tool.ci.tasks.deploy]\nrun = \"./deploy.sh\"\n",
+        );
+        write(dir.path(), "deploy.sh", "echo hi\n");
+        let tree = project_tree(dir.path()).unwrap();
+        let root = root_files(dir.path(), &tree).unwrap();
+        let check = check_project(&tree, &root, "DIR", "deploy").unwrap();
+        assert_eq!(check.warnings, Vec::<String>::new());
+        assert!(
+            check_project(&tree, &root, "DIR", DEFAULT_TASK).is_err(),
+            "pytest needs Python files"
+        );
     }
 
     #[test]
@@ -658,7 +690,7 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir(dir.path().join("empty")).unwrap();
-        let zipped = zip_project(dir.path()).unwrap();
+        let zipped = zip_project(dir.path(), DEFAULT_TASK).unwrap();
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped.bytes)).unwrap();
         let mut seen = Vec::new();
         for i in 0..archive.len() {

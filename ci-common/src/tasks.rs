@@ -243,6 +243,17 @@ pub fn check_task(project: &Project, task: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a job of `task` runs the built-in pytest step (`test` without its own `run`, itself
+/// or as a need); an unknown task or a cycle counts as yes (the job is refused anyway).
+pub fn runs_pytest(project: &Project, task: &str) -> bool {
+    let tasks = &project.ci.tasks;
+    pipeline(tasks, task).map_or(true, |order| {
+        order
+            .iter()
+            .any(|t| t == DEFAULT_TASK && tasks.get(t).and_then(|c| c.run.as_ref()).is_none())
+    })
+}
+
 /// The tasks a job of `task` runs, in order: what it needs first (depth first, each once),
 /// then itself.
 ///
@@ -492,6 +503,17 @@ network = "online"
         )
         .unwrap();
         assert_eq!(steps.last().unwrap().artifacts, ["dist/*.whl"]);
+    }
+
+    #[test]
+    fn only_jobs_with_the_built_in_test_run_pytest() {
+        let project = Project::read(&root(PIPELINE)).unwrap();
+        assert!(runs_pytest(&project, "test"));
+        assert!(runs_pytest(&project, "build"), "build needs test");
+        assert!(!runs_pytest(&project, "lint"));
+        let overridden =
+            Project::read(&root("[tool.ci.tasks.test]\nrun = \"make check\"\n")).unwrap();
+        assert!(!runs_pytest(&overridden, "test"));
     }
 
     #[test]
