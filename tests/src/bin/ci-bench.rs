@@ -12,6 +12,8 @@ mod client;
 mod dep_cache;
 #[path = "ci-bench/fixtures.rs"]
 mod fixtures;
+#[path = "ci-bench/installer.rs"]
+mod installer;
 #[path = "ci-bench/report.rs"]
 mod report;
 #[path = "ci-bench/report_parse.rs"]
@@ -35,8 +37,8 @@ use crate::report::{Machine, Outcome};
 use crate::scenarios::{Ctx, Sizes, SCENARIOS};
 
 /// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency,
-/// idle footprint and the dependency cache, measured with the real binaries and Docker; and test
-/// report parsing.
+/// idle footprint, the dependency cache and the installer (uv, pip), measured with the real
+/// binaries and Docker; and test report parsing.
 #[derive(Debug, Parser)]
 #[command(name = "ci-bench")]
 struct Args {

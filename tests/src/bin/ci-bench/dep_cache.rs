@@ -380,7 +380,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
 }
 
 /// The 1-minute load average (`/proc/loadavg`).
-fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()
@@ -616,7 +616,7 @@ impl Projects {
     }
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -624,23 +624,57 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A pure-Python wheel of one package (`module/__init__.py` = `code`), version 1.0.0: its file
-/// name and bytes. Entries carry a fixed date, so the same input gives the same bytes.
+/// name and bytes.
 fn wheel(module: &str, dist: &str, requires: &[&str], code: &str) -> Result<(String, Vec<u8>)> {
-    let info = format!("{module}-1.0.0.dist-info");
-    let mut metadata = format!("Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0.0\n");
+    wheel_of(
+        dist,
+        "1.0.0",
+        requires,
+        &[(format!("{module}/__init__.py"), code.to_owned())],
+        None,
+    )
+}
+
+/// A pure-Python (`py3-none-any`) wheel of distribution `dist` at `version`: its file name and
+/// bytes. `files` are (path, text) pairs in the wheel's root (packages and their data), then come
+/// the `.dist-info` files: `METADATA` (with a `Requires-Dist` per `requires`), `WHEEL`,
+/// `entry_points.txt` when there is one (`[console_scripts]` ...), `top_level.txt` (the first
+/// components of `files`' paths) and `RECORD`. Entries carry a fixed date, so the same input
+/// gives the same bytes.
+pub(crate) fn wheel_of(
+    dist: &str,
+    version: &str,
+    requires: &[&str],
+    files: &[(String, String)],
+    entry_points: Option<&str>,
+) -> Result<(String, Vec<u8>)> {
+    let stem = dist.replace('-', "_");
+    let info = format!("{stem}-{version}.dist-info");
+    let mut metadata = format!("Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n");
     for r in requires {
         metadata.push_str(&format!("Requires-Dist: {r}\n"));
     }
-    let files = [
-        (format!("{module}/__init__.py"), code.to_owned()),
-        (format!("{info}/METADATA"), metadata),
-        (
-            format!("{info}/WHEEL"),
-            "Wheel-Version: 1.0\nGenerator: ci-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-                .to_owned(),
-        ),
-        (format!("{info}/top_level.txt"), format!("{module}\n")),
-    ];
+    let mut top_level: Vec<&str> = files
+        .iter()
+        .filter_map(|(path, _)| path.split('/').next())
+        .map(|first| first.strip_suffix(".py").unwrap_or(first))
+        .collect();
+    top_level.sort_unstable();
+    top_level.dedup();
+    let mut files = files.to_vec();
+    files.push((format!("{info}/METADATA"), metadata));
+    files.push((
+        format!("{info}/WHEEL"),
+        "Wheel-Version: 1.0\nGenerator: ci-bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            .to_owned(),
+    ));
+    if let Some(entry_points) = entry_points {
+        files.push((format!("{info}/entry_points.txt"), entry_points.to_owned()));
+    }
+    files.push((
+        format!("{info}/top_level.txt"),
+        top_level.iter().map(|t| format!("{t}\n")).collect(),
+    ));
     let mut record = String::new();
     for (path, text) in &files {
         let digest = Sha256::digest(text.as_bytes());
@@ -651,20 +685,18 @@ fn wheel(module: &str, dist: &str, requires: &[&str], code: &str) -> Result<(Str
         ));
     }
     record.push_str(&format!("{info}/RECORD,,\n"));
+    files.push((format!("{info}/RECORD"), record));
 
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(zip::DateTime::default());
-    for (path, text) in files
-        .iter()
-        .chain(std::iter::once(&(format!("{info}/RECORD"), record)))
-    {
+    for (path, text) in &files {
         zip.start_file(path.as_str(), options)?;
         zip.write_all(text.as_bytes())?;
     }
     let bytes = zip.finish()?.into_inner();
-    Ok((format!("{module}-1.0.0-py3-none-any.whl"), bytes))
+    Ok((format!("{stem}-{version}-py3-none-any.whl"), bytes))
 }
 
 /// URL-safe base64 without padding, as wheel `RECORD` files write hashes.

@@ -297,8 +297,8 @@ const METHOD_HEADING: &str = "## What each scenario measures";
 const METHOD: &str = r#"
 ## What each scenario measures
 
-Scenarios 1-7 and 9 start their own `ci-server` (two replicas where noted) and `ci-controller` on
-a new temporary database, with default flags except those named here, and the offline runner
+Scenarios 1-7, 9 and 10 start their own `ci-server` (two replicas where noted) and `ci-controller`
+on a new temporary database, with default flags except those named here, and the offline runner
 image (`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
 database. No `CI_*` variable of the caller reaches the services. Fixtures are generated at run
 time; output that must stream while a test runs is written inside `capsys.disabled()`, because
@@ -360,6 +360,22 @@ the controller runs `python3 -m pytest` without `-s`.
    come first. The ratio warm / no requirements is taken per round (target ≤ 1.15×). Every job
    must pass, the warm ones' logs must say "dependency cache hit" and the cold ones' "miss". The
    notes give each phase's median, from the jobs' database timestamps and `docker events`.
+10. **Installer** — a cold install of a dozen pinned packages from local wheels (generated:
+   realistic shapes, several modules and sub-packages each, dependencies between them, two
+   console scripts, a data file; `--no-index --find-links wheels`), five ways per round, on one
+   stack and one user: the install step of `ci submit test --no-cache` with `installer = "uv"`
+   (1) and with `installer = "pip"` (2), from the step's `started_at` to its `finished_at` (its
+   `step` events); and the installer command alone for the same file in `docker run --rm` of the
+   runner image after `python3 -m venv --system-site-packages --without-pip /tmp/v`, timed inside
+   the container with `date +%s%N`: `uv pip install --python /tmp/v/bin/python -r
+   requirements.txt` (3) and `/tmp/v/bin/python -m pip install -r requirements.txt` (4); (3b) is
+   (3) with /tmp on a tmpfs, as in job containers (uv without the container's root filesystem).
+   Each round runs the five in turn, starting one further along than the round before; one
+   unmeasured run of each comes first. Targets, per round: (1) / (3) ≤ 1.3×, (2) / (1) ≥ 4×.
+   Every job must pass, its install log must say `ci-install: installing with uv` (or `pip`),
+   and its test imports every module of every package from /workspace/deps and runs both console
+   scripts. The notes split the install steps into phases (`docker events`, the log lines'
+   Docker timestamps) and give uv's own report of its phases.
 
 ## How to run
 
@@ -371,6 +387,8 @@ scripts/bench.sh --runs 3   # fewer repetitions
 cargo run --release -p ci-tests --bin ci-bench -- --only report-parse
 # scenario 9 alone (needs Docker and the release binaries); replaces only its own section
 cargo build --release --workspace --bins && target/release/ci-bench --only dep-cache
+# scenario 10 alone, likewise
+cargo build --release --workspace --bins && target/release/ci-bench --only installer
 ```
 
 `ci-bench --help` lists every flag (`--output PATH`, `--only 4,5` or `--only report-parse`,

@@ -1,7 +1,7 @@
-//! The scenarios. Each of 1-7 and 9 (`dep_cache.rs`) starts its own stack on a fresh database,
-//! measures, checks that what it measured is correct (every line accounted for, no errors), and
-//! returns figures + checks; 8 (`report_parse.rs`) needs no stack. Targets are reported, never
-//! enforced.
+//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`) and 10 (`installer.rs`) starts its own stack
+//! on a fresh database, measures, checks that what it measured is correct (every line accounted
+//! for, no errors), and returns figures + checks; 8 (`report_parse.rs`) needs no stack. Targets
+//! are reported, never enforced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +57,8 @@ pub struct Sizes {
     pub parse_big_mb: u64,
     /// Rounds of the dependency cache scenario (no requirements, warm, cold).
     pub dep_runs: usize,
+    /// Rounds of the installer scenario (install step with uv and pip, uv and pip alone).
+    pub installer_runs: usize,
 }
 
 impl Sizes {
@@ -85,6 +87,7 @@ impl Sizes {
                 parse_tests: 5_000,
                 parse_big_mb: 4,
                 dep_runs: 2 * runs,
+                installer_runs: 2 * runs,
             }
         } else {
             Sizes {
@@ -108,6 +111,7 @@ impl Sizes {
                 parse_tests: 5_000,
                 parse_big_mb: 50,
                 dep_runs: 2 * runs,
+                installer_runs: 2 * runs,
             }
         }
     }
@@ -138,7 +142,7 @@ pub struct Scenario {
     pub docker: bool,
 }
 
-pub const SCENARIOS: [Scenario; 9] = [
+pub const SCENARIOS: [Scenario; 10] = [
     Scenario {
         number: 1,
         title: "End to end",
@@ -193,6 +197,12 @@ pub const SCENARIOS: [Scenario; 9] = [
         name: "dep-cache",
         docker: true,
     },
+    Scenario {
+        number: 10,
+        title: "Installer",
+        name: "installer",
+        docker: true,
+    },
 ];
 
 /// The scenario a `--only` value names, by number or name.
@@ -221,6 +231,7 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
         7 => idle(&ctx).await,
         8 => crate::report_parse::run(ctx).await,
         9 => crate::dep_cache::run(&ctx).await,
+        10 => crate::installer::run(&ctx).await,
         _ => bail!("no scenario {number}"),
     }
 }
