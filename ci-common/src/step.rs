@@ -79,6 +79,10 @@ pub struct StepSpec {
     /// passes (see [`crate::tasks::artifact_matcher`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<String>,
+    /// The folder, relative to the workspace, where this step's installed packages live
+    /// instead of the job's (`deps`): a task in another image installs its own there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deps_dir: Option<String>,
 }
 
 /// How a step uses a dependency cache entry: the install step of a miss writes the packages
@@ -358,6 +362,7 @@ pub fn install_step(
         cache: None,
         pip_cache: None,
         artifacts: Vec::new(),
+        deps_dir: None,
     }
 }
 
@@ -412,6 +417,7 @@ pub fn test_task(
         cache: None,
         pip_cache: None,
         artifacts: Vec::new(),
+        deps_dir: None,
     });
     Ok((steps, skipped))
 }

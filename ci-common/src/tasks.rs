@@ -348,6 +348,31 @@ pub fn plan_task(
             }
             Some(run) => {
                 let config = config.expect("a task with run is configured");
+                let task_image = config.image.clone().unwrap_or_else(|| image.to_owned());
+                // A task in another image gets its own install of the job's requirements, in
+                // that image, into a folder of its own.
+                let job_install = steps.iter().find(|s| s.name == INSTALL_STEP).cloned();
+                let deps_dir = match job_install {
+                    Some(install) if task_image != image => {
+                        let dir = format!("deps-{name}");
+                        let what = install
+                            .notice
+                            .strip_prefix("installing ")
+                            .unwrap_or(&install.notice)
+                            .to_owned();
+                        steps.push(StepSpec {
+                            name: format!("{INSTALL_STEP}-{name}"),
+                            notice: format!(
+                                "installing {what} for task {name} (image {task_image})"
+                            ),
+                            image: task_image.clone(),
+                            deps_dir: Some(dir.clone()),
+                            ..install
+                        });
+                        Some(dir)
+                    }
+                    _ => None,
+                };
                 let script = run.script();
                 let params: &[String] = if is_target { args } else { &[] };
                 let mut env: Vec<String> =
@@ -362,7 +387,7 @@ pub fn plan_task(
                     name: name.clone(),
                     title: format!("task {name}"),
                     notice: format!("running task {name}: {}", first.trim()),
-                    image: config.image.clone().unwrap_or_else(|| image.to_owned()),
+                    image: task_image,
                     command: ["sh", "-e", "-c", &script, name]
                         .iter()
                         .map(|s| s.to_string())
@@ -385,6 +410,7 @@ pub fn plan_task(
                     cache: None,
                     pip_cache: None,
                     artifacts: config.artifacts.clone(),
+                    deps_dir,
                 });
             }
         }
@@ -514,6 +540,34 @@ network = "online"
         let overridden =
             Project::read(&root("[tool.ci.tasks.test]\nrun = \"make check\"\n")).unwrap();
         assert!(!runs_pytest(&overridden, "test"));
+    }
+
+    #[test]
+    fn a_task_in_another_image_installs_the_requirements_in_it_into_its_own_folder() {
+        let pyproject = "[tool.ci.tasks.compat]\nimage = \"python:3.9\"\nrun = \"python3 -m pytest\"\n[tool.ci.tasks.all]\nneeds = [\"test\", \"compat\"]\nrun = \"true\"\n";
+        let (steps, _) = plan_task(&root(pyproject), "all", "img", &[], Installer::Auto).unwrap();
+        assert_eq!(
+            names(&steps),
+            ["install", "test", "install-compat", "compat", "all"]
+        );
+        let own = &steps[2];
+        assert_eq!(
+            (own.image.as_str(), own.deps_dir.as_deref()),
+            ("python:3.9", Some("deps-compat"))
+        );
+        assert_eq!(
+            own.command, steps[0].command,
+            "the same requirements and installer"
+        );
+        assert_eq!(
+            own.notice,
+            "installing requirements.txt for task compat (image python:3.9)"
+        );
+        assert_eq!(steps[3].deps_dir.as_deref(), Some("deps-compat"));
+        assert_eq!(
+            steps[4].deps_dir, None,
+            "the job's image uses the job's install"
+        );
     }
 
     #[test]

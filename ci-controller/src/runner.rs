@@ -809,7 +809,8 @@ impl<D: Docker> Ctx<D> {
         if let Some(entry) = chosen {
             self.metrics.cache_hit();
             specs.remove(at);
-            for spec in &mut specs {
+            // Steps with an install of their own (another image) keep it.
+            for spec in specs.iter_mut().filter(|s| s.deps_dir.is_none()) {
                 spec.cache = Some(mount(&entry.volume, false));
             }
             sink.notice(format!(
@@ -848,7 +849,9 @@ impl<D: Docker> Ctx<D> {
         }
         self.metrics.cache_miss();
         for (i, spec) in specs.iter_mut().enumerate() {
-            spec.cache = Some(mount(&volume, i == at));
+            if spec.deps_dir.is_none() {
+                spec.cache = Some(mount(&volume, i == at));
+            }
         }
         self.attach_pip_cache(job, &mut specs[at]).await;
         sink.notice(format!(

@@ -408,6 +408,7 @@ fn plain_step(name: &str) -> StepSpec {
         cache: None,
         pip_cache: None,
         artifacts: Vec::new(),
+        deps_dir: None,
     }
 }
 

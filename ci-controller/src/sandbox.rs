@@ -23,10 +23,18 @@ pub const HOME: &str = "/workspace/home";
 pub const PIP_CACHE: &str = "/workspace/pip-cache";
 /// The job user's name, whatever its uid: `USER`, `LOGNAME` and its passwd entry.
 pub const JOB_USER: &str = "runner";
-/// `PATH` of every step: console scripts of installed packages first, then the usual folders
-/// (`/usr/local/bin` holds the interpreter of the `python:*` images).
-pub const PATH: &str =
-    "/workspace/deps/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` of every step after its installed packages' `bin` (`/usr/local/bin` holds the
+/// interpreter of the `python:*` images).
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a step's installed packages live: [`DEPS`], or the folder of its own in the workspace
+/// (a task in another image than the job's, [`StepSpec::deps_dir`]).
+pub fn deps_of(step: &StepSpec) -> String {
+    match &step.deps_dir {
+        Some(dir) => format!("{WORKSPACE}/{dir}"),
+        None => DEPS.to_owned(),
+    }
+}
 
 /// Label keys every container and volume of the controller carries.
 pub const LABEL_MANAGED: &str = "ci.managed";
@@ -265,11 +273,11 @@ pub fn environment(run: &Run<'_>) -> Vec<String> {
         format!("USER={JOB_USER}"),
         format!("LOGNAME={JOB_USER}"),
         format!("HOME={HOME}"),
-        format!("PATH={PATH}"),
+        format!("PATH={}/bin:{SYSTEM_PATH}", deps_of(step)),
         "LANG=C.UTF-8".to_owned(),
         "LC_ALL=C.UTF-8".to_owned(),
         "TZ=UTC".to_owned(),
-        format!("PYTHONUSERBASE={DEPS}"),
+        format!("PYTHONUSERBASE={}", deps_of(step)),
         "PYTHONUNBUFFERED=1".to_owned(),
         "PYTHONDONTWRITEBYTECODE=1".to_owned(),
         "PIP_BREAK_SYSTEM_PACKAGES=1".to_owned(),
@@ -472,6 +480,12 @@ mod tests {
         assert!(!install_env
             .iter()
             .any(|e| e.starts_with("PIP_NO_CACHE_DIR")));
+        assert!(env.contains(&format!("PATH=/workspace/deps/bin:{SYSTEM_PATH}")));
+        let mut other = test.clone();
+        other.deps_dir = Some("deps-compat".into());
+        let other_env = environment(&run(job, &other));
+        assert!(other_env.contains(&"PYTHONUSERBASE=/workspace/deps-compat".to_owned()));
+        assert!(other_env.contains(&format!("PATH=/workspace/deps-compat/bin:{SYSTEM_PATH}")));
         assert_eq!(
             env.last().map(String::as_str),
             Some("EXTRA=1"),
