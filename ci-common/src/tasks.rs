@@ -1,7 +1,8 @@
 //! Named tasks a project defines under `[tool.ci.tasks.<name>]` in `pyproject.toml`, and the
 //! plan of steps a job of one of them runs: the tasks it `needs` first, in order (a pipeline is
 //! a task with needs), each task once, then the task itself; with one install step first when
-//! the job installs anything. `test` is built in (install, then pytest) and a project can
+//! the job installs anything, and one more before each task in another image (into a folder of
+//! its own). `test` is built in (install, then pytest) and a project can
 //! override it.
 //!
 //! ```toml
