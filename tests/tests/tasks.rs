@@ -338,6 +338,47 @@ async fn a_task_gets_its_parameters_quoted_and_install_false_installs_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_task_in_another_image_gets_its_own_install_in_that_image() {
+    let other = ci_tests::test_image_nopasswd();
+    let stack = projects::stack_with(&["--allowed-images", &other]).await;
+    let project = copy_fixture("tasks_pipeline");
+    let pyproject = project.path.join("pyproject.toml");
+    let mut text = std::fs::read_to_string(&pyproject).unwrap();
+    text.push_str(&format!(
+        "\n[tool.ci.tasks.compat]\nimage = \"{other}\"\nneeds = [\"test\"]\nrun = \"python3 -c \
+         'import greetkit, sys; print(\\\"compat:\\\", greetkit.__file__)'\"\n"
+    ));
+    std::fs::write(&pyproject, text).unwrap();
+
+    let (out, id) = submit_task(&stack, &project.path, "compat", &[]);
+    let out = out.expect_code(0);
+    let line = only_line(&out.stdout, "compat: ");
+    assert!(
+        out.stdout
+            .lines()
+            .nth(line)
+            .unwrap()
+            .contains("/workspace/deps-compat/"),
+        "the task imports its own install:\n{}",
+        out.stdout
+    );
+    only_line(
+        &out.stderr,
+        &format!("installing requirements.txt for task compat (image {other})"),
+    );
+    let job = job_view(&stack.server.url, &stack.ada.key, &id).await;
+    expect_states(
+        &job,
+        &[
+            ("install", StepState::Passed),
+            ("test", StepState::Passed),
+            ("install-compat", StepState::Passed),
+            ("compat", StepState::Passed),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_tasks_broken_configuration_and_cycles_are_refused_before_a_job_exists() {
     // No controller: nothing here may become a job.
     let db = TestDb::new().await;
