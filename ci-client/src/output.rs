@@ -730,6 +730,15 @@ where
     let rows = [
         ("Job ID", job.job_id.to_string()),
         ("Task", job.task.clone()),
+        (
+            "Arguments",
+            if job.args.is_empty() {
+                dash()
+            } else {
+                shlex::try_join(job.args.iter().map(String::as_str))
+                    .unwrap_or_else(|_| job.args.join(" "))
+            },
+        ),
         ("Project", job.project.clone().unwrap_or_else(dash)),
         ("Status", status),
         ("Success", success_mark(job.status).to_owned()),
@@ -782,6 +791,7 @@ mod tests {
             status,
             success: status.success(),
             task: "test".into(),
+            args: Vec::new(),
             project: None,
             image: None,
             reason: None,

@@ -22,6 +22,10 @@ pub struct JobView {
     /// True only for `passed`.
     pub success: bool,
     pub task: String,
+    /// The job's arguments (`ci submit TASK -- ARGS...`): pytest's for `test`, the task's
+    /// parameters otherwise; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// The project the job belongs to (`--project`, `project` under `[tool.ci]`,
     /// `[project].name` or the folder's name); absent for jobs from before projects had names.
     #[serde(default, skip_serializing_if = "Option::is_none")]

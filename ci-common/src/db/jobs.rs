@@ -69,6 +69,7 @@ impl Job {
             status: self.status,
             success: self.status.success(),
             task: self.task.clone(),
+            args: self.args(),
             project: self.project.clone(),
             image: self.image.clone(),
             reason: self.reason.clone(),

@@ -195,6 +195,7 @@ mod tests {
             status,
             success: status.success(),
             task: "test".into(),
+            args: Vec::new(),
             project: None,
             image: None,
             reason: (status == JobStatus::TimedOut).then(|| "timed out after 600s".into()),
