@@ -184,6 +184,46 @@ async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order() {
     let build_notice = only_line(err, "[ci] running task build: mkdir -p dist");
     assert!(lint_notice < build_notice, "{err}");
 
+    // The build's artifacts: kept, listed, and downloaded with their hashes checked.
+    only_line(err, "[ci] artifacts: kept 2 files");
+    let out_dir = tempfile::tempdir().unwrap();
+    let fetched = run(stack.ci(
+        &project.path,
+        &["artifacts", &id, "-o", out_dir.path().to_str().unwrap()],
+    ))
+    .expect_code(0);
+    let listed = run(stack.ci(&project.path, &["artifacts", &id, "--json"])).expect_code(0);
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let paths: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["coverage.xml", "dist/shelf-0.1.0.zip"],
+        "{listed:#}"
+    );
+    for artifact in listed.as_array().unwrap() {
+        let path = out_dir.path().join(artifact["path"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{} was not downloaded ({e}):\n{}",
+                path.display(),
+                fetched.stdout
+            )
+        });
+        assert_eq!(
+            ci_tests::ci_common::keys::sha256_hex(&bytes),
+            artifact["sha256"].as_str().unwrap(),
+            "{}",
+            path.display()
+        );
+    }
+    let wheel = std::fs::read(out_dir.path().join("dist/shelf-0.1.0.zip")).unwrap();
+    assert!(wheel.starts_with(b"PK"), "the build's zip, whole");
+
     let job = job_view(&stack.server.url, &stack.ada.key, &id).await;
     assert_eq!(job.status, JobStatus::Passed, "{job:#?}");
     assert_eq!(job.task, "build");
