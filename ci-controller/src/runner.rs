@@ -71,11 +71,11 @@ pub struct Ctx<D> {
     pub sandbox: Sandbox,
     pub settings: JobSettings,
     pub metrics: Arc<Metrics>,
-    /// When each image was last seen present (it is not inspected again for every job).
     /// Users whose pip cache an install step of theirs is using (one at a time per user, so
     /// that concurrent installs never write the same cache).
     pub pip_cache_busy: std::sync::Mutex<std::collections::HashMap<ci_common::UserId, JobId>>,
-    /// When each image was last seen present, and its ID.
+    /// When each image was last seen present, and its ID (it is not inspected again for every
+    /// job).
     pub image_seen: std::sync::Mutex<std::collections::HashMap<String, (Instant, String)>>,
 }
 

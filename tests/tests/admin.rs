@@ -1,74 +1,22 @@
 //! `ci-admin` as users run it: the real binary against a real SQLite file.
 
-use std::path::Path;
-use std::process::{Command, Output};
+#[path = "support/admin.rs"]
+mod admin_support;
 
+use std::path::Path;
+use std::process::Command;
+
+use admin_support::{text, Admin};
 use ci_common::config::DB_PATH_ENV;
 use ci_common::db::{self, api_keys, users};
 use ci_common::keys::SecretKey;
 use ci_tests::bin;
 
-struct Admin {
-    dir: tempfile::TempDir,
-}
-
 impl Admin {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn db(&self) -> std::path::PathBuf {
-        self.dir.path().join("ci.db")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin("ci-admin"))
-            .arg("--db-path")
-            .arg(self.db())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "ci-admin {args:?} failed: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    /// Runs a command that must fail with exit 1 and returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "ci-admin {args:?}: {}",
-            text(&out.stdout)
-        );
-        let err = text(&out.stderr);
-        assert!(
-            err.starts_with("error: "),
-            "one clear error line expected: {err}"
-        );
-        assert!(!err.contains("panicked"), "{err}");
-        err
-    }
-
     fn create_user(&self, name: &str, email: &str) -> String {
         let out = self.ok(&["user", "create", "--name", name, "--email", email]);
         field(&out, "ID: ")
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The value after `prefix` on the line that starts with it.

@@ -2,72 +2,18 @@
 //! real SQLite file whose cache entries are written through `ci_common::db::cache`, as the
 //! controller writes them (no Docker needed: only the database is read and changed).
 
-use std::process::{Command, Output};
+#[path = "support/admin.rs"]
+mod admin_support;
 
+use admin_support::{text, Admin};
 use chrono::{DateTime, Duration, Utc};
 use ci_common::db::cache::{self, CacheEntry};
 use ci_common::db::{self, users, SqlitePool};
 use ci_common::testing::claimed_job_with_steps;
 use ci_common::{JobId, UserId};
-use ci_tests::bin;
 use sha2::{Digest, Sha256};
 
-struct Admin {
-    dir: tempfile::TempDir,
-}
-
 impl Admin {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn db(&self) -> std::path::PathBuf {
-        self.dir.path().join("ci.db")
-    }
-
-    /// Runs `ci-admin` on this database, in UTC so that the times it prints are the same on
-    /// every machine.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin("ci-admin"))
-            .arg("--db-path")
-            .arg(self.db())
-            .args(args)
-            .env("TZ", "UTC")
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command that must succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "ci-admin {args:?} failed: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    /// Runs a command that must fail with exit 1 and returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "ci-admin {args:?}: {}",
-            text(&out.stdout)
-        );
-        let err = text(&out.stderr);
-        assert!(
-            err.starts_with("error: "),
-            "one clear error line expected: {err}"
-        );
-        assert!(!err.contains("panicked"), "{err}");
-        err
-    }
-
     /// `cache list --json` (with extra arguments): the entries' `(volume, state)`.
     fn states(&self, args: &[&str]) -> Vec<(String, String)> {
         let mut all = vec!["cache", "list", "--json"];
@@ -92,10 +38,6 @@ impl Admin {
         let json: serde_json::Value = serde_json::from_str(&self.ok(&all)).unwrap();
         json["marked"].as_u64().expect("{\"marked\": n}")
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The database of `admin` with Ada and Bob, and a job claimed under a controller's lease (its

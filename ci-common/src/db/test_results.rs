@@ -34,7 +34,7 @@ pub async fn store(
     let mut counts = report.summary.counts.clone();
     if attempt > 1 {
         let before = outcomes_of_attempt(&mut *tx, job, attempt - 1).await?;
-        counts = counts_of(&mut *tx, job).await?.unwrap_or_default();
+        counts = self::counts(&mut *tx, job).await?.unwrap_or_default();
         for result in &mut results {
             if let Some(earlier) = before.get(&result.nodeid) {
                 result.outcome = result.outcome.after_retry(*earlier);
@@ -200,10 +200,6 @@ pub async fn counts(
     ex: impl SqliteExecutor<'_>,
     job: JobId,
 ) -> Result<Option<TestCounts>, DbError> {
-    counts_of(ex, job).await
-}
-
-async fn counts_of(ex: impl SqliteExecutor<'_>, job: JobId) -> Result<Option<TestCounts>, DbError> {
     let json: Option<Option<String>> =
         sqlx::query_scalar("SELECT test_counts FROM jobs WHERE id = ?")
             .bind(job)
