@@ -203,11 +203,25 @@ mod tests {
         m.job_finished(JobStatus::Passed, 1.5);
         m.job_finished(JobStatus::Failed, 0.5);
         m.docker_error();
-        let text = m.render(3, 0);
+        m.cache_hit();
+        m.cache_hit();
+        m.cache_miss();
+        m.cache_stored(4096);
+        m.cache_evicted(3);
+        let text = m.render(3, 8192);
         assert!(text.contains("ci_queue_depth 3"));
         assert!(text.contains("ci_jobs_finished_total{outcome=\"passed\"} 1"));
         assert!(text.contains("ci_job_duration_seconds_sum 2.000"));
         assert!(text.contains("ci_job_duration_seconds_count 2"));
         assert!(text.contains("ci_docker_errors_total 1"));
+        for line in [
+            "ci_cache_hits_total 2",
+            "ci_cache_misses_total 1",
+            "ci_cache_stored_bytes_total 4096",
+            "ci_cache_evictions_total 3",
+            "ci_cache_bytes 8192",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }
