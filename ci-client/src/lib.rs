@@ -271,12 +271,6 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     };
 
     let dir = args.dir.clone();
-    // An unknown task is refused before anything is packed or sent.
-    if let Ok(project) = local_project(&dir) {
-        if let Err(message) = ci_common::tasks::check_task(&project, &args.task) {
-            anyhow::bail!("{message}");
-        }
-    }
     // The folder's own name (`.` and `..` resolved): the project's name when nothing else names it.
     let folder = std::fs::canonicalize(&dir)
         .ok()

@@ -218,8 +218,8 @@ pub struct Check {
 }
 
 /// The pre-upload check of a job of `task`: refuses only what cannot be a Python project (no
-/// Python file at all, when the job runs pytest) or a project configuration that the server would
-/// refuse too; everything doubtful is a warning. pytest decides what the tests are; a job that
+/// Python file at all, when the job runs pytest), a task the project does not have, or a project
+/// configuration that the server would refuse too; everything doubtful is a warning. pytest decides what the tests are; a job that
 /// runs no pytest (a task of the project's own) is checked only for its configuration.
 pub fn check_project(
     tree: &ProjectTree,
@@ -234,6 +234,7 @@ pub fn check_project(
     }
     let project =
         Project::read(root).with_context(|| format!("{shown}/{PYPROJECT} cannot be used"))?;
+    ci_common::tasks::check_task(&project, task).map_err(anyhow::Error::msg)?;
     if !ci_common::tasks::runs_pytest(&project, task) {
         return Ok(Check::default());
     }
@@ -617,6 +618,12 @@ mod tests {
             check_project(&tree, &root, "DIR", DEFAULT_TASK).is_err(),
             "pytest needs Python files"
         );
+        let unknown = format!(
+            "{:#}",
+            check_project(&tree, &root, "DIR", "release").unwrap_err()
+        );
+        assert!(unknown.contains("unknown task \"release\""), "{unknown}");
+        assert!(unknown.contains("deploy, test"), "{unknown}");
     }
 
     #[test]
