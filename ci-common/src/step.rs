@@ -382,6 +382,17 @@ pub fn test_task(
     installer: Installer,
 ) -> Result<(Vec<StepSpec>, Option<String>), ConfigError> {
     let project = Project::read(root)?;
+    Ok(test_steps(&project, root, image, pytest_args, installer))
+}
+
+/// [`test_task`] of a project already read from `root`.
+pub fn test_steps(
+    project: &Project,
+    root: &RootFiles,
+    image: &str,
+    pytest_args: &[String],
+    installer: Installer,
+) -> (Vec<StepSpec>, Option<String>) {
     let install = Install::plan(root);
     let notice = install_notice(root, &install);
     let mut steps = Vec::new();
@@ -419,7 +430,7 @@ pub fn test_task(
         artifacts: Vec::new(),
         deps_dir: None,
     });
-    Ok((steps, skipped))
+    (steps, skipped)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use crate::api::DEFAULT_TASK;
 use crate::config::parse_duration;
 use crate::project::{ConfigError, Install, Installer, Project, RootFiles};
-use crate::step::{check_step_name, test_task, ExitRule, Network, StepSpec, INSTALL_STEP};
+use crate::step::{check_step_name, test_steps, ExitRule, Network, StepSpec, INSTALL_STEP};
 use crate::JobStatus;
 
 /// One task under `[tool.ci.tasks.<name>]`.
@@ -309,12 +309,13 @@ pub fn plan_task(
     check_task(&project, task).map_err(ConfigError::Schema)?;
     let tasks = &project.ci.tasks;
     // The built-in test task, as it always was.
-    let (built_in, skipped) = test_task(
+    let (built_in, skipped) = test_steps(
+        &project,
         root,
         image,
         if task == DEFAULT_TASK { args } else { &[] },
         installer,
-    )?;
+    );
     let order = pipeline(tasks, task).map_err(ConfigError::Schema)?;
     if order == [DEFAULT_TASK] && !tasks.contains_key(DEFAULT_TASK) {
         return Ok((built_in, skipped));
