@@ -146,15 +146,8 @@ async fn metrics_page(State(state): State<MetricsState>) -> impl IntoResponse {
                 .map_or(0, |(_, n)| n)
         })
         .unwrap_or(-1);
-    let cache_bytes = ci_common::db::cache::list(&state.pool, None)
+    let cache_bytes = ci_common::db::cache::ready_bytes(&state.pool)
         .await
-        .map(|entries| {
-            entries
-                .iter()
-                .filter(|e| e.state == ci_common::db::cache::CacheState::Ready)
-                .map(|e| e.size_bytes)
-                .sum()
-        })
         .unwrap_or(-1);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -203,6 +203,15 @@ pub async fn list(
     .await?)
 }
 
+/// Bytes of the published entries (the cache's size).
+pub async fn ready_bytes(ex: impl SqliteExecutor<'_>) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT COALESCE(SUM(size_bytes), 0) FROM cache_entries WHERE state = 'ready'",
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
 /// Marks published entries for removal (`ci-admin cache prune`): all of them, or one user's;
 /// only those unused for `unused_for` when given. The controller removes their volumes.
 /// Returns how many were marked.
@@ -373,6 +382,7 @@ mod tests {
         );
         let ready = find_ready(&pool, job.user_id, "k1").await.unwrap().unwrap();
         assert_eq!((ready.volume.as_str(), ready.size_bytes), ("vol-a", 1234));
+        assert_eq!(ready_bytes(&pool).await.unwrap(), 1234);
         assert_eq!(find_ready(&pool, other.id, "k1").await.unwrap(), None);
         assert!(hit(&pool, epoch, &ready.id).await.unwrap());
         assert_eq!(list(&pool, None).await.unwrap()[0].hits, 1);
