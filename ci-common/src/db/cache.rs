@@ -404,12 +404,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(abandon(&pool, epoch, job.id).await.unwrap(), 1);
-        let removable_now: Vec<String> = removable(&pool, Duration::ZERO)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.volume)
-            .collect();
+        let removable_now = volumes(removable(&pool, Duration::ZERO).await.unwrap());
         assert_eq!(removable_now, ["vol-b", "vol-c"]);
         assert_eq!(list(&pool, Some(other.id)).await.unwrap(), []);
         let all = list(&pool, None).await.unwrap();
@@ -424,6 +419,10 @@ mod tests {
             Err(DbError::LeaseLost(_))
         ));
         let _ = jobs::get(&pool, job.id).await.unwrap();
+    }
+
+    fn volumes(entries: Vec<CacheEntry>) -> Vec<String> {
+        entries.into_iter().map(|e| e.volume).collect()
     }
 
     #[tokio::test]
@@ -445,24 +444,12 @@ mod tests {
             max_bytes_per_user: Some(450),
             ..CacheBounds::default()
         };
-        let evicted: Vec<String> = evict(&pool, &bounds)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.volume)
-            .collect();
-        assert_eq!(evicted, ["v1"]);
+        assert_eq!(volumes(evict(&pool, &bounds).await.unwrap()), ["v1"]);
         let bounds = CacheBounds {
             max_bytes: Some(100),
             ..CacheBounds::default()
         };
-        let evicted: Vec<String> = evict(&pool, &bounds)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.volume)
-            .collect();
-        assert_eq!(evicted, ["v2"]);
+        assert_eq!(volumes(evict(&pool, &bounds).await.unwrap()), ["v2"]);
         let aged = CacheBounds {
             max_age: Some(Duration::ZERO),
             ..CacheBounds::default()
@@ -484,12 +471,7 @@ mod tests {
         let v0 = list(&pool, None).await.unwrap();
         let v0 = v0.iter().find(|e| e.volume == "v0").unwrap().clone();
         assert_eq!(v0.hits, 1);
-        let waiting: Vec<String> = removable(&pool, Duration::from_secs(60))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.volume)
-            .collect();
+        let waiting = volumes(removable(&pool, Duration::from_secs(60)).await.unwrap());
         assert!(!waiting.contains(&"v0".to_owned()), "{waiting:?}");
         assert!(
             waiting.contains(&"v9".to_owned()),
