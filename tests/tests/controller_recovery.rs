@@ -76,13 +76,13 @@ async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_e
         job.reason
     );
     assert_well_formed(&job, &events);
-    for once in [
-        "Obtaining file:///workspace/src",
-        "Successfully installed slowpkg-0.1",
-    ] {
-        let count = lines.iter().filter(|l| l.contains(once)).count();
-        assert_eq!(count, 1, "{once:?} appears {count} times in {lines:#?}");
-    }
+    assert_each_once(
+        &lines,
+        &[
+            "Obtaining file:///workspace/src",
+            "Successfully installed slowpkg-0.1",
+        ],
+    );
     // Both steps ran once, in order, and the install was not started again.
     let said = notices(&events);
     assert_eq!(

@@ -544,7 +544,9 @@ async fn unknown_tasks_broken_configuration_and_cycles_are_refused_before_a_job_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_controller_killed_during_a_later_step_is_replaced_and_no_step_runs_twice() {
-    use controller_support::{all_events, assert_well_formed, finished, log_texts, notices};
+    use controller_support::{
+        all_events, assert_each_once, assert_well_formed, finished, log_texts, notices,
+    };
 
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
@@ -592,16 +594,16 @@ async fn a_controller_killed_during_a_later_step_is_replaced_and_no_step_runs_tw
         view.reason
     );
     assert_well_formed(&job, &events);
-    for once in [
-        "prepare: run number 1",
-        "slow: first line",
-        "slow: second line",
-        // `prepare` ran once in the job's workspace.
-        "slow: prepare ran 1 time(s)",
-    ] {
-        let count = lines.iter().filter(|l| l.contains(once)).count();
-        assert_eq!(count, 1, "{once:?} appears {count} times in {lines:#?}");
-    }
+    assert_each_once(
+        &lines,
+        &[
+            "prepare: run number 1",
+            "slow: first line",
+            "slow: second line",
+            // `prepare` ran once in the job's workspace.
+            "slow: prepare ran 1 time(s)",
+        ],
+    );
     assert!(
         !lines.iter().any(|l| l.contains("run number 2")),
         "{lines:#?}"

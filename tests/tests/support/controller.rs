@@ -59,6 +59,15 @@ pub fn log_texts(events: &[EventRow]) -> Vec<&str> {
         .collect()
 }
 
+/// Fails unless each of `needles` is in exactly one of `lines` (a step that ran twice, or a
+/// line stored twice or lost, shows here).
+pub fn assert_each_once(lines: &[&str], needles: &[&str]) {
+    for needle in needles {
+        let count = lines.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(count, 1, "{needle:?} appears {count} times in {lines:#?}");
+    }
+}
+
 /// The text of every notice, in order.
 pub fn notices(events: &[EventRow]) -> Vec<&str> {
     events
