@@ -16,6 +16,7 @@ pub const DEFAULT_TASK: &str = "test";
 /// A job as the API shows it. `job_id`, `status`, `success`, `start_time` and `end_time` are the
 /// original system's fields; the rest is ours.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub job_id: JobId,
     pub status: JobStatus,
@@ -61,6 +62,7 @@ pub struct JobView {
 /// finished, the job's counts (`None` until its results are collected) and the `offset` of the
 /// next page (`None` on the last).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestList {
     pub tests: Vec<TestResult>,
     pub counts: Option<TestCounts>,
@@ -69,6 +71,7 @@ pub struct TestList {
 
 /// A step as the API shows it (in a job's `steps`), and the data of its `step` events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepView {
     pub name: String,
     /// 1, 2, 3, ... in the order the steps run.
@@ -82,6 +85,7 @@ pub struct StepView {
 
 /// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     pub next_before: Option<JobId>,
@@ -89,6 +93,7 @@ pub struct JobList {
 
 /// `POST /submit-async` (the original's answer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmittedJob {
     pub job_id: JobId,
 }
@@ -96,6 +101,7 @@ pub struct SubmittedJob {
 /// The one error body of every endpoint. `detail` repeats `error` for the original system's
 /// client, which read FastAPI's `detail`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub code: String,
@@ -104,6 +110,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
@@ -146,16 +153,22 @@ impl Outcome {
 /// The JSON in an SSE event's `data`. Every variant carries `type`; log lines carry the text in
 /// `data` and the end is `{"type":"complete","success":...}`, as the original client expects.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// First event of `/submit-stream` (original protocol only; has no seq).
+    #[cfg_attr(feature = "openapi", schema(title = "JobIdEvent"))]
     JobId { job_id: JobId },
+    /// One line of the job's output (without its newline).
+    #[cfg_attr(feature = "openapi", schema(title = "LogEvent"))]
     Log {
         seq: i64,
         data: String,
         stream: LogStream,
         ts: DateTime<Utc>,
     },
+    /// The job changed state (`running`, then how it ended), with why.
+    #[cfg_attr(feature = "openapi", schema(title = "StatusEvent"))]
     Status {
         seq: i64,
         status: JobStatus,
@@ -163,12 +176,16 @@ pub enum StreamEvent {
         reason: Option<String>,
         ts: DateTime<Utc>,
     },
+    /// What ci itself says about the job (not its output), e.g. that its log was cut or how
+    /// the dependency cache was used.
+    #[cfg_attr(feature = "openapi", schema(title = "NoticeEvent"))]
     Notice {
         seq: i64,
         data: String,
         ts: DateTime<Utc>,
     },
     /// The job's test results, before `complete`: counts per outcome, the slowest tests.
+    #[cfg_attr(feature = "openapi", schema(title = "SummaryEvent"))]
     Summary {
         seq: i64,
         #[serde(flatten)]
@@ -176,14 +193,18 @@ pub enum StreamEvent {
         ts: DateTime<Utc>,
     },
     /// A step started (`state: running`) or ended.
+    #[cfg_attr(feature = "openapi", schema(title = "StepEvent"))]
     Step {
         seq: i64,
         #[serde(flatten)]
         step: StepView,
         ts: DateTime<Utc>,
     },
+    /// The job ended: the last event of its stream.
+    #[cfg_attr(feature = "openapi", schema(title = "CompleteEvent"))]
     Complete {
         seq: i64,
+        /// True only for `passed`.
         success: bool,
         status: JobStatus,
         #[serde(default)]
