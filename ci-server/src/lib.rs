@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod openapi;
 pub mod routes;
 pub mod stream;
 pub mod upload;
@@ -94,83 +95,22 @@ pub async fn run(
 
 /// The whole HTTP API: every route, and every layer, in one place.
 pub fn router(state: AppState) -> Router {
-    use routes::{blobs, compat, events, health, jobs, tests};
-    let config = &state.config;
-    let quick =
-        TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout());
-    let upload = ServiceBuilder::new()
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.upload_timeout(),
-        ))
-        .layer(DefaultBodyLimit::max(
-            usize::try_from(config.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD))
-                .unwrap_or(usize::MAX),
-        ));
-    // Streams are not limited by the timeout once their headers are sent.
-    let quick_route = |route: MethodRouter<AppState>| route.layer(quick);
-
-    Router::new()
-        .route("/health", quick_route(get(health::health)))
-        .route("/ready", quick_route(get(health::ready)))
-        .route(
-            &format!("{API_PREFIX}/jobs"),
-            quick_route(get(jobs::list)).merge(post(jobs::create).layer(upload.clone())),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}"),
-            quick_route(get(jobs::get)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/cancel"),
-            post(jobs::cancel).layer(quick),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/retry"),
-            post(jobs::retry).layer(quick),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/events"),
-            quick_route(get(events::follow)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/tests"),
-            quick_route(get(tests::list)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/junit.xml"),
-            quick_route(get(tests::junit)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/blobs"),
-            quick_route(get(blobs::list)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/blobs/{{*name}}"),
-            quick_route(get(blobs::get)),
-        )
-        .route(
-            &format!("{API_PREFIX}/tasks/{{name}}"),
-            quick_route(get(jobs::task_status)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/artifacts"),
-            quick_route(get(blobs::artifacts)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/artifacts/{{*path}}"),
-            quick_route(get(blobs::artifact)),
-        )
+    use routes::{compat, health};
+    let limits = RouteLimits::new(&state.config);
+    let mut router = Router::new()
+        .route("/health", limits.quick(get(health::health)))
+        .route("/ready", limits.quick(get(health::ready)));
+    for (path, route) in api_routes(&limits) {
+        router = router.route(&format!("{API_PREFIX}{path}"), route);
+    }
+    router
         // The original system's API.
-        .route("/submit", post(compat::submit).layer(upload.clone()))
-        .route(
-            "/submit-stream",
-            post(compat::submit_stream).layer(upload.clone()),
-        )
-        .route("/submit-async", post(compat::submit_async).layer(upload))
-        .route("/jobs", quick_route(get(compat::list)))
-        .route("/jobs/{id}", quick_route(get(compat::get)))
-        .route("/jobs/{id}/stream", quick_route(get(compat::stream)))
+        .route("/submit", limits.upload(post(compat::submit)))
+        .route("/submit-stream", limits.upload(post(compat::submit_stream)))
+        .route("/submit-async", limits.upload(post(compat::submit_async)))
+        .route("/jobs", limits.quick(get(compat::list)))
+        .route("/jobs/{id}", limits.quick(get(compat::get)))
+        .route("/jobs/{id}/stream", limits.quick(get(compat::stream)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -186,6 +126,77 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::map_response(json_errors)),
         )
         .with_state(state)
+}
+
+/// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
+/// all, and [`openapi::ApiDoc`] must document each (a test checks it).
+pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
+    use routes::{blobs, events, jobs, tests};
+    vec![
+        (
+            "/jobs",
+            limits
+                .quick(get(jobs::list))
+                .merge(limits.upload(post(jobs::create))),
+        ),
+        ("/jobs/{id}", limits.quick(get(jobs::get))),
+        ("/jobs/{id}/cancel", limits.quick(post(jobs::cancel))),
+        ("/jobs/{id}/retry", limits.quick(post(jobs::retry))),
+        ("/jobs/{id}/events", limits.quick(get(events::follow))),
+        ("/jobs/{id}/tests", limits.quick(get(tests::list))),
+        ("/jobs/{id}/junit.xml", limits.quick(get(tests::junit))),
+        ("/jobs/{id}/blobs", limits.quick(get(blobs::list))),
+        ("/jobs/{id}/blobs/{*name}", limits.quick(get(blobs::get))),
+        ("/tasks/{name}", limits.quick(get(jobs::task_status))),
+        ("/jobs/{id}/artifacts", limits.quick(get(blobs::artifacts))),
+        (
+            "/jobs/{id}/artifacts/{*path}",
+            limits.quick(get(blobs::artifact)),
+        ),
+        ("/openapi.json", limits.quick(get(openapi::document))),
+    ]
+}
+
+/// The time and body limits of routes, from the configuration.
+pub(crate) struct RouteLimits {
+    request_timeout: Duration,
+    upload_timeout: Duration,
+    /// The largest upload plus its multipart framing, in bytes.
+    max_upload_body: usize,
+}
+
+impl RouteLimits {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            request_timeout: config.request_timeout(),
+            upload_timeout: config.upload_timeout(),
+            max_upload_body: usize::try_from(
+                config.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD),
+            )
+            .unwrap_or(usize::MAX),
+        }
+    }
+
+    /// A route that answers within the request time limit (503 past it). Streams are not
+    /// limited by it once their headers are sent.
+    fn quick(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        route.layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            self.request_timeout,
+        ))
+    }
+
+    /// An upload: the upload time limit (503 past it) and a body of at most the largest upload.
+    fn upload(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        route.layer(
+            ServiceBuilder::new()
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    self.upload_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(self.max_upload_body)),
+        )
+    }
 }
 
 fn request_span(request: &Request) -> Span {
