@@ -81,11 +81,19 @@ pub struct UploadForm {
     #[schema(value_type = String, format = Binary, content_media_type = "application/zip")]
     pub file: Vec<u8>,
     /// The task to run (default `test`): letters, digits, `-`, `_`, `.` and `:`.
-    #[schema(nullable = false, max_length = 64)]
+    #[schema(
+        nullable = false,
+        max_length = 64,
+        pattern = r"^\s*[A-Za-z0-9._:-]*\s*$"
+    )]
     pub task: Option<String>,
     /// The image to run in, instead of the project's or the controller's default (e.g.
     /// `python:3.12-slim`); the operator's policy must allow it.
-    #[schema(nullable = false, max_length = 256)]
+    #[schema(
+        nullable = false,
+        max_length = 256,
+        pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f]*\s*$"
+    )]
     pub image: Option<String>,
     /// The job's arguments, one field each: pytest's for `test`, the task's parameters
     /// otherwise (at most 64, of up to 4096 bytes, without NUL).
@@ -97,10 +105,17 @@ pub struct UploadForm {
     /// What a flaky test (failed, then passed) makes of the job: `pass` or `fail`.
     #[schema(nullable = false, pattern = "^(pass|fail)$")]
     pub flaky: Option<String>,
-    /// The project's name, instead of `[tool.ci] project`, `[project].name` or the folder's.
-    #[schema(nullable = false)]
+    /// The project's name, instead of `[tool.ci] project`, `[project].name` or the folder's: 1 to
+    /// 100 characters without control characters (surrounding spaces are left out).
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*\S[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub project: Option<String>,
-    /// The name of the folder the project was submitted from (the last default of its name).
+    /// The name of the folder the project was submitted from (the last default of its name;
+    /// one that is not a valid project name is ignored), up to 400 bytes.
     #[schema(nullable = false)]
     pub folder: Option<String>,
     /// `false`: neither use nor fill the dependency cache.
