@@ -52,6 +52,10 @@ pub struct JobView {
     /// The job's steps in order, by endpoints that show a single job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// For a queued job, by endpoints that show a single job: whether a controller is there to
+    /// run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerState>,
     /// Counts of the job's tests per outcome, once its results are collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestCounts>,
@@ -78,6 +82,15 @@ pub struct StepView {
     pub reason: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a controller runs jobs: the `controller` of a queued job's view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControllerState {
+    /// A controller holds the lease and its heartbeat is recent.
+    pub running: bool,
+    /// The last heartbeat of the last controller; `null` when none ever started.
+    pub last_seen: Option<DateTime<Utc>>,
 }
 
 /// `POST /api/v1/session` (sign in with `{"api_key": "ci_..."}`) and `GET /api/v1/session`:

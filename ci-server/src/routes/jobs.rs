@@ -4,7 +4,7 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ci_common::api::{JobList, JobView};
+use ci_common::api::{ControllerState, JobList, JobView};
 use ci_common::db::{events, jobs as db_jobs};
 use ci_common::{JobId, JobStatus};
 use serde::Deserialize;
@@ -26,6 +26,7 @@ pub async fn create(
     let job = accept_upload(&state, &user, multipart).await?;
     let mut view = job.view();
     view.last_seq = Some(0);
+    view.controller = controller_state(&state, job.status).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -170,7 +171,27 @@ pub async fn view_with_seq(
     view.last_seq = Some(events::last_seq(&state.pool, id).await?);
     let steps = ci_common::db::steps::list(&state.pool, id).await?;
     view.steps = Some(steps.iter().map(|s| s.view()).collect());
+    view.controller = controller_state(state, job.status).await?;
     Ok(view)
+}
+
+/// For a queued job: whether a controller is there to run it (see [`Lease::is_live`]).
+///
+/// [`Lease::is_live`]: ci_common::db::lease::Lease::is_live
+async fn controller_state(
+    state: &AppState,
+    status: JobStatus,
+) -> Result<Option<ControllerState>, ApiError> {
+    if status != JobStatus::Queued {
+        return Ok(None);
+    }
+    let lease = ci_common::db::lease::current(&state.pool).await?;
+    Ok(Some(ControllerState {
+        running: lease
+            .as_ref()
+            .is_some_and(|l| l.is_live(chrono::Utc::now())),
+        last_seen: lease.map(|l| l.heartbeat_at),
+    }))
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one is stopped
