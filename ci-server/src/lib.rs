@@ -193,7 +193,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/stream", quick_route(get(compat::stream)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(cors(config))
+        .layer(tower::util::option_layer(cors(config)))
         .layer(
             ServiceBuilder::new()
                 .layer(
@@ -209,11 +209,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// CORS for the origins of `--cors-origin` (none by default: the layer then answers nothing
-/// and adds nothing). Pages there call the API with an API key in `Authorization`; cookies are
-/// not shared with them (a browser session is for this server's own pages).
-fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+/// CORS for the origins of `--cors-origin`; `None` (no CORS headers at all) by default. Pages
+/// there call the API with an API key in `Authorization`; cookies are not shared with them (a
+/// browser session is for this server's own pages).
+fn cors(config: &Config) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
+    if config.cors_origins.is_empty() {
+        return None;
+    }
     let origins: Vec<header::HeaderValue> = config
         .cors_origins
         .iter()
@@ -233,6 +236,7 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
             header::HeaderName::from_static("x-job-id"),
         ])
         .max_age(Duration::from_secs(3600))
+        .into()
 }
 
 fn request_span(request: &Request) -> Span {
