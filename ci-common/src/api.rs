@@ -53,6 +53,10 @@ pub struct JobView {
     /// The job's steps in order, by endpoints that show a single job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// For a queued job, by endpoints that show a single job: whether a controller is there to
+    /// run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerState>,
     /// Counts of the job's tests per outcome, once its results are collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestCounts>,
@@ -81,6 +85,41 @@ pub struct StepView {
     pub reason: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a controller runs jobs: the `controller` of a queued job's view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ControllerState {
+    /// A controller holds the lease and its heartbeat is recent.
+    pub running: bool,
+    /// The last heartbeat of the last controller; `null` when none ever started.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/v1/session` (sign in with `{"api_key": "ci_..."}`) and `GET /api/v1/session`:
+/// who is signed in, and until when (`null` for a caller with an API key, whose key has no
+/// session).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub user_id: crate::UserId,
+    pub user_name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/v1/jobs/{id}/log/search`: lines of the log that contain the text, in order. Pass
+/// `next_after` as `?after=` for the next page (`null` on the last).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogMatches {
+    pub matches: Vec<LogLine>,
+    pub next_after: Option<i64>,
+}
+
+/// One line of a job's log: its number (the event's `seq`) and text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: i64,
+    pub text: String,
 }
 
 /// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.

@@ -96,7 +96,8 @@ pub async fn run(
 /// The whole HTTP API: every route, and every layer, in one place.
 pub fn router(state: AppState) -> Router {
     use routes::{compat, health};
-    let limits = RouteLimits::new(&state.config);
+    let config = &state.config;
+    let limits = RouteLimits::new(config);
     let mut router = Router::new()
         .route("/health", limits.quick(get(health::health)))
         .route("/ready", limits.quick(get(health::ready)));
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/stream", limits.quick(get(compat::stream)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower::util::option_layer(cors(config)))
         .layer(
             ServiceBuilder::new()
                 .layer(
@@ -131,7 +133,7 @@ pub fn router(state: AppState) -> Router {
 /// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
 /// all, and [`openapi::ApiDoc`] must document each (a test checks it).
 pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
-    use routes::{blobs, events, jobs, tests};
+    use routes::{blobs, events, jobs, log, session, tests};
     vec![
         (
             "/jobs",
@@ -143,6 +145,17 @@ pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRoute
         ("/jobs/{id}/cancel", limits.quick(post(jobs::cancel))),
         ("/jobs/{id}/retry", limits.quick(post(jobs::retry))),
         ("/jobs/{id}/events", limits.quick(get(events::follow))),
+        ("/jobs/{id}/log", limits.quick(get(log::range))),
+        ("/jobs/{id}/log.txt", limits.quick(get(log::raw))),
+        ("/jobs/{id}/log/search", limits.quick(get(log::search))),
+        (
+            "/session",
+            limits.quick(
+                post(session::create)
+                    .get(session::current)
+                    .delete(session::delete),
+            ),
+        ),
         ("/jobs/{id}/tests", limits.quick(get(tests::list))),
         ("/jobs/{id}/junit.xml", limits.quick(get(tests::junit))),
         ("/jobs/{id}/blobs", limits.quick(get(blobs::list))),
@@ -197,6 +210,36 @@ impl RouteLimits {
                 .layer(DefaultBodyLimit::max(self.max_upload_body)),
         )
     }
+}
+
+/// CORS for the origins of `--cors-origin`; `None` (no CORS headers at all) by default. Pages
+/// there call the API with an API key in `Authorization`; cookies are not shared with them (a
+/// browser session is for this server's own pages).
+fn cors(config: &Config) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<header::HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| header::HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::CONTENT_DISPOSITION,
+            header::HeaderName::from_static("x-ci-last-seq"),
+            header::HeaderName::from_static("x-job-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
+        .into()
 }
 
 fn request_span(request: &Request) -> Span {

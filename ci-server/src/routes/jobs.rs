@@ -4,7 +4,7 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ci_common::api::{ErrorBody, JobList, JobView};
+use ci_common::api::{ControllerState, ErrorBody, JobList, JobView};
 use ci_common::db::{events, jobs as db_jobs};
 use ci_common::{JobId, JobStatus};
 use serde::Deserialize;
@@ -55,6 +55,7 @@ pub async fn create(
     let job = accept_upload(&state, &user, multipart).await?;
     let mut view = job.view();
     view.last_seq = Some(0);
+    view.controller = controller_state(&state, job.status).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -68,6 +69,10 @@ pub struct ListParams {
     /// Only jobs older than this one: the `next_before` of the previous page.
     #[param(value_type = Option<JobId>)]
     pub before: Option<String>,
+    /// Only jobs in this state (`GET /api/v1/jobs` only).
+    pub status: Option<String>,
+    /// Only jobs of this task (`GET /api/v1/jobs` only).
+    pub task: Option<String>,
 }
 
 impl ListParams {
@@ -94,13 +99,35 @@ impl ListParams {
         };
         Ok((limit, before))
     }
+
+    /// The `status` and `task` filters, or what is wrong with them.
+    pub fn filter(&self) -> Result<db_jobs::JobFilter, ApiError> {
+        let status = match self.status.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<JobStatus>().map_err(|_| {
+                let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::BadRequest(format!(
+                    "`status` must be one of {}, not {text:?}",
+                    known.join(", ")
+                ))
+            })?),
+        };
+        let task = self
+            .task
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok(db_jobs::JobFilter { status, task })
+    }
 }
 
 pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("bad query string: {}", err.body_text()))
 }
 
-/// `GET /api/v1/jobs?limit=N&before=<id>`: the caller's jobs, newest first.
+/// `GET /api/v1/jobs?limit=N&before=<id>&status=S&task=T`: the caller's jobs, newest first,
+/// only those in state `S` and of task `T` when given.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs",
@@ -122,7 +149,8 @@ pub async fn list(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(params) = params.map_err(query_error)?;
     let (limit, before) = params.parse(DEFAULT_LIMIT)?;
-    let jobs = db_jobs::list_for_user(&state.pool, user.user_id, limit, before).await?;
+    let filter = params.filter()?;
+    let jobs = db_jobs::list_filtered(&state.pool, user.user_id, limit, before, &filter).await?;
     let next_before = (jobs.len() as i64 == limit)
         .then(|| jobs.last().map(|job| job.id))
         .flatten();
@@ -239,7 +267,27 @@ pub async fn view_with_seq(
     view.last_seq = Some(events::last_seq(&state.pool, id).await?);
     let steps = ci_common::db::steps::list(&state.pool, id).await?;
     view.steps = Some(steps.iter().map(|s| s.view()).collect());
+    view.controller = controller_state(state, job.status).await?;
     Ok(view)
+}
+
+/// For a queued job: whether a controller is there to run it (see [`Lease::is_live`]).
+///
+/// [`Lease::is_live`]: ci_common::db::lease::Lease::is_live
+async fn controller_state(
+    state: &AppState,
+    status: JobStatus,
+) -> Result<Option<ControllerState>, ApiError> {
+    if status != JobStatus::Queued {
+        return Ok(None);
+    }
+    let lease = ci_common::db::lease::current(&state.pool).await?;
+    Ok(Some(ControllerState {
+        running: lease
+            .as_ref()
+            .is_some_and(|l| l.is_live(chrono::Utc::now())),
+        last_seen: lease.map(|l| l.heartbeat_at),
+    }))
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one is stopped
