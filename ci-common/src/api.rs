@@ -101,6 +101,7 @@ pub struct ControllerState {
 /// who is signed in, and until when (`null` for a caller with an API key, whose key has no
 /// session).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     pub user_id: crate::UserId,
     pub user_name: String,
@@ -110,6 +111,7 @@ pub struct SessionView {
 /// `GET /api/v1/jobs/{id}/log/search`: lines of the log that contain the text, in order. Pass
 /// `next_after` as `?after=` for the next page (`null` on the last).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogMatches {
     pub matches: Vec<LogLine>,
     pub next_after: Option<i64>,
@@ -117,6 +119,7 @@ pub struct LogMatches {
 
 /// One line of a job's log: its number (the event's `seq`) and text.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub seq: i64,
     pub text: String,

@@ -10,18 +10,25 @@ use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use ci_common::api::{ErrorBody, Health, JobList, JobView, StepView, StreamEvent, TestList};
+use ci_common::api::{
+    ControllerState, ErrorBody, Health, JobList, JobView, LogLine, LogMatches, SessionView,
+    StepView, StreamEvent, TestList,
+};
 use ci_common::db::blobs::BlobMeta;
 use ci_common::results::{TestCounts, TestHistory, TestOutcome, TestResult, TestSummary};
 use ci_common::{JobId, JobStatus, LogStream, StepState};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
 
-use crate::routes::{blobs, events, health, jobs, tests};
+use crate::auth::SESSION_COOKIE;
+use crate::routes::{blobs, events, health, jobs, log, session, tests};
 
 /// The name of the security scheme of the API key in the document.
 pub const SECURITY_SCHEME: &str = "api_key";
+
+/// The name of the security scheme of a browser's session cookie in the document.
+pub const SESSION_SCHEME: &str = "session";
 
 /// The API's description: operations, schemas, responses and the bearer key scheme.
 #[derive(OpenApi)]
@@ -29,9 +36,9 @@ pub const SECURITY_SCHEME: &str = "api_key";
     info(
         title = "ci",
         description = "The HTTP API of ci: upload a Python project, follow its job's log as \
-            server-sent events, and read its test results and artifacts. Every endpoint but \
-            `/health`, `/ready` and this document takes `Authorization: Bearer ci_...`. Every \
-            error is `{\"error\", \"code\", \"detail\"}`: `code` is stable, `error` says what to \
+            server-sent events, and read its test results, log and artifacts. Every endpoint but \
+            `/health`, `/ready`, this document and signing in takes `Authorization: Bearer \
+            ci_...` or a browser's session cookie (`POST /api/v1/session`). Every error is `{\"error\", \"code\", \"detail\"}`: `code` is stable, `error` says what to \
             do. Another user's job is a 404, as a job that does not exist."
     ),
     paths(
@@ -41,6 +48,9 @@ pub const SECURITY_SCHEME: &str = "api_key";
         jobs::cancel,
         jobs::retry,
         events::follow,
+        log::range,
+        log::raw,
+        log::search,
         tests::list,
         tests::junit,
         blobs::list,
@@ -48,19 +58,27 @@ pub const SECURITY_SCHEME: &str = "api_key";
         blobs::artifacts,
         blobs::artifact,
         jobs::task_status,
+        session::create,
+        session::current,
+        session::delete,
         document,
         health::health,
         health::ready,
     ),
     components(
         schemas(
+            ControllerState,
             ErrorBody,
             Health,
             JobId,
             JobList,
             JobStatus,
             JobView,
+            LogLine,
+            LogMatches,
             LogStream,
+            SessionView,
+            session::SignIn,
             StepState,
             StepView,
             StreamEvent,
@@ -77,6 +95,7 @@ pub const SECURITY_SCHEME: &str = "api_key";
         ),
         responses(
             Unauthorized,
+            CrossOrigin,
             JobNotFound,
             Timeout,
             BlobBytes,
@@ -87,9 +106,12 @@ pub const SECURITY_SCHEME: &str = "api_key";
     modifiers(&BearerKey, &TimeLimits),
     tags(
         (name = "jobs", description = "Upload, list, show, follow, cancel and retry jobs."),
+        (name = "log", description = "A job's log as text: by line range, whole, searched."),
         (name = "tests", description = "A job's test results."),
         (name = "blobs", description = "A job's stored files: raw reports and artifacts."),
         (name = "artifacts", description = "The files a job's tasks kept."),
+        (name = "session", description = "Browser sign-in: a session cookie made from an API \
+            key."),
         (name = "health", description = "Liveness and readiness of a replica (no key)."),
         (name = "openapi", description = "This document (no key)."),
     )
@@ -173,13 +195,19 @@ pub struct RangeHeader {
     pub range: Option<String>,
 }
 
-/// The API key is missing, malformed, mistyped, unknown, revoked or expired, or its user is
-/// inactive: `code` says which (`missing_api_key`, `malformed_authorization`,
-/// `mistyped_api_key`, `unknown_api_key`, `revoked_api_key`, `expired_api_key`,
-/// `inactive_user`), `error` what to do.
+/// The API key is missing, malformed, mistyped, unknown, revoked or expired, its user is
+/// inactive, or the browser session ended: `code` says which (`missing_api_key`,
+/// `malformed_authorization`, `mistyped_api_key`, `unknown_api_key`, `revoked_api_key`,
+/// `expired_api_key`, `inactive_user`, `signed_out`), `error` what to do.
 #[derive(ToResponse)]
 #[response(headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ci\"`")))]
 pub struct Unauthorized(pub ErrorBody);
+
+/// A request that changes something, signed in with the session cookie, does not come from
+/// this server's own pages (its `Origin`), or a sign-in comes from another site's page
+/// (`cross_origin_request`). Requests with an API key are never refused so.
+#[derive(ToResponse)]
+pub struct CrossOrigin(pub ErrorBody);
 
 /// No job with this id for the caller (`job_not_found`): it does not exist, belongs to another
 /// user, or the id is not a UUID.
@@ -228,7 +256,8 @@ pub struct RangeNotSatisfiable(pub ErrorBody);
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(pub Vec<u8>);
 
-/// Adds the bearer key scheme that the operations' `security` names.
+/// Adds the security schemes that the operations' `security` names: the API key, and the
+/// browser's session cookie.
 struct BearerKey;
 
 impl Modify for BearerKey {
@@ -246,6 +275,14 @@ impl Modify for BearerKey {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            SESSION_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                SESSION_COOKIE,
+                "A browser's session (`POST /api/v1/session`): HttpOnly, SameSite=Strict. A \
+                 request that changes something must come from this server's own pages.",
+            ))),
         );
     }
 }

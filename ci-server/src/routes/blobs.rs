@@ -42,7 +42,7 @@ pub struct BlobList {
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 404, response = crate::openapi::JobNotFound),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -74,7 +74,7 @@ pub async fn list(
             has no blob of this name (`blob_not_found`).", body = ErrorBody),
         (status = 416, response = crate::openapi::RangeNotSatisfiable),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -125,7 +125,7 @@ pub struct Artifact {
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 404, response = crate::openapi::JobNotFound),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn artifacts(
     State(state): State<AppState>,
@@ -168,7 +168,7 @@ pub async fn artifacts(
             kept no artifact at this path (`blob_not_found`).", body = ErrorBody),
         (status = 416, response = crate::openapi::RangeNotSatisfiable),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn artifact(
     State(state): State<AppState>,

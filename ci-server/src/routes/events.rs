@@ -79,7 +79,7 @@ pub fn resume_point(headers: &HeaderMap, after: Option<&str>) -> Result<i64, Api
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 404, response = crate::openapi::JobNotFound),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn follow(
     State(state): State<AppState>,

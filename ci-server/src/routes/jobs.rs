@@ -36,6 +36,7 @@ pub const MAX_LIMIT: i64 = 500;
         (status = 400, description = "Not a multipart body, no `file` field or more than one \
             (`bad_request`), or an empty file (`empty_upload`).", body = ErrorBody),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
         (status = 413, description = "The upload is larger than the server's limit \
             (`too_large`), or the archive has too many entries (`too_many_entries`) or unpacks \
             to too much (`unpacked_too_large`).", body = ErrorBody),
@@ -45,7 +46,7 @@ pub const MAX_LIMIT: i64 = 500;
             (`invalid_project_config`), or the image is not allowed (`image_not_allowed`).",
             body = ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -70,6 +71,7 @@ pub struct ListParams {
     #[param(value_type = Option<JobId>)]
     pub before: Option<String>,
     /// Only jobs in this state (`GET /api/v1/jobs` only).
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// Only jobs of this task (`GET /api/v1/jobs` only).
     pub task: Option<String>,
@@ -136,11 +138,11 @@ pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
     params(ListParams),
     responses(
         (status = 200, description = "One page of the caller's jobs, newest first.", body = JobList),
-        (status = 400, description = "`limit` or `before` is not what it should be, or the \
-            query string cannot be read (`bad_request`).", body = ErrorBody),
+        (status = 400, description = "`limit`, `before` or `status` is not what it should be, \
+            or the query string cannot be read (`bad_request`).", body = ErrorBody),
         (status = 401, response = crate::openapi::Unauthorized),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -172,7 +174,7 @@ pub async fn list(
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 404, response = crate::openapi::JobNotFound),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -194,11 +196,12 @@ pub async fn get(
     responses(
         (status = 201, description = "The new job, queued.", body = JobView),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
         (status = 404, response = crate::openapi::JobNotFound),
         (status = 410, description = "The job's source is no longer kept \
             (`source_expired`): submit the project again.", body = ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn retry(
     State(state): State<AppState>,
@@ -241,7 +244,7 @@ pub struct TaskParams {
         (status = 404, description = "The caller has no job of this task (in this project) \
             (`job_not_found`).", body = ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn task_status(
     State(state): State<AppState>,
@@ -302,11 +305,12 @@ async fn controller_state(
         (status = 202, description = "The job: `cancelled` if it was queued, else still \
             running with `cancel_requested`.", body = JobView),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
         (status = 404, response = crate::openapi::JobNotFound),
         (status = 409, description = "The job already ended (`job_finished`); the message \
             says how.", body = ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn cancel(
     State(state): State<AppState>,

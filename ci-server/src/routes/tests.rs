@@ -115,7 +115,7 @@ impl TestsParams {
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 404, response = crate::openapi::JobNotFound),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -176,7 +176,7 @@ const JUNIT_MAX_TESTS: i64 = 1_000_000;
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 404, response = crate::openapi::JobNotFound),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("session" = []))
 )]
 pub async fn junit(
     State(state): State<AppState>,
