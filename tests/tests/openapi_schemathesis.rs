@@ -122,10 +122,11 @@ async fn ran(db: &TestDb) -> JobId {
     job
 }
 
-/// A schemathesis configuration that uses, half of the time, the caller's jobs as `{id}` and
-/// the names that exist as the artifact's and the task's name (a blob's name has a `/`, which a
-/// path parameter cannot hold: `GET .../blobs/{name}` serves its bytes as the artifact's does).
-fn known_values(jobs: &[String]) -> String {
+/// A schemathesis configuration that uses, half of the time, the caller's jobs as `{id}`, the
+/// names that exist as the artifact's and the task's name (a blob's name has a `/`, which a path
+/// parameter cannot hold: `GET .../blobs/{name}` serves its bytes as the artifact's does), and
+/// the caller's key to sign in with.
+fn known_values(jobs: &[String], key: &str) -> String {
     let jobs = jobs
         .iter()
         .map(|id| format!("{id:?}"))
@@ -141,12 +142,19 @@ values = ["notes.txt"]
 [dictionaries.tasks]
 values = ["test"]
 
+[dictionaries.keys]
+values = [{key:?}]
+
 [parameters]
 "path.id" = {{ dictionary = "jobs", probability = 0.5 }}
 
 [[operations]]
 include-operation-id = "get_artifact"
 parameters = {{ "path.id" = {{ dictionary = "jobs", probability = 0.5 }}, "path.path" = {{ dictionary = "artifacts", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = "sign_in"
+parameters = {{ "body.api_key" = {{ dictionary = "keys", probability = 0.5 }} }}
 
 [[operations]]
 include-operation-id = "get_task_status"
@@ -202,7 +210,7 @@ async fn the_server_answers_as_its_openapi_document_says() {
     // Half of the generated ids and names are ones that exist, so that operations reach more
     // than their 404.
     let config = scratch.path().join("schemathesis.toml");
-    std::fs::write(&config, known_values(&jobs)).expect("write the schemathesis config");
+    std::fs::write(&config, known_values(&jobs, &ada.key)).expect("write the schemathesis config");
     let mut cmd = Command::new(&exe);
     cmd.current_dir(scratch.path())
         .arg("--config-file")
