@@ -30,7 +30,7 @@ pub const SECURITY_SCHEME: &str = "api_key";
 /// The name of the security scheme of a browser's session cookie in the document.
 pub const SESSION_SCHEME: &str = "session";
 
-/// The API's description: operations, schemas, responses and the bearer key scheme.
+/// The API's description: operations, schemas, responses and the two security schemes.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -38,8 +38,9 @@ pub const SESSION_SCHEME: &str = "session";
         description = "The HTTP API of ci: upload a Python project, follow its job's log as \
             server-sent events, and read its test results, log and artifacts. Every endpoint but \
             `/health`, `/ready`, this document and signing in takes `Authorization: Bearer \
-            ci_...` or a browser's session cookie (`POST /api/v1/session`). Every error is `{\"error\", \"code\", \"detail\"}`: `code` is stable, `error` says what to \
-            do. Another user's job is a 404, as a job that does not exist."
+            ci_...` or a browser's session cookie (`POST /api/v1/session`). Every error is \
+            `{\"error\", \"code\", \"detail\"}`: `code` is stable, `error` says what to do. \
+            Another user's job is a 404, as a job that does not exist."
     ),
     paths(
         jobs::create,
@@ -483,6 +484,11 @@ mod document_tests {
         let scheme = &doc["components"]["securitySchemes"][SECURITY_SCHEME];
         assert_eq!(scheme["type"], "http");
         assert_eq!(scheme["scheme"], "bearer");
+        let cookie = &doc["components"]["securitySchemes"][SESSION_SCHEME];
+        assert_eq!(
+            (&cookie["type"], &cookie["in"], &cookie["name"]),
+            (&"apiKey".into(), &"cookie".into(), &SESSION_COOKIE.into())
+        );
         // Every error status of an operation is the one error body.
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
