@@ -107,16 +107,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     });
 
     if let Some(addr) = args.metrics_addr {
-        let (metrics, pool, stop) = (metrics.clone(), pool.clone(), shutdown.clone());
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
-        info!("metrics on http://{}", listener.local_addr()?);
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(listener, metrics, pool, stop).await {
-                warn!("the metrics server stopped: {e}");
-            }
-        });
+        metrics::start(&metrics, &pool, addr, shutdown.clone()).await?;
     }
 
     let mut scheduler = Scheduler::new(

@@ -1,194 +1,231 @@
-//! Counters of the controller, served as Prometheus text on `--metrics-addr` with `/health`.
+//! What the controller counts, served with `/health` on `--metrics-addr` by
+//! [`ci_metrics::Endpoint`].
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
-use ci_common::db::{self, jobs, SqlitePool};
+use ci_common::db::{jobs, SqlitePool};
 use ci_common::JobStatus;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Default)]
+/// Upper bounds of the job duration buckets, in seconds.
+const DURATION_BUCKETS: [f64; 12] = [
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// The controller's metrics. Cheap to clone (every metric is shared).
+#[derive(Clone, Debug)]
 pub struct Metrics {
-    finished: [AtomicU64; JobStatus::ALL.len()],
-    duration_ms_sum: AtomicU64,
-    duration_count: AtomicU64,
-    docker_errors: AtomicU64,
-    running: AtomicI64,
-    epoch: AtomicI64,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    cache_stored_bytes: AtomicU64,
-    cache_evictions: AtomicU64,
+    queue_depth: Gauge,
+    running: Gauge,
+    finished: Family<OutcomeLabels, Counter>,
+    duration: Histogram,
+    docker_errors: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_stored_bytes: Counter,
+    cache_evictions: Counter,
+    cache_bytes: Gauge,
+    epoch: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let finished = Family::<OutcomeLabels, Counter>::default();
+        // Every outcome has its series from the start, at 0.
+        for status in JobStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
+            finished.get_or_create_owned(&OutcomeLabels {
+                outcome: status.as_str(),
+            });
+        }
+        Self {
+            queue_depth: Gauge::default(),
+            running: Gauge::default(),
+            finished,
+            duration: Histogram::new(DURATION_BUCKETS),
+            docker_errors: Counter::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_stored_bytes: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_bytes: Gauge::default(),
+            epoch: Gauge::default(),
+        }
+    }
 }
 
 impl Metrics {
     pub fn job_finished(&self, status: JobStatus, secs: f64) {
-        if let Some(i) = JobStatus::ALL.iter().position(|s| *s == status) {
-            self.finished[i].fetch_add(1, Ordering::Relaxed);
+        if status.is_terminal() {
+            self.finished
+                .get_or_create(&OutcomeLabels {
+                    outcome: status.as_str(),
+                })
+                .inc();
         }
-        self.duration_ms_sum
-            .fetch_add((secs.max(0.0) * 1000.0) as u64, Ordering::Relaxed);
-        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.duration.observe(secs.max(0.0));
     }
 
     pub fn docker_error(&self) {
-        self.docker_errors.fetch_add(1, Ordering::Relaxed);
+        self.docker_errors.inc();
     }
 
     /// A job used a dependency cache entry instead of installing.
     pub fn cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.cache_hits.inc();
     }
 
     /// A job found no dependency cache entry and installs into a new one.
     pub fn cache_miss(&self) {
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.cache_misses.inc();
     }
 
     /// A dependency cache entry of `bytes` was published.
     pub fn cache_stored(&self, bytes: u64) {
-        self.cache_stored_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.cache_stored_bytes.inc_by(bytes);
     }
 
     /// `n` dependency cache entries were evicted (over a cap or unused too long).
     pub fn cache_evicted(&self, n: u64) {
-        self.cache_evictions.fetch_add(n, Ordering::Relaxed);
+        self.cache_evictions.inc_by(n);
     }
 
     pub fn set_running(&self, n: usize) {
-        self.running.store(n as i64, Ordering::Relaxed);
+        self.running.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_epoch(&self, epoch: i64) {
-        self.epoch.store(epoch, Ordering::Relaxed);
+        self.epoch.set(epoch);
     }
 
-    /// The Prometheus text exposition, with `queued` jobs and the dependency cache's published
-    /// bytes (`cache_bytes`) counted by the caller.
-    pub fn render(&self, queued: i64, cache_bytes: i64) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP ci_queue_depth Jobs waiting to run.\n# TYPE ci_queue_depth gauge\nci_queue_depth {queued}");
-        let _ = writeln!(out, "# HELP ci_running_jobs Jobs this controller is running.\n# TYPE ci_running_jobs gauge\nci_running_jobs {}", self.running.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP ci_jobs_finished_total Jobs finished by this controller, by outcome.\n# TYPE ci_jobs_finished_total counter");
-        for (i, status) in JobStatus::ALL.iter().enumerate() {
-            if status.is_terminal() {
-                let _ = writeln!(
-                    out,
-                    "ci_jobs_finished_total{{outcome=\"{status}\"}} {}",
-                    self.finished[i].load(Ordering::Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP ci_job_duration_seconds Wall-clock time of finished jobs.\n# TYPE ci_job_duration_seconds summary");
-        let _ = writeln!(
-            out,
-            "ci_job_duration_seconds_sum {:.3}\nci_job_duration_seconds_count {}",
-            self.duration_ms_sum.load(Ordering::Relaxed) as f64 / 1000.0,
-            self.duration_count.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP ci_docker_errors_total Failed Docker API calls.\n# TYPE ci_docker_errors_total counter\nci_docker_errors_total {}", self.docker_errors.load(Ordering::Relaxed));
-        let counter = |out: &mut String, name: &str, help: &str, value: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        };
-        counter(
-            &mut out,
-            "ci_cache_hits_total",
-            "Jobs that used a dependency cache entry instead of installing.",
-            &self.cache_hits,
-        );
-        counter(
-            &mut out,
-            "ci_cache_misses_total",
-            "Jobs that installed into a new dependency cache entry.",
-            &self.cache_misses,
-        );
-        counter(
-            &mut out,
-            "ci_cache_stored_bytes_total",
-            "Bytes of dependency cache entries published.",
-            &self.cache_stored_bytes,
-        );
-        counter(
-            &mut out,
-            "ci_cache_evictions_total",
-            "Dependency cache entries evicted (over a cap or unused too long).",
-            &self.cache_evictions,
-        );
-        let _ = writeln!(out, "# HELP ci_cache_bytes Bytes of the published dependency cache entries.\n# TYPE ci_cache_bytes gauge\nci_cache_bytes {cache_bytes}");
-        let _ = writeln!(out, "# HELP ci_controller_epoch Lease epoch of this controller.\n# TYPE ci_controller_epoch gauge\nci_controller_epoch {}", self.epoch.load(Ordering::Relaxed));
-        out
+    /// Sets what the database counts: `queued` jobs and the dependency cache's published bytes
+    /// (`cache_bytes`); -1 where it could not be read.
+    pub fn set_database_counts(&self, queued: i64, cache_bytes: i64) {
+        self.queue_depth.set(queued);
+        self.cache_bytes.set(cache_bytes);
     }
-}
 
-#[derive(Clone)]
-struct MetricsState {
-    metrics: Arc<Metrics>,
-    pool: SqlitePool,
-}
+    /// Reads what the database counts (before each scrape).
+    pub async fn count_database(&self, pool: &SqlitePool) {
+        let queued = jobs::count_by_status(pool)
+            .await
+            .map(|counts| {
+                counts
+                    .into_iter()
+                    .find(|(s, _)| *s == JobStatus::Queued)
+                    .map_or(0, |(_, n)| n)
+            })
+            .unwrap_or(-1);
+        let cache_bytes = ci_common::db::cache::ready_bytes(pool).await.unwrap_or(-1);
+        self.set_database_counts(queued, cache_bytes);
+    }
 
-async fn metrics_page(State(state): State<MetricsState>) -> impl IntoResponse {
-    let queued = jobs::count_by_status(&state.pool)
-        .await
-        .map(|counts| {
-            counts
-                .into_iter()
-                .find(|(s, _)| *s == JobStatus::Queued)
-                .map_or(0, |(_, n)| n)
-        })
-        .unwrap_or(-1);
-    let cache_bytes = ci_common::db::cache::ready_bytes(&state.pool)
-        .await
-        .unwrap_or(-1);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(queued, cache_bytes),
-    )
-}
-
-async fn health(State(state): State<MetricsState>) -> impl IntoResponse {
-    match db::ping(&state.pool).await {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(
-                serde_json::json!({"status": "error", "error": format!("{:#}", anyhow::Error::from(e))}),
-            ),
-        ),
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ci_queue_depth",
+            "Jobs waiting to run",
+            self.queue_depth.clone(),
+        );
+        registry.register(
+            "ci_running_jobs",
+            "Jobs this controller is running",
+            self.running.clone(),
+        );
+        registry.register(
+            "ci_jobs_finished",
+            "Jobs finished by this controller, by outcome",
+            self.finished.clone(),
+        );
+        registry.register_with_unit(
+            "ci_job_duration",
+            "Wall-clock time of finished jobs",
+            Unit::Seconds,
+            self.duration.clone(),
+        );
+        registry.register(
+            "ci_docker_errors",
+            "Failed Docker API calls",
+            self.docker_errors.clone(),
+        );
+        registry.register(
+            "ci_cache_hits",
+            "Jobs that used a dependency cache entry instead of installing",
+            self.cache_hits.clone(),
+        );
+        registry.register(
+            "ci_cache_misses",
+            "Jobs that installed into a new dependency cache entry",
+            self.cache_misses.clone(),
+        );
+        registry.register_with_unit(
+            "ci_cache_stored",
+            "Bytes of dependency cache entries published",
+            Unit::Bytes,
+            self.cache_stored_bytes.clone(),
+        );
+        registry.register(
+            "ci_cache_evictions",
+            "Dependency cache entries evicted (over a cap or unused too long)",
+            self.cache_evictions.clone(),
+        );
+        registry.register(
+            "ci_cache_bytes",
+            "Bytes of the published dependency cache entries",
+            self.cache_bytes.clone(),
+        );
+        registry.register(
+            "ci_controller_epoch",
+            "Lease epoch of this controller",
+            self.epoch.clone(),
+        );
     }
 }
 
-/// Serves `/metrics` and `/health` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    pool: SqlitePool,
+/// Serves the controller's metrics and `/health` on `addr` until `shutdown`, reading the
+/// database's counts at each scrape, and logs the address (`metrics on http://ADDR`; port 0
+/// picks a free one).
+pub async fn start(
+    metrics: &Metrics,
+    pool: &SqlitePool,
+    addr: SocketAddr,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_page))
-        .route("/health", get(health))
-        .with_state(MetricsState { metrics, pool });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+) -> anyhow::Result<()> {
+    let mut endpoint = ci_metrics::Endpoint::new(pool.clone());
+    metrics.register(endpoint.registry_mut());
+    let (metrics, db) = (metrics.clone(), pool.clone());
+    let endpoint = endpoint.on_scrape(move || {
+        let (metrics, db) = (metrics.clone(), db.clone());
+        async move { metrics.count_database(&db).await }
+    });
+    let addr = endpoint.start(addr, shutdown).await?;
+    tracing::info!("metrics on http://{addr}");
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use ci_common::testing::TempDb;
+    use ci_metrics::scrape::Page;
+
     use super::*;
+
+    fn page(m: &Metrics) -> Page {
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let text = ci_metrics::encode(&registry);
+        Page::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
 
     #[test]
     fn render_counts_outcomes() {
@@ -201,20 +238,45 @@ mod tests {
         m.cache_miss();
         m.cache_stored(4096);
         m.cache_evicted(3);
-        let text = m.render(3, 8192);
-        assert!(text.contains("ci_queue_depth 3"));
-        assert!(text.contains("ci_jobs_finished_total{outcome=\"passed\"} 1"));
-        assert!(text.contains("ci_job_duration_seconds_sum 2.000"));
-        assert!(text.contains("ci_job_duration_seconds_count 2"));
-        assert!(text.contains("ci_docker_errors_total 1"));
-        for line in [
-            "ci_cache_hits_total 2",
-            "ci_cache_misses_total 1",
-            "ci_cache_stored_bytes_total 4096",
-            "ci_cache_evictions_total 3",
-            "ci_cache_bytes 8192",
+        m.set_database_counts(3, 8192);
+        let page = page(&m);
+        assert_eq!(page.value("ci_queue_depth", &[]), Some(3.0));
+        let finished = |outcome| page.value("ci_jobs_finished_total", &[("outcome", outcome)]);
+        assert_eq!(finished("passed"), Some(1.0));
+        assert_eq!(finished("failed"), Some(1.0));
+        assert_eq!(finished("cancelled"), Some(0.0), "every outcome is there");
+        assert_eq!(page.series("ci_jobs_finished_total").count(), 6);
+        assert_eq!(page.value("ci_job_duration_seconds_sum", &[]), Some(2.0));
+        assert_eq!(page.value("ci_job_duration_seconds_count", &[]), Some(2.0));
+        assert_eq!(page.value("ci_docker_errors_total", &[]), Some(1.0));
+        for (name, value) in [
+            ("ci_cache_hits_total", 2.0),
+            ("ci_cache_misses_total", 1.0),
+            ("ci_cache_stored_bytes_total", 4096.0),
+            ("ci_cache_evictions_total", 3.0),
+            ("ci_cache_bytes", 8192.0),
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            assert_eq!(page.value(name, &[]), Some(value), "{name}");
         }
+        assert_eq!(page.kind("ci_cache_bytes"), Some("gauge"));
+        assert_eq!(page.kind("ci_cache_hits_total"), Some("counter"));
+    }
+
+    #[tokio::test]
+    async fn the_database_counts_are_read_at_each_scrape() {
+        let db = TempDb::new().await;
+        let m = Metrics::default();
+        m.count_database(&db.pool).await;
+        assert_eq!(page(&m).value("ci_queue_depth", &[]), Some(0.0));
+        let user = ci_common::db::users::create(&db.pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        jobs::create(&db.pool, user.id, "test", b"zip")
+            .await
+            .unwrap();
+        m.count_database(&db.pool).await;
+        let page = page(&m);
+        assert_eq!(page.value("ci_queue_depth", &[]), Some(1.0));
+        assert_eq!(page.value("ci_cache_bytes", &[]), Some(0.0));
     }
 }

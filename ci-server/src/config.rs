@@ -1,5 +1,6 @@
 //! The server's configuration: flags with environment fallbacks.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,6 +67,11 @@ pub struct Config {
     /// default: only the server's own pages and clients outside a browser.
     #[arg(long = "cors-origin", env = "CI_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
+
+    /// Serve /metrics (Prometheus) and /health on this address, e.g. 127.0.0.1:9101, apart from
+    /// the API (port 0 picks a free one; the chosen address is logged). Off by default.
+    #[arg(long, env = "CI_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod stream;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub hub: hub::Hub,
     pub touches: Arc<auth::Touches>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -63,12 +65,14 @@ impl AppState {
             shutdown,
             hub,
             touches: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
 
 /// Opens the database, prints `ci-server listening on http://ADDR` and serves until `shutdown`
-/// is cancelled; open event streams end then too.
+/// is cancelled; open event streams end then too. With `--metrics-addr`, the metrics are served
+/// there first ([`metrics::start`]).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -81,6 +85,9 @@ pub async fn run(
         .local_addr()
         .context("cannot read the listening address")?;
     let state = AppState::new(pool.clone(), config, shutdown.clone());
+    if let Some(addr) = state.config.metrics_addr {
+        metrics::start(&state, addr).await?;
+    }
     let app = router(state);
     println!("ci-server listening on http://{addr}");
     tracing::info!(%addr, "listening");
@@ -127,6 +134,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::map_response(json_errors)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

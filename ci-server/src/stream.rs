@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthUser;
 pub use crate::hub::Framing;
 use crate::hub::{Frames, Hub, Subscription, PAGE};
+use crate::metrics::OpenStream;
 use crate::AppState;
 
 /// The comment sent on an idle stream.
@@ -375,7 +376,8 @@ where
     S: Stream<Item = Bytes> + Send + 'static,
 {
     let frames = crate::auth::until_signed_out(state, user, frames);
-    let body = KeepAlive::new(frames, state.config.keepalive());
+    let open = state.metrics.stream_opened();
+    let body = KeepAlive::new(frames, state.config.keepalive(), open);
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM)),
@@ -390,19 +392,23 @@ where
         .into_response()
 }
 
-/// A stream of body chunks that sends a keep-alive comment whenever `every` passes without one.
+/// A stream of body chunks that sends a keep-alive comment whenever `every` passes without one,
+/// and is counted as an open stream until the response body is dropped (the stream ended, or
+/// its client left).
 struct KeepAlive<S> {
     inner: Pin<Box<S>>,
     sleep: Pin<Box<Sleep>>,
     every: Duration,
+    _open: OpenStream,
 }
 
 impl<S> KeepAlive<S> {
-    fn new(inner: S, every: Duration) -> Self {
+    fn new(inner: S, every: Duration, open: OpenStream) -> Self {
         Self {
             inner: Box::pin(inner),
             sleep: Box::pin(tokio::time::sleep(every)),
             every,
+            _open: open,
         }
     }
 }
@@ -476,6 +482,7 @@ mod tests {
             shutdown,
             hub,
             touches: Arc::default(),
+            metrics: Arc::default(),
         };
         Setup {
             _db: db,

@@ -238,21 +238,45 @@ impl Proc {
 
     /// Waits for an output line (stdout or stderr) containing `needle` and returns it.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_lines(&[needle], timeout).remove(0)
+    }
+
+    /// Waits until lines containing each of `needles` were printed, in any order (stdout and
+    /// stderr are read apart, so a line on one may arrive before an earlier line on the other),
+    /// and returns them in the order of `needles`.
+    pub fn wait_for_lines(&mut self, needles: &[&str], timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
+        let mut found: Vec<Option<String>> = vec![None; needles.len()];
         loop {
+            if found.iter().all(Option::is_some) {
+                return found.into_iter().flatten().collect();
+            }
+            let missing: Vec<&str> = needles
+                .iter()
+                .zip(&found)
+                .filter(|(_, line)| line.is_none())
+                .map(|(needle, _)| *needle)
+                .collect();
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    if let Some(at) = needles
+                        .iter()
+                        .zip(&found)
+                        .position(|(needle, seen)| seen.is_none() && line.contains(needle))
+                    {
+                        found[at] = Some(line);
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "{} printed no line containing {needle:?} within {timeout:?}\n--- stderr:\n{}",
+                    "{} printed no line containing {missing:?} within {timeout:?}\n--- stderr:\n{}",
                     self.name,
                     self.stderr.lock().unwrap()
                 ),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
                     panic!(
-                        "{} exited ({status:?}) before printing {needle:?}\n--- stderr:\n{}",
+                        "{} exited ({status:?}) before printing {missing:?}\n--- stderr:\n{}",
                         self.name,
                         self.stderr.lock().unwrap()
                     )

@@ -125,12 +125,26 @@ pub struct UploadForm {
     pub cache: Option<bool>,
 }
 
+/// Accepts an upload as `read_upload` does, and counts it: the archive's size once read, and a
+/// refusal under its error code.
+pub async fn accept_upload(
+    state: &AppState,
+    user: &AuthUser,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Job, ApiError> {
+    let accepted = read_upload(state, user, multipart).await;
+    if let Err(err) = &accepted {
+        state.metrics.upload_rejected(err.code());
+    }
+    accepted
+}
+
 /// Reads a multipart upload (`file`; optional `task`, `image`, repeated `arg`, `retries`,
 /// `flaky` (`pass` or `fail`), `project`, `folder` (the name of the folder the project was
 /// submitted from) and `cache` (`false`: no dependency cache)), validates the archive, the project's `[tool.ci]`, the image and the retries
 /// against the operator's policy, and creates the job with it in one transaction. Nothing is
 /// stored when anything is wrong.
-pub async fn accept_upload(
+async fn read_upload(
     state: &AppState,
     user: &AuthUser,
     multipart: Result<Multipart, MultipartRejection>,
@@ -185,6 +199,7 @@ pub async fn accept_upload(
                     }
                     bytes.extend_from_slice(&chunk);
                 }
+                state.metrics.upload_read(bytes.len());
                 archive = Some(bytes);
             }
             Some("task") => {
