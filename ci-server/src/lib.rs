@@ -29,6 +29,7 @@ pub mod error;
 pub mod hub;
 pub mod routes;
 pub mod stream;
+pub mod ui;
 pub mod upload;
 
 pub use config::Config;
@@ -109,6 +110,11 @@ pub fn router(state: AppState) -> Router {
         ));
     // Streams are not limited by the timeout once their headers are sent.
     let quick_route = |route: MethodRouter<AppState>| route.layer(quick);
+    let ui_route = |route: MethodRouter<AppState>| {
+        route
+            .layer(quick)
+            .layer(axum::middleware::map_response(ui::security_headers))
+    };
 
     Router::new()
         .route("/health", quick_route(get(health::health)))
@@ -171,6 +177,14 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", quick_route(get(compat::list)))
         .route("/jobs/{id}", quick_route(get(compat::get)))
         .route("/jobs/{id}/stream", quick_route(get(compat::stream)))
+        // The web UI (`/` → `/ui/`): its pages, and their scripts and style sheet.
+        .route("/", ui_route(get(ui::to_ui)))
+        .route("/ui", ui_route(get(ui::to_ui)))
+        .route("/ui/", ui_route(get(ui::jobs_page)))
+        .route("/ui/signin", ui_route(get(ui::signin_page)))
+        .route("/ui/jobs/{id}", ui_route(get(ui::job_page)))
+        .nest_service("/ui/assets", ui::assets().layer(quick))
+        .route("/ui/{*rest}", ui_route(get(ui::not_found_page)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -232,14 +246,18 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Gives every error response that a layer or the framework produced without a JSON body (a
-/// timeout, an oversized body) the one error shape.
+/// timeout, an oversized body) the one error shape. The UI's HTML pages (its 404) stay as they
+/// are.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
+    let has_body = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|ct| {
+            let ct = ct.as_bytes();
+            ct.starts_with(b"application/json") || ct.starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || has_body {
         return response;
     }
     let mut replaced = (status, Json(error::generic_body(status))).into_response();
