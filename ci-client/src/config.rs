@@ -51,7 +51,13 @@ pub struct FileConfig {
     pub path: PathBuf,
     pub server_url: Option<String>,
     pub api_key: Option<String>,
+    /// What in the file was not understood, one message per line (`ci` prints them on
+    /// stderr): a line without `=`, an unknown setting.
+    pub warnings: Vec<String>,
 }
+
+/// The settings a config file may hold.
+const SETTINGS: [&str; 2] = ["server_url", "api_key"];
 
 impl FileConfig {
     pub fn parse(path: &Path, text: &str) -> Self {
@@ -59,21 +65,28 @@ impl FileConfig {
             path: path.to_owned(),
             ..FileConfig::default()
         };
-        for line in text.lines().map(str::trim) {
+        let place = |number: usize| format!("{} line {number}", path.display());
+        for (index, line) in text.lines().map(str::trim).enumerate() {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let Some((name, value)) = line.split_once('=') else {
+                config.warnings.push(format!(
+                    "{}: ignored, not a `name=value` line (e.g. server_url=http://ci:8000)",
+                    place(index + 1)
+                ));
                 continue;
             };
             let value = unquote(value.trim());
-            if value.is_empty() {
-                continue;
-            }
             match name.trim() {
+                _ if value.is_empty() => {}
                 "server_url" => config.server_url = Some(value.to_owned()),
                 "api_key" => config.api_key = Some(value.to_owned()),
-                _ => {}
+                other => config.warnings.push(format!(
+                    "{}: unknown setting `{other}`, ignored (the settings are {})",
+                    place(index + 1),
+                    SETTINGS.join(", ")
+                )),
             }
         }
         config
@@ -234,6 +247,7 @@ mod tests {
             path: PathBuf::from("/home/u/.ci/config"),
             server_url: server.map(str::to_owned),
             api_key: key.map(str::to_owned),
+            warnings: Vec::new(),
         }
     }
 
@@ -312,6 +326,22 @@ mod tests {
         let config = FileConfig::parse(Path::new("/c"), text);
         assert_eq!(config.server_url.as_deref(), Some("http://ci:8000"));
         assert_eq!(config.api_key.as_deref(), Some("ci_abc"));
+    }
+
+    #[test]
+    fn unknown_settings_and_other_lines_are_warned_about_with_their_line() {
+        let text = "server_url=http://ci:8000\napi-key = ci_abc\n\n# note\njust words\n";
+        let config = FileConfig::parse(Path::new("/home/u/.ci/config"), text);
+        assert_eq!(config.server_url.as_deref(), Some("http://ci:8000"));
+        assert_eq!(config.api_key, None);
+        assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+        assert!(
+            config.warnings[0].starts_with("/home/u/.ci/config line 2: unknown setting `api-key`")
+                && config.warnings[0].contains("server_url, api_key"),
+            "{}",
+            config.warnings[0]
+        );
+        assert!(config.warnings[1].starts_with("/home/u/.ci/config line 5: ignored"));
     }
 
     #[test]

@@ -126,7 +126,13 @@ fn settings(cli: &Cli) -> Result<Settings> {
         std::env::var_os("HOME").map(PathBuf::from),
     );
     let file = match path {
-        Some(path) => FileConfig::load(&path)?,
+        Some(path) => {
+            let file = FileConfig::load(&path)?;
+            for warning in &file.warnings {
+                eprintln!("ci: warning: {warning}");
+            }
+            file
+        }
         None => FileConfig {
             path: PathBuf::from("~/.ci/config"),
             ..FileConfig::default()

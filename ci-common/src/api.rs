@@ -80,6 +80,31 @@ pub struct StepView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// `POST /api/v1/session` (sign in with `{"api_key": "ci_..."}`) and `GET /api/v1/session`:
+/// who is signed in, and until when (`null` for a caller with an API key, whose key has no
+/// session).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub user_id: crate::UserId,
+    pub user_name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/v1/jobs/{id}/log/search`: lines of the log that contain the text, in order. Pass
+/// `next_after` as `?after=` for the next page (`null` on the last).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogMatches {
+    pub matches: Vec<LogLine>,
+    pub next_after: Option<i64>,
+}
+
+/// One line of a job's log: its number (the event's `seq`) and text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: i64,
+    pub text: String,
+}
+
 /// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobList {

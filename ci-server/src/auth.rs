@@ -1,17 +1,24 @@
-//! Authentication: the [`AuthUser`] extractor turns `Authorization: Bearer ci_...` into the
-//! caller, or answers 401 with a message that says which part to fix.
+//! Authentication: the [`AuthUser`] extractor turns `Authorization: Bearer ci_...` or a browser's
+//! session cookie into the caller, or answers 401 with a message that says which part to fix.
+//! Every route decides from the caller alone, never from how it signed in; the one difference
+//! is that a state-changing request signed in by cookie must come from the server's own pages
+//! (its `Origin`), so that another site cannot act for a signed-in user.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
-use chrono::Utc;
-use ci_common::db::api_keys::{self, KeyState};
+use axum::http::{HeaderMap, Method};
+use chrono::{DateTime, Utc};
+use ci_common::db::api_keys::{self, ApiKey, KeyState};
+use ci_common::db::sessions::{self, SessionToken};
+use ci_common::db::users::User;
 use ci_common::keys::{KeyShape, SecretKey};
 use ci_common::{ApiKeyId, UserId};
+use futures_util::{Stream, StreamExt};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -19,11 +26,29 @@ use crate::AppState;
 /// How often one replica writes a key's `last_used_at` (the query is rate-limited as well).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
+/// The cookie that holds a browser's session token.
+pub const SESSION_COOKIE: &str = "ci_session";
+
+/// How often an open stream of a browser session checks that the session still counts: a
+/// sign-out, a revoked key or a deactivated user ends the stream within this time.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(2);
+
 /// The authenticated caller.
 #[derive(Clone, Debug)]
 pub struct AuthUser {
     pub user_id: UserId,
+    pub user_name: String,
     pub key_id: ApiKeyId,
+    /// `Some` when the caller signed in with a browser session rather than a key.
+    pub session: Option<SignedIn>,
+}
+
+/// A browser session the request came with.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    /// Hex SHA-256 of the session's token.
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -37,91 +62,223 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            return Err(unauthorized(
-                "missing_api_key",
-                "no API key: send it as the header `Authorization: Bearer ci_...` \
-                 (an administrator creates keys with `ci-admin`)",
-            ));
-        };
-        let text = header.to_str().unwrap_or_default().trim();
-        let Some(key) = text
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-        else {
-            return Err(unauthorized(
-                "malformed_authorization",
-                "the Authorization header must be `Bearer <API key>`, e.g. `Authorization: Bearer ci_...`",
-            ));
-        };
-        let secret = SecretKey::parse(key).map_err(|problem| {
-            unauthorized(
-                "mistyped_api_key",
-                format!("the API key is mistyped: {problem}; copy the whole key again"),
-            )
-        })?;
-        let Some((key, user)) = api_keys::find_by_secret(&state.pool, &secret).await? else {
-            let message = match secret.shape() {
-                // A key of ours with a typo has this shape too: say so.
-                KeyShape::Prototype => {
-                    "this API key is not known here: it is not a key issued by ci (its checksum \
-                     does not match: is it mistyped or cut short?) nor an imported one; copy the \
-                     whole key again or ask an administrator for a new key"
-                }
-                KeyShape::Current | KeyShape::Short => {
-                    "this API key is not known here: it may belong to another server or have \
-                     been deleted; ask an administrator for a new key"
-                }
+        if let Some(header) = parts.headers.get(AUTHORIZATION) {
+            let text = header.to_str().unwrap_or_default().trim();
+            let Some(key) = text
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, key)| key.trim())
+            else {
+                return Err(unauthorized(
+                    "malformed_authorization",
+                    "the Authorization header must be `Bearer <API key>`, e.g. `Authorization: Bearer ci_...`",
+                ));
             };
-            return Err(unauthorized("unknown_api_key", message));
-        };
-        let now = Utc::now();
-        match key.state(now) {
-            KeyState::Active => {}
-            KeyState::Revoked => {
-                return Err(unauthorized(
-                    "revoked_api_key",
-                    format!(
-                        "this API key ({}) was revoked; use another key or ask an administrator for a new one",
-                        key.label()
-                    ),
-                ))
-            }
-            KeyState::Expired => {
-                return Err(unauthorized(
-                    "expired_api_key",
-                    format!(
-                        "this API key ({}) expired on {}; ask an administrator for a new one",
-                        key.label(),
-                        key.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
-                    ),
-                ))
-            }
-        }
-        if !user.active {
-            return Err(unauthorized(
-                "inactive_user",
-                "the account this API key belongs to is deactivated; ask an administrator to reactivate it",
-            ));
-        }
-        tracing::Span::current().record("user_id", tracing::field::display(user.id));
-        if state.touches.due(key.id) {
-            let pool = state.pool.clone();
-            let key_id = key.id;
-            tokio::spawn(async move {
-                if let Err(err) = api_keys::touch(&pool, key_id, now).await {
-                    tracing::warn!(
-                        error = format!("{err:#}"),
-                        "cannot record the key's last use"
-                    );
-                }
+            let (key, user) = authenticate_key(state, key).await?;
+            return Ok(AuthUser {
+                user_id: user.id,
+                user_name: user.name,
+                key_id: key.id,
+                session: None,
             });
         }
-        Ok(AuthUser {
-            user_id: user.id,
-            key_id: key.id,
-        })
+        let Some(token) = session_cookie(&parts.headers) else {
+            return Err(unauthorized(
+                "missing_api_key",
+                "no API key: send it as the header `Authorization: Bearer ci_...`, or sign in \
+                 at /ui/ in a browser (an administrator creates keys with `ci-admin`)",
+            ));
+        };
+        let user = authenticate_session(state, &token).await?;
+        if !is_safe(&parts.method) {
+            check_same_origin(&parts.headers)?;
+        }
+        Ok(user)
+    }
+}
+
+/// The user behind an API key, if the key and its user may be used now. Records the key's use.
+pub async fn authenticate_key(state: &AppState, text: &str) -> Result<(ApiKey, User), ApiError> {
+    let secret = SecretKey::parse(text).map_err(|problem| {
+        unauthorized(
+            "mistyped_api_key",
+            format!("the API key is mistyped: {problem}; copy the whole key again"),
+        )
+    })?;
+    let Some((key, user)) = api_keys::find_by_secret(&state.pool, &secret).await? else {
+        let message = match secret.shape() {
+            // A key of ours with a typo has this shape too: say so.
+            KeyShape::Prototype => {
+                "this API key is not known here: it is not a key issued by ci (its checksum \
+                 does not match: is it mistyped or cut short?) nor an imported one; copy the \
+                 whole key again or ask an administrator for a new key"
+            }
+            KeyShape::Current | KeyShape::Short => {
+                "this API key is not known here: it may belong to another server or have \
+                 been deleted; ask an administrator for a new key"
+            }
+        };
+        return Err(unauthorized("unknown_api_key", message));
+    };
+    let now = Utc::now();
+    check_usable(&key, &user, now)?;
+    tracing::Span::current().record("user_id", tracing::field::display(user.id));
+    if state.touches.due(key.id) {
+        let pool = state.pool.clone();
+        let key_id = key.id;
+        tokio::spawn(async move {
+            if let Err(err) = api_keys::touch(&pool, key_id, now).await {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "cannot record the key's last use"
+                );
+            }
+        });
+    }
+    Ok((key, user))
+}
+
+/// Whether a key and its user may be used at `now`: the one rule for keys and for the sessions
+/// made from them.
+fn check_usable(key: &ApiKey, user: &User, now: DateTime<Utc>) -> Result<(), ApiError> {
+    match key.state(now) {
+        KeyState::Active => {}
+        KeyState::Revoked => {
+            return Err(unauthorized(
+                "revoked_api_key",
+                format!(
+                    "this API key ({}) was revoked; use another key or ask an administrator for a new one",
+                    key.label()
+                ),
+            ))
+        }
+        KeyState::Expired => {
+            return Err(unauthorized(
+                "expired_api_key",
+                format!(
+                    "this API key ({}) expired on {}; ask an administrator for a new one",
+                    key.label(),
+                    key.expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                ),
+            ))
+        }
+    }
+    if !user.active {
+        return Err(unauthorized(
+            "inactive_user",
+            "the account this API key belongs to is deactivated; ask an administrator to reactivate it",
+        ));
+    }
+    Ok(())
+}
+
+/// The session token in the request's cookies, if there is one that could be ours.
+pub fn session_cookie(headers: &HeaderMap) -> Option<SessionToken> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .and_then(|c| SessionToken::parse(c.value()))
+}
+
+/// The caller behind a browser session, if the session still counts.
+async fn authenticate_session(
+    state: &AppState,
+    token: &SessionToken,
+) -> Result<AuthUser, ApiError> {
+    let signed_out = || {
+        unauthorized(
+            "signed_out",
+            "you are signed out (the sign-in ended or expired): sign in again with your API key",
+        )
+    };
+    let Some((session, key, user)) = sessions::find(&state.pool, &token.hash()).await? else {
+        return Err(signed_out());
+    };
+    let now = Utc::now();
+    if session.expires_at <= now {
+        return Err(signed_out());
+    }
+    check_usable(&key, &user, now)?;
+    tracing::Span::current().record("user_id", tracing::field::display(user.id));
+    Ok(AuthUser {
+        user_id: user.id,
+        user_name: user.name,
+        key_id: key.id,
+        session: Some(SignedIn {
+            token_hash: session.token_hash,
+            expires_at: session.expires_at,
+        }),
+    })
+}
+
+/// Whether the session still counts: not ended, not expired, its key and user usable.
+async fn session_counts(state: &AppState, token_hash: &str) -> bool {
+    match sessions::find(&state.pool, token_hash).await {
+        Ok(Some((session, key, user))) => {
+            let now = Utc::now();
+            session.expires_at > now && check_usable(&key, &user, now).is_ok()
+        }
+        Ok(None) => false,
+        // The database is unreachable: keep the stream; it will fail on its own if that lasts.
+        Err(err) => {
+            tracing::warn!(error = format!("{err:#}"), "cannot check a session");
+            true
+        }
+    }
+}
+
+/// `stream`, ended within [`SESSION_RECHECK`] of the caller's browser session ending (sign-out,
+/// expiry, a revoked key, a deactivated user). Streams of API-key callers are not changed.
+pub fn until_signed_out<S>(
+    state: &AppState,
+    user: &AuthUser,
+    stream: S,
+) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+{
+    let session = user.session.as_ref().map(|s| s.token_hash.clone());
+    let state = state.clone();
+    let ended = async move {
+        let Some(token_hash) = session else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(SESSION_RECHECK).await;
+            if !session_counts(&state, &token_hash).await {
+                tracing::info!("a signed-out session's stream ends");
+                return;
+            }
+        }
+    };
+    stream.take_until(Box::pin(ended))
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// A request that acts with a browser's cookie must come from this server's own pages: its
+/// `Origin` must name the host the request was sent to. Browsers send `Origin` with every
+/// cross-origin request and with same-origin POST/PUT/DELETE, so a missing one is refused too.
+pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    let authority = origin
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    match (authority, host) {
+        (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(ApiError::CrossOrigin(format!(
+            "a signed-in browser may change things only from this server's own pages (Origin \
+             {}, host {}); other sites and scripts send an API key in `Authorization: Bearer ...`",
+            origin.unwrap_or("missing"),
+            host.unwrap_or("missing"),
+        ))),
     }
 }
 

@@ -55,6 +55,41 @@ pub struct Config {
     /// Database connections of this replica.
     #[arg(long, env = "CI_DB_CONNECTIONS", default_value_t = 8)]
     pub db_connections: u32,
+
+    /// How long a browser sign-in lasts (e.g. 12h, 7d); revoking its key or deactivating its
+    /// user ends it sooner.
+    #[arg(long, env = "CI_SESSION_TTL", default_value = "7d", value_parser = parse_ttl)]
+    pub session_ttl: Duration,
+
+    /// An origin (`https://ci-ui.example.com`) whose pages may call the API with an API key
+    /// (CORS); repeat it, or separate origins with commas in the environment variable. Off by
+    /// default: only the server's own pages and clients outside a browser.
+    #[arg(long = "cors-origin", env = "CI_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = ci_common::config::parse_duration(text)?;
+    if ttl.is_zero() {
+        return Err("a sign-in must last longer than 0s".into());
+    }
+    Ok(ttl)
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, without a path.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => {
+            Ok(text.to_ascii_lowercase())
+        }
+        _ => Err(format!(
+            "{text:?} is not an origin: give scheme and host, e.g. https://ci-ui.example.com"
+        )),
+    }
 }
 
 impl Config {

@@ -24,6 +24,10 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
     BadRequest(String),
+    /// A state-changing request signed in by cookie that does not come from the server's own
+    /// pages.
+    #[error("{0}")]
+    CrossOrigin(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -75,6 +79,7 @@ impl ApiError {
             ApiError::JobNotFound | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upload(err) if err.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,6 +102,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::CrossOrigin(_) => "cross_origin_request",
             ApiError::Invalid(_) => "invalid",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Upload(err) => err.code(),

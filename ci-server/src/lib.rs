@@ -95,7 +95,7 @@ pub async fn run(
 
 /// The whole HTTP API: every route, and every layer, in one place.
 pub fn router(state: AppState) -> Router {
-    use routes::{blobs, compat, events, health, jobs, tests};
+    use routes::{blobs, compat, events, health, jobs, log, session, tests};
     let config = &state.config;
     let quick =
         TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout());
@@ -138,6 +138,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{API_PREFIX}/jobs/{{id}}/events"),
             quick_route(get(events::follow)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/log"),
+            quick_route(get(log::range)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/log.txt"),
+            quick_route(get(log::raw)),
+        )
+        .route(
+            &format!("{API_PREFIX}/jobs/{{id}}/log/search"),
+            quick_route(get(log::search)),
+        )
+        .route(
+            &format!("{API_PREFIX}/session"),
+            quick_route(
+                post(session::create)
+                    .get(session::current)
+                    .delete(session::delete),
+            ),
         )
         .route(
             &format!("{API_PREFIX}/jobs/{{id}}/tests"),
@@ -187,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/{*rest}", ui_route(get(ui::not_found_page)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors(config))
         .layer(
             ServiceBuilder::new()
                 .layer(
@@ -200,6 +221,32 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::map_response(json_errors)),
         )
         .with_state(state)
+}
+
+/// CORS for the origins of `--cors-origin` (none by default: the layer then answers nothing
+/// and adds nothing). Pages there call the API with an API key in `Authorization`; cookies are
+/// not shared with them (a browser session is for this server's own pages).
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<header::HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|origin| header::HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::CONTENT_DISPOSITION,
+            header::HeaderName::from_static("x-ci-last-seq"),
+            header::HeaderName::from_static("x-job-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
 }
 
 fn request_span(request: &Request) -> Span {

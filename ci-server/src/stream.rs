@@ -28,6 +28,7 @@ use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthUser;
 pub use crate::hub::Framing;
 use crate::hub::{Frames, Hub, Subscription, PAGE};
 use crate::AppState;
@@ -365,12 +366,15 @@ pub fn ascii_json(value: &impl Serialize) -> String {
     out
 }
 
-/// An SSE response whose body is `frames` (complete SSE frames), with a keep-alive comment
-/// after `keepalive` without one, and headers that stop proxies from buffering it.
-pub fn sse_response<S>(state: &AppState, frames: S) -> Response
+/// An SSE response for `user` whose body is `frames` (complete SSE frames), with a keep-alive
+/// comment after `keepalive` without one, and headers that stop proxies from buffering it. A
+/// browser session's stream ends soon after the session does
+/// ([`crate::auth::until_signed_out`]).
+pub fn sse_response<S>(state: &AppState, user: &AuthUser, frames: S) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
+    let frames = crate::auth::until_signed_out(state, user, frames);
     let body = KeepAlive::new(frames, state.config.keepalive());
     (
         [
@@ -614,7 +618,13 @@ mod tests {
     #[tokio::test]
     async fn every_stream_declares_utf8() {
         let Setup { _db, state, .. } = setup(16).await;
-        let response = sse_response(&state, stream::empty());
+        let user = AuthUser {
+            user_id: ci_common::UserId::new(),
+            user_name: "Ada".into(),
+            key_id: ci_common::ApiKeyId::new(),
+            session: None,
+        };
+        let response = sse_response(&state, &user, stream::empty());
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "text/event-stream; charset=utf-8"

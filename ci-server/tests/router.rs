@@ -16,21 +16,26 @@ struct App {
     db: TempDb,
     state: AppState,
     key: String,
+    user_id: ci_common::UserId,
 }
 
 impl App {
     async fn new() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    /// The router with the defaults changed by `change`.
+    async fn with_config(change: impl FnOnce(&mut Config)) -> Self {
         let db = TempDb::new().await;
-        let (_, key) = db.user_with_key("Ada").await;
-        let state = AppState::new(
-            db.pool.clone(),
-            Config::for_db(&db.path),
-            CancellationToken::new(),
-        );
+        let (user, key) = db.user_with_key("Ada").await;
+        let mut config = Config::for_db(&db.path);
+        change(&mut config);
+        let state = AppState::new(db.pool.clone(), config, CancellationToken::new());
         Self {
             db,
             state,
             key: key.expose().to_owned(),
+            user_id: user.id,
         }
     }
 
@@ -226,4 +231,459 @@ async fn a_job_id_that_is_not_a_uuid_is_404_like_a_missing_job() {
         bodies.windows(2).all(|w| w[0] == w[1]),
         "a malformed id is answered exactly like a missing job"
     );
+}
+
+/// The host the in-process requests are sent to, and this server's own origin for it.
+const HOST: &str = "ci.example.com:8000";
+const OWN_ORIGIN: &str = "http://ci.example.com:8000";
+
+impl App {
+    /// Signs in with `key` through `POST /api/v1/session` from the server's own page; returns the
+    /// whole `Set-Cookie` header and the `name=value` pair a browser sends back.
+    async fn sign_in(&self, key: &str) -> (String, String) {
+        let (status, headers, body) = self
+            .send(
+                Request::post("/api/v1/session")
+                    .header(header::HOST, HOST)
+                    .header(header::ORIGIN, OWN_ORIGIN)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        serde_json::json!({ "api_key": key }).to_string(),
+                    ))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let set_cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+        let pair = set_cookie.split(';').next().unwrap().to_owned();
+        (set_cookie, pair)
+    }
+
+    /// A request with a browser's cookie, sent to [`HOST`].
+    fn with_cookie(&self, method: Method, uri: &str, cookie: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, cookie)
+    }
+
+    /// A queued job of this app's user, with `lines` log lines (seq 1..=lines).
+    async fn job_with_lines(&self, lines: &[&str]) -> ci_common::JobId {
+        use ci_common::db::events::{self, NewEvent};
+        let job = ci_common::db::jobs::create(&self.db.pool, self.user_id, "test", b"zip")
+            .await
+            .unwrap();
+        let events: Vec<NewEvent> = lines
+            .iter()
+            .map(|l| NewEvent::log(ci_common::LogStream::Stdout, chrono::Utc::now(), *l))
+            .collect();
+        let mut tx = self.db.pool.begin().await.unwrap();
+        events::append(&mut tx, job.id, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        job.id
+    }
+}
+
+#[tokio::test]
+async fn signing_in_gives_a_strict_http_only_cookie_that_authenticates() {
+    let app = App::new().await;
+    let (set_cookie, cookie) = app.sign_in(&app.key).await;
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    assert!(
+        !set_cookie.contains(&app.key),
+        "the cookie is not the key: {set_cookie}"
+    );
+
+    let (status, _, body) = app
+        .send(
+            app.with_cookie(Method::GET, "/api/v1/session", &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let me: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(me["user_name"], "Ada");
+    assert!(me["expires_at"].is_string(), "{me}");
+    let (status, _, _) = app
+        .send(
+            app.with_cookie(Method::GET, "/api/v1/jobs", &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Behind a TLS proxy the cookie is Secure.
+    let (_, headers, _) = app
+        .send(
+            Request::post("/api/v1/session")
+                .header(header::HOST, HOST)
+                .header("x-forwarded-proto", "https")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "api_key": app.key }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert!(headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+
+    // A wrong key signs nobody in, and says why.
+    let (status, headers, body) = app
+        .send(
+            Request::post("/api/v1/session")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"api_key": "ci_nope"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!headers.contains_key(header::SET_COOKIE));
+    assert_eq!(error_body(&headers, &body).code, "mistyped_api_key");
+}
+
+#[tokio::test]
+async fn without_a_cookie_or_with_a_dead_one_the_api_is_401() {
+    let app = App::new().await;
+    let (_, cookie) = app.sign_in(&app.key).await;
+    let made_up = format!("ci_session={}", "ab".repeat(32));
+    for cookie in [None, Some("ci_session=short"), Some(made_up.as_str())] {
+        let mut request = Request::get("/api/v1/jobs").header(header::HOST, HOST);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let (status, headers, body) = app.send(request.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{cookie:?}");
+        let code = error_body(&headers, &body).code;
+        let expected = if cookie.is_some_and(|c| c.len() > 20) {
+            "signed_out"
+        } else {
+            "missing_api_key"
+        };
+        assert_eq!(code, expected, "{cookie:?}");
+    }
+
+    // Revoking the key ends the sessions made with it.
+    let secret = SecretKey::parse(&app.key).unwrap();
+    let (key, _) = ci_common::db::api_keys::find_by_secret(&app.db.pool, &secret)
+        .await
+        .unwrap()
+        .unwrap();
+    ci_common::db::api_keys::revoke(&app.db.pool, key.id, chrono::Utc::now())
+        .await
+        .unwrap();
+    let (status, headers, body) = app
+        .send(
+            app.with_cookie(Method::GET, "/api/v1/jobs", &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_body(&headers, &body).code, "revoked_api_key");
+}
+
+#[tokio::test]
+async fn a_cookie_acts_only_from_the_servers_own_pages() {
+    let app = App::new().await;
+    let (_, cookie) = app.sign_in(&app.key).await;
+    let job = app.job_with_lines(&[]).await;
+    let cancel = format!("/api/v1/jobs/{job}/cancel");
+    for origin in [Some("http://evil.example"), Some("null"), None] {
+        let mut request = app.with_cookie(Method::POST, &cancel, &cookie);
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        let (status, headers, body) = app.send(request.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin:?}");
+        assert_eq!(error_body(&headers, &body).code, "cross_origin_request");
+    }
+    let (status, _, body) = app
+        .send_authorized(Method::GET, &format!("/api/v1/jobs/{job}"))
+        .await;
+    let view: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, view["status"].as_str()),
+        (StatusCode::OK, Some("queued"))
+    );
+
+    // Another site cannot sign a browser in either.
+    let (status, _, _) = app
+        .send(
+            Request::post("/api/v1/session")
+                .header(header::HOST, HOST)
+                .header(header::ORIGIN, "http://evil.example")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "api_key": app.key }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // From the server's own page it works.
+    let (status, _, body) = app
+        .send(
+            app.with_cookie(Method::POST, &cancel, &cookie)
+                .header(header::ORIGIN, OWN_ORIGIN)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A key needs no Origin (the command line and scripts send none).
+    let other = app.job_with_lines(&[]).await;
+    let (status, _, _) = app
+        .send_authorized(Method::POST, &format!("/api/v1/jobs/{other}/cancel"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn another_users_job_is_404_with_a_cookie_too() {
+    let app = App::new().await;
+    let (bob, _) = app.db.user_with_key("Bob").await;
+    let bobs = ci_common::db::jobs::create(&app.db.pool, bob.id, "test", b"zip")
+        .await
+        .unwrap();
+    let (_, cookie) = app.sign_in(&app.key).await;
+    for path in ["", "/log", "/log.txt", "/log/search?q=x", "/events"] {
+        let uri = format!("/api/v1/jobs/{}{path}", bobs.id);
+        let (status, headers, body) = app
+            .send(
+                app.with_cookie(Method::GET, &uri, &cookie)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(error_body(&headers, &body).code, "job_not_found");
+    }
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_and_its_open_streams() {
+    use futures_util::StreamExt;
+    let app = App::new().await;
+    let (_, cookie) = app.sign_in(&app.key).await;
+    let job = app.job_with_lines(&["one", "two"]).await;
+    // The job is queued: its stream stays open, following it.
+    let response = app
+        .router()
+        .oneshot(
+            app.with_cookie(Method::GET, &format!("/api/v1/jobs/{job}/events"), &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    while !seen.contains("two") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("the first events arrive")
+            .expect("the stream is open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let (status, headers, _) = app
+        .send(
+            app.with_cookie(Method::DELETE, "/api/v1/session", &cookie)
+                .header(header::ORIGIN, OWN_ORIGIN)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let cleared = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+
+    // The open stream ends on its own (keep-alive comments may come first).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            let text = String::from_utf8_lossy(&chunk.unwrap()).into_owned();
+            assert!(
+                text.trim_start().starts_with(':'),
+                "only keep-alives: {text}"
+            );
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream of a signed-out session is still open"
+    );
+    let (status, _, _) = app
+        .send(
+            app.with_cookie(Method::GET, "/api/v1/jobs", &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_log_is_served_by_line_range_whole_and_searched() {
+    let app = App::new().await;
+    let lines: Vec<String> = (1..=25)
+        .map(|i| format!("line {i} \u{1b}[31mred\u{1b}[0m 日本"))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let job = app.job_with_lines(&refs).await;
+
+    let (status, headers, body) = app
+        .send_authorized(Method::GET, &format!("/api/v1/jobs/{job}/log?from=3&to=5"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+    assert_eq!(headers["x-ci-last-seq"], "25");
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(text, format!("{}\n{}\n{}\n", lines[2], lines[3], lines[4]));
+    // Past the end: fewer lines.
+    let (_, _, body) = app
+        .send_authorized(Method::GET, &format!("/api/v1/jobs/{job}/log?from=24"))
+        .await;
+    assert_eq!(String::from_utf8(body).unwrap().lines().count(), 2);
+    for bad in ["from=0", "from=x", "from=5&to=4"] {
+        let (status, headers, body) = app
+            .send_authorized(Method::GET, &format!("/api/v1/jobs/{job}/log?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error_body(&headers, &body).code, "bad_request");
+    }
+
+    let (status, headers, body) = app
+        .send_authorized(Method::GET, &format!("/api/v1/jobs/{job}/log.txt"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains(&format!("job-{job}.log")));
+    assert_eq!(String::from_utf8(body).unwrap(), lines.join("\n") + "\n");
+
+    let (status, _, body) = app
+        .send_authorized(
+            Method::GET,
+            &format!("/api/v1/jobs/{job}/log/search?q=LINE%202&limit=3"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let found: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let seqs: Vec<i64> = found["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 20, 21]);
+    assert_eq!(found["matches"][0]["text"], lines[1]);
+    assert_eq!(found["next_after"], 21);
+    let (_, _, body) = app
+        .send_authorized(
+            Method::GET,
+            &format!("/api/v1/jobs/{job}/log/search?q=line%202&after=21"),
+        )
+        .await;
+    let rest: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rest["matches"].as_array().unwrap().len(), 4);
+    assert!(rest["next_after"].is_null());
+    let (status, _, _) = app
+        .send_authorized(Method::GET, &format!("/api/v1/jobs/{job}/log/search"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn jobs_are_listed_by_status_and_task() {
+    let app = App::new().await;
+    let queued = app.job_with_lines(&[]).await;
+    let cancelled = app.job_with_lines(&[]).await;
+    app.send_authorized(Method::POST, &format!("/api/v1/jobs/{cancelled}/cancel"))
+        .await;
+    let ids = |body: &[u8]| -> Vec<String> {
+        let list: serde_json::Value = serde_json::from_slice(body).unwrap();
+        list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, _, body) = app
+        .send_authorized(Method::GET, "/api/v1/jobs?status=queued")
+        .await;
+    assert_eq!(ids(&body), [queued.to_string()]);
+    let (_, _, body) = app
+        .send_authorized(Method::GET, "/api/v1/jobs?status=cancelled&task=test")
+        .await;
+    assert_eq!(ids(&body), [cancelled.to_string()]);
+    let (_, _, body) = app
+        .send_authorized(Method::GET, "/api/v1/jobs?task=lint")
+        .await;
+    assert!(ids(&body).is_empty());
+    let (status, headers, body) = app
+        .send_authorized(Method::GET, "/api/v1/jobs?status=done")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error = error_body(&headers, &body);
+    assert!(
+        error.error.contains("running"),
+        "lists the states: {}",
+        error.error
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/api/v1/jobs")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let off = App::new().await;
+    let (_, headers, _) = off.send(preflight("https://ui.example.com")).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+
+    let on = App::with_config(|c| c.cors_origins = vec!["https://ui.example.com".into()]).await;
+    let (_, headers, _) = on.send(preflight("https://ui.example.com")).await;
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://ui.example.com"
+    );
+    let allowed = headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    let (_, headers, _) = on.send(preflight("https://other.example.com")).await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
 }

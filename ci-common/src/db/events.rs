@@ -114,6 +114,39 @@ pub struct EventRow {
 }
 
 impl EventRow {
+    /// The event as one line of the job's log (line number = `seq`), as the log views and
+    /// `GET /api/v1/jobs/{id}/log` show it: a log line or notice as it was written, the other
+    /// events as a short marker such as `== step test: passed (exit 0) ==` or `== job failed:
+    /// tests failed ==`.
+    pub fn line(&self) -> String {
+        let with_reason = |what: String, reason: Option<&str>| match reason {
+            Some(reason) => format!("== {what}: {reason} =="),
+            None => format!("== {what} =="),
+        };
+        match self.to_stream_event() {
+            StreamEvent::Log { data, .. } | StreamEvent::Notice { data, .. } => data,
+            StreamEvent::Status { status, reason, .. } => {
+                with_reason(format!("job {status}"), reason.as_deref())
+            }
+            StreamEvent::Step { step, .. } => {
+                let exit = step
+                    .exit_code
+                    .map(|code| format!(" (exit {code})"))
+                    .unwrap_or_default();
+                with_reason(
+                    format!("step {}: {}{exit}", step.name, step.state.as_str()),
+                    step.reason.as_deref(),
+                )
+            }
+            StreamEvent::Summary { .. } | StreamEvent::JobId { .. } => {
+                format!("== {} ==", self.text)
+            }
+            StreamEvent::Complete { status, reason, .. } => {
+                with_reason(format!("job {status}"), reason.as_deref())
+            }
+        }
+    }
+
     /// The JSON payload sent to clients as the SSE event's `data`.
     pub fn to_stream_event(&self) -> StreamEvent {
         let details = || -> Outcome {
@@ -264,6 +297,65 @@ pub async fn list_after(
     .await?)
 }
 
+/// The events with `from <= seq <= to`, in order (at most `to - from + 1`).
+pub async fn between(
+    ex: impl SqliteExecutor<'_>,
+    job_id: JobId,
+    from: i64,
+    to: i64,
+) -> Result<Vec<EventRow>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
+         WHERE job_id = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+    )
+    .bind(job_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Up to `limit` of the program's own lines (`log` events) with seq > `after`, in order: the
+/// raw log, page by page.
+pub async fn log_lines_after(
+    ex: impl SqliteExecutor<'_>,
+    job_id: JobId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT seq, text FROM job_events
+         WHERE job_id = ? AND seq > ? AND kind = 'log' ORDER BY seq LIMIT ?",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Up to `limit` events with seq > `after` whose text contains `needle`, ignoring the case of
+/// ASCII letters, in order.
+pub async fn search(
+    ex: impl SqliteExecutor<'_>,
+    job_id: JobId,
+    needle: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<EventRow>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
+         WHERE job_id = ? AND seq > ? AND instr(lower(text), lower(?)) > 0
+         ORDER BY seq LIMIT ?",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(needle)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +436,31 @@ mod tests {
             }
         ));
         assert_eq!(list_after(&pool, job.id, 1230, 100).await.unwrap().len(), 7);
+        // Line views: a range by seq, the raw log, a search.
+        let range = between(&pool, job.id, 1, 3).await.unwrap();
+        let lines: Vec<String> = range.iter().map(EventRow::line).collect();
+        assert_eq!(lines, ["== job running ==", "line 0", "line 1"]);
+        assert!(between(&pool, job.id, 1238, 2000).await.unwrap().is_empty());
+        let last = between(&pool, job.id, 1237, 1237).await.unwrap();
+        assert_eq!(last[0].line(), "== job failed ==");
+        let raw = log_lines_after(&pool, job.id, 0, 2).await.unwrap();
+        assert_eq!(raw, [(2, "line 0".to_owned()), (3, "line 1".to_owned())]);
+        assert_eq!(
+            log_lines_after(&pool, job.id, 0, 10_000)
+                .await
+                .unwrap()
+                .len(),
+            1234
+        );
+        let found = search(&pool, job.id, "LINE 123", 0, 100).await.unwrap();
+        let seqs: Vec<i64> = found.iter().map(|e| e.seq).collect();
+        // "line 123", then "line 1230" to "line 1233".
+        assert_eq!(seqs, [125, 1232, 1233, 1234, 1235]);
+        let after = search(&pool, job.id, "line 123", 1232, 2).await.unwrap();
+        assert_eq!(
+            after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1233, 1234]
+        );
         let done = jobs::get(&pool, job.id).await.unwrap().unwrap();
         assert_eq!(done.status, JobStatus::Failed);
         assert!(done.finished_at.is_some());

@@ -264,15 +264,40 @@ pub async fn list_for_user(
     limit: i64,
     before: Option<JobId>,
 ) -> Result<Vec<Job>, DbError> {
+    list_filtered(ex, user_id, limit, before, &JobFilter::default()).await
+}
+
+/// Which of a user's jobs a listing shows: all by default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+    /// Only jobs of this task.
+    pub task: Option<String>,
+}
+
+/// The user's jobs that pass `filter`, newest first, at most `limit`, continuing after
+/// `before` (the last job of the previous page).
+pub async fn list_filtered(
+    ex: impl SqliteExecutor<'_>,
+    user_id: UserId,
+    limit: i64,
+    before: Option<JobId>,
+    filter: &JobFilter,
+) -> Result<Vec<Job>, DbError> {
     Ok(sqlx::query_as(
         "SELECT * FROM jobs
          WHERE user_id = ?1
            AND (?2 IS NULL OR num < (SELECT num FROM jobs WHERE id = ?2 AND user_id = ?1))
+           AND (?4 IS NULL OR status = ?4)
+           AND (?5 IS NULL OR task = ?5)
          ORDER BY num DESC LIMIT ?3",
     )
     .bind(user_id)
     .bind(before)
     .bind(limit)
+    .bind(filter.status)
+    .bind(filter.task.as_deref())
     .fetch_all(ex)
     .await?)
 }

@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod lease;
 pub mod legacy;
 pub mod policy;
+pub mod sessions;
 pub mod steps;
 pub mod test_results;
 pub mod uploads;

@@ -48,7 +48,7 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let job = accept_upload(&state, &user, multipart).await?;
     let frames = follow_original(&state, job.id, 0, true);
-    Ok(with_job_header(sse_response(&state, frames), job.id))
+    Ok(with_job_header(sse_response(&state, &user, frames), job.id))
 }
 
 /// `POST /submit-stream`: like `/submit`, but first sends `{"type":"job_id","job_id":...}`.
@@ -60,7 +60,7 @@ pub async fn submit_stream(
     let job = accept_upload(&state, &user, multipart).await?;
     let first = OriginalEvent::JobId { job_id: job.id }.frame();
     let frames = stream::once(async move { first }).chain(follow_original(&state, job.id, 0, true));
-    Ok(with_job_header(sse_response(&state, frames), job.id))
+    Ok(with_job_header(sse_response(&state, &user, frames), job.id))
 }
 
 /// `POST /submit-async` → `{"job_id": "..."}`.
@@ -168,7 +168,7 @@ pub async fn stream(
     let live = !job.status.is_terminal();
     if live || from_beginning || resume {
         let frames = follow_original(&state, id, after, live);
-        return Ok(sse_response(&state, frames));
+        return Ok(sse_response(&state, &user, frames));
     }
     let notice = OriginalEvent::message("Job already completed.").frame();
     // The job's last event is its `complete` event.
@@ -178,7 +178,7 @@ pub async fn stream(
         (after - 1).max(0),
         false,
     ));
-    Ok(sse_response(&state, frames))
+    Ok(sse_response(&state, &user, frames))
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub async fn create(
 pub struct ListParams {
     pub limit: Option<String>,
     pub before: Option<String>,
+    /// Only jobs in this state (`GET /api/v1/jobs` only).
+    pub status: Option<String>,
+    /// Only jobs of this task (`GET /api/v1/jobs` only).
+    pub task: Option<String>,
 }
 
 impl ListParams {
@@ -59,13 +63,35 @@ impl ListParams {
         };
         Ok((limit, before))
     }
+
+    /// The `status` and `task` filters, or what is wrong with them.
+    pub fn filter(&self) -> Result<db_jobs::JobFilter, ApiError> {
+        let status = match self.status.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<JobStatus>().map_err(|_| {
+                let known: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::BadRequest(format!(
+                    "`status` must be one of {}, not {text:?}",
+                    known.join(", ")
+                ))
+            })?),
+        };
+        let task = self
+            .task
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        Ok(db_jobs::JobFilter { status, task })
+    }
 }
 
 pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("bad query string: {}", err.body_text()))
 }
 
-/// `GET /api/v1/jobs?limit=N&before=<id>`: the caller's jobs, newest first.
+/// `GET /api/v1/jobs?limit=N&before=<id>&status=S&task=T`: the caller's jobs, newest first,
+/// only those in state `S` and of task `T` when given.
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -73,7 +99,8 @@ pub async fn list(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(params) = params.map_err(query_error)?;
     let (limit, before) = params.parse(DEFAULT_LIMIT)?;
-    let jobs = db_jobs::list_for_user(&state.pool, user.user_id, limit, before).await?;
+    let filter = params.filter()?;
+    let jobs = db_jobs::list_filtered(&state.pool, user.user_id, limit, before, &filter).await?;
     let next_before = (jobs.len() as i64 == limit)
         .then(|| jobs.last().map(|job| job.id))
         .flatten();

@@ -18,6 +18,8 @@ pub mod compat;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod log;
+pub mod session;
 pub mod tests;
 
 /// The `{id}` of a job route. A malformed id is answered like a missing job (404).

@@ -1,0 +1,117 @@
+//! `/api/v1/session`: browser sign-in. A user signs in once with an API key and gets a session
+//! cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind HTTPS) that every `/api/v1` route
+//! and stream accepts in place of the key.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::header::{HeaderValue, ORIGIN, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use ci_common::api::SessionView;
+use ci_common::db::sessions;
+use cookie::{Cookie, SameSite};
+use serde::Deserialize;
+
+use crate::auth::{authenticate_key, check_same_origin, AuthUser, SESSION_COOKIE};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The body of `POST /api/v1/session`.
+#[derive(Debug, Deserialize)]
+pub struct SignIn {
+    /// A whole API key, `ci_...`.
+    pub api_key: String,
+}
+
+/// `POST /api/v1/session` with `{"api_key": "ci_..."}`: 201 with [`SessionView`] and the
+/// session cookie. A key that could not be used is a 401 that says why, as for any request; a
+/// request from another site's page (its `Origin`) is a 403.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SignIn>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    // Another site must not sign a browser in either (it could then act as that user).
+    if headers.contains_key(ORIGIN) {
+        check_same_origin(&headers)?;
+    }
+    let Json(body) = body.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "{}: send JSON {{\"api_key\": \"ci_...\"}}",
+            rejection.body_text()
+        ))
+    })?;
+    let (key, user) = authenticate_key(&state, body.api_key.trim()).await?;
+    let ttl = chrono::Duration::from_std(state.config.session_ttl)
+        .unwrap_or_else(|_| chrono::Duration::days(7));
+    let (token, session) = sessions::create(&state.pool, &key, ttl, Utc::now()).await?;
+    tracing::info!(user.id = %user.id, "signed in");
+    let cookie = Cookie::build((SESSION_COOKIE, token.expose().to_owned()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(is_https(&headers))
+        .max_age(cookie::time::Duration::seconds(ttl.num_seconds()))
+        .build();
+    let view = SessionView {
+        user_id: user.id,
+        user_name: user.name,
+        expires_at: Some(session.expires_at),
+    };
+    Ok(with_cookie(
+        (StatusCode::CREATED, Json(view)).into_response(),
+        &cookie,
+    ))
+}
+
+/// `GET /api/v1/session`: who the caller is ([`SessionView`]); 401 when not signed in.
+pub async fn current(user: AuthUser) -> Json<SessionView> {
+    Json(SessionView {
+        user_id: user.user_id,
+        user_name: user.user_name,
+        expires_at: user.session.map(|s| s.expires_at),
+    })
+}
+
+/// `DELETE /api/v1/session`: signs out. The session ends at once (open streams of it end within
+/// [`crate::auth::SESSION_RECHECK`]) and the cookie is cleared; 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
+    if let Some(session) = &user.session {
+        sessions::end(&state.pool, &session.token_hash).await?;
+        tracing::info!(user.id = %user.user_id, "signed out");
+    }
+    let cookie = Cookie::build((SESSION_COOKIE, ""))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(is_https(&headers))
+        .max_age(cookie::time::Duration::ZERO)
+        .build();
+    Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
+}
+
+/// Whether the browser reached the server over HTTPS: a TLS proxy in front says so in
+/// `X-Forwarded-Proto`, and the page's `Origin` does too.
+fn is_https(headers: &HeaderMap) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    header("x-forwarded-proto").is_some_and(|p| p == "https")
+        || header("origin").is_some_and(|o| o.starts_with("https://"))
+}
+
+fn with_cookie(mut response: Response, cookie: &Cookie<'_>) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
