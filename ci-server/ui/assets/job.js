@@ -3,7 +3,7 @@
 
 import {
   API, badge, copyText, el, fill, formatBytes, formatCount, formatDuration, formatTime,
-  getJson, isTerminal, onSignedOut, request, setupHeader, testCounts, toast,
+  getJson, isTerminal, onSignedOut, request, setupHeader, signedOut, testCounts, toast,
 } from './common.js';
 import { plainText, renderAnsi } from './ansi.js';
 import { LogView } from './logview.js';
@@ -20,27 +20,32 @@ const $ = (id) => document.getElementById(id);
 
 // --- the log's lines ---
 
-/** The line a non-log event stands for in the log (as the server's `/log` renders it). */
+const OUTCOMES = ['failed', 'error', 'flaky', 'passed', 'skipped', 'xfailed', 'xpassed'];
+
+/** An event as its line of the log, exactly as the server's `/log` renders it
+ * (`EventRow::line`): log lines and notices as written, the others as `== ... ==` markers. */
 export function eventLine(type, data) {
+  const marker = (what, reason) => (reason ? `== ${what}: ${reason} ==` : `== ${what} ==`);
+  const oneLine = (text) => text.replace(/\r\n|[\r\n]/g, ' ');
   switch (type) {
     case 'log':
-      return data.data;
     case 'notice':
-      return `[ci] ${data.data}`;
+      return oneLine(data.data);
     case 'status':
-      return `[ci] status: ${data.status}${data.reason ? ` (${data.reason})` : ''}`;
-    case 'step': {
-      let line = `[ci] step ${data.position}. ${data.name}: ${data.state}`;
-      if (data.exit_code !== null && data.exit_code !== undefined) line += ` (exit ${data.exit_code})`;
-      if (data.reason) line += `: ${data.reason}`;
-      return line;
-    }
-    case 'summary':
-      return `[ci] tests: ${testCounts(data.counts) || 'none'}`;
     case 'complete':
-      return `[ci] ${data.status}${data.reason ? `: ${data.reason}` : ''}`;
+      return oneLine(marker(`job ${data.status}`, data.reason));
+    case 'step': {
+      const exit = data.exit_code !== null && data.exit_code !== undefined ? ` (exit ${data.exit_code})` : '';
+      return oneLine(marker(`step ${data.name}: ${data.state}${exit}`, data.reason));
+    }
+    case 'summary': {
+      const counts = data.counts || { outcomes: {}, duration_ms: 0 };
+      const parts = OUTCOMES.filter((o) => counts.outcomes[o] > 0).map((o) => `${counts.outcomes[o]} ${o}`);
+      const what = parts.length ? parts.join(', ') : 'no tests';
+      return `== ${what} in ${(counts.duration_ms / 1000).toFixed(2)}s ==`;
+    }
     default:
-      return `[ci] ${type}`;
+      return `== ${type} ==`;
   }
 }
 
@@ -72,7 +77,9 @@ function openStream(after) {
     if (stream.readyState === EventSource.CLOSED) {
       // The server refused to go on (the session ended): find out why.
       closeStream('closed', 'closed');
-      request('GET', `${API}/session`).catch(() => {});
+      getJson(`${API}/session`).catch((err) => {
+        if (err.status === 401) signedOut('Your session has ended.');
+      });
     } else {
       setStreamState('connecting', 'reconnecting…');
     }
@@ -283,6 +290,7 @@ function gotoMatch(index) {
   const match = search.matches[index];
   log.setSearch(search.q, match.seq);
   log.scrollToLine(match.seq);
+  revealLog();
   const more = search.nextAfter !== null ? '+' : '';
   fill($('search-count'), `${index + 1} of ${search.matches.length}${more}`);
   $('search-count').dataset.seq = match.seq;
@@ -322,7 +330,13 @@ function showHash() {
   if (!range) return false;
   log.select(range);
   log.scrollToLine(range.from);
+  revealLog();
   return true;
+}
+
+/** Scrolls the page (not the log) so that the whole log box is in the window. */
+function revealLog() {
+  document.querySelector('.log-section').scrollIntoView({ block: 'nearest' });
 }
 
 async function copyLines() {
@@ -369,8 +383,14 @@ function setupLog() {
     },
   });
   $('follow').addEventListener('click', () => log.setFollow(!log.follow));
-  $('top').addEventListener('click', () => log.scrollToStart());
-  $('end').addEventListener('click', () => log.scrollToEnd());
+  $('top').addEventListener('click', () => {
+    log.scrollToStart();
+    revealLog();
+  });
+  $('end').addEventListener('click', () => {
+    log.scrollToEnd();
+    revealLog();
+  });
   $('copy').addEventListener('click', () => copyLines().catch((err) => toast(err.message)));
   $('search').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -403,8 +423,12 @@ async function main() {
   log.setTotal(job.last_seq || 0);
   $('follow').hidden = !live;
   if (!showHash()) {
-    if (live) log.setFollow(true);
-    else log.scrollToStart();
+    if (live) {
+      log.setFollow(true);
+      revealLog();
+    } else {
+      log.scrollToStart();
+    }
   }
   if (live) openStream(job.last_seq || 0);
   else setStreamState('finished', 'finished');

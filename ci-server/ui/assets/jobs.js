@@ -44,7 +44,7 @@ function row(job) {
     el('td', { class: 'tests' }, testCounts(job.tests)),
     el('td', { title: formatTime(job.created_at) }, formatAgo(job.created_at)),
     el('td', {}, job.start_time ? formatDuration(job.start_time, job.end_time) : ''),
-    el('td', { class: 'reason' }, job.reason || ''));
+    el('td', { class: 'job-reason', title: job.reason || '' }, job.reason || ''));
 }
 
 function render(list) {

@@ -246,11 +246,9 @@ export class LogView {
         row.replaceWith(this.makeRow(seq));
       }
     }
-    const firstKept = this.rows.firstChild;
     for (let seq = Math.max(old[0], from) - 1; seq >= from; seq--) {
       this.rows.insertBefore(this.makeRow(seq), this.rows.firstChild);
     }
-    void firstKept;
     for (let seq = Math.min(old[1], to) + 1; seq <= to; seq++) this.rows.appendChild(this.makeRow(seq));
     this.renderedRange = [from, to];
   }
@@ -265,7 +263,6 @@ export class LogView {
     const text = this.line(seq);
     const row = document.createElement('div');
     row.className = 'log-row';
-    row.id = `L${seq}`;
     row.dataset.seq = seq;
     const number = document.createElement('a');
     number.className = 'log-no';
