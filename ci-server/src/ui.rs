@@ -57,13 +57,11 @@ pub async fn to_ui() -> Redirect {
 }
 
 /// `/ui/`: the caller's jobs.
-pub async fn jobs_page(
-    user: Result<AuthUser, ApiError>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, Response> {
-    signed_in(user, &uri)?;
-    Ok(page("/jobs.html", StatusCode::OK, headers).await)
+pub async fn jobs_page(user: Result<AuthUser, ApiError>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(err) = user {
+        return signin_or_error(err, &uri);
+    }
+    page("/jobs.html", StatusCode::OK, headers).await
 }
 
 /// `/ui/signin?next=/ui/...`: paste an API key once.
@@ -78,15 +76,18 @@ pub async fn job_page(
     Path(id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Response, Response> {
-    let user = signed_in(user, &uri)?;
+) -> Response {
+    let user = match user {
+        Ok(user) => user,
+        Err(err) => return signin_or_error(err, &uri),
+    };
     let Ok(id) = id.parse() else {
-        return Ok(not_found(headers).await);
+        return not_found(headers).await;
     };
     match owned_job(&state, &user, id).await {
-        Ok(_) => Ok(page("/job.html", StatusCode::OK, headers).await),
-        Err(ApiError::JobNotFound) => Ok(not_found(headers).await),
-        Err(err) => Err(err.into_response()),
+        Ok(_) => page("/job.html", StatusCode::OK, headers).await,
+        Err(ApiError::JobNotFound) => not_found(headers).await,
+        Err(err) => err.into_response(),
     }
 }
 
@@ -101,17 +102,16 @@ async fn not_found(mut headers: HeaderMap) -> Response {
     page("/not-found.html", StatusCode::NOT_FOUND, headers).await
 }
 
-/// The caller, or a redirect to the sign-in page (which comes back to `uri` afterwards) when
-/// they are not signed in; other failures (the database) are answered as errors.
-fn signed_in(user: Result<AuthUser, ApiError>, uri: &Uri) -> Result<AuthUser, Response> {
-    match user {
-        Ok(user) => Ok(user),
-        Err(ApiError::Unauthorized { .. }) => {
+/// For a caller who could not be authenticated: a redirect to the sign-in page (which comes back
+/// to `uri` afterwards) when they are not signed in; other failures (the database) as errors.
+fn signin_or_error(err: ApiError, uri: &Uri) -> Response {
+    match err {
+        ApiError::Unauthorized { .. } => {
             let next = uri.path_and_query().map_or("/ui/", |p| p.as_str());
             let location = format!("{SIGNIN_PATH}?next={}", encode_component(next));
-            Err(Redirect::to(&location).into_response())
+            Redirect::to(&location).into_response()
         }
-        Err(err) => Err(err.into_response()),
+        err => err.into_response(),
     }
 }
 
