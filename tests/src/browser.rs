@@ -210,6 +210,12 @@ impl Browser {
     /// Signs in on the sign-in page of `server_url` with `key`, and waits for the jobs page.
     pub async fn sign_in(&self, server_url: &str, key: &str) {
         self.goto(&format!("{server_url}/ui/signin")).await;
+        self.sign_in_here(key).await;
+    }
+
+    /// Signs in with `key` on the sign-in page the browser shows, and waits for the page it
+    /// leads to.
+    pub async fn sign_in_here(&self, key: &str) {
         let input = self.find("#api-key").await;
         input.send_keys(key).await.expect("type the key");
         self.click("#signin-button").await;

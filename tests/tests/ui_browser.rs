@@ -451,8 +451,21 @@ async fn sign_out_ends_the_stream(browser: &Browser, server: &Server, ada: &Test
     browser
         .wait_text("#banner:not([hidden])", "Signed out")
         .await;
-    // And the pages ask for the key again.
-    browser.goto(&server.at(&format!("/ui/jobs/{id}"))).await;
+    // And the pages ask for the key again; signing in goes on to the deep link, line and all.
+    browser.goto(&server.at("/ui/")).await;
     browser.find("#api-key").await;
-    assert!(browser.url().await.contains("/ui/signin?next="));
+    browser.goto(&server.at(&format!("/ui/jobs/{id}#L3"))).await;
+    browser.find("#api-key").await;
+    let url = browser.url().await;
+    assert!(
+        url.contains(&format!("/ui/signin?next=/ui/jobs/{id}")) && url.ends_with("#L3"),
+        "{url}"
+    );
+    browser.sign_in_here(&ada.key).await;
+    let row = visible_seq(browser, 3).await;
+    assert!(
+        row["classes"].as_str().unwrap().contains("selected"),
+        "{row}"
+    );
+    assert!(browser.url().await.ends_with(&format!("/ui/jobs/{id}#L3")));
 }
