@@ -357,9 +357,7 @@ async fn follow_new_job(
     let mut printer = Printer::new(id);
     say!("Job ID: {}", printer.err.bold(&id.to_string()));
     printer.info(&format!("Reattach with: ci wait {id}"));
-    if job.status == ci_common::JobStatus::Queued {
-        printer.spin("Waiting for a runner...");
-    }
+    waiting(&mut printer, &job);
     let mut source = HttpEvents { api, job_id: id };
     let outcome = tokio::select! {
         result = follow(&mut source, &mut printer, 0, Backoff::default()) => result,
@@ -375,6 +373,27 @@ async fn follow_new_job(
         }
     };
     finish(api, &mut printer, id, outcome, interrupt).await
+}
+
+/// For a queued job: the spinner, after a notice when no controller is there to run it.
+fn waiting(printer: &mut Printer, job: &ci_common::api::JobView) {
+    if job.status != ci_common::JobStatus::Queued {
+        return;
+    }
+    if let Some(controller) = job.controller.as_ref().filter(|c| !c.running) {
+        let since = match controller.last_seen {
+            Some(at) => format!(
+                "the last one was seen at {}",
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            None => "none has ever started on this server's database".to_owned(),
+        };
+        printer.info(&format!(
+            "No controller is running ({since}): the job stays queued until an operator \
+             starts ci-controller."
+        ));
+    }
+    printer.spin("Waiting for a runner...");
 }
 
 async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Exit> {
@@ -395,9 +414,7 @@ async fn wait(api: &Api, args: WaitArgs, interrupt: &mut Interrupt) -> Result<Ex
             "Following job {id} ({}); Ctrl-C detaches, the job keeps running.",
             job.status
         ));
-        if job.status == ci_common::JobStatus::Queued {
-            printer.spin("Waiting for a runner...");
-        }
+        waiting(&mut printer, &job);
     }
     let mut source = HttpEvents { api, job_id: id };
     let outcome = tokio::select! {

@@ -805,6 +805,7 @@ mod tests {
             dropped_lines: 0,
             last_seq: None,
             steps: None,
+            controller: None,
             tests: None,
         }
     }

@@ -16,6 +16,7 @@ pub const DEFAULT_TASK: &str = "test";
 /// A job as the API shows it. `job_id`, `status`, `success`, `start_time` and `end_time` are the
 /// original system's fields; the rest is ours.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub job_id: JobId,
     pub status: JobStatus,
@@ -52,6 +53,10 @@ pub struct JobView {
     /// The job's steps in order, by endpoints that show a single job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepView>>,
+    /// For a queued job, by endpoints that show a single job: whether a controller is there to
+    /// run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerState>,
     /// Counts of the job's tests per outcome, once its results are collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestCounts>,
@@ -61,6 +66,7 @@ pub struct JobView {
 /// finished, the job's counts (`None` until its results are collected) and the `offset` of the
 /// next page (`None` on the last).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestList {
     pub tests: Vec<TestResult>,
     pub counts: Option<TestCounts>,
@@ -69,6 +75,7 @@ pub struct TestList {
 
 /// A step as the API shows it (in a job's `steps`), and the data of its `step` events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepView {
     pub name: String,
     /// 1, 2, 3, ... in the order the steps run.
@@ -80,10 +87,21 @@ pub struct StepView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Whether a controller runs jobs: the `controller` of a queued job's view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ControllerState {
+    /// A controller holds the lease and its heartbeat is recent.
+    pub running: bool,
+    /// The last heartbeat of the last controller; `null` when none ever started.
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
 /// `POST /api/v1/session` (sign in with `{"api_key": "ci_..."}`) and `GET /api/v1/session`:
 /// who is signed in, and until when (`null` for a caller with an API key, whose key has no
 /// session).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     pub user_id: crate::UserId,
     pub user_name: String,
@@ -93,6 +111,7 @@ pub struct SessionView {
 /// `GET /api/v1/jobs/{id}/log/search`: lines of the log that contain the text, in order. Pass
 /// `next_after` as `?after=` for the next page (`null` on the last).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogMatches {
     pub matches: Vec<LogLine>,
     pub next_after: Option<i64>,
@@ -100,6 +119,7 @@ pub struct LogMatches {
 
 /// One line of a job's log: its number (the event's `seq`) and text.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub seq: i64,
     pub text: String,
@@ -107,6 +127,7 @@ pub struct LogLine {
 
 /// `GET /api/v1/jobs`: newest first. Pass `next_before` as `?before=` for the next page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     pub next_before: Option<JobId>,
@@ -114,6 +135,7 @@ pub struct JobList {
 
 /// `POST /submit-async` (the original's answer).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmittedJob {
     pub job_id: JobId,
 }
@@ -121,6 +143,7 @@ pub struct SubmittedJob {
 /// The one error body of every endpoint. `detail` repeats `error` for the original system's
 /// client, which read FastAPI's `detail`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     pub code: String,
@@ -129,6 +152,7 @@ pub struct ErrorBody {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
 }
@@ -171,16 +195,22 @@ impl Outcome {
 /// The JSON in an SSE event's `data`. Every variant carries `type`; log lines carry the text in
 /// `data` and the end is `{"type":"complete","success":...}`, as the original client expects.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// First event of `/submit-stream` (original protocol only; has no seq).
+    #[cfg_attr(feature = "openapi", schema(title = "JobIdEvent"))]
     JobId { job_id: JobId },
+    /// One line of the job's output (without its newline).
+    #[cfg_attr(feature = "openapi", schema(title = "LogEvent"))]
     Log {
         seq: i64,
         data: String,
         stream: LogStream,
         ts: DateTime<Utc>,
     },
+    /// The job changed state (`running`, then how it ended), with why.
+    #[cfg_attr(feature = "openapi", schema(title = "StatusEvent"))]
     Status {
         seq: i64,
         status: JobStatus,
@@ -188,12 +218,16 @@ pub enum StreamEvent {
         reason: Option<String>,
         ts: DateTime<Utc>,
     },
+    /// What ci itself says about the job (not its output), e.g. that its log was cut or how
+    /// the dependency cache was used.
+    #[cfg_attr(feature = "openapi", schema(title = "NoticeEvent"))]
     Notice {
         seq: i64,
         data: String,
         ts: DateTime<Utc>,
     },
     /// The job's test results, before `complete`: counts per outcome, the slowest tests.
+    #[cfg_attr(feature = "openapi", schema(title = "SummaryEvent"))]
     Summary {
         seq: i64,
         #[serde(flatten)]
@@ -201,14 +235,18 @@ pub enum StreamEvent {
         ts: DateTime<Utc>,
     },
     /// A step started (`state: running`) or ended.
+    #[cfg_attr(feature = "openapi", schema(title = "StepEvent"))]
     Step {
         seq: i64,
         #[serde(flatten)]
         step: StepView,
         ts: DateTime<Utc>,
     },
+    /// The job ended: the last event of its stream.
+    #[cfg_attr(feature = "openapi", schema(title = "CompleteEvent"))]
     Complete {
         seq: i64,
+        /// True only for `passed`.
         success: bool,
         status: JobStatus,
         #[serde(default)]

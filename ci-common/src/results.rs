@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "db", derive(sqlx::Type))]
 #[cfg_attr(feature = "db", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TestOutcome {
     Failed,
     /// An error in the test's setup or teardown (a fixture that raised).
@@ -90,6 +91,7 @@ impl FromStr for TestOutcome {
 
 /// One test's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestResult {
     /// pytest's node id, e.g. `tests/test_a.py::test_b[1]`.
     pub nodeid: String,
@@ -120,6 +122,7 @@ fn first_attempt() -> i64 {
 /// A test's recent history: it failed (on any attempt) in `failed` of the last `runs` jobs of
 /// its project that ran it, counting the job it is shown for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestHistory {
     pub failed: u64,
     pub runs: u64,
@@ -163,6 +166,7 @@ impl Default for ReportCaps {
 
 /// Counts of a job's tests per outcome, and their total duration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestCounts {
     /// Tests per outcome (outcomes with none are left out).
     pub outcomes: BTreeMap<TestOutcome, u64>,
@@ -219,6 +223,7 @@ impl TestCounts {
 
 /// The `summary` event of a job: the counts and the slowest tests.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestSummary {
     pub counts: TestCounts,
     /// The slowest tests, slowest first: `(nodeid, duration_ms)`.

@@ -189,6 +189,7 @@ pub fn check_step_name(name: &str) -> Result<(), String> {
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "db", derive(sqlx::Type))]
 #[cfg_attr(feature = "db", sqlx(type_name = "TEXT", rename_all = "snake_case"))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StepState {
     Pending,
     Running,

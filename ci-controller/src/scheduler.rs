@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ci_common::api::Outcome;
 use ci_common::db::jobs::{self, Job};
+use ci_common::db::lease::HEARTBEAT_EVERY;
 use ci_common::db::{lease, DbError};
 use ci_common::{JobId, JobStatus};
 use sqlx::SqliteConnection;
@@ -21,7 +22,6 @@ use crate::error::{self, JobError};
 use crate::runner::{Ctx, JobControl, TaskEnd};
 use crate::sandbox::LABEL_JOB;
 
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the queue watcher looks whether another connection committed.

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod openapi;
 pub mod routes;
 pub mod stream;
 pub mod ui;
@@ -95,119 +96,34 @@ pub async fn run(
 
 /// The whole HTTP API: every route, and every layer, in one place.
 pub fn router(state: AppState) -> Router {
-    use routes::{blobs, compat, events, health, jobs, log, session, tests};
+    use routes::{compat, health};
     let config = &state.config;
-    let quick =
-        TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout());
-    let upload = ServiceBuilder::new()
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.upload_timeout(),
-        ))
-        .layer(DefaultBodyLimit::max(
-            usize::try_from(config.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD))
-                .unwrap_or(usize::MAX),
-        ));
-    // Streams are not limited by the timeout once their headers are sent.
-    let quick_route = |route: MethodRouter<AppState>| route.layer(quick);
-    let ui_route = |route: MethodRouter<AppState>| {
-        route
-            .layer(quick)
-            .layer(axum::middleware::map_response(ui::security_headers))
-    };
-
-    Router::new()
-        .route("/health", quick_route(get(health::health)))
-        .route("/ready", quick_route(get(health::ready)))
-        .route(
-            &format!("{API_PREFIX}/jobs"),
-            quick_route(get(jobs::list)).merge(post(jobs::create).layer(upload.clone())),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}"),
-            quick_route(get(jobs::get)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/cancel"),
-            post(jobs::cancel).layer(quick),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/retry"),
-            post(jobs::retry).layer(quick),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/events"),
-            quick_route(get(events::follow)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/log"),
-            quick_route(get(log::range)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/log.txt"),
-            quick_route(get(log::raw)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/log/search"),
-            quick_route(get(log::search)),
-        )
-        .route(
-            &format!("{API_PREFIX}/session"),
-            quick_route(
-                post(session::create)
-                    .get(session::current)
-                    .delete(session::delete),
-            ),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/tests"),
-            quick_route(get(tests::list)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/junit.xml"),
-            quick_route(get(tests::junit)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/blobs"),
-            quick_route(get(blobs::list)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/blobs/{{*name}}"),
-            quick_route(get(blobs::get)),
-        )
-        .route(
-            &format!("{API_PREFIX}/tasks/{{name}}"),
-            quick_route(get(jobs::task_status)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/artifacts"),
-            quick_route(get(blobs::artifacts)),
-        )
-        .route(
-            &format!("{API_PREFIX}/jobs/{{id}}/artifacts/{{*path}}"),
-            quick_route(get(blobs::artifact)),
-        )
+    let limits = RouteLimits::new(config);
+    let mut router = Router::new()
+        .route("/health", limits.quick(get(health::health)))
+        .route("/ready", limits.quick(get(health::ready)));
+    for (path, route) in api_routes(&limits) {
+        router = router.route(&format!("{API_PREFIX}{path}"), route);
+    }
+    router
         // The original system's API.
-        .route("/submit", post(compat::submit).layer(upload.clone()))
-        .route(
-            "/submit-stream",
-            post(compat::submit_stream).layer(upload.clone()),
-        )
-        .route("/submit-async", post(compat::submit_async).layer(upload))
-        .route("/jobs", quick_route(get(compat::list)))
-        .route("/jobs/{id}", quick_route(get(compat::get)))
-        .route("/jobs/{id}/stream", quick_route(get(compat::stream)))
+        .route("/submit", limits.upload(post(compat::submit)))
+        .route("/submit-stream", limits.upload(post(compat::submit_stream)))
+        .route("/submit-async", limits.upload(post(compat::submit_async)))
+        .route("/jobs", limits.quick(get(compat::list)))
+        .route("/jobs/{id}", limits.quick(get(compat::get)))
+        .route("/jobs/{id}/stream", limits.quick(get(compat::stream)))
         // The web UI (`/` → `/ui/`): its pages, and their scripts and style sheet.
-        .route("/", ui_route(get(ui::to_ui)))
-        .route("/ui", ui_route(get(ui::to_ui)))
-        .route("/ui/", ui_route(get(ui::jobs_page)))
-        .route("/ui/signin", ui_route(get(ui::signin_page)))
-        .route("/ui/jobs/{id}", ui_route(get(ui::job_page)))
-        .nest_service("/ui/assets", ui::assets().layer(quick))
-        .route("/ui/{*rest}", ui_route(get(ui::not_found_page)))
+        .route("/", limits.page(get(ui::to_ui)))
+        .route("/ui", limits.page(get(ui::to_ui)))
+        .route("/ui/", limits.page(get(ui::jobs_page)))
+        .route("/ui/signin", limits.page(get(ui::signin_page)))
+        .route("/ui/jobs/{id}", limits.page(get(ui::job_page)))
+        .nest_service("/ui/assets", ui::assets().layer(limits.timeout()))
+        .route("/ui/{*rest}", limits.page(get(ui::not_found_page)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(cors(config))
+        .layer(tower::util::option_layer(cors(config)))
         .layer(
             ServiceBuilder::new()
                 .layer(
@@ -223,11 +139,104 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// CORS for the origins of `--cors-origin` (none by default: the layer then answers nothing
-/// and adds nothing). Pages there call the API with an API key in `Authorization`; cookies are
-/// not shared with them (a browser session is for this server's own pages).
-fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+/// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
+/// all, and [`openapi::ApiDoc`] must document each (a test checks it).
+pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
+    use routes::{blobs, events, jobs, log, session, tests};
+    vec![
+        (
+            "/jobs",
+            limits
+                .quick(get(jobs::list))
+                .merge(limits.upload(post(jobs::create))),
+        ),
+        ("/jobs/{id}", limits.quick(get(jobs::get))),
+        ("/jobs/{id}/cancel", limits.quick(post(jobs::cancel))),
+        ("/jobs/{id}/retry", limits.quick(post(jobs::retry))),
+        ("/jobs/{id}/events", limits.quick(get(events::follow))),
+        ("/jobs/{id}/log", limits.quick(get(log::range))),
+        ("/jobs/{id}/log.txt", limits.quick(get(log::raw))),
+        ("/jobs/{id}/log/search", limits.quick(get(log::search))),
+        (
+            "/session",
+            limits.quick(
+                post(session::create)
+                    .get(session::current)
+                    .delete(session::delete),
+            ),
+        ),
+        ("/jobs/{id}/tests", limits.quick(get(tests::list))),
+        ("/jobs/{id}/junit.xml", limits.quick(get(tests::junit))),
+        ("/jobs/{id}/blobs", limits.quick(get(blobs::list))),
+        ("/jobs/{id}/blobs/{*name}", limits.quick(get(blobs::get))),
+        ("/tasks/{name}", limits.quick(get(jobs::task_status))),
+        ("/jobs/{id}/artifacts", limits.quick(get(blobs::artifacts))),
+        (
+            "/jobs/{id}/artifacts/{*path}",
+            limits.quick(get(blobs::artifact)),
+        ),
+        ("/openapi.json", limits.quick(get(openapi::document))),
+    ]
+}
+
+/// The time and body limits of routes, from the configuration.
+pub(crate) struct RouteLimits {
+    request_timeout: Duration,
+    upload_timeout: Duration,
+    /// The largest upload plus its multipart framing, in bytes.
+    max_upload_body: usize,
+}
+
+impl RouteLimits {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            request_timeout: config.request_timeout(),
+            upload_timeout: config.upload_timeout(),
+            max_upload_body: usize::try_from(
+                config.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD),
+            )
+            .unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The request time limit (503 past it).
+    fn timeout(&self) -> TimeoutLayer {
+        TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, self.request_timeout)
+    }
+
+    /// A route that answers within the request time limit (503 past it). Streams are not
+    /// limited by it once their headers are sent.
+    fn quick(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        route.layer(self.timeout())
+    }
+
+    /// A page of the web UI: quick, with the UI's security headers.
+    fn page(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        self.quick(route)
+            .layer(axum::middleware::map_response(ui::security_headers))
+    }
+
+    /// An upload: the upload time limit (503 past it) and a body of at most the largest upload.
+    fn upload(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        route.layer(
+            ServiceBuilder::new()
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    self.upload_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(self.max_upload_body)),
+        )
+    }
+}
+
+/// CORS for the origins of `--cors-origin`; `None` (no CORS headers at all) by default. Pages
+/// there call the API with an API key in `Authorization`; cookies are not shared with them (a
+/// browser session is for this server's own pages).
+fn cors(config: &Config) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, CorsLayer};
+    if config.cors_origins.is_empty() {
+        return None;
+    }
     let origins: Vec<header::HeaderValue> = config
         .cors_origins
         .iter()
@@ -247,6 +256,7 @@ fn cors(config: &Config) -> tower_http::cors::CorsLayer {
             header::HeaderName::from_static("x-job-id"),
         ])
         .max_age(Duration::from_secs(3600))
+        .into()
 }
 
 fn request_span(request: &Request) -> Span {

@@ -672,6 +672,12 @@ async fn cors_answers_only_the_configured_origins() {
     let off = App::new().await;
     let (_, headers, _) = off.send(preflight("https://ui.example.com")).await;
     assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    let (_, headers, _) = off.send_authorized(Method::GET, "/api/v1/jobs").await;
+    let cors_headers: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control") || *name == header::VARY)
+        .collect();
+    assert!(cors_headers.is_empty(), "CORS is off: {cors_headers:?}");
 
     let on = App::with_config(|c| c.cors_origins = vec!["https://ui.example.com".into()]).await;
     let (_, headers, _) = on.send(preflight("https://ui.example.com")).await;

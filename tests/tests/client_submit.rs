@@ -211,3 +211,36 @@ async fn a_reader_that_goes_away_ends_ci_wait_like_sigpipe_without_a_panic() {
     assert_eq!(status.code(), Some(141), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_queued_without_a_controller_says_so_and_runs_once_one_starts() {
+    let db = ci_tests::TestDb::new().await;
+    let ada = db.user("ada").await;
+    let server = ci_tests::Server::start(&db.path);
+    let env = support::CiEnv::new();
+    let mut ci = support::CiProc::spawn(env.ci(
+        &server.url,
+        &ada.key,
+        &fixture("passing"),
+        &["submit", "test"],
+    ));
+    let line = ci.wait_for_line("No controller is running", ci_tests::WAIT);
+    assert!(
+        line.contains("none has ever started") && line.contains("ci-controller"),
+        "{line}"
+    );
+    // Once a controller starts, the waiting job runs.
+    let _controller = ci_tests::Controller::start(&db.path);
+    let out = ci.finish(ci_tests::WAIT).expect_code(0);
+    assert!(out.stderr.contains("passed"), "{}", out.stderr);
+
+    // With the controller running, nothing is said.
+    let out = run(env.ci(
+        &server.url,
+        &ada.key,
+        &fixture("passing"),
+        &["submit", "test"],
+    ))
+    .expect_code(0);
+    assert!(!out.stderr.contains("No controller"), "{}", out.stderr);
+}

@@ -68,6 +68,7 @@ impl BlobCaps {
 
 /// A stored blob's metadata, as the API lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlobMeta {
     pub job_id: JobId,
     /// `/`-separated, e.g. `reports/test.jsonl` (see [`check_name`]).

@@ -83,6 +83,7 @@ impl Job {
             dropped_lines: self.dropped_lines,
             last_seq: None,
             steps: None,
+            controller: None,
             tests: self
                 .test_counts
                 .as_deref()

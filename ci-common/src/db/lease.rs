@@ -6,6 +6,12 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use super::DbError;
 
+/// How often the controller holding the lease writes its heartbeat.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A controller whose heartbeat is older than this many heartbeats is taken for gone.
+const MISSED_HEARTBEATS: i32 = 3;
+
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct Lease {
     pub epoch: i64,
@@ -13,6 +19,15 @@ pub struct Lease {
     pub acquired_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
     pub released_at: Option<DateTime<Utc>>,
+}
+
+impl Lease {
+    /// Whether a controller holds the lease at `now`: not released on shutdown, and its
+    /// heartbeat is recent (a killed controller stops beating).
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        let beat = chrono::Duration::from_std(HEARTBEAT_EVERY).expect("a few seconds");
+        self.released_at.is_none() && now - self.heartbeat_at <= beat * MISSED_HEARTBEATS
+    }
 }
 
 /// Takes the lease for `holder` (after the OS lock is held), fencing off every earlier epoch.
@@ -75,4 +90,28 @@ pub async fn release(ex: impl SqliteExecutor<'_>, epoch: i64) -> Result<(), DbEr
         .execute(ex)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_live_while_its_heartbeat_is_recent_and_it_is_not_released() {
+        let now = Utc::now();
+        let lease = Lease {
+            epoch: 1,
+            holder: "host:1".into(),
+            acquired_at: now,
+            heartbeat_at: now - chrono::Duration::seconds(4),
+            released_at: None,
+        };
+        assert!(lease.is_live(now));
+        assert!(!lease.is_live(now + chrono::Duration::seconds(20)));
+        let released = Lease {
+            released_at: Some(now),
+            ..lease
+        };
+        assert!(!released.is_live(now));
+    }
 }

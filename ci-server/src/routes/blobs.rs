@@ -18,13 +18,32 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// The answer of `GET /api/v1/jobs/{id}/blobs`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BlobList {
     /// By name.
     pub blobs: Vec<BlobMeta>,
 }
 
 /// `GET /api/v1/jobs/{id}/blobs`: the job's blobs, by name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/blobs",
+    operation_id = "list_blobs",
+    tag = "blobs",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 200, description = "The job's blobs (raw test reports, artifacts), by name.",
+            body = BlobList,
+            links(("GetBlob" = (
+                operation_id = "get_blob",
+                parameters(("id" = "$request.path.id"), ("name" = "$response.body#/blobs/0/name")),
+                description = "The bytes of the first blob."
+            )))),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -36,6 +55,27 @@ pub async fn list(
 }
 
 /// `GET /api/v1/jobs/{id}/blobs/{*name}`: one blob's bytes (see [`serve`]).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/blobs/{name}",
+    operation_id = "get_blob",
+    tag = "blobs",
+    params(
+        crate::openapi::JobIdParam,
+        ("name" = String, Path, description = "The blob's name, `/` and all, e.g. \
+            `reports/test.jsonl`."),
+        crate::openapi::RangeHeader,
+    ),
+    responses(
+        (status = 200, response = crate::openapi::BlobBytes),
+        (status = 206, response = crate::openapi::BlobRange),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "No such job for the caller (`job_not_found`), or the job \
+            has no blob of this name (`blob_not_found`).", body = ErrorBody),
+        (status = 416, response = crate::openapi::RangeNotSatisfiable),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -49,20 +89,44 @@ pub async fn get(
 }
 
 /// A job's artifacts as `GET /api/v1/jobs/{id}/artifacts` lists them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ArtifactList {
     pub artifacts: Vec<Artifact>,
 }
 
 /// One artifact: its path in the project, size in bytes and SHA-256 (hex).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Artifact {
+    /// `/`-separated, relative to the project's folder, e.g. `dist/app.whl`.
     pub path: String,
+    /// In bytes.
     pub size: i64,
+    /// SHA-256 of the file, lower-case hex (64 characters).
     pub sha256: String,
 }
 
 /// `GET /api/v1/jobs/{id}/artifacts`: the files the job's steps kept (`artifacts` of its tasks).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/artifacts",
+    operation_id = "list_artifacts",
+    tag = "artifacts",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 200, description = "The job's artifacts, by path.", body = ArtifactList,
+            links(("GetArtifact" = (
+                operation_id = "get_artifact",
+                parameters(
+                    ("id" = "$request.path.id"),
+                    ("path" = "$response.body#/artifacts/0/path")
+                ),
+                description = "The bytes of the first artifact."
+            )))),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn artifacts(
     State(state): State<AppState>,
     user: AuthUser,
@@ -85,6 +149,27 @@ pub async fn artifacts(
 }
 
 /// `GET /api/v1/jobs/{id}/artifacts/{*path}`: one artifact's bytes (see [`serve`]).
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/artifacts/{path}",
+    operation_id = "get_artifact",
+    tag = "artifacts",
+    params(
+        crate::openapi::JobIdParam,
+        ("path" = String, Path, description = "The artifact's path, `/` and all, as the list \
+            gives it."),
+        crate::openapi::RangeHeader,
+    ),
+    responses(
+        (status = 200, response = crate::openapi::BlobBytes),
+        (status = 206, response = crate::openapi::BlobRange),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "No such job for the caller (`job_not_found`), or the job \
+            kept no artifact at this path (`blob_not_found`).", body = ErrorBody),
+        (status = 416, response = crate::openapi::RangeNotSatisfiable),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn artifact(
     State(state): State<AppState>,
     user: AuthUser,
@@ -206,12 +291,12 @@ fn chunks(
     })
 }
 
-/// 404 in the one error shape, for a job that has no blob `name`.
 /// The request's `Range` header, if it has one.
 fn range_of(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::RANGE).and_then(|v| v.to_str().ok())
 }
 
+/// 404 in the one error shape, for a job that has no blob `name`.
 fn blob_not_found(job: JobId, name: &str) -> Response {
     let message = format!(
         "job {job} has no blob named {name:?}: `GET /api/v1/jobs/{job}/blobs` lists the ones it has"

@@ -209,6 +209,7 @@ mod tests {
             dropped_lines: 0,
             last_seq: Some(5),
             steps: None,
+            controller: None,
             tests: None,
         }
     }

@@ -4,6 +4,7 @@
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use ci_common::api::{ErrorBody, StreamEvent};
 use serde::Deserialize;
 
 use super::{owned_job, JobPath};
@@ -12,8 +13,12 @@ use crate::error::ApiError;
 use crate::stream::{follow as follow_events, sse_response, Framing};
 use crate::AppState;
 
-#[derive(Debug, Default, Deserialize)]
+/// Where a stream starts: after the event with seq `after` (the `Last-Event-ID` header wins).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsParams {
+    /// Send only the events after this seq (default 0: from the start).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
 }
 
@@ -42,6 +47,40 @@ pub fn resume_point(headers: &HeaderMap, after: Option<&str>) -> Result<i64, Api
     }
 }
 
+/// `GET /api/v1/jobs/{id}/events`: the job's events from the start (or after `Last-Event-ID`
+/// or `?after=N`) as server-sent events, live until its `complete` event.
+///
+/// Each event is `id: <seq>`, `event: <type>` and one `data:` line of JSON with the same
+/// `type`; keep-alive comments are sent while the job is quiet. The stream of a job that already
+/// ended holds its stored events and ends.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/events",
+    operation_id = "follow_job_events",
+    tag = "jobs",
+    params(
+        crate::openapi::JobIdParam,
+        EventsParams,
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+            description = "The seq of the last event received: resume after it (wins over \
+            `after`)."),
+    ),
+    responses(
+        (status = 200, description = "The events as `text/event-stream; charset=utf-8`: the \
+            schema is that of each event's `data`, whose `type` is its `event:` name.",
+            content_type = "text/event-stream", body = StreamEvent,
+            headers(
+                ("Cache-Control" = String, description = "`no-cache`"),
+                ("X-Accel-Buffering" = String, description = "`no`: proxies must not buffer \
+                    the stream"),
+            )),
+        (status = 400, description = "`after` or `Last-Event-ID` is not a seq \
+            (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn follow(
     State(state): State<AppState>,
     user: AuthUser,

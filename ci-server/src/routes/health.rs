@@ -4,17 +4,38 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use ci_common::api::Health;
+use ci_common::api::{ErrorBody, Health};
 
 use crate::error::ApiError;
 use crate::AppState;
 
+/// `GET /health`: the process answers (without touching the database).
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Health))
+)]
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
 }
 
+/// `GET /ready`: the process answers and its database does, within 5 s.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    operation_id = "ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "`{\"status\": \"ok\"}` after a database round trip.",
+            body = Health),
+        (status = 503, description = "The database is not reachable or did not answer within \
+            5 s (`unavailable`): send no requests to this replica.", body = ErrorBody),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let check = ci_common::db::ping(&state.pool);
     match tokio::time::timeout(Duration::from_secs(5), check).await {

@@ -4,7 +4,7 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use ci_common::api::{JobList, JobView};
+use ci_common::api::{ControllerState, ErrorBody, JobList, JobView};
 use ci_common::db::{events, jobs as db_jobs};
 use ci_common::{JobId, JobStatus};
 use serde::Deserialize;
@@ -18,6 +18,36 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
 /// `POST /api/v1/jobs`: multipart `file` (zip) and optional `task` → 201 with the queued job.
+///
+/// The archive, the project's `[tool.ci]`, the image and the retries are checked against the
+/// operator's policy first; nothing is stored when anything is wrong.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    operation_id = "create_job",
+    tag = "jobs",
+    request_body(
+        content = inline(super::UploadForm),
+        content_type = "multipart/form-data",
+        description = "The project's zip and the job's options."
+    ),
+    responses(
+        (status = 201, description = "The job, queued (`last_seq` 0).", body = JobView),
+        (status = 400, description = "Not a multipart body, no `file` field or more than one \
+            (`bad_request`), or an empty file (`empty_upload`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
+        (status = 413, description = "The upload is larger than the server's limit \
+            (`too_large`), or the archive has too many entries (`too_many_entries`) or unpacks \
+            to too much (`unpacked_too_large`).", body = ErrorBody),
+        (status = 422, description = "A field is invalid (`invalid`), the archive is refused \
+            for its content (`not_a_zip`, `corrupt_archive`, `unsafe_path`, `symlink`, \
+            `no_files`, ...), the project's `[tool.ci]` cannot be used \
+            (`invalid_project_config`), or the image is not allowed (`image_not_allowed`).",
+            body = ErrorBody),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -26,14 +56,22 @@ pub async fn create(
     let job = accept_upload(&state, &user, multipart).await?;
     let mut view = job.view();
     view.last_seq = Some(0);
+    view.controller = controller_state(&state, job.status).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query of `GET /api/v1/jobs`: a page of jobs.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Jobs on the page (default 50; more than 500 is 500).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
+    /// Only jobs older than this one: the `next_before` of the previous page.
+    #[param(value_type = Option<JobId>)]
     pub before: Option<String>,
     /// Only jobs in this state (`GET /api/v1/jobs` only).
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// Only jobs of this task (`GET /api/v1/jobs` only).
     pub task: Option<String>,
@@ -92,6 +130,20 @@ pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
 
 /// `GET /api/v1/jobs?limit=N&before=<id>&status=S&task=T`: the caller's jobs, newest first,
 /// only those in state `S` and of task `T` when given.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of the caller's jobs, newest first.", body = JobList),
+        (status = 400, description = "`limit`, `before` or `status` is not what it should be, \
+            or the query string cannot be read (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -110,7 +162,20 @@ pub async fn list(
     }))
 }
 
-/// `GET /api/v1/jobs/{id}`: one job, with the seq of its last event.
+/// `GET /api/v1/jobs/{id}`: one job, with the seq of its last event and its steps.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 200, description = "The job, with `last_seq` and `steps`.", body = JobView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     user: AuthUser,
@@ -122,6 +187,22 @@ pub async fn get(
 /// `POST /api/v1/jobs/{id}/retry`: queues a new job that runs the caller's job again, with the
 /// same source, task, arguments, image and options → 201 + the new job; 410 when the source is
 /// no longer kept.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/retry",
+    operation_id = "retry_job",
+    tag = "jobs",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 201, description = "The new job, queued.", body = JobView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
+        (status = 404, response = crate::openapi::JobNotFound),
+        (status = 410, description = "The job's source is no longer kept \
+            (`source_expired`): submit the project again.", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn retry(
     State(state): State<AppState>,
     user: AuthUser,
@@ -139,13 +220,32 @@ pub async fn retry(
 }
 
 /// `?project=NAME` of a task's status.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TaskParams {
+    /// Only jobs of this project (empty: any project).
     pub project: Option<String>,
 }
 
 /// `GET /api/v1/tasks/{name}?project=P`: the caller's latest job of the task (in project `P`
 /// when given), as `GET /api/v1/jobs/{id}` shows it; 404 when there is none.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tasks/{name}",
+    operation_id = "get_task_status",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The task's name, e.g. `test`."), TaskParams),
+    responses(
+        (status = 200, description = "The caller's latest job of the task, with `last_seq` \
+            and `steps`.", body = JobView),
+        (status = 400, description = "The path or the query string cannot be read \
+            (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, description = "The caller has no job of this task (in this project) \
+            (`job_not_found`).", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn task_status(
     State(state): State<AppState>,
     user: AuthUser,
@@ -170,11 +270,48 @@ pub async fn view_with_seq(
     view.last_seq = Some(events::last_seq(&state.pool, id).await?);
     let steps = ci_common::db::steps::list(&state.pool, id).await?;
     view.steps = Some(steps.iter().map(|s| s.view()).collect());
+    view.controller = controller_state(state, job.status).await?;
     Ok(view)
+}
+
+/// For a queued job: whether a controller is there to run it (see [`Lease::is_live`]).
+///
+/// [`Lease::is_live`]: ci_common::db::lease::Lease::is_live
+async fn controller_state(
+    state: &AppState,
+    status: JobStatus,
+) -> Result<Option<ControllerState>, ApiError> {
+    if status != JobStatus::Queued {
+        return Ok(None);
+    }
+    let lease = ci_common::db::lease::current(&state.pool).await?;
+    Ok(Some(ControllerState {
+        running: lease
+            .as_ref()
+            .is_some_and(|l| l.is_live(chrono::Utc::now())),
+        last_seen: lease.map(|l| l.heartbeat_at),
+    }))
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`: a queued job is cancelled at once, a running one is stopped
 /// by the controller (202 either way); a job that already ended answers 409.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    operation_id = "cancel_job",
+    tag = "jobs",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 202, description = "The job: `cancelled` if it was queued, else still \
+            running with `cancel_requested`.", body = JobView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
+        (status = 404, response = crate::openapi::JobNotFound),
+        (status = 409, description = "The job already ended (`job_finished`); the message \
+            says how.", body = ErrorBody),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,

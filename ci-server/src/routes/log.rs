@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ci_common::api::{LogLine, LogMatches};
+use ci_common::api::{ErrorBody, LogLine, LogMatches};
 use ci_common::db::events::{self, EventRow};
 use futures_util::stream;
 use serde::Deserialize;
@@ -32,17 +32,29 @@ const MAX_NEEDLE_BYTES: usize = 1_000;
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
 /// `?from=A&to=B` of a log range.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RangeParams {
+    /// The first line (default 1).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub from: Option<String>,
+    /// The last line (default: 10,000 lines from `from`, at most that many); not before `from`.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub to: Option<String>,
 }
 
 /// `?q=TEXT&after=SEQ&limit=N` of a log search.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// The text to look for (1 to 1000 bytes; ASCII letters in any case).
+    #[param(required = true, value_type = String, min_length = 1, max_length = 1000)]
     pub q: Option<String>,
+    /// Only lines after this one: the `next_after` of the previous page (default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub after: Option<String>,
+    /// Most matches (default 100; more than 1000 is 1000).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
 }
 
@@ -72,6 +84,26 @@ fn one_line(row: &EventRow) -> String {
 /// at most [`MAX_RANGE_LINES`], fewer at the end), as `text/plain; charset=utf-8`, each line
 /// ended by `\n`: a log line or notice as written, other events as a short marker (see
 /// [`EventRow::line`]). `X-Ci-Last-Seq` gives the job's last line so far.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/log",
+    operation_id = "get_log_range",
+    tag = "log",
+    params(crate::openapi::JobIdParam, RangeParams),
+    responses(
+        (status = 200, description = "The lines, each ended by `\\n` (UTF-8): a log line or \
+            notice as written, other events as a short marker.", content_type = "text/plain",
+            body = String, headers(
+                ("X-Ci-Last-Seq" = i64, description = "The job's last line so far."),
+                ("Cache-Control" = String, description = "`no-cache`"),
+            )),
+        (status = 400, description = "`from` or `to` is not a line number, `to` is before \
+            `from`, or the query string cannot be read (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn range(
     State(state): State<AppState>,
     user: AuthUser,
@@ -115,6 +147,23 @@ pub async fn range(
 /// `GET /api/v1/jobs/{id}/log.txt`: the whole raw log (the program's own lines, without notices
 /// or markers), streamed from the database page by page, as a download named
 /// `job-<id>.log`. A running job's log is what is stored so far.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/log.txt",
+    operation_id = "get_log_text",
+    tag = "log",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 200, description = "The program's lines, each ended by `\\n` (UTF-8).",
+            content_type = "text/plain", body = String, headers(
+                ("Content-Disposition" = String, description = "`attachment; \
+                    filename=\"job-<id>.log\"`"),
+            )),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn raw(
     State(state): State<AppState>,
     user: AuthUser,
@@ -161,6 +210,21 @@ pub async fn raw(
 /// (default: from the start) whose text contains `TEXT` (ignoring the case of ASCII letters),
 /// at most `N` (default 100, at most [`MAX_MATCHES`]), as [`LogMatches`]; the whole log is
 /// searched, not only what a page shows.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/log/search",
+    operation_id = "search_log",
+    tag = "log",
+    params(crate::openapi::JobIdParam, SearchParams),
+    responses(
+        (status = 200, description = "The matching lines, in order.", body = LogMatches),
+        (status = 400, description = "`q` is missing, empty or too long, `after` or `limit` is \
+            not a number, or the query string cannot be read (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn search(
     State(state): State<AppState>,
     user: AuthUser,

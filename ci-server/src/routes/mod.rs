@@ -70,6 +70,61 @@ async fn text_field(
     String::from_utf8(text).map_err(|_| invalid())
 }
 
+/// The fields of an upload (`POST /api/v1/jobs`, multipart/form-data), as [`accept_upload`]
+/// reads them: only `file` is required, unknown fields are ignored. For the API's
+/// documentation: the fields are read as they stream in, never into this.
+#[derive(utoipa::ToSchema)]
+#[schema(
+    description = "The fields of an upload: only `file` is required, unknown fields are \
+    ignored."
+)]
+pub struct UploadForm {
+    /// The project as a zip archive, paths relative to its folder.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/zip")]
+    pub file: Vec<u8>,
+    /// The task to run (default `test`): letters, digits, `-`, `_`, `.` and `:`.
+    #[schema(
+        nullable = false,
+        max_length = 64,
+        pattern = r"^\s*[A-Za-z0-9._:-]*\s*$"
+    )]
+    pub task: Option<String>,
+    /// The image to run in, instead of the project's or the controller's default (e.g.
+    /// `python:3.12-slim`); the operator's policy must allow it.
+    #[schema(
+        nullable = false,
+        max_length = 256,
+        pattern = r"^\s*[^\s\u0000-\u001f\u007f-\u009f]*\s*$"
+    )]
+    pub image: Option<String>,
+    /// The job's arguments, one field each: pytest's for `test`, the task's parameters
+    /// otherwise (at most 64, of up to 4096 bytes, without NUL).
+    #[schema(required = false, max_items = 64)]
+    pub arg: Vec<String>,
+    /// How many times to run failed tests again (up to the operator's limit).
+    #[schema(nullable = false, minimum = 0)]
+    pub retries: Option<u32>,
+    /// What a flaky test (failed, then passed) makes of the job: `pass` or `fail`.
+    #[schema(nullable = false, pattern = "^(pass|fail)$")]
+    pub flaky: Option<String>,
+    /// The project's name, instead of `[tool.ci] project`, `[project].name` or the folder's: 1 to
+    /// 100 characters without control characters (surrounding spaces are left out).
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*\S[^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub project: Option<String>,
+    /// The name of the folder the project was submitted from (the last default of its name;
+    /// one that is not a valid project name is ignored), up to 400 bytes.
+    #[schema(nullable = false)]
+    pub folder: Option<String>,
+    /// `false`: neither use nor fill the dependency cache.
+    #[schema(nullable = false)]
+    pub cache: Option<bool>,
+}
+
 /// Reads a multipart upload (`file`; optional `task`, `image`, repeated `arg`, `retries`,
 /// `flaky` (`pass` or `fail`), `project`, `folder` (the name of the folder the project was
 /// submitted from) and `cache` (`false`: no dependency cache)), validates the archive, the project's `[tool.ci]`, the image and the retries

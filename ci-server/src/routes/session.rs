@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use ci_common::api::SessionView;
+use ci_common::api::{ErrorBody, SessionView};
 use ci_common::db::sessions;
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// The body of `POST /api/v1/session`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignIn {
     /// A whole API key, `ci_...`.
     pub api_key: String,
@@ -28,6 +28,22 @@ pub struct SignIn {
 /// `POST /api/v1/session` with `{"api_key": "ci_..."}`: 201 with [`SessionView`] and the
 /// session cookie. A key that could not be used is a 401 that says why, as for any request; a
 /// request from another site's page (its `Origin`) is a 403.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    operation_id = "sign_in",
+    tag = "session",
+    request_body = SignIn,
+    responses(
+        (status = 201, description = "Signed in: the session's cookie is set.", body = SessionView,
+            headers(("Set-Cookie" = String, description = "`ci_session=...; HttpOnly; \
+                SameSite=Strict; Path=/; Max-Age=...` (`Secure` behind HTTPS)"))),
+        (status = 400, description = "The body is not JSON `{\"api_key\": \"ci_...\"}` \
+            (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -67,6 +83,18 @@ pub async fn create(
 }
 
 /// `GET /api/v1/session`: who the caller is ([`SessionView`]); 401 when not signed in.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    operation_id = "current_session",
+    tag = "session",
+    responses(
+        (status = 200, description = "The caller, and when its session ends (`null` for an API \
+            key).", body = SessionView),
+        (status = 401, response = crate::openapi::Unauthorized),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn current(user: AuthUser) -> Json<SessionView> {
     Json(SessionView {
         user_id: user.user_id,
@@ -77,6 +105,20 @@ pub async fn current(user: AuthUser) -> Json<SessionView> {
 
 /// `DELETE /api/v1/session`: signs out. The session ends at once (open streams of it end within
 /// [`crate::auth::SESSION_RECHECK`]) and the cookie is cleared; 204.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    operation_id = "sign_out",
+    tag = "session",
+    responses(
+        (status = 204, description = "Signed out (nothing to end for an API key): the cookie is \
+            cleared.", headers(("Set-Cookie" = String, description = "`ci_session=; Max-Age=0; \
+            ...`"))),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::CrossOrigin),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ci_common::api::TestList;
+use ci_common::api::{ErrorBody, TestList};
 use ci_common::db::test_results::{self, Attempts};
 use ci_common::results::{junit_xml, TestOutcome};
 use serde::Deserialize;
@@ -19,12 +19,21 @@ use crate::AppState;
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
-#[derive(Debug, Default, Deserialize)]
+/// The query of `GET /api/v1/jobs/{id}/tests`: which tests, and which page.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TestsParams {
+    /// Only the tests with this outcome.
+    #[param(value_type = Option<TestOutcome>)]
     pub outcome: Option<String>,
     /// `last` (the default: each test once, from its last attempt) or `all`.
+    #[param(value_type = Option<String>, pattern = "^(last|all)$")]
     pub attempts: Option<String>,
+    /// Tests on the page (default 100; more than 1000 is 1000).
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub limit: Option<String>,
+    /// Tests to skip: the `next_offset` of the previous page (default 0).
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
 }
 
@@ -91,6 +100,23 @@ impl TestsParams {
 /// `GET /api/v1/jobs/{id}/tests?outcome=failed&attempts=last&limit=100&offset=0`. Failing and
 /// flaky tests carry their history: how often they failed in the owner's recent jobs of the same
 /// project.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/tests",
+    operation_id = "list_tests",
+    tag = "tests",
+    params(crate::openapi::JobIdParam, TestsParams),
+    responses(
+        (status = 200, description = "One page of the job's tests, in the order they finished, \
+            with the job's counts.", body = TestList),
+        (status = 400, description = "`outcome`, `attempts`, `limit` or `offset` is not what \
+            it should be (the message lists what is allowed), or the query string cannot be \
+            read (`bad_request`).", body = ErrorBody),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -138,6 +164,20 @@ const JUNIT_MAX_TESTS: i64 = 1_000_000;
 /// `GET /api/v1/jobs/{id}/junit.xml`: the job's results as JUnit XML (see
 /// [`ci_common::results::junit_xml`]), for tools that read that format. A job without results
 /// is an empty suite.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/junit.xml",
+    operation_id = "get_junit_xml",
+    tag = "tests",
+    params(crate::openapi::JobIdParam),
+    responses(
+        (status = 200, description = "One `testsuite` with every test by its last attempt, in \
+            UTF-8.", content_type = "application/xml", body = String),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::JobNotFound),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
 pub async fn junit(
     State(state): State<AppState>,
     user: AuthUser,
