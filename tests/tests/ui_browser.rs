@@ -1,8 +1,9 @@
 //! The web UI (`/ui/`) in a real headless Chromium, against the real server, controller, `ci`
 //! and Docker: sign in with a key, a job submitted with `ci` appearing in the list and streaming
-//! its log live, a failing job showing its failing test first, `#L` links, search across the
-//! whole log, cancelling from the page, a 1,000,000-line log (first and last lines, and how long
-//! they take to show), and signing out ending the live stream.
+//! its log live, the list's status and task filters, a failing job showing its failing test
+//! first, `#L` links, search across the whole log, cancelling from the page, a 1,000,000-line log
+//! (first and last lines, and how long they take to show), and signing out ending the live
+//! stream.
 //!
 //! One server, controller and browser are shared by the flows (one test function), so the whole
 //! file runs in about a minute. Screenshots go to `target/ui-screenshots/`.
@@ -142,7 +143,8 @@ async fn flows() {
         started.elapsed()
     );
 
-    failing_job(&browser, &server, &ada, &env, &shots).await;
+    let failing = failing_job(&browser, &server, &ada, &env, &shots).await;
+    filters(&browser, &server, &failing, &live).await;
     eprintln!("ui_browser: failing job done after {:?}", started.elapsed());
 
     cancel_from_the_page(&browser, &server, &ada).await;
@@ -234,7 +236,7 @@ async fn failing_job(
     ada: &TestUser,
     env: &CiEnv,
     shots: &std::path::Path,
-) {
+) -> String {
     let out = support::run(env.ci(
         &server.url,
         &ada.key,
@@ -326,6 +328,39 @@ async fn failing_job(
     assert!(
         row["classes"].as_str().unwrap().contains("selected"),
         "{row}"
+    );
+    id
+}
+
+/// The list's filters ask the server for jobs of one status or task, and stay in the address.
+async fn filters(browser: &Browser, server: &Server, failing: &str, passed: &str) {
+    browser.goto(&server.at("/ui/")).await;
+    browser.find(&format!("tr[data-job=\"{passed}\"]")).await;
+    let select = browser.find("#status-filter").await;
+    select.select_by_value("failed").await.unwrap();
+    browser
+        .wait_js(
+            "only failed jobs in the list",
+            "const rows = [...document.querySelectorAll('#jobs-body tr')]; \
+             return rows.every((r) => r.dataset.status === 'failed') \
+               && rows.some((r) => r.dataset.job === arguments[0]);",
+            vec![json!(failing)],
+        )
+        .await;
+    assert!(browser.url().await.ends_with("/ui/?status=failed"));
+    browser.goto(&server.at("/ui/?task=no-such-task")).await;
+    browser
+        .wait_text("#jobs-empty:not([hidden])", "No jobs match")
+        .await;
+    assert_eq!(
+        browser
+            .find("#task-filter")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("no-such-task")
     );
 }
 
