@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod stream;
+pub mod ui;
 pub mod upload;
 
 pub use config::Config;
@@ -119,6 +120,14 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs", limits.quick(get(compat::list)))
         .route("/jobs/{id}", limits.quick(get(compat::get)))
         .route("/jobs/{id}/stream", limits.quick(get(compat::stream)))
+        // The web UI (`/` → `/ui/`): its pages, and their scripts and style sheet.
+        .route("/", limits.page(get(ui::to_ui)))
+        .route("/ui", limits.page(get(ui::to_ui)))
+        .route("/ui/", limits.page(get(ui::jobs_page)))
+        .route("/ui/signin", limits.page(get(ui::signin_page)))
+        .route("/ui/jobs/{id}", limits.page(get(ui::job_page)))
+        .nest_service("/ui/assets", ui::assets().layer(limits.timeout()))
+        .route("/ui/{*rest}", limits.page(get(ui::not_found_page)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower::util::option_layer(cors(config)))
@@ -201,13 +210,21 @@ impl RouteLimits {
         }
     }
 
+    /// The request time limit (503 past it).
+    fn timeout(&self) -> TimeoutLayer {
+        TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, self.request_timeout)
+    }
+
     /// A route that answers within the request time limit (503 past it). Streams are not
     /// limited by it once their headers are sent.
     fn quick(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-        route.layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            self.request_timeout,
-        ))
+        route.layer(self.timeout())
+    }
+
+    /// A page of the web UI: quick, with the UI's security headers.
+    fn page(&self, route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        self.quick(route)
+            .layer(axum::middleware::map_response(ui::security_headers))
     }
 
     /// An upload: the upload time limit (503 past it) and a body of at most the largest upload.
@@ -297,14 +314,18 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Gives every error response that a layer or the framework produced without a JSON body (a
-/// timeout, an oversized body) the one error shape.
+/// timeout, an oversized body) the one error shape. The UI's HTML pages (its 404) stay as they
+/// are.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
+    let has_body = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|ct| {
+            let ct = ct.as_bytes();
+            ct.starts_with(b"application/json") || ct.starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || has_body {
         return response;
     }
     let mut replaced = (status, Json(error::generic_body(status))).into_response();

@@ -16,6 +16,8 @@ use ci_common::UserId;
 
 pub use ci_common;
 
+pub mod browser;
+
 /// How long a test waits for any one condition before failing.
 pub const WAIT: Duration = Duration::from_secs(120);
 

@@ -24,6 +24,8 @@ mod scenarios;
 mod stack;
 #[path = "ci-bench/stats.rs"]
 mod stats;
+#[path = "ci-bench/ui_paint.rs"]
+mod ui_paint;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,8 +39,9 @@ use crate::report::{Machine, Outcome};
 use crate::scenarios::{Ctx, Sizes, SCENARIOS};
 
 /// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency,
-/// idle footprint, the dependency cache and the installer (uv, pip), measured with the real
-/// binaries and Docker; and test report parsing.
+/// idle footprint, the dependency cache, the installer (uv, pip) and the web UI's page of a big
+/// log (in headless Chromium), measured with the real binaries and Docker; and test report
+/// parsing.
 #[derive(Debug, Parser)]
 #[command(name = "ci-bench")]
 struct Args {

@@ -297,7 +297,7 @@ const METHOD_HEADING: &str = "## What each scenario measures";
 const METHOD: &str = r#"
 ## What each scenario measures
 
-Scenarios 1-7, 9 and 10 start their own `ci-server` (two replicas where noted) and `ci-controller`
+Scenarios 1-7 and 9-11 start their own `ci-server` (two replicas where noted) and `ci-controller`
 on a new temporary database, with default flags except those named here, and the offline runner
 image (`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
 database. No `CI_*` variable of the caller reaches the services. Fixtures are generated at run
@@ -376,6 +376,15 @@ the controller runs `python3 -m pytest` without `-s`.
    and its test imports every module of every package from /workspace/deps and runs both console
    scripts. The notes split the install steps into phases (`docker events`, the log lines'
    Docker timestamps) and give uv's own report of its phases.
+11. **Web UI, big log** — a job prints N lines as in 4 (1,000,000; 100,000 with `--quick`; the
+   log cap off); once it has ended, Debian's headless Chromium (through chromedriver, window
+   1280×1000) signs in on `/ui/signin` and opens the job's page from the jobs list, each visit a
+   whole page load: navigation start → line 1 on screen with its text; pressing End → the last
+   line on screen; and, after going back to the list, opening `/ui/jobs/<id>#L<last line>` →
+   that line on screen. The times are the page's own `performance` marks (`ci:first-line`,
+   `ci:last-line`), set when the log view first shows those lines with their text. The page
+   must never hold more than 200 rows (it holds the lines on screen, not the log), and the `#L`
+   link must highlight its line.
 
 ## How to run
 
@@ -389,6 +398,8 @@ cargo run --release -p ci-tests --bin ci-bench -- --only report-parse
 cargo build --release --workspace --bins && target/release/ci-bench --only dep-cache
 # scenario 10 alone, likewise
 cargo build --release --workspace --bins && target/release/ci-bench --only installer
+# scenario 11 alone (also needs scripts/ensure-browser.sh), likewise
+cargo build --release --workspace --bins && target/release/ci-bench --only ui-paint
 ```
 
 `ci-bench --help` lists every flag (`--output PATH`, `--only 4,5` or `--only report-parse`,

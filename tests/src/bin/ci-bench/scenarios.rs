@@ -1,7 +1,7 @@
-//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`) and 10 (`installer.rs`) starts its own stack
-//! on a fresh database, measures, checks that what it measured is correct (every line accounted
-//! for, no errors), and returns figures + checks; 8 (`report_parse.rs`) needs no stack. Targets
-//! are reported, never enforced.
+//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`), 10 (`installer.rs`) and 11 (`ui_paint.rs`)
+//! starts its own stack on a fresh database, measures, checks that what it measured is correct
+//! (every line accounted for, no errors), and returns figures + checks; 8 (`report_parse.rs`)
+//! needs no stack. Targets are reported, never enforced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +59,9 @@ pub struct Sizes {
     pub dep_runs: usize,
     /// Rounds of the installer scenario (install step with uv and pip, uv and pip alone).
     pub installer_runs: usize,
+    /// Page loads of the web UI scenario, and the lines of its job's log.
+    pub ui_runs: usize,
+    pub ui_lines: usize,
 }
 
 impl Sizes {
@@ -88,6 +91,8 @@ impl Sizes {
                 parse_big_mb: 4,
                 dep_runs: 2 * runs,
                 installer_runs: 2 * runs,
+                ui_runs: runs,
+                ui_lines: 100_000,
             }
         } else {
             Sizes {
@@ -112,6 +117,8 @@ impl Sizes {
                 parse_big_mb: 50,
                 dep_runs: 2 * runs,
                 installer_runs: 2 * runs,
+                ui_runs: runs,
+                ui_lines: 1_000_000,
             }
         }
     }
@@ -142,7 +149,7 @@ pub struct Scenario {
     pub docker: bool,
 }
 
-pub const SCENARIOS: [Scenario; 10] = [
+pub const SCENARIOS: [Scenario; 11] = [
     Scenario {
         number: 1,
         title: "End to end",
@@ -203,6 +210,12 @@ pub const SCENARIOS: [Scenario; 10] = [
         name: "installer",
         docker: true,
     },
+    Scenario {
+        number: 11,
+        title: "Web UI, big log",
+        name: "ui-paint",
+        docker: true,
+    },
 ];
 
 /// The scenario a `--only` value names, by number or name.
@@ -232,6 +245,7 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
         8 => crate::report_parse::run(ctx).await,
         9 => crate::dep_cache::run(&ctx).await,
         10 => crate::installer::run(&ctx).await,
+        11 => crate::ui_paint::run(&ctx).await,
         _ => bail!("no scenario {number}"),
     }
 }
