@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Make sure a Docker daemon answers and debootstrap is installed (needed by build-runner-image.sh).
 #
-# Usage: scripts/ensure-docker.sh
+# Usage: scripts/ensure-docker.sh [--compose]
 #
-# Installs Debian's debootstrap and docker.io with apt-get when they are missing, starts dockerd when
-# `docker info` does not answer (systemd if it is running, otherwise dockerd in the background with its
-# log in /var/log/dockerd.log) and waits up to $CI_DOCKER_START_TIMEOUT seconds (default 60) for it.
+#   --compose   also make sure docker-compose is installed (Debian's, for deploy/compose.yaml)
+#
+# Installs Debian's debootstrap and docker.io (and with --compose docker-compose) with apt-get when
+# they are missing, starts dockerd when `docker info` does not answer (systemd if it is running,
+# otherwise dockerd in the background with its log in /var/log/dockerd.log) and waits up to
+# $CI_DOCKER_START_TIMEOUT seconds (default 60) for it.
 # Installing and starting need root. Safe to run again: it does nothing when all is in place.
 set -euo pipefail
+
+compose=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --compose) compose=1 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p;}' "$0"; exit 0 ;;
+    *) printf 'ensure-docker: unknown argument: %s\nusage: %s [--compose]\n' "$1" "$0" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 timeout_s="${CI_DOCKER_START_TIMEOUT:-60}"
 log_file=/var/log/dockerd.log
@@ -40,6 +53,13 @@ if ! command -v debootstrap >/dev/null 2>&1; then
   else
     log "warning: debootstrap is not installed (needed only to build the runner image): run this script as root, or apt-get install -y debootstrap"
   fi
+fi
+
+# docker-compose: the compose deployment (deploy/compose.yaml) and its test.
+if [ "$compose" = 1 ] && ! command -v docker-compose >/dev/null 2>&1; then
+  apt_install docker-compose
+  command -v docker-compose >/dev/null 2>&1 \
+    || die "docker-compose is still missing after apt-get install docker-compose: install it with your package manager"
 fi
 
 if docker_ok; then

@@ -184,6 +184,35 @@ impl BollardDocker {
         docker.ping().await?;
         Ok(Self { docker })
     }
+
+    /// The mounts of the container `id` (where each comes from on the Docker host), or `None`
+    /// when the daemon has no such container. Used once at start (see [`crate::host_path`]).
+    pub async fn container_mounts(
+        &self,
+        id: &str,
+    ) -> DockerResult<Option<Vec<crate::host_path::ContainerMount>>> {
+        match self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(api_error)
+        {
+            Ok(info) => Ok(Some(
+                info.mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|m| {
+                        Some(crate::host_path::ContainerMount {
+                            destination: m.destination?.into(),
+                            source: m.source?.into(),
+                        })
+                    })
+                    .collect(),
+            )),
+            Err(DockerError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 fn api_error(err: bollard::errors::Error) -> DockerError {

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod host_path;
 pub mod logs;
 pub mod metrics;
 pub mod runner;
@@ -28,6 +29,7 @@ pub use config::Args;
 pub use singleton::AnotherController;
 
 use crate::docker::BollardDocker;
+use crate::host_path::HostPaths;
 use crate::logs::LogCap;
 use crate::metrics::Metrics;
 use crate::runner::{Ctx, JobSettings};
@@ -58,24 +60,31 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     policy::publish(&pool, epoch, &policy)
         .await
         .context("cannot publish the operator policy")?;
-    let sandbox = Sandbox::from_args(&args);
+    let mut sandbox = Sandbox::from_args(&args);
     let (uid, gid) = args.uid_gid();
-    sandbox::write_plugins(&sandbox.plugins_dir).with_context(|| {
+    let (plugins_dir, identity_dir) = (args.plugins_dir(), args.identity_dir());
+    sandbox::write_plugins(&plugins_dir).with_context(|| {
         format!(
             "cannot write ci's pytest plugin into {} (set --state-dir to a writable folder)",
-            sandbox.plugins_dir.display()
+            plugins_dir.display()
         )
     })?;
-    sandbox::write_identity(&sandbox.identity_dir, uid, gid).with_context(|| {
+    sandbox::write_identity(&identity_dir, uid, gid).with_context(|| {
         format!(
             "cannot write the job user's passwd and group files into {} (set --state-dir to a writable folder)",
-            sandbox.identity_dir.display()
+            identity_dir.display()
         )
     })?;
 
     let docker = BollardDocker::connect(args.docker_host.as_deref())
         .await
         .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
+    // Job containers mount those files from where the Docker host sees them.
+    let host = HostPaths::discover(&docker)
+        .await
+        .context("cannot ask Docker about the controller's own container")?;
+    sandbox.plugins_dir = host.translate(&plugins_dir)?;
+    sandbox.identity_dir = host.translate(&identity_dir)?;
     let metrics = Arc::new(Metrics::default());
     metrics.set_epoch(epoch);
     let ctx = Arc::new(Ctx {

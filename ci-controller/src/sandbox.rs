@@ -77,10 +77,10 @@ pub struct Sandbox {
     /// `max-size` of Docker's log of each container.
     pub log_max_size_bytes: u64,
     /// The folder holding the generated `passwd` and `group` files mounted read-only into every
-    /// container (see [`write_identity`]).
+    /// container (see [`write_identity`]), as the Docker host sees it ([`crate::host_path`]).
     pub identity_dir: PathBuf,
     /// The folder holding ci's pytest plugin, mounted read-only at [`PLUGINS`] (see
-    /// [`write_plugins`]).
+    /// [`write_plugins`]), as the Docker host sees it.
     pub plugins_dir: PathBuf,
 }
 
