@@ -184,6 +184,22 @@ impl BollardDocker {
         docker.ping().await?;
         Ok(Self { docker })
     }
+
+    /// The daemon's OCI runtimes (`docker info`): each name with the path of its binary (the
+    /// name itself when the daemon looks it up on its `PATH`), and the default runtime's name.
+    pub async fn runtimes(&self) -> DockerResult<(HashMap<String, String>, Option<String>)> {
+        let info = self.docker.info().await.map_err(api_error)?;
+        let runtimes = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, runtime)| {
+                let path = runtime.path.unwrap_or_else(|| name.clone());
+                (name, path)
+            })
+            .collect();
+        Ok((runtimes, info.default_runtime))
+    }
 }
 
 fn api_error(err: bollard::errors::Error) -> DockerError {

@@ -31,7 +31,7 @@ use crate::docker::BollardDocker;
 use crate::logs::LogCap;
 use crate::metrics::Metrics;
 use crate::runner::{Ctx, JobSettings};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Runtimes, Sandbox};
 use crate::scheduler::Scheduler;
 
 /// Runs the controller until `shutdown` is cancelled (SIGTERM/SIGINT) or it loses its lease.
@@ -41,6 +41,24 @@ use crate::scheduler::Scheduler;
 /// their logs from the stored cursor, so a restart (an upgrade, a deploy) neither kills the
 /// users' jobs nor loses output. It then releases its lease and its lock and returns `Ok`.
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let docker = BollardDocker::connect(args.docker_host.as_deref())
+        .await
+        .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
+    let (installed, default_runtime) = docker
+        .runtimes()
+        .await
+        .context("cannot ask Docker for its runtimes (docker info)")?;
+    let runtimes = Runtimes::resolve(&args, &installed, default_runtime.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    for (what, runtime) in [("without", &runtimes.offline), ("with", &runtimes.online)] {
+        if let Some(name) = &runtime.name {
+            info!(
+                runtime = name,
+                gvisor = runtime.gvisor,
+                "steps {what} network run in {name}"
+            );
+        }
+    }
     let pool = db::connect(&args.db_path, 8)
         .await
         .with_context(|| format!("cannot open the database {}", args.db_path.display()))?;
@@ -58,7 +76,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     policy::publish(&pool, epoch, &policy)
         .await
         .context("cannot publish the operator policy")?;
-    let sandbox = Sandbox::from_args(&args);
+    let sandbox = Sandbox::from_args(&args, runtimes);
     let (uid, gid) = args.uid_gid();
     sandbox::write_plugins(&sandbox.plugins_dir).with_context(|| {
         format!(
@@ -73,9 +91,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         )
     })?;
 
-    let docker = BollardDocker::connect(args.docker_host.as_deref())
-        .await
-        .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
     let metrics = Arc::new(Metrics::default());
     metrics.set_epoch(epoch);
     let ctx = Arc::new(Ctx {

@@ -1210,7 +1210,7 @@ impl<D: Docker> Ctx<D> {
                 if Instant::now() >= deadline {
                     return Ok(StepEnd::StoppedBefore(StopKind::Timeout));
                 }
-                sink.notice(spec.notice.clone()).await?;
+                sink.notice(self.sandbox.step_notice(spec)).await?;
                 let run = Run {
                     job: id,
                     task: &job.task,

@@ -57,6 +57,7 @@ fn sandbox() -> Sandbox {
         tmp_size_bytes: 1 << 20,
         install_network: "bridge".into(),
         test_network: "none".into(),
+        runtimes: Default::default(),
         log_max_size_bytes: 1 << 20,
         identity_dir: "/nonexistent/identity".into(),
         plugins_dir: "/nonexistent/plugins".into(),
