@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bollard::container::Config;
-use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
+use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, ResourcesUlimits};
 use ci_common::step::{Network, StepSpec};
 use ci_common::{JobId, UserId};
 
@@ -115,6 +115,43 @@ pub struct Runtime {
     pub name: Option<String>,
     /// The runtime is gVisor (its binary is `runsc`), whose kernel runs the job's processes.
     pub gvisor: bool,
+}
+
+/// Host pids (cgroup `pids.max`) a gVisor sandbox may use for each task of the job: on its
+/// default (ptrace) platform each process of the job is also a stub process on the host, with
+/// threads of gVisor's own beside them (measured: about 25 at rest, and 7.5 more for each
+/// forked bare Python process, 11 for each forked pytest). Half as much again as the most.
+pub const GVISOR_HOST_PIDS_PER_TASK: i64 = 16;
+/// Host pids of a gVisor sandbox beyond [`GVISOR_HOST_PIDS_PER_TASK`]: its own threads at rest.
+pub const GVISOR_HOST_PIDS_BASE: i64 = 64;
+
+impl Runtime {
+    /// The container's `pids.max` on the host for a job allowed `pids_limit` processes. A gVisor
+    /// sandbox dies as a whole (no `EAGAIN` for the job) when its own threads reach the host
+    /// limit, so it gets room for them, and [`Runtime::ulimits`] holds the job to `pids_limit`.
+    pub fn host_pids_limit(&self, pids_limit: i64) -> i64 {
+        if self.gvisor {
+            pids_limit
+                .saturating_mul(GVISOR_HOST_PIDS_PER_TASK)
+                .saturating_add(GVISOR_HOST_PIDS_BASE)
+        } else {
+            pids_limit
+        }
+    }
+
+    /// The container's ulimits. Under gVisor, `nproc` (`RLIMIT_NPROC`) at `pids_limit`: gVisor's
+    /// kernel counts the job's own processes and threads against it, per sandbox, and fork
+    /// fails with `EAGAIN` past it, as under the host's `pids.max` with runc. (Under runc it
+    /// would count every process of the uid on the host, other jobs' included.)
+    pub fn ulimits(&self, pids_limit: i64) -> Option<Vec<ResourcesUlimits>> {
+        self.gvisor.then(|| {
+            vec![ResourcesUlimits {
+                name: Some("nproc".to_owned()),
+                soft: Some(pids_limit),
+                hard: Some(pids_limit),
+            }]
+        })
+    }
 }
 
 /// The OCI runtimes of job containers (`--runtime`, `--runtime-with-network`).
@@ -465,7 +502,8 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         memory: Some(sandbox.memory_bytes),
         memory_swap: Some(sandbox.memory_bytes),
         nano_cpus: Some(sandbox.nano_cpus),
-        pids_limit: Some(sandbox.pids_limit),
+        pids_limit: Some(runtime.host_pids_limit(sandbox.pids_limit)),
+        ulimits: runtime.ulimits(sandbox.pids_limit),
         runtime: runtime.name.clone(),
         // The supervisor is PID 1: Docker's init would forward a test's own kill(1, SIGTERM).
         init: Some(false),
@@ -795,5 +833,31 @@ mod tests {
             Runtimes::resolve(&args(&["--runtime", "kata"]), &installed(), None).unwrap();
         assert_eq!(host(&sandbox, &steps[0]).runtime.as_deref(), Some("kata"));
         assert_eq!(host(&sandbox, &steps[1]).runtime.as_deref(), Some("kata"));
+    }
+
+    #[test]
+    fn gvisor_holds_the_job_to_the_pids_limit_and_leaves_room_for_its_own() {
+        let job = JobId::new();
+        for step in &steps() {
+            let host = container_config(&gvisor_sandbox(), &run(job, step))
+                .host_config
+                .unwrap();
+            let nproc = ResourcesUlimits {
+                name: Some("nproc".into()),
+                soft: Some(256),
+                hard: Some(256),
+            };
+            assert_eq!(host.ulimits, Some(vec![nproc]), "{}", step.name);
+            assert_eq!(host.pids_limit, Some(256 * 16 + 64), "{}", step.name);
+        }
+        // Another runtime keeps the host's limit, and no rlimit.
+        let mut kata = sandbox();
+        kata.runtimes =
+            Runtimes::resolve(&args(&["--runtime", "kata"]), &installed(), None).unwrap();
+        let host = container_config(&kata, &run(job, &steps()[1]))
+            .host_config
+            .unwrap();
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.ulimits, None);
     }
 }
