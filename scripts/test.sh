@@ -4,8 +4,9 @@
 # Usage: scripts/test.sh [NEXTEST ARGS...]
 #   e.g. scripts/test.sh -E 'test(sse)'     # extra arguments go to `cargo nextest run`
 #
-# Runs scripts/ensure-docker.sh, scripts/build-runner-image.sh and scripts/build-test-images.sh
-# (each does nothing when all is in place), builds every binary (the integration tests start the
+# Runs scripts/ensure-docker.sh, scripts/ensure-gvisor.sh (gVisor's runtimes, for the
+# controller_gvisor tests), scripts/build-runner-image.sh and scripts/build-test-images.sh (each
+# does nothing when all is in place), builds every binary (the integration tests start the
 # real ci-server/ci-controller), then `cargo nextest run --workspace --no-fail-fast`. The tests use
 # the image in $CI_TEST_IMAGE (default: $CI_RUNNER_IMAGE, else ci-runner:bookworm, the image built
 # here) and, where a job's uid must have no user, $CI_TEST_IMAGE_NOPASSWD (default
@@ -23,6 +24,7 @@ export CI_TEST_IMAGE="${CI_TEST_IMAGE:-$runner_image}"
 export CI_TEST_IMAGE_NOPASSWD="${CI_TEST_IMAGE_NOPASSWD:-ci-runner:bookworm-nopasswd}"
 
 scripts/ensure-docker.sh
+scripts/ensure-gvisor.sh
 if [ "$CI_TEST_IMAGE" = "$runner_image" ]; then
   scripts/build-runner-image.sh --tag "$runner_image"
   scripts/build-test-images.sh --base "$runner_image" --tag "$CI_TEST_IMAGE_NOPASSWD"
