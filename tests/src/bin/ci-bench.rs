@@ -157,7 +157,7 @@ async fn run(args: Args) -> Result<bool> {
             .unwrap_or_default()
     );
     eprintln!("ci-bench: {mode}");
-    let machine = Machine::describe(&image);
+    let machine = Machine::describe(&image, &args.output);
 
     let scenario_limit = Duration::from_secs(if args.quick { 300 } else { 900 });
     let mut outcomes = Vec::new();

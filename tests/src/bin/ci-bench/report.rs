@@ -17,7 +17,9 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn describe(image: &str) -> Self {
+    /// The machine, `image` and the commit; `report` (the file being written) does not count
+    /// as an uncommitted change.
+    pub fn describe(image: &str, report: &std::path::Path) -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
@@ -44,7 +46,19 @@ impl Machine {
             &["image", "inspect", "--format", "{{.Id}}", image],
         );
         let commit = output("git", &["rev-parse", "--short", "HEAD"]);
-        let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let exclude = format!(":(exclude){}", report.display());
+        let dirty = !output(
+            "git",
+            &[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                &exclude,
+            ],
+        )
+        .is_empty();
         Self {
             cpu: format!("{cores} cores ({model})"),
             memory: format!("{:.1} GiB", mem_kb / 1024.0 / 1024.0),
