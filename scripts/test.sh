@@ -5,13 +5,15 @@
 #   e.g. scripts/test.sh -E 'test(sse)'     # extra arguments go to `cargo nextest run`
 #
 # Runs scripts/ensure-docker.sh (with docker-compose, for the compose deployment's test),
+# scripts/ensure-gvisor.sh (gVisor's runtimes, for the controller_gvisor tests),
 # scripts/ensure-schemathesis.sh, scripts/ensure-browser.sh (headless Chromium and chromedriver
 # for the web UI's tests), scripts/build-runner-image.sh and scripts/build-test-images.sh (each
 # does nothing when all is in place), builds every binary (the integration tests start the real
-# ci-server/ci-controller, and deploy_compose puts them in the service image), then `cargo nextest run --workspace
-# --no-fail-fast`. The tests use the image in $CI_TEST_IMAGE (default: $CI_RUNNER_IMAGE, else
-# ci-runner:bookworm, the image built here) and, where a job's uid must have no user,
-# $CI_TEST_IMAGE_NOPASSWD (default ci-runner:bookworm-nopasswd, derived here from the runner image).
+# ci-server/ci-controller, and deploy_compose puts them in the service image), then `cargo nextest
+# run --workspace --no-fail-fast`. The tests use the image in $CI_TEST_IMAGE (default:
+# $CI_RUNNER_IMAGE, else ci-runner:bookworm, the image built here) and, where a job's uid must have
+# no user, $CI_TEST_IMAGE_NOPASSWD (default ci-runner:bookworm-nopasswd, derived here from the
+# runner image).
 set -euo pipefail
 
 die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -25,6 +27,7 @@ export CI_TEST_IMAGE="${CI_TEST_IMAGE:-$runner_image}"
 export CI_TEST_IMAGE_NOPASSWD="${CI_TEST_IMAGE_NOPASSWD:-ci-runner:bookworm-nopasswd}"
 
 scripts/ensure-docker.sh --compose
+scripts/ensure-gvisor.sh
 scripts/ensure-schemathesis.sh
 scripts/ensure-browser.sh
 if [ "$CI_TEST_IMAGE" = "$runner_image" ]; then

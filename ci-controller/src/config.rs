@@ -98,6 +98,16 @@ pub struct Args {
     #[arg(long, env = "CI_MAX_LINE_BYTES", default_value = "16k", value_parser = parse_line_bytes)]
     pub max_line_bytes: u64,
 
+    /// OCI runtime of job containers, as registered with Docker (`runsc` for gVisor: see
+    /// scripts/ensure-gvisor.sh); default: Docker's default runtime.
+    #[arg(long, env = "CI_RUNTIME", value_parser = parse_runtime)]
+    pub runtime: Option<String>,
+
+    /// OCI runtime of steps with network (the install step; gVisor: `runsc-net`); default: the
+    /// same as --runtime.
+    #[arg(long, env = "CI_RUNTIME_WITH_NETWORK", value_parser = parse_runtime)]
+    pub runtime_with_network: Option<String>,
+
     /// Docker network of the dependency installation phase.
     #[arg(long, env = "CI_INSTALL_NETWORK", default_value = "bridge")]
     pub install_network: String,
@@ -266,6 +276,19 @@ fn parse_user(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_runtime(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a runtime name (letters, digits, '-', '_', '.'; e.g. runsc)"
+        ))
+    }
+}
+
 fn parse_line_bytes(s: &str) -> Result<u64, String> {
     let value = parse_size(s)?;
     if value >= 16 {
@@ -349,6 +372,8 @@ mod tests {
         assert_eq!(args.max_line_bytes, 16 << 10);
         assert_eq!(args.install_network, "bridge");
         assert_eq!(args.test_network, "none");
+        assert_eq!(args.runtime, None);
+        assert_eq!(args.runtime_with_network, None);
         assert_eq!(args.stop_grace, Duration::from_secs(10));
         assert_eq!(args.user, "1000:1000");
         assert_eq!(args.uid_gid(), (1000, 1000));

@@ -10,6 +10,7 @@ use bollard::container::{
     UploadToContainerOptions,
 };
 use bollard::image::CreateImageOptions;
+use bollard::system::EventsOptions;
 use bollard::volume::{CreateVolumeOptions, ListVolumesOptions, RemoveVolumeOptions};
 use bytes::Bytes;
 use ci_common::LogStream;
@@ -152,6 +153,16 @@ pub trait Docker: Send + Sync + 'static {
     ) -> impl Future<Output = DockerResult<()>> + Send;
     /// Removes a container, running or not; a missing one is not an error.
     fn remove_container(&self, name: &str) -> impl Future<Output = DockerResult<()>> + Send;
+    /// Whether Docker reported the container out of memory (an `oom` event), waiting up to
+    /// `wait` for one still to come. A container's exit can reach Docker before the out of
+    /// memory notice of its cgroup (seen under gVisor, where the kernel kills one of the
+    /// sandbox's host processes and the sandbox then exits on its own), and Docker then never
+    /// sets `OOMKilled`.
+    fn oom_event(
+        &self,
+        name: &str,
+        wait: std::time::Duration,
+    ) -> impl Future<Output = DockerResult<bool>> + Send;
     /// Every container (running or not) carrying `label` (`key=value`).
     fn list_containers(
         &self,
@@ -212,6 +223,22 @@ impl BollardDocker {
             Err(DockerError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The daemon's OCI runtimes (`docker info`): each name with the path of its binary (the
+    /// name itself when the daemon looks it up on its `PATH`), and the default runtime's name.
+    pub async fn runtimes(&self) -> DockerResult<(HashMap<String, String>, Option<String>)> {
+        let info = self.docker.info().await.map_err(api_error)?;
+        let runtimes = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, runtime)| {
+                let path = runtime.path.unwrap_or_else(|| name.clone());
+                (name, path)
+            })
+            .collect();
+        Ok((runtimes, info.default_runtime))
     }
 }
 
@@ -514,6 +541,30 @@ impl Docker for BollardDocker {
             ..Default::default()
         };
         ignore_not_found(self.docker.remove_container(name, Some(options)).await)
+    }
+
+    async fn oom_event(&self, name: &str, wait: std::time::Duration) -> DockerResult<bool> {
+        // Docker replays the events it keeps (its last few hundred) from `since`, then follows
+        // until `until`; the name is the step's own, so any `oom` of it is this container's.
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            + wait;
+        let options = EventsOptions::<String> {
+            since: Some("1".to_owned()),
+            until: Some(format!("{}.{:09}", until.as_secs(), until.subsec_nanos())),
+            filters: HashMap::from([
+                ("type".to_owned(), vec!["container".to_owned()]),
+                ("container".to_owned(), vec![name.to_owned()]),
+                ("event".to_owned(), vec!["oom".to_owned()]),
+            ]),
+        };
+        let mut events = self.docker.events(Some(options));
+        match events.next().await {
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(api_error(e)),
+            None => Ok(false),
+        }
     }
 
     async fn list_containers(&self, label: &str) -> DockerResult<Vec<ContainerSummary>> {

@@ -23,6 +23,8 @@ pub struct Script {
     pub messages: Vec<String>,
     pub exit_code: i64,
     pub oom: bool,
+    /// Out of memory as only an `oom` event says (not `inspect`).
+    pub oom_event: bool,
     /// Runs until killed instead of exiting at once.
     pub runs_until_killed: bool,
     /// SIGTERM does nothing (only SIGKILL stops it).
@@ -296,6 +298,14 @@ impl Docker for FakeDocker {
                 exit_code: c.exit_code,
                 oom_killed: c.oom,
             }))
+    }
+
+    async fn oom_event(&self, name: &str, _wait: std::time::Duration) -> DockerResult<bool> {
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .containers
+            .get(name)
+            .is_some_and(|c| c.script.oom_event && c.status == "exited"))
     }
 
     fn logs(&self, name: &str, _since: i64) -> BoxStream<'static, DockerResult<LogChunk>> {

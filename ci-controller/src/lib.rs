@@ -33,7 +33,7 @@ use crate::host_path::HostPaths;
 use crate::logs::LogCap;
 use crate::metrics::Metrics;
 use crate::runner::{Ctx, JobSettings};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Runtimes, Sandbox};
 use crate::scheduler::Scheduler;
 
 /// Runs the controller until `shutdown` is cancelled (SIGTERM/SIGINT) or it loses its lease.
@@ -43,6 +43,24 @@ use crate::scheduler::Scheduler;
 /// their logs from the stored cursor, so a restart (an upgrade, a deploy) neither kills the
 /// users' jobs nor loses output. It then releases its lease and its lock and returns `Ok`.
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let docker = BollardDocker::connect(args.docker_host.as_deref())
+        .await
+        .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
+    let (installed, default_runtime) = docker
+        .runtimes()
+        .await
+        .context("cannot ask Docker for its runtimes (docker info)")?;
+    let runtimes = Runtimes::resolve(&args, &installed, default_runtime.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    for (what, runtime) in [("without", &runtimes.offline), ("with", &runtimes.online)] {
+        if let Some(name) = &runtime.name {
+            info!(
+                runtime = name,
+                gvisor = runtime.gvisor,
+                "steps {what} network run in {name}"
+            );
+        }
+    }
     let pool = db::connect(&args.db_path, 8)
         .await
         .with_context(|| format!("cannot open the database {}", args.db_path.display()))?;
@@ -60,7 +78,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     policy::publish(&pool, epoch, &policy)
         .await
         .context("cannot publish the operator policy")?;
-    let mut sandbox = Sandbox::from_args(&args);
+    let mut sandbox = Sandbox::from_args(&args, runtimes);
     let (uid, gid) = args.uid_gid();
     let (plugins_dir, identity_dir) = (args.plugins_dir(), args.identity_dir());
     sandbox::write_plugins(&plugins_dir).with_context(|| {
@@ -76,9 +94,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         )
     })?;
 
-    let docker = BollardDocker::connect(args.docker_host.as_deref())
-        .await
-        .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
     // Job containers mount those files from where the Docker host sees them.
     let host = HostPaths::discover(&docker)
         .await

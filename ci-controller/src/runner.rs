@@ -89,6 +89,10 @@ const FLAKY_NAMED: usize = 5;
 /// How long an image seen present is trusted without inspecting it again.
 const IMAGE_SEEN_FOR: Duration = Duration::from_secs(30);
 
+/// How long a step killed with SIGKILL (not by the controller) waits for Docker's `oom` event,
+/// which can come after the exit (measured under gVisor: up to about a second after the kill).
+const LATE_OOM_WAIT: Duration = Duration::from_secs(1);
+
 /// Signals a job task listens to.
 #[derive(Clone, Debug, Default)]
 pub struct JobControl {
@@ -1210,7 +1214,7 @@ impl<D: Docker> Ctx<D> {
                 if Instant::now() >= deadline {
                     return Ok(StepEnd::StoppedBefore(StopKind::Timeout));
                 }
-                sink.notice(spec.notice.clone()).await?;
+                sink.notice(self.sandbox.step_notice(spec)).await?;
                 let run = Run {
                     job: id,
                     task: &job.task,
@@ -1272,7 +1276,16 @@ impl<D: Docker> Ctx<D> {
         let stop = *stop.lock().unwrap();
         Ok(match state {
             None => StepEnd::Detached,
-            Some(state) => StepEnd::Exited(state, stop),
+            Some(mut state) => {
+                if stop.is_none() && state.exit_code == 137 && !state.oom_killed {
+                    // Killed, not by us: perhaps out of memory, with Docker told after the exit.
+                    match self.docker.oom_event(&name, LATE_OOM_WAIT).await {
+                        Ok(oom) => state.oom_killed = oom,
+                        Err(e) => warn!(job.id = %id, "cannot read Docker's events: {e}"),
+                    }
+                }
+                StepEnd::Exited(state, stop)
+            }
         })
     }
 

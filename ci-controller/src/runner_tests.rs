@@ -57,6 +57,7 @@ fn sandbox() -> Sandbox {
         tmp_size_bytes: 1 << 20,
         install_network: "bridge".into(),
         test_network: "none".into(),
+        runtimes: Default::default(),
         log_max_size_bytes: 1 << 20,
         identity_dir: "/nonexistent/identity".into(),
         plugins_dir: "/nonexistent/plugins".into(),
@@ -240,6 +241,28 @@ async fn install_failures_and_oom_end_in_error() {
         Script {
             exit_code: 137,
             oom: true,
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, _) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Error);
+    assert!(job.oom_killed);
+    assert!(job.reason.unwrap().contains("memory limit of 256m"));
+
+    // Docker may hear of the out of memory kill only after the exit: its `oom` event says it.
+    let w = world().await;
+    w.docker.script(
+        "test",
+        Script {
+            exit_code: 137,
+            oom_event: true,
             ..Default::default()
         },
     );

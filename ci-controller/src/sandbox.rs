@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bollard::container::Config;
-use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum};
+use bollard::models::{HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, ResourcesUlimits};
 use ci_common::step::{Network, StepSpec};
 use ci_common::{JobId, UserId};
 
@@ -74,6 +74,8 @@ pub struct Sandbox {
     pub tmp_size_bytes: u64,
     pub install_network: String,
     pub test_network: String,
+    /// The OCI runtimes of steps without and with network.
+    pub runtimes: Runtimes,
     /// `max-size` of Docker's log of each container.
     pub log_max_size_bytes: u64,
     /// The folder holding the generated `passwd` and `group` files mounted read-only into every
@@ -106,8 +108,131 @@ pub fn log_max_size(cap_bytes: u64, cap_lines: u64) -> u64 {
         .max(64 << 20)
 }
 
+/// The OCI runtime of a job container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Runtime {
+    /// The name registered with Docker (`runsc`); `None`: Docker's default runtime.
+    pub name: Option<String>,
+    /// The runtime is gVisor (its binary is `runsc`), whose kernel runs the job's processes.
+    pub gvisor: bool,
+}
+
+/// Host pids (cgroup `pids.max`) a gVisor sandbox may use for each task of the job: on its
+/// default (ptrace) platform each process of the job is also a stub process on the host, with
+/// threads of gVisor's own beside them (measured: about 25 at rest, and 7.5 more for each
+/// forked bare Python process, 11 for each forked pytest). Half as much again as the most.
+pub const GVISOR_HOST_PIDS_PER_TASK: i64 = 16;
+/// Host pids of a gVisor sandbox beyond [`GVISOR_HOST_PIDS_PER_TASK`]: its own threads at rest.
+pub const GVISOR_HOST_PIDS_BASE: i64 = 64;
+
+impl Runtime {
+    /// The container's `pids.max` on the host for a job allowed `pids_limit` processes. A gVisor
+    /// sandbox dies as a whole (no `EAGAIN` for the job) when its own threads reach the host
+    /// limit, so it gets room for them, and [`Runtime::ulimits`] holds the job to `pids_limit`.
+    pub fn host_pids_limit(&self, pids_limit: i64) -> i64 {
+        if self.gvisor {
+            pids_limit
+                .saturating_mul(GVISOR_HOST_PIDS_PER_TASK)
+                .saturating_add(GVISOR_HOST_PIDS_BASE)
+        } else {
+            pids_limit
+        }
+    }
+
+    /// The container's ulimits. Under gVisor, `nproc` (`RLIMIT_NPROC`) at `pids_limit`: gVisor's
+    /// kernel counts the job's own processes and threads against it, per sandbox, and fork
+    /// fails with `EAGAIN` past it, as under the host's `pids.max` with runc. (Under runc it
+    /// would count every process of the uid on the host, other jobs' included.)
+    pub fn ulimits(&self, pids_limit: i64) -> Option<Vec<ResourcesUlimits>> {
+        self.gvisor.then(|| {
+            vec![ResourcesUlimits {
+                name: Some("nproc".to_owned()),
+                soft: Some(pids_limit),
+                hard: Some(pids_limit),
+            }]
+        })
+    }
+
+    /// Whether the supervisor gives the job output pipes of the container's own kernel and
+    /// copies them out (`--relay`, see supervisor.py): under gVisor (Debian 12's runsc) a write
+    /// to the container's stdout or stderr can be short, and a program that does not write the
+    /// rest loses it — Python with `PYTHONUNBUFFERED=1` lost 94% of a 300 MB flood.
+    pub fn relays_output(&self) -> bool {
+        self.gvisor
+    }
+}
+
+/// The OCI runtimes of job containers (`--runtime`, `--runtime-with-network`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Runtimes {
+    /// Steps without network (the tests).
+    pub offline: Runtime,
+    /// Steps with network (the install step).
+    pub online: Runtime,
+}
+
+impl Runtimes {
+    /// The runtimes `--runtime` and `--runtime-with-network` name (the latter defaults to the
+    /// former), checked against those Docker has: `installed` maps each name to the path of its
+    /// binary, and `default` is the name of Docker's default runtime (`docker info`). `Err`
+    /// says which runtime is missing and how to register it.
+    pub fn resolve(
+        args: &Args,
+        installed: &HashMap<String, String>,
+        default: Option<&str>,
+    ) -> Result<Self, String> {
+        let gvisor = |name: &str| {
+            let binary = installed.get(name).map_or(name, String::as_str);
+            Path::new(binary)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("runsc"))
+        };
+        let runtime = |flag: &str, name: Option<&String>| match name {
+            None => Ok(Runtime {
+                name: None,
+                gvisor: default.is_some_and(gvisor),
+            }),
+            Some(name) if installed.contains_key(name) => Ok(Runtime {
+                name: Some(name.clone()),
+                gvisor: gvisor(name),
+            }),
+            Some(name) => {
+                let mut known: Vec<&str> = installed.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(format!(
+                    "{flag} {name}: Docker has no runtime named {name:?} (it has: {}). Register \
+                     it under \"runtimes\" in /etc/docker/daemon.json and reload dockerd (kill \
+                     -HUP); for gVisor, scripts/ensure-gvisor.sh installs runsc and registers \
+                     runsc (--network=none) and runsc-net (--network=host) for \
+                     --runtime runsc --runtime-with-network runsc-net",
+                    known.join(", ")
+                ))
+            }
+        };
+        let with_network = args.runtime_with_network.as_ref().or(args.runtime.as_ref());
+        let flag = if args.runtime_with_network.is_some() {
+            "--runtime-with-network"
+        } else {
+            "--runtime"
+        };
+        Ok(Self {
+            offline: runtime("--runtime", args.runtime.as_ref())?,
+            online: runtime(flag, with_network)?,
+        })
+    }
+
+    /// The runtime of a step with or without network.
+    pub fn of(&self, network: Network) -> &Runtime {
+        match network {
+            Network::Online => &self.online,
+            Network::Offline => &self.offline,
+        }
+    }
+}
+
 impl Sandbox {
-    pub fn from_args(args: &Args) -> Self {
+    /// The sandbox of `args`, with its runtimes resolved by [`Runtimes::resolve`].
+    pub fn from_args(args: &Args, runtimes: Runtimes) -> Self {
         Self {
             image: args.image.clone(),
             prefix: args.container_prefix.clone(),
@@ -118,9 +243,19 @@ impl Sandbox {
             tmp_size_bytes: args.tmp_size,
             install_network: args.install_network.clone(),
             test_network: args.test_network.clone(),
+            runtimes,
             log_max_size_bytes: log_max_size(args.log_cap_bytes, args.log_cap_lines),
             identity_dir: args.identity_dir(),
             plugins_dir: args.plugins_dir(),
+        }
+    }
+
+    /// What the log says as a step starts: the step's notice, and the runtime it runs in
+    /// when one is chosen (`running tests: python3 -m pytest -v (runtime runsc)`).
+    pub fn step_notice(&self, step: &StepSpec) -> String {
+        match &self.runtimes.of(step.network).name {
+            Some(name) => format!("{} (runtime {name})", step.notice),
+            None => step.notice.clone(),
         }
     }
 
@@ -317,6 +452,7 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         Network::Online => &sandbox.install_network,
         Network::Offline => &sandbox.test_network,
     };
+    let runtime = sandbox.runtimes.of(step.network);
     let identity = |name: &str, target: &str| Mount {
         target: Some(target.to_owned()),
         source: Some(
@@ -374,7 +510,9 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         memory: Some(sandbox.memory_bytes),
         memory_swap: Some(sandbox.memory_bytes),
         nano_cpus: Some(sandbox.nano_cpus),
-        pids_limit: Some(sandbox.pids_limit),
+        pids_limit: Some(runtime.host_pids_limit(sandbox.pids_limit)),
+        ulimits: runtime.ulimits(sandbox.pids_limit),
+        runtime: runtime.name.clone(),
         // The supervisor is PID 1: Docker's init would forward a test's own kill(1, SIGTERM).
         init: Some(false),
         network_mode: Some(network.clone()),
@@ -395,9 +533,11 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         }),
         ..Default::default()
     };
+    let relay = runtime.relays_output().then_some("--relay");
     let cmd = ["python3", "-c", SUPERVISOR]
-        .iter()
-        .map(|s| s.to_string())
+        .into_iter()
+        .chain(relay)
+        .map(str::to_owned)
         .chain(step.command.iter().cloned())
         .collect();
     Config {
@@ -421,6 +561,8 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn sandbox() -> Sandbox {
@@ -434,6 +576,7 @@ mod tests {
             tmp_size_bytes: 256 << 20,
             install_network: "bridge".into(),
             test_network: "none".into(),
+            runtimes: Runtimes::default(),
             log_max_size_bytes: 64 << 20,
             identity_dir: "/var/lib/ci/identity".into(),
             plugins_dir: "/var/lib/ci/plugins".into(),
@@ -607,5 +750,139 @@ mod tests {
             sandbox().container_name(job, "install"),
             format!("ci-{job}-install")
         );
+        assert_eq!(host.runtime, None, "Docker's default runtime");
+        assert_eq!(host.ulimits, None);
+        assert_eq!(sandbox().step_notice(&steps[1]), steps[1].notice);
+    }
+
+    fn args(flags: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("ci-controller").chain(flags.iter().copied())).unwrap()
+    }
+
+    fn installed() -> HashMap<String, String> {
+        HashMap::from([
+            ("runc".to_owned(), "runc".to_owned()),
+            ("runsc".to_owned(), "/usr/bin/runsc".to_owned()),
+            ("runsc-net".to_owned(), "/usr/bin/runsc".to_owned()),
+            ("kata".to_owned(), "/opt/kata/bin/kata-runtime".to_owned()),
+        ])
+    }
+
+    #[test]
+    fn runtimes_are_checked_against_dockers_and_gvisor_is_known_by_its_binary() {
+        let resolve = |flags: &[&str]| Runtimes::resolve(&args(flags), &installed(), Some("runc"));
+        assert_eq!(resolve(&[]).unwrap(), Runtimes::default());
+        let both = resolve(&["--runtime", "runsc", "--runtime-with-network", "runsc-net"]).unwrap();
+        assert_eq!(both.offline.name.as_deref(), Some("runsc"));
+        assert_eq!(both.online.name.as_deref(), Some("runsc-net"));
+        assert!(both.offline.gvisor && both.online.gvisor);
+        let one = resolve(&["--runtime", "kata"]).unwrap();
+        assert_eq!(
+            one.online, one.offline,
+            "--runtime-with-network defaults to --runtime"
+        );
+        assert!(!one.offline.gvisor);
+        let missing =
+            resolve(&["--runtime", "runsc", "--runtime-with-network", "gvisor-net"]).unwrap_err();
+        assert!(
+            missing.starts_with("--runtime-with-network gvisor-net: "),
+            "{missing}"
+        );
+        assert!(
+            missing.contains("(it has: kata, runc, runsc, runsc-net)"),
+            "{missing}"
+        );
+        assert!(missing.contains("/etc/docker/daemon.json"), "{missing}");
+        assert!(missing.contains("scripts/ensure-gvisor.sh"), "{missing}");
+        assert!(resolve(&["--runtime", "nope"])
+            .unwrap_err()
+            .starts_with("--runtime nope: "));
+        // Docker's default runtime may itself be gVisor.
+        let default = Runtimes::resolve(&args(&[]), &installed(), Some("runsc")).unwrap();
+        assert_eq!(default.offline.name, None);
+        assert!(default.offline.gvisor);
+        assert!(Args::try_parse_from(["ci-controller", "--runtime", "a b"]).is_err());
+    }
+
+    /// The sandbox with `--runtime runsc --runtime-with-network runsc-net`.
+    fn gvisor_sandbox() -> Sandbox {
+        let mut sandbox = sandbox();
+        sandbox.runtimes = Runtimes::resolve(
+            &args(&["--runtime", "runsc", "--runtime-with-network", "runsc-net"]),
+            &installed(),
+            Some("runc"),
+        )
+        .unwrap();
+        sandbox
+    }
+
+    #[test]
+    fn each_step_runs_in_its_runtime_and_says_so() {
+        let job = JobId::new();
+        let steps = steps();
+        let mut sandbox = gvisor_sandbox();
+        let host = |sandbox: &Sandbox, step| {
+            container_config(sandbox, &run(job, step))
+                .host_config
+                .unwrap()
+        };
+        let (install, test) = (host(&sandbox, &steps[0]), host(&sandbox, &steps[1]));
+        assert_eq!(install.runtime.as_deref(), Some("runsc-net"));
+        assert_eq!(install.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(test.runtime.as_deref(), Some("runsc"));
+        assert_eq!(test.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            sandbox.step_notice(&steps[1]),
+            format!("{} (runtime runsc)", steps[1].notice)
+        );
+        assert_eq!(
+            sandbox.step_notice(&steps[0]),
+            "installing requirements.txt (runtime runsc-net)"
+        );
+        sandbox.runtimes =
+            Runtimes::resolve(&args(&["--runtime", "kata"]), &installed(), None).unwrap();
+        assert_eq!(host(&sandbox, &steps[0]).runtime.as_deref(), Some("kata"));
+        assert_eq!(host(&sandbox, &steps[1]).runtime.as_deref(), Some("kata"));
+    }
+
+    #[test]
+    fn gvisor_holds_the_job_to_the_pids_limit_and_leaves_room_for_its_own() {
+        let job = JobId::new();
+        for step in &steps() {
+            let host = container_config(&gvisor_sandbox(), &run(job, step))
+                .host_config
+                .unwrap();
+            let nproc = ResourcesUlimits {
+                name: Some("nproc".into()),
+                soft: Some(256),
+                hard: Some(256),
+            };
+            assert_eq!(host.ulimits, Some(vec![nproc]), "{}", step.name);
+            assert_eq!(host.pids_limit, Some(256 * 16 + 64), "{}", step.name);
+        }
+        // Another runtime keeps the host's limit, and no rlimit.
+        let mut kata = sandbox();
+        kata.runtimes =
+            Runtimes::resolve(&args(&["--runtime", "kata"]), &installed(), None).unwrap();
+        let host = container_config(&kata, &run(job, &steps()[1]))
+            .host_config
+            .unwrap();
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.ulimits, None);
+    }
+
+    #[test]
+    fn under_gvisor_the_supervisor_copies_the_output_out() {
+        let job = JobId::new();
+        let steps = steps();
+        let cmd = container_config(&gvisor_sandbox(), &run(job, &steps[1]))
+            .cmd
+            .unwrap();
+        assert_eq!(cmd[..2], ["python3", "-c"]);
+        assert_eq!(cmd[3..], ["--relay", "python3", "-m", "pytest", "-v"]);
+        let runc = container_config(&sandbox(), &run(job, &steps[1]))
+            .cmd
+            .unwrap();
+        assert_eq!(runc[3], "python3", "no relay with runc");
     }
 }

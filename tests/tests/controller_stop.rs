@@ -3,6 +3,9 @@
 #[path = "support/controller.rs"]
 mod support;
 
+#[path = "support/hostile.rs"]
+mod hostile;
+
 use std::time::Duration;
 
 use ci_common::db::jobs;
@@ -119,20 +122,5 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_past_its_timeout_is_stopped_and_timed_out() {
-    let db = TestDb::new().await;
-    let user = db.user("Ada").await;
-    let controller =
-        Controller::start_with(&db.path, &["--job-timeout", "5s", "--stop-grace", "2s"]);
-    let id = queue(&db, user.id, "sleep_forever").await;
-    let job = finished(&db, id, Duration::from_secs(90)).await;
-    assert_eq!(job.status, JobStatus::TimedOut);
-    let reason = job.reason.unwrap();
-    assert!(reason.starts_with("timed out after 5s; "), "{reason}");
-    let started = job.started_at.unwrap();
-    let took = job.finished_at.unwrap() - started;
-    assert!(took >= chrono::Duration::seconds(5), "stopped after {took}");
-    ci_tests::wait_for("the container to be removed", JOB_WAIT, || async {
-        controller.containers().is_empty().then_some(())
-    })
-    .await;
+    hostile::sleep_forever_times_out(&[]).await;
 }

@@ -66,6 +66,16 @@ struct Args {
     #[arg(long)]
     image: Option<String>,
 
+    /// Run job containers in this OCI runtime: the controller's `--runtime`, and the floors'
+    /// `docker run --runtime` (e.g. runsc for gVisor, registered by scripts/ensure-gvisor.sh).
+    /// Only with --only: the scenarios get a section of their own for the runtime.
+    #[arg(long, requires = "only", value_name = "NAME")]
+    runtime: Option<String>,
+
+    /// The controller's `--runtime-with-network` (e.g. runsc-net); default: --runtime.
+    #[arg(long, requires = "runtime", value_name = "NAME")]
+    runtime_with_network: Option<String>,
+
     /// Keep the services' logs even when everything passed.
     #[arg(long)]
     keep_logs: bool,
@@ -135,15 +145,22 @@ async fn run(args: Args) -> Result<bool> {
         log_dir: log_dir.clone(),
         http: client::http(),
         sizes,
+        runtime: args.runtime.clone(),
+        runtime_with_network: args.runtime_with_network.clone(),
     });
+    let runtime = ctx.runtime_text();
     let mode = format!(
-        "{} (runs {}; sizes: {:?})",
+        "{} (runs {}; sizes: {:?}){}",
         if args.quick { "quick" } else { "full" },
         ctx.runs,
-        ctx.sizes
+        ctx.sizes,
+        runtime
+            .as_ref()
+            .map(|r| format!("; job containers in {r}"))
+            .unwrap_or_default()
     );
     eprintln!("ci-bench: {mode}");
-    let machine = Machine::describe(&image);
+    let machine = Machine::describe(&image, &args.output);
 
     let scenario_limit = Duration::from_secs(if args.quick { 300 } else { 900 });
     let mut outcomes = Vec::new();
@@ -201,7 +218,15 @@ async fn run(args: Args) -> Result<bool> {
                 return Err(e).with_context(|| format!("cannot read {}", args.output.display()))
             }
         };
-        report::with_section(&existing, &machine, &mode, &outcomes, docker)
+        let variant = args.runtime.as_deref().map(|r| format!("--runtime {r}"));
+        report::with_section(
+            &existing,
+            &machine,
+            &mode,
+            &outcomes,
+            docker,
+            variant.as_deref(),
+        )
     };
     if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

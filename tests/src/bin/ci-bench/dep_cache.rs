@@ -358,16 +358,9 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
          folders, (b) and (c) install them with `requirements.txt` (`--no-index --find-links \
          wheels`, two local wheels, one requiring the other)."
     ));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load_end = load_average();
-    let shared = [load_start, load_end]
-        .iter()
-        .flatten()
-        .any(|l| *l > cores as f64);
+    let (load, shared) = load_summary(load_start, load_average());
     f.notes.push(format!(
-        "1-minute load average {} before the scenario and {} after, on {cores} cores{}",
-        load_start.map_or("?".to_owned(), |l| format!("{l:.2}")),
-        load_end.map_or("?".to_owned(), |l| format!("{l:.2}")),
+        "{load}{}",
         if shared {
             ": the machine was shared (other work, such as other Docker test runs, kept more \
              runnable tasks than cores), so single samples are noisy; compare the per-pair \
@@ -377,6 +370,20 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         }
     ));
     Ok(f)
+}
+
+/// "1-minute load average A before the scenario and B after, on N cores", and whether the
+/// machine was shared then (more runnable tasks than cores at either end).
+pub(crate) fn load_summary(start: Option<f64>, end: Option<f64>) -> (String, bool) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shared = [start, end].iter().flatten().any(|l| *l > cores as f64);
+    let text = |l: Option<f64>| l.map_or("?".to_owned(), |l| format!("{l:.2}"));
+    let summary = format!(
+        "1-minute load average {} before the scenario and {} after, on {cores} cores",
+        text(start),
+        text(end)
+    );
+    (summary, shared)
 }
 
 /// The 1-minute load average (`/proc/loadavg`).

@@ -20,7 +20,7 @@ use ci_tests::ci_common::api::StepView;
 use ci_tests::ci_common::db::{events, jobs, SqlitePool};
 use ci_tests::ci_common::{EventKind, JobStatus, StepState, UserId};
 
-use crate::dep_cache::{load_average, wheel_of, write};
+use crate::dep_cache::{load_average, load_summary, wheel_of, write};
 use crate::scenarios::{timed, Ctx, Findings};
 use crate::stack::{now_ns, DockerEvents, Stack};
 use crate::stats::{percentile, Goal, Metric, Unit};
@@ -201,7 +201,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
             })
         } else {
             let (wall, exited_ok, output) = own_install(
-                &ctx.image,
+                ctx,
                 &projects.uv,
                 kind.installer(),
                 kind == Kind::OwnUvTmpfs,
@@ -478,19 +478,12 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         projects.shape,
         PACKAGES.len()
     ));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let load_end = load_average();
-    let shared = [load_start, load_end]
-        .iter()
-        .flatten()
-        .any(|l| *l > cores as f64);
+    let (load, shared) = load_summary(load_start, load_average());
     f.notes.push(format!(
-        "1-minute load average {} before the scenario and {} after, on {cores} cores{}. The \
+        "{load}{}. The \
          five runs of a round follow each other, so that other work on the machine (such as \
          other Docker test runs on a shared machine, which come and go) weighs on all five \
          alike: compare the per-round ratios, not runs taken apart, and mind the ranges.",
-        load_start.map_or("?".to_owned(), |l| format!("{l:.2}")),
-        load_end.map_or("?".to_owned(), |l| format!("{l:.2}")),
         if shared {
             ": the machine was shared (other work kept more runnable tasks than cores), so \
              single samples are noisy"
@@ -576,12 +569,12 @@ async fn newest_job(
     }))
 }
 
-/// `docker run` of the runner image with only the venv and the installer command, each timed
+/// `docker run` of the runner image (in the benchmark's runtime) with only the venv and the installer command, each timed
 /// inside the container (`tmpfs`: with /tmp on a tmpfs, as in a job's containers); returns
 /// (wall time, success, stdout + stderr and the exit status). The container carries no
 /// `ci.prefix` label: the controller removes containers of its prefix that no job owns.
 async fn own_install(
-    image: &str,
+    ctx: &Ctx,
     project: &Path,
     installer: &str,
     tmpfs: bool,
@@ -602,14 +595,16 @@ async fn own_install(
          /tmp/v/bin/python -c \"{COUNT_INSTALLED}\"\n"
     );
     let mut cmd = tokio::process::Command::new("docker");
-    cmd.args(["run", "--rm", "--user", "1000:1000", "-e", "HOME=/tmp"])
+    cmd.args(["run", "--rm"])
+        .args(ctx.docker_run_runtime())
+        .args(["--user", "1000:1000", "-e", "HOME=/tmp"])
         .args(["-e", "PIP_DISABLE_PIP_VERSION_CHECK=1"]);
     if tmpfs {
         cmd.args(["--tmpfs", "/tmp:rw,nosuid,nodev,size=256m"]);
     }
     cmd.arg("-v")
         .arg(format!("{}:/w:ro", project.display()))
-        .args(["-w", "/w", image, "sh", "-c", &script])
+        .args(["-w", "/w", &ctx.image, "sh", "-c", &script])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let start = Instant::now();

@@ -17,7 +17,9 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn describe(image: &str) -> Self {
+    /// The machine, `image` and the commit; `report` (the file being written) does not count
+    /// as an uncommitted change.
+    pub fn describe(image: &str, report: &std::path::Path) -> Self {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
@@ -44,7 +46,19 @@ impl Machine {
             &["image", "inspect", "--format", "{{.Id}}", image],
         );
         let commit = output("git", &["rev-parse", "--short", "HEAD"]);
-        let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+        let exclude = format!(":(exclude){}", report.display());
+        let dirty = !output(
+            "git",
+            &[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                &exclude,
+            ],
+        )
+        .is_empty();
         Self {
             cpu: format!("{cores} cores ({model})"),
             memory: format!("{:.1} GiB", mem_kb / 1024.0 / 1024.0),
@@ -236,14 +250,16 @@ fn notes(outcomes: &[Outcome]) -> String {
 }
 
 /// `existing` (the report a full run wrote) with the section of a `--only` run put in or
-/// replaced: the section sits between two markers that name its scenarios, before "What each
-/// scenario measures"; everything else is left as it was.
+/// replaced: the section sits between two markers that name its scenarios (and `variant`, the
+/// flags such as `--runtime runsc` that make it a run of its own), before "What each scenario
+/// measures"; everything else is left as it was.
 pub fn with_section(
     existing: &str,
     machine: &Machine,
     mode: &str,
     outcomes: &[Outcome],
     docker: bool,
+    variant: Option<&str>,
 ) -> String {
     let names: Vec<&str> = outcomes
         .iter()
@@ -251,18 +267,24 @@ pub fn with_section(
         .map(|s| s.name)
         .collect();
     let titles: Vec<&str> = outcomes.iter().map(|o| title(o.number)).collect();
-    let begin = format!("<!-- ci-bench --only {}: begin -->\n", names.join(","));
-    let end = format!("<!-- ci-bench --only {}: end -->\n", names.join(","));
+    let command = match variant {
+        Some(flags) => format!("--only {} {flags}", names.join(",")),
+        None => format!("--only {}", names.join(",")),
+    };
+    let begin = format!("<!-- ci-bench {command}: begin -->\n");
+    let end = format!("<!-- ci-bench {command}: end -->\n");
 
     let mut section = begin.clone();
     let _ = write!(
         section,
-        "## {} (run on its own)\n\n\
-         Written by `ci-bench --only {}` (see *How to run*), which replaces only this section, \
+        "## {}{} (run on its own)\n\n\
+         Written by `ci-bench {command}` (see *How to run*), which replaces only this section, \
          between its markers, and leaves the rest of this file as the last full run wrote it; a \
          full run rewrites the whole file, these scenarios included in its tables.\n\n",
         titles.join(", "),
-        names.join(",")
+        variant
+            .map(|flags| format!(", {flags}"))
+            .unwrap_or_default(),
     );
     section.push_str(&machine_table(machine, mode, docker));
     section.push_str("\n### Results\n\n");
@@ -308,7 +330,8 @@ the controller runs `python3 -m pytest` without `-s`.
    a one-test passing project), from process start to exit. The floor, run alternately with it:
    `docker run --rm -v <copy of the same files>:/w -w /w --user 1000:1000 <image> python3 -m pytest
    -q -p no:cacheprovider`. The ratio is taken per interleaved pair. One unmeasured pair first warms
-   Docker.
+   Docker. With `--runtime` (e.g. gVisor's `runsc`) the controller runs job containers in that
+   runtime and the floor is `docker run --runtime` of it.
 2. **Pickup latency** — from the `201` of `POST /api/v1/jobs` (client clock) to the `start` event of
    the job's first container in `docker events --filter label=ci.prefix=<prefix>` (`timeNano`, same
    host clock). Jobs are submitted one after another, each waited for. Also shown: 201 → the job's
@@ -400,11 +423,14 @@ cargo build --release --workspace --bins && target/release/ci-bench --only dep-c
 cargo build --release --workspace --bins && target/release/ci-bench --only installer
 # scenario 11 alone (also needs scripts/ensure-browser.sh), likewise
 cargo build --release --workspace --bins && target/release/ci-bench --only ui-paint
+# scenario 1 with job containers under gVisor (scripts/ensure-gvisor.sh), in a section of its own
+target/release/ci-bench --only end-to-end --runtime runsc --runtime-with-network runsc-net
 ```
 
 `ci-bench --help` lists every flag (`--output PATH`, `--only 4,5` or `--only report-parse`,
-`--keep-logs`). A run with `--only` writes its scenarios in a section of their own, replacing
-that section if the file has one, and leaves the rest of the file as it was.
+`--runtime NAME`, `--keep-logs`). A run with `--only` writes its scenarios in a section of their
+own (one per `--runtime`), replacing that section if the file has one, and leaves the rest of the
+file as it was.
 "#;
 
 #[cfg(test)]
@@ -444,13 +470,13 @@ mod tests {
     #[test]
     fn an_only_run_replaces_its_own_section_and_nothing_else() {
         let full = markdown(&machine(), "full", &[outcome(7, 1.0)]);
-        let once = with_section(&full, &machine(), "full", &[outcome(8, 111.0)], false);
+        let once = with_section(&full, &machine(), "full", &[outcome(8, 111.0)], false, None);
         assert!(once.starts_with(full.split(METHOD_HEADING).next().unwrap()));
         assert!(once.ends_with(&full[full.find(METHOD_HEADING).unwrap()..]));
         assert!(once.contains("| 8 | Test report parsing | rate | 111.0 MB/s |"));
         assert!(!once.contains("Docker server | 27 |\n\n### Results"));
 
-        let twice = with_section(&once, &machine(), "full", &[outcome(8, 222.0)], false);
+        let twice = with_section(&once, &machine(), "full", &[outcome(8, 222.0)], false, None);
         assert_eq!(twice.matches("--only report-parse: begin").count(), 1);
         assert!(twice.contains("| 222.0 MB/s |") && !twice.contains("| 111.0 MB/s |"));
         let outside = |text: &str| {
@@ -460,7 +486,36 @@ mod tests {
         };
         assert_eq!(outside(&twice), outside(&once));
 
-        let alone = with_section("", &machine(), "quick", &[outcome(8, 1.0)], false);
+        let alone = with_section("", &machine(), "quick", &[outcome(8, 1.0)], false, None);
         assert!(alone.starts_with("# Benchmarks\n\n<!-- ci-bench --only report-parse: begin -->"));
+
+        // A run with other flags (a runtime) has a section of its own beside the plain one.
+        let variant = Some("--runtime runsc");
+        let beside = with_section(
+            &twice,
+            &machine(),
+            "full",
+            &[outcome(8, 333.0)],
+            false,
+            variant,
+        );
+        assert!(beside.contains("| 222.0 MB/s |") && beside.contains("| 333.0 MB/s |"));
+        assert!(beside.contains("## Test report parsing, --runtime runsc (run on its own)"));
+        let again = with_section(
+            &beside,
+            &machine(),
+            "full",
+            &[outcome(8, 444.0)],
+            false,
+            variant,
+        );
+        assert!(again.contains("| 222.0 MB/s |") && again.contains("| 444.0 MB/s |"));
+        assert!(!again.contains("| 333.0 MB/s |"));
+        assert_eq!(
+            again
+                .matches("<!-- ci-bench --only report-parse --runtime runsc: begin -->")
+                .count(),
+            1
+        );
     }
 }

@@ -29,6 +29,9 @@ pub struct Ctx {
     pub log_dir: PathBuf,
     pub http: reqwest::Client,
     pub sizes: Sizes,
+    /// The OCI runtime of job containers (`--runtime`), and of steps with network.
+    pub runtime: Option<String>,
+    pub runtime_with_network: Option<String>,
 }
 
 /// How big each scenario is.
@@ -252,12 +255,41 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
 
 impl Ctx {
     pub(crate) fn stack_options(&self, replicas: usize, controller_args: &[&str]) -> StackOptions {
+        let runtime = [
+            ("--runtime", &self.runtime),
+            ("--runtime-with-network", &self.runtime_with_network),
+        ];
+        let runtime_args = runtime
+            .into_iter()
+            .filter_map(|(flag, name)| Some([flag.to_owned(), name.clone()?]))
+            .flatten();
         StackOptions {
             replicas,
-            controller_args: controller_args.iter().map(|s| (*s).to_owned()).collect(),
+            controller_args: controller_args
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain(runtime_args)
+                .collect(),
             image: self.image.clone(),
             log_dir: self.log_dir.clone(),
         }
+    }
+
+    /// The arguments of a floor's `docker run` that choose the runtime (none: Docker's default).
+    pub(crate) fn docker_run_runtime(&self) -> Vec<String> {
+        match &self.runtime {
+            Some(name) => vec!["--runtime".to_owned(), name.clone()],
+            None => Vec::new(),
+        }
+    }
+
+    /// The runtime of job containers for the report (`None`: Docker's default).
+    pub(crate) fn runtime_text(&self) -> Option<String> {
+        let name = self.runtime.as_ref()?;
+        Some(match &self.runtime_with_network {
+            Some(net) if net != name => format!("runtime {name} ({net} with network)"),
+            _ => format!("runtime {name}"),
+        })
     }
 
     /// How long one job may take before the scenario gives up on it.
@@ -300,6 +332,7 @@ pub(crate) async fn timed(
 // 1. End to end
 
 async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
+    let load_start = crate::dep_cache::load_average();
     let stack = Stack::start(ctx.stack_options(1, &[])).await?;
     let user = stack.db.user("Bench").await;
     let ours_dir = fixtures::trivial(&ctx.work, "e2e-ours")?;
@@ -325,7 +358,9 @@ async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
     };
     let floor = |dir: &std::path::Path| {
         let mut cmd = tokio::process::Command::new("docker");
-        cmd.args(["run", "--rm", "--label"])
+        cmd.args(["run", "--rm"])
+            .args(ctx.docker_run_runtime())
+            .arg("--label")
             .arg(format!("ci.prefix={}", stack.prefix()))
             .arg("-v")
             .arg(format!("{}:/w", dir.display()))
@@ -389,6 +424,22 @@ async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
         Goal::AtMost(1.3),
         ratios,
     ));
+    let (load, shared) =
+        crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
+    f.notes.push(format!(
+        "{load}{}",
+        if shared {
+            ": the machine was shared (other work kept more runnable tasks than cores), so \
+             single samples are noisy; compare the per-pair ratios"
+        } else {
+            ""
+        }
+    ));
+    if let Some(runtime) = ctx.runtime_text() {
+        f.notes.push(format!(
+            "Job containers and the floor's `docker run` in {runtime}."
+        ));
+    }
     Ok(f)
 }
 
