@@ -44,28 +44,7 @@ async fn follow_across_a_cut(cut: impl FnOnce(&mut Server)) {
     cut(&mut replica1);
 
     let out = ci.finish(CI_TIMEOUT).expect_code(0);
-    assert!(
-        out.stderr.contains("reconnecting"),
-        "the cut was noticed:\n{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!("Job {id} passed")),
-        "{}",
-        out.stderr
-    );
-    let ticks: Vec<&str> = out
-        .stdout
-        .lines()
-        // pytest prints the first tick after the test file's name, on the same line.
-        .filter_map(|l| l.find("tick ").map(|at| &l[at..]))
-        .collect();
-    let expected: Vec<String> = (1..=25).map(|n| format!("tick {n}")).collect();
-    assert_eq!(
-        ticks, expected,
-        "every line once, in order:\n{}",
-        out.stdout
-    );
+    support::assert_followed_every_tick(&out, &id, "the cut was noticed");
 
     // The whole log, read afterwards from the surviving replica, is what was printed live.
     let all = run(env.ci(&replica2.url, &ada.key, &here, &["wait", &id, "--all"])).expect_code(0);

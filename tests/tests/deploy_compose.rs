@@ -355,28 +355,7 @@ async fn the_compose_stack_runs_jobs_across_a_replica_restart_and_leaves_nothing
     );
     stack.ok(&["restart", "server1"]);
     let out = ci.finish(CI_TIMEOUT).expect_code(0);
-    assert!(
-        out.stderr.contains("reconnecting"),
-        "the restart cut the stream:\n{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!("Job {job} passed")),
-        "{}",
-        out.stderr
-    );
-    let ticks: Vec<&str> = out
-        .stdout
-        .lines()
-        // pytest prints the first tick after the test file's name, on the same line.
-        .filter_map(|l| l.find("tick ").map(|at| &l[at..]))
-        .collect();
-    let expected: Vec<String> = (1..=25).map(|n| format!("tick {n}")).collect();
-    assert_eq!(
-        ticks, expected,
-        "every line once, in order:\n{}",
-        out.stdout
-    );
+    support::assert_followed_every_tick(&out, &job, "the restart cut the stream");
     let all = run(env.ci(&url2, &key, &here, &["wait", &job, "--all"])).expect_code(0);
     assert_eq!(out.stdout, all.stdout, "the stored log is what was printed");
     eprintln!(

@@ -168,3 +168,31 @@ pub fn job_id_in(line: &str) -> String {
 pub fn is_terminal(status: JobStatus) -> bool {
     status.is_terminal()
 }
+
+/// Checks what `ci submit` of the `slow_lines` fixture printed when its stream was cut (`why`)
+/// and it went on from another replica: it said it reconnected, the job passed, and every one of
+/// the 25 ticks is on stdout once, in order.
+pub fn assert_followed_every_tick(out: &Out, job: &str, why: &str) {
+    assert!(
+        out.stderr.contains("reconnecting"),
+        "{why}:\n{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("Job {job} passed")),
+        "{}",
+        out.stderr
+    );
+    let ticks: Vec<&str> = out
+        .stdout
+        .lines()
+        // pytest prints the first tick after the test file's name, on the same line.
+        .filter_map(|l| l.find("tick ").map(|at| &l[at..]))
+        .collect();
+    let expected: Vec<String> = (1..=25).map(|n| format!("tick {n}")).collect();
+    assert_eq!(
+        ticks, expected,
+        "every line once, in order:\n{}",
+        out.stdout
+    );
+}
