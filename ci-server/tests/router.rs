@@ -273,6 +273,21 @@ impl App {
             .header(header::COOKIE, cookie)
     }
 
+    /// Sends a request without a body with a browser's cookie (to [`HOST`], no `Origin`).
+    async fn send_with_cookie(
+        &self,
+        method: Method,
+        uri: &str,
+        cookie: &str,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        self.send(
+            self.with_cookie(method, uri, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
     /// A queued job of this app's user, with `lines` log lines (seq 1..=lines).
     async fn job_with_lines(&self, lines: &[&str]) -> ci_common::JobId {
         use ci_common::db::events::{self, NewEvent};
@@ -304,22 +319,14 @@ async fn signing_in_gives_a_strict_http_only_cookie_that_authenticates() {
     );
 
     let (status, _, body) = app
-        .send(
-            app.with_cookie(Method::GET, "/api/v1/session", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send_with_cookie(Method::GET, "/api/v1/session", &cookie)
         .await;
     assert_eq!(status, StatusCode::OK);
     let me: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(me["user_name"], "Ada");
     assert!(me["expires_at"].is_string(), "{me}");
     let (status, _, _) = app
-        .send(
-            app.with_cookie(Method::GET, "/api/v1/jobs", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send_with_cookie(Method::GET, "/api/v1/jobs", &cookie)
         .await;
     assert_eq!(status, StatusCode::OK);
 
@@ -386,11 +393,7 @@ async fn without_a_cookie_or_with_a_dead_one_the_api_is_401() {
         .await
         .unwrap();
     let (status, headers, body) = app
-        .send(
-            app.with_cookie(Method::GET, "/api/v1/jobs", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send_with_cookie(Method::GET, "/api/v1/jobs", &cookie)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error_body(&headers, &body).code, "revoked_api_key");
@@ -468,13 +471,7 @@ async fn another_users_job_is_404_with_a_cookie_too() {
     let (_, cookie) = app.sign_in(&app.key).await;
     for path in ["", "/log", "/log.txt", "/log/search?q=x", "/events"] {
         let uri = format!("/api/v1/jobs/{}{path}", bobs.id);
-        let (status, headers, body) = app
-            .send(
-                app.with_cookie(Method::GET, &uri, &cookie)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let (status, headers, body) = app.send_with_cookie(Method::GET, &uri, &cookie).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(error_body(&headers, &body).code, "job_not_found");
     }
@@ -536,11 +533,7 @@ async fn signing_out_ends_the_session_and_its_open_streams() {
         "the stream of a signed-out session is still open"
     );
     let (status, _, _) = app
-        .send(
-            app.with_cookie(Method::GET, "/api/v1/jobs", &cookie)
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send_with_cookie(Method::GET, "/api/v1/jobs", &cookie)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
