@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use chrono::{DateTime, Utc};
 use ci_common::db::api_keys::{self, ApiKey, KeyState};
-use ci_common::db::sessions::{self, SessionToken};
+use ci_common::db::sessions::{self, Session, SessionToken};
 use ci_common::db::users::User;
 use ci_common::keys::{KeyShape, SecretKey};
 use ci_common::{ApiKeyId, UserId};
@@ -198,11 +198,7 @@ async fn authenticate_session(
     let Some((session, key, user)) = sessions::find(&state.pool, &token.hash()).await? else {
         return Err(signed_out());
     };
-    let now = Utc::now();
-    if session.expires_at <= now {
-        return Err(signed_out());
-    }
-    check_usable(&key, &user, now)?;
+    check_session(&session, &key, &user, Utc::now())?;
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     Ok(AuthUser {
         user_id: user.id,
@@ -215,13 +211,27 @@ async fn authenticate_session(
     })
 }
 
-/// Whether the session still counts: not ended, not expired, its key and user usable.
+/// Whether a found session counts at `now`: not expired, its key and user usable (the one rule
+/// for requests and for open streams).
+fn check_session(
+    session: &Session,
+    key: &ApiKey,
+    user: &User,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if session.expires_at <= now {
+        return Err(unauthorized(
+            "signed_out",
+            "you are signed out (the sign-in expired): sign in again with your API key",
+        ));
+    }
+    check_usable(key, user, now)
+}
+
+/// Whether the session still counts: not ended, and [`check_session`].
 async fn session_counts(state: &AppState, token_hash: &str) -> bool {
     match sessions::find(&state.pool, token_hash).await {
-        Ok(Some((session, key, user))) => {
-            let now = Utc::now();
-            session.expires_at > now && check_usable(&key, &user, now).is_ok()
-        }
+        Ok(Some((session, key, user))) => check_session(&session, &key, &user, Utc::now()).is_ok(),
         Ok(None) => false,
         // The database is unreachable: keep the stream; it will fail on its own if that lasts.
         Err(err) => {
