@@ -82,15 +82,8 @@ fi
 
 require_docker
 
-reason="$(why_rebuild "$tag" "$recipe" "$force")"
-if [ -z "$reason" ]; then
-  log "image $tag is up to date (recipe ${recipe:0:12})"
-  exit 0
-fi
-if [ "$check" = 1 ]; then
-  log "would rebuild $tag: $reason"
-  exit 3
-fi
+decide_rebuild "$tag" "$recipe" "$force" "$check"
+reason="$REBUILD_REASON"
 log "building $tag: $reason"
 
 [ "$(id -u)" = 0 ] || die "building the image needs root (debootstrap/chroot): run it as root, e.g. sudo $0"

@@ -123,15 +123,8 @@ fi
 
 require_docker
 
-reason="$(why_rebuild "$tag" "$recipe" "$force")"
-if [ -z "$reason" ]; then
-  log "image $tag is up to date (recipe ${recipe:0:12}, binaries from $bin_dir)"
-  exit 0
-fi
-if [ "$check" = 1 ]; then
-  log "would rebuild $tag: $reason"
-  exit 3
-fi
+decide_rebuild "$tag" "$recipe" "$force" "$check" ", binaries from $bin_dir"
+reason="$REBUILD_REASON"
 
 # One build at a time on this machine; a second caller waits and then finds the image.
 take_lock /var/lock/ci-service-image.lock

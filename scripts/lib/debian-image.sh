@@ -59,6 +59,22 @@ why_rebuild() {
   fi
 }
 
+# decide_rebuild IMAGE RECIPE FORCE CHECK [NOTE]: exits 0 when IMAGE is up to date (saying so, with
+# NOTE after the recipe), exits 3 when CHECK is 1 and it would be rebuilt, else sets
+# REBUILD_REASON to why it must be built.
+decide_rebuild() {
+  local image="$1" recipe="$2" force="$3" check="$4" note="${5:-}"
+  REBUILD_REASON="$(why_rebuild "$image" "$recipe" "$force")"
+  if [ -z "$REBUILD_REASON" ]; then
+    log "image $image is up to date (recipe ${recipe:0:12}$note)"
+    exit 0
+  fi
+  if [ "$check" = 1 ]; then
+    log "would rebuild $image: $REBUILD_REASON"
+    exit 3
+  fi
+}
+
 # take_lock FILE: one build at a time on this machine; a second caller waits for the first.
 # Uses file descriptor 9.
 take_lock() {
