@@ -61,6 +61,18 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             );
         }
     }
+    let memory = i64::try_from(args.memory).unwrap_or(i64::MAX);
+    if let Some(fits) = [&runtimes.offline, &runtimes.online]
+        .into_iter()
+        .find_map(|runtime| runtime.pids_limit_past_memory(args.pids_limit, memory))
+    {
+        warn!(
+            "under gVisor a forked process costs up to 20 MiB: a job forking without end \
+             fills --memory after about {fits} processes, before --pids-limit {} is \
+             reached, and ends out of memory; --pids-limit {fits} makes fork fail first",
+            args.pids_limit
+        );
+    }
     let pool = db::connect(&args.db_path, 8)
         .await
         .with_context(|| format!("cannot open the database {}", args.db_path.display()))?;

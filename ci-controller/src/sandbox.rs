@@ -66,7 +66,7 @@ pub struct Sandbox {
     /// The default image (a job may ask for another the operator allows).
     pub image: String,
     pub prefix: String,
-    /// `uid:gid`, never root.
+    /// The job's `uid:gid`, never root; the container runs as [`SUPERVISOR_USER`].
     pub user: String,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
@@ -124,6 +124,9 @@ pub struct Runtime {
 pub const GVISOR_HOST_PIDS_PER_TASK: i64 = 16;
 /// Host pids of a gVisor sandbox beyond [`GVISOR_HOST_PIDS_PER_TASK`]: its own threads at rest.
 pub const GVISOR_HOST_PIDS_BASE: i64 = 64;
+/// Memory a forked process of the job costs under gVisor, with a margin (measured: 3.6 MiB for
+/// a bare Python, 17 MiB for a fork of pytest; runc shares the pages until they are written).
+pub const GVISOR_MEMORY_PER_PROCESS: i64 = 20 << 20;
 
 impl Runtime {
     /// The container's `pids.max` on the host for a job allowed `pids_limit` processes. A gVisor
@@ -151,6 +154,15 @@ impl Runtime {
                 hard: Some(pids_limit),
             }]
         })
+    }
+
+    /// Under gVisor, the most processes a job can fork before it fills `memory_bytes`
+    /// ([`GVISOR_MEMORY_PER_PROCESS`] each) when that is below `pids_limit`: a fork bomb then
+    /// ends out of memory rather than with fork failing, and `--pids-limit` at this value
+    /// restores the latter. `None` under other runtimes and when the limit comes first.
+    pub fn pids_limit_past_memory(&self, pids_limit: i64, memory_bytes: i64) -> Option<i64> {
+        let fits = memory_bytes / GVISOR_MEMORY_PER_PROCESS;
+        (self.gvisor && pids_limit > fits).then_some(fits.max(1))
     }
 
     /// Whether the supervisor gives the job output pipes of the container's own kernel and
@@ -389,6 +401,16 @@ pub fn write_plugins(dir: &Path) -> std::io::Result<()> {
 /// ignores signals sent from inside the container (see the script's header).
 const SUPERVISOR: &str = include_str!("supervisor.py");
 
+/// The container's user: the supervisor's. It is not the job's user ([`Sandbox::user`], which
+/// the supervisor becomes before it starts the step's command), so nothing the job runs may
+/// signal, trace or read PID 1, under any runtime.
+pub const SUPERVISOR_USER: &str = "0:0";
+
+/// The only capabilities of a job container: the supervisor's, to become the job's user. The
+/// job's processes have none (changing to a uid other than 0 clears them, and
+/// `no-new-privileges` keeps setuid programs from giving any back).
+pub const SUPERVISOR_CAPABILITIES: [&str; 2] = ["CAP_SETUID", "CAP_SETGID"];
+
 /// One container run of a job: which job and task, and the step's specification.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Run<'a> {
@@ -506,6 +528,7 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         )])),
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".to_owned()]),
+        cap_add: Some(SUPERVISOR_CAPABILITIES.map(str::to_owned).into()),
         security_opt: Some(vec!["no-new-privileges".to_owned()]),
         memory: Some(sandbox.memory_bytes),
         memory_swap: Some(sandbox.memory_bytes),
@@ -534,7 +557,7 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         ..Default::default()
     };
     let relay = runtime.relays_output().then_some("--relay");
-    let cmd = ["python3", "-c", SUPERVISOR]
+    let cmd = ["python3", "-I", "-c", SUPERVISOR, &sandbox.user]
         .into_iter()
         .chain(relay)
         .map(str::to_owned)
@@ -545,7 +568,7 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
         cmd: Some(cmd),
         env: Some(environment(run)),
         working_dir: Some(WORKDIR.to_owned()),
-        user: Some(sandbox.user.clone()),
+        user: Some(SUPERVISOR_USER.to_owned()),
         labels: Some(sandbox.labels(run.job, Some(&step.name))),
         // `network_mode: none` alone cuts the network and keeps the loopback interface with an
         // /etc/hosts that names it; `network_disabled` would also drop /etc/hosts, and
@@ -694,8 +717,12 @@ mod tests {
         let steps = steps();
         let config = container_config(&sandbox(), &run(job, &steps[1]));
         let host = config.host_config.clone().unwrap();
-        assert_eq!(config.user.as_deref(), Some("1000:1000"));
+        assert_eq!(config.user.as_deref(), Some(SUPERVISOR_USER));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(
+            host.cap_add,
+            Some(vec!["CAP_SETUID".to_owned(), "CAP_SETGID".to_owned()])
+        );
         assert_eq!(
             host.security_opt,
             Some(vec!["no-new-privileges".to_owned()])
@@ -707,9 +734,10 @@ mod tests {
         assert_eq!(host.pids_limit, Some(256));
         assert_eq!(host.init, Some(false));
         let cmd = config.cmd.clone().unwrap();
-        assert_eq!(cmd[..2], ["python3", "-c"]);
-        assert!(cmd[2].contains("sigwaitinfo"), "PID 1 is the supervisor");
-        assert_eq!(cmd[3..], ["python3", "-m", "pytest", "-v"]);
+        assert_eq!(cmd[..3], ["python3", "-I", "-c"]);
+        assert!(cmd[3].contains("sigwaitinfo"), "PID 1 is the supervisor");
+        assert_eq!(cmd[4], "1000:1000", "the job's user");
+        assert_eq!(cmd[5..], ["python3", "-m", "pytest", "-v"]);
         assert_eq!(config.image.as_deref(), Some("img"));
         let mounts = host.mounts.clone().unwrap();
         let passwd = mounts
@@ -872,17 +900,32 @@ mod tests {
     }
 
     #[test]
+    fn under_gvisor_a_pids_limit_past_what_the_memory_holds_is_named() {
+        let gvisor = Runtime {
+            name: Some("runsc".into()),
+            gvisor: true,
+        };
+        assert_eq!(gvisor.pids_limit_past_memory(256, 1 << 30), Some(51));
+        assert_eq!(gvisor.pids_limit_past_memory(48, 1 << 30), None);
+        assert_eq!(gvisor.pids_limit_past_memory(256, 1 << 20), Some(1));
+        assert_eq!(
+            Runtime::default().pids_limit_past_memory(256, 1 << 30),
+            None
+        );
+    }
+
+    #[test]
     fn under_gvisor_the_supervisor_copies_the_output_out() {
         let job = JobId::new();
         let steps = steps();
         let cmd = container_config(&gvisor_sandbox(), &run(job, &steps[1]))
             .cmd
             .unwrap();
-        assert_eq!(cmd[..2], ["python3", "-c"]);
-        assert_eq!(cmd[3..], ["--relay", "python3", "-m", "pytest", "-v"]);
+        assert_eq!(cmd[..3], ["python3", "-I", "-c"]);
+        assert_eq!(cmd[5..], ["--relay", "python3", "-m", "pytest", "-v"]);
         let runc = container_config(&sandbox(), &run(job, &steps[1]))
             .cmd
             .unwrap();
-        assert_eq!(runc[3], "python3", "no relay with runc");
+        assert_eq!(runc[5], "python3", "no relay with runc");
     }
 }

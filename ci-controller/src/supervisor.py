@@ -1,9 +1,14 @@
-# PID 1 of every job container: `python3 -c <this> [--relay] CMD...`.
-# Runs CMD as its child in its own process group and waits for it. Signals sent from outside the
-# container (Docker's stop and kill; the kernel reports them with si_pid 0) are forwarded to the
-# child's process group; signals sent from inside (a test signalling PID 1) are ignored, so a job
-# cannot stop itself that way. Orphaned processes are reaped. Exits with the child's exit code,
-# or 128 + the signal that killed it.
+# PID 1 of every job container: `python3 -I -c <this> UID:GID [--relay] CMD...`.
+# Runs CMD as its child in its own process group, as the job's user UID:GID, and waits for it.
+# The supervisor itself runs as the container's root with only CAP_SETUID and CAP_SETGID (to
+# become the job's user in the child, which drops every capability with it), so the job's
+# processes cannot signal, trace or read it: a test's kill(1, SIGKILL) fails with EPERM under any
+# runtime (gVisor's kernel, unlike Linux, does not otherwise shield a container's PID 1). Signals
+# sent from outside the container (Docker's stop and kill; the kernel reports them with si_pid 0)
+# are forwarded to the child's process group; any other signal is ignored. Orphaned processes are
+# reaped. Exits with the child's exit code, or 128 + the signal that killed it.
+# `-I` keeps the job's files and PYTHON* variables out of this process (no current folder on
+# sys.path, no user site); the child's environment is the container's, unchanged.
 # With --relay, the child's stdout and stderr are pipes of the container's own kernel, copied
 # whole to this process's stdout and stderr: gVisor's (runsc 2022-12) writes to the container's
 # output pipes can be short, and programs that do not write the rest (Python with
@@ -34,8 +39,9 @@ def relay(source, target):
                 broken = True
 
 
-relayed = sys.argv[1] == "--relay"
-command = sys.argv[2:] if relayed else sys.argv[1:]
+uid, gid = (int(n) for n in sys.argv[1].split(":"))
+relayed = sys.argv[2] == "--relay"
+command = sys.argv[3:] if relayed else sys.argv[2:]
 pipes = [os.pipe() for _ in (1, 2)] if relayed else []
 
 FORWARD = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
@@ -52,6 +58,14 @@ if child == 0:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    try:
+        # Groups first: setting the uid gives up the right to change them.
+        os.setgroups([gid])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        print(f"cannot become the job's user {uid}:{gid}: {e}", file=sys.stderr, flush=True)
+        os._exit(126)
     try:
         os.execvp(command[0], command)
     except OSError as e:

@@ -42,8 +42,14 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = &inspect[0];
     let host = &c["HostConfig"];
-    assert_eq!(c["Config"]["User"], "1000:1000");
+    // The container's user is the supervisor's (root with two capabilities, only to start the
+    // step as the job's user); the step itself runs as 1000:1000, with no capability.
+    assert_eq!(c["Config"]["User"], "0:0");
     assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        host["CapAdd"],
+        serde_json::json!(["CAP_SETUID", "CAP_SETGID"])
+    );
     assert_eq!(
         host["SecurityOpt"],
         serde_json::json!(["no-new-privileges"])
@@ -59,16 +65,36 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     // own kill(1, SIGTERM)); it forwards Docker's stop signal to pytest.
     assert_eq!(host["Init"], false);
     assert_eq!(c["Config"]["Cmd"][0], "python3");
-    assert_eq!(c["Config"]["Cmd"][1], "-c");
-    assert!(c["Config"]["Cmd"][2]
+    assert_eq!(c["Config"]["Cmd"][1], "-I");
+    assert_eq!(c["Config"]["Cmd"][2], "-c");
+    assert!(c["Config"]["Cmd"][3]
         .as_str()
         .unwrap()
         .contains("sigwaitinfo"));
-    let cmd: Vec<&str> = c["Config"]["Cmd"].as_array().unwrap()[3..]
+    assert_eq!(c["Config"]["Cmd"][4], "1000:1000");
+    let cmd: Vec<&str> = c["Config"]["Cmd"].as_array().unwrap()[5..]
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(cmd, ["python3", "-m", "pytest", "-v"]);
+    // The supervisor runs as root; pytest as the job's uid.
+    let top = std::process::Command::new("docker")
+        .args(["top", &name, "-eo", "pid,uid,args"])
+        .output()
+        .unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    // Each process's uid by its command line (PID, UID, then the command).
+    let uid_of = |found: &dyn Fn(&str) -> bool| {
+        top.lines().find_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().skip(1).collect();
+            let (uid, args) = fields.split_first()?;
+            found(&args.join(" ")).then(|| uid.to_string())
+        })
+    };
+    let supervisor = uid_of(&|args| args.starts_with("python3 -I -c"));
+    assert_eq!(supervisor.as_deref(), Some("0"), "{top}");
+    let pytest = uid_of(&|args| args == "python3 -m pytest -v");
+    assert_eq!(pytest.as_deref(), Some("1000"), "{top}");
     assert_eq!(host["Privileged"], false);
     assert_eq!(host["LogConfig"]["Type"], "local");
     let labels = &c["Config"]["Labels"];
