@@ -7,7 +7,8 @@
 # Runs scripts/ensure-docker.sh (with docker-compose, for the compose deployment's test),
 # scripts/ensure-gvisor.sh (gVisor's runtimes, for the controller_gvisor tests),
 # scripts/ensure-schemathesis.sh, scripts/ensure-browser.sh (headless Chromium and chromedriver
-# for the web UI's tests), scripts/build-runner-image.sh and scripts/build-test-images.sh (each
+# for the web UI's tests), scripts/ensure-postgres.sh (PostgreSQL's server, for the tests that
+# start throwaway clusters), scripts/build-runner-image.sh and scripts/build-test-images.sh (each
 # does nothing when all is in place), builds every binary (the integration tests start the real
 # ci-server/ci-controller, and deploy_compose puts them in the service image), then `cargo nextest
 # run --workspace --no-fail-fast`. The tests use the image in $CI_TEST_IMAGE (default:
@@ -30,6 +31,7 @@ scripts/ensure-docker.sh --compose
 scripts/ensure-gvisor.sh
 scripts/ensure-schemathesis.sh
 scripts/ensure-browser.sh
+scripts/ensure-postgres.sh
 if [ "$CI_TEST_IMAGE" = "$runner_image" ]; then
   scripts/build-runner-image.sh --tag "$runner_image"
   scripts/build-test-images.sh --base "$runner_image" --tag "$CI_TEST_IMAGE_NOPASSWD"
