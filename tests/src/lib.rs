@@ -1,5 +1,5 @@
 //! The end-to-end harness: real binaries as processes, a real SQLite file in a temp directory,
-//! the real Docker daemon, real HTTP and SSE.
+//! the real Docker daemon, real HTTP and SSE; and throwaway PostgreSQL clusters ([`postgres`]).
 //!
 //! Binaries are taken from the cargo target directory (`cargo build --workspace --bins` first;
 //! the README's test command does that).
@@ -17,6 +17,9 @@ use ci_common::UserId;
 pub use ci_common;
 
 pub mod browser;
+pub mod postgres;
+
+pub use postgres::Postgres;
 
 /// How long a test waits for any one condition before failing.
 pub const WAIT: Duration = Duration::from_secs(120);
