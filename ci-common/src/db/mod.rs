@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqliteExecutor;
 pub use sqlx::SqlitePool;
+use sqlx::{Connection as _, SqliteExecutor};
 
 pub mod api_keys;
 pub mod blobs;
@@ -22,16 +22,24 @@ pub mod sessions;
 pub mod steps;
 pub mod test_results;
 pub mod uploads;
+pub mod url;
 pub mod users;
 
-/// Every migration in `migrations/`, embedded in the binary.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+pub use url::{DatabaseUrl, DatabaseUrlError};
+
+/// Every SQLite migration in `migrations/sqlite/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// The same schema for PostgreSQL, from `migrations/postgres/`.
+pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    #[error("cannot connect to the PostgreSQL database {url}")]
+    Connect { url: String, source: sqlx::Error },
     #[error("cannot open the database at {path}")]
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot create the database directory {path}")]
@@ -88,6 +96,53 @@ pub async fn connect(path: &Path, max_connections: u32) -> Result<SqlitePool, Db
     let migrated = MIGRATOR.run(&pool).await;
     drop(lock); // releases the lock
     migrated?;
+    Ok(pool)
+}
+
+/// Settings of a PostgreSQL connection pool. TLS and other libpq options (`sslmode`,
+/// `sslrootcert`, `application_name`, ...) come with the URL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PostgresSettings {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// `statement_timeout` of every connection: the server cancels a statement that runs longer
+    /// (`None`: the server's setting).
+    pub statement_timeout: Option<Duration>,
+}
+
+/// Connects to the PostgreSQL database at `url` and applies pending migrations
+/// ([`POSTGRES_MIGRATOR`]). Safe when several processes start at once: the migrator holds a
+/// PostgreSQL advisory lock (one per database) while it migrates, so one process applies them
+/// and the others wait, then find nothing left to do.
+pub async fn connect_postgres(
+    url: &str,
+    settings: &PostgresSettings,
+) -> Result<sqlx::PgPool, DbError> {
+    let shown = DatabaseUrl::Postgres(url.to_owned()).to_string();
+    let err = |source| DbError::Connect {
+        url: shown.clone(),
+        source,
+    };
+    let mut options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(err)?;
+    if let Some(timeout) = settings.statement_timeout {
+        options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+    }
+    // One connection first: an unreachable server or a refused login is reported as it is, at
+    // once, where the pool would retry until its timeout and say only that it timed out.
+    sqlx::PgConnection::connect_with(&options)
+        .await
+        .map_err(err)?
+        .close()
+        .await
+        .map_err(err)?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(settings.max_connections.max(1))
+        .min_connections(1)
+        .acquire_timeout(BUSY_TIMEOUT * 2)
+        .connect_with(options)
+        .await
+        .map_err(err)?;
+    POSTGRES_MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
 
