@@ -45,6 +45,28 @@ pub enum Command {
     /// Copy the users, API keys and past jobs (with their logs) of the Python prototype's
     /// database into this one. Safe to run again: what is already here is left alone.
     ImportLegacy(ImportLegacyArgs),
+    /// Move the database between backends.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy every table of an SQLite database into a new, empty PostgreSQL database, in one
+    /// transaction, and compare the row counts. Stop ci-server and ci-controller first; the
+    /// source is only read (and brought to this version's schema, as any ci binary does).
+    Copy {
+        /// The SQLite database: sqlite://PATH (e.g. sqlite:///var/lib/ci/ci.db).
+        // Parsed after clap, whose own error would repeat a refused URL with its password.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The PostgreSQL database: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. It must
+        /// exist and hold no rows; its schema is created here.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +193,10 @@ pub struct CacheUserRef {
 
 /// Runs one command, writing its human or JSON output to `out`.
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
+    // Copying names both databases itself; --db-path is not opened.
+    if let Command::Db(command) = cli.command {
+        return db_command(command, out).await;
+    }
     // The prototype's database is checked before ours is opened (and perhaps created).
     let prototype = match &cli.command {
         Command::ImportLegacy(args) => Some(legacy::Prototype::open(&args.path).await?),
@@ -187,6 +213,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
             let prototype = prototype.expect("opened above");
             import_legacy(&pool, prototype, args, out).await
         }
+        Command::Db(_) => unreachable!("handled above"),
     };
     pool.close().await;
     result
@@ -475,6 +502,55 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?} has no unit: use s, m, h or d, e.g. 7d"));
     }
     ci_common::config::parse_duration(s)
+}
+
+async fn db_command(command: DbCommand, out: &mut impl Write) -> Result<()> {
+    let DbCommand::Copy { from, to, json } = command;
+    let from: db::DatabaseUrl = from.parse().context("--from")?;
+    let to: db::DatabaseUrl = to.parse().context("--to")?;
+    let Some(path) = from.sqlite_path() else {
+        bail!("--from must be an SQLite database (sqlite://PATH), not {from}");
+    };
+    let db::DatabaseUrl::Postgres(url) = &to else {
+        bail!("--to must be a PostgreSQL database (postgres://USER@HOST:PORT/DATABASE), not {to}");
+    };
+    if !path.is_file() {
+        bail!("there is no SQLite database at {}", path.display());
+    }
+    let source = db::connect(path, 2)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let settings = db::PostgresSettings {
+        max_connections: 2,
+        statement_timeout: None,
+    };
+    let target = db::connect_postgres(url, &settings).await?;
+    let copied = db::copy::sqlite_to_postgres(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let report = copied?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        let rows: i64 = report.tables.iter().map(|t| t.rows).sum();
+        writeln!(
+            out,
+            "copied {} in {} from {from} to {to}; the row counts match:",
+            count(rows, "row"),
+            count(report.tables.len() as i64, "table"),
+        )?;
+        for table in &report.tables {
+            writeln!(out, "  {:<18} {:>10}", table.table, table.rows)?;
+        }
+        if report.nul_replaced > 0 {
+            writeln!(
+                out,
+                "{} held NUL characters, which PostgreSQL cannot store: each became U+FFFD",
+                count(report.nul_replaced as i64, "text value")
+            )?;
+        }
+    }
+    Ok(())
 }
 
 async fn import_legacy(
