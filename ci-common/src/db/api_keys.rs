@@ -2,10 +2,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use sqlx::SqliteExecutor;
 
 use super::users::User;
-use super::DbError;
+use super::{on_exec, timestamp, DbError, Exec};
 use crate::keys::SecretKey;
 use crate::{ApiKeyId, UserId};
 
@@ -68,7 +67,7 @@ impl ApiKey {
 const COLUMNS: &str = "id, user_id, name, hint, created_at, last_used_at, expires_at, revoked_at";
 
 pub async fn create(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user_id: UserId,
     name: &str,
     secret: &SecretKey,
@@ -79,92 +78,108 @@ pub async fn create(
         user_id,
         name: name.to_owned(),
         hint: secret.hint(),
-        created_at: Utc::now(),
+        created_at: super::now(),
         last_used_at: None,
-        expires_at,
+        expires_at: expires_at.map(timestamp),
         revoked_at: None,
     };
-    sqlx::query(
-        "INSERT INTO api_keys (id, user_id, name, hint, key_hash, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(key.id)
-    .bind(key.user_id)
-    .bind(&key.name)
-    .bind(&key.hint)
-    .bind(secret.hash())
-    .bind(key.created_at)
-    .bind(key.expires_at)
-    .execute(ex)
-    .await?;
+    on_exec!(ex, |e| {
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, name, hint, key_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(key.id)
+        .bind(key.user_id)
+        .bind(&key.name)
+        .bind(&key.hint)
+        .bind(secret.hash())
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .execute(e)
+        .await
+        .map(drop)?
+    });
     Ok(key)
 }
 
 /// All keys, or one user's, oldest first.
 pub async fn list(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user_id: Option<UserId>,
 ) -> Result<Vec<ApiKey>, DbError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE (?1 IS NULL OR user_id = ?1) ORDER BY created_at, id"
+        "SELECT {COLUMNS} FROM api_keys WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at, id"
     );
-    Ok(sqlx::query_as(&sql).bind(user_id).fetch_all(ex).await?)
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(user_id)
+        .fetch_all(e)
+        .await?))
 }
 
-pub async fn get(ex: impl SqliteExecutor<'_>, id: ApiKeyId) -> Result<Option<ApiKey>, DbError> {
-    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?");
-    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(ex).await?)
+pub async fn get(ex: impl Into<Exec<'_>>, id: ApiKeyId) -> Result<Option<ApiKey>, DbError> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(e)
+        .await?))
 }
 
 /// Revokes a key (keeping the first revocation time); `None` if there is no such key.
 pub async fn revoke(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     id: ApiKeyId,
     now: DateTime<Utc>,
 ) -> Result<Option<ApiKey>, DbError> {
     let sql = format!(
-        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING {COLUMNS}"
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 RETURNING {COLUMNS}"
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(now)
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(timestamp(now))
         .bind(id)
-        .fetch_optional(ex)
-        .await?)
+        .fetch_optional(e)
+        .await?))
 }
 
 /// The key with this secret and its owner, whatever their state (the caller decides what a
 /// revoked key or an inactive user means).
 pub async fn find_by_secret(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     secret: &SecretKey,
 ) -> Result<Option<(ApiKey, User)>, DbError> {
-    let row: Option<KeyAndUser> = sqlx::query_as(
-        "SELECT k.id, k.user_id, k.name, k.hint, k.created_at, k.last_used_at, k.expires_at,
-                k.revoked_at, u.name AS user_name, u.email, u.active, u.created_at AS user_created_at
-         FROM api_keys k JOIN users u ON u.id = k.user_id
-         WHERE k.key_hash = ?",
-    )
-    .bind(secret.hash())
-    .fetch_optional(ex)
-    .await?;
+    let row: Option<KeyAndUser> = on_exec!(ex, |e| {
+        sqlx::query_as(
+            "SELECT k.id, k.user_id, k.name, k.hint, k.created_at, k.last_used_at, k.expires_at,
+                    k.revoked_at, u.name AS user_name, u.email, u.active,
+                    u.created_at AS user_created_at
+             FROM api_keys k JOIN users u ON u.id = k.user_id
+             WHERE k.key_hash = $1",
+        )
+        .bind(secret.hash())
+        .fetch_optional(e)
+        .await?
+    });
     Ok(row.map(KeyAndUser::split))
 }
 
 /// Records a use of the key, at most once per [`LAST_USED_RESOLUTION`].
 pub async fn touch(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     id: ApiKeyId,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    sqlx::query(
-        "UPDATE api_keys SET last_used_at = ?1
-         WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?3)",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(now - LAST_USED_RESOLUTION)
-    .execute(ex)
-    .await?;
+    let now = timestamp(now);
+    on_exec!(ex, |e| {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - LAST_USED_RESOLUTION)
+        .execute(e)
+        .await
+        .map(drop)?
+    });
     Ok(())
 }
 
@@ -194,69 +209,88 @@ impl KeyAndUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::on_exec;
     use crate::db::users;
-    use crate::testing::temp_db;
+    use crate::testing::{backends, Backend};
 
     #[tokio::test]
     async fn keys_are_found_by_secret_and_revocation_sticks() {
-        let (_dir, pool) = temp_db().await;
-        let user = users::create(&pool, "Ada", "ada@example.com")
+        for db in backends().await {
+            keys_are_found_by_secret_and_revocation_sticks_on(&db).await;
+        }
+    }
+
+    async fn keys_are_found_by_secret_and_revocation_sticks_on(db: &Backend) {
+        let user = users::create(db.exec(), "Ada", "ada@example.com")
             .await
             .unwrap();
         let secret = SecretKey::generate();
-        let key = create(&pool, user.id, "laptop", &secret, None)
+        let key = create(db.exec(), user.id, "laptop", &secret, None)
             .await
             .unwrap();
-        let stored: String = sqlx::query_scalar("SELECT key_hash FROM api_keys")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let stored: String = on_exec!(db.exec(), |e| sqlx::query_scalar(
+            "SELECT key_hash FROM api_keys"
+        )
+        .fetch_one(e)
+        .await
+        .unwrap());
         assert_eq!(stored, secret.hash());
         assert!(!stored.contains(secret.expose()));
 
-        let (found, owner) = find_by_secret(&pool, &secret).await.unwrap().unwrap();
+        let (found, owner) = find_by_secret(db.exec(), &secret).await.unwrap().unwrap();
         assert_eq!(found.id, key.id);
         assert_eq!(owner, user);
-        assert!(find_by_secret(&pool, &SecretKey::generate())
+        assert!(find_by_secret(db.exec(), &SecretKey::generate())
             .await
             .unwrap()
             .is_none());
 
         let now = Utc::now();
-        let revoked = revoke(&pool, key.id, now).await.unwrap().unwrap();
+        let revoked = revoke(db.exec(), key.id, now).await.unwrap().unwrap();
         assert_eq!(revoked.state(now), KeyState::Revoked);
-        let again = revoke(&pool, key.id, now + Duration::seconds(5))
+        let again = revoke(db.exec(), key.id, now + Duration::seconds(5))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(again.revoked_at, revoked.revoked_at);
-        assert!(revoke(&pool, ApiKeyId::new(), now).await.unwrap().is_none());
-        assert_eq!(list(&pool, Some(user.id)).await.unwrap().len(), 1);
-        assert!(list(&pool, Some(UserId::new())).await.unwrap().is_empty());
+        assert!(revoke(db.exec(), ApiKeyId::new(), now)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(list(db.exec(), Some(user.id)).await.unwrap().len(), 1);
+        assert!(list(db.exec(), Some(UserId::new()))
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
     async fn last_used_is_written_at_most_once_a_minute() {
-        let (_dir, pool) = temp_db().await;
-        let user = users::create(&pool, "Ada", "ada@example.com")
+        for db in backends().await {
+            last_used_is_written_at_most_once_a_minute_on(&db).await;
+        }
+    }
+
+    async fn last_used_is_written_at_most_once_a_minute_on(db: &Backend) {
+        let user = users::create(db.exec(), "Ada", "ada@example.com")
             .await
             .unwrap();
-        let key = create(&pool, user.id, "k", &SecretKey::generate(), None)
+        let key = create(db.exec(), user.id, "k", &SecretKey::generate(), None)
             .await
             .unwrap();
-        let t0 = Utc::now();
-        touch(&pool, key.id, t0).await.unwrap();
-        touch(&pool, key.id, t0 + Duration::seconds(30))
+        let t0 = crate::db::now();
+        touch(db.exec(), key.id, t0).await.unwrap();
+        touch(db.exec(), key.id, t0 + Duration::seconds(30))
             .await
             .unwrap();
         assert_eq!(
-            get(&pool, key.id).await.unwrap().unwrap().last_used_at,
+            get(db.exec(), key.id).await.unwrap().unwrap().last_used_at,
             Some(t0)
         );
         let t2 = t0 + Duration::seconds(61);
-        touch(&pool, key.id, t2).await.unwrap();
+        touch(db.exec(), key.id, t2).await.unwrap();
         assert_eq!(
-            get(&pool, key.id).await.unwrap().unwrap().last_used_at,
+            get(db.exec(), key.id).await.unwrap().unwrap().last_used_at,
             Some(t2)
         );
     }

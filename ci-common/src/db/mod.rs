@@ -34,6 +34,70 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 /// The same schema for PostgreSQL, from `migrations/postgres/`.
 pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// Where a query of this layer runs: a pool or a connection (a transaction's: `&mut *tx`), on
+/// SQLite or PostgreSQL. Functions of the layer that work on both backends take
+/// `impl Into<Exec<'_>>`, so that callers pass what they hold, and run one body for every
+/// backend with [`on_exec!`]; their SQL is written once, with `$1, $2, ...` placeholders, which
+/// both backends read, and differs only where the backends do (say so beside it).
+pub enum Exec<'c> {
+    SqlitePool(&'c SqlitePool),
+    Sqlite(&'c mut sqlx::SqliteConnection),
+    PgPool(&'c sqlx::PgPool),
+    Postgres(&'c mut sqlx::PgConnection),
+}
+
+impl<'c> From<&'c SqlitePool> for Exec<'c> {
+    fn from(pool: &'c SqlitePool) -> Self {
+        Self::SqlitePool(pool)
+    }
+}
+
+impl<'c> From<&'c mut sqlx::SqliteConnection> for Exec<'c> {
+    fn from(conn: &'c mut sqlx::SqliteConnection) -> Self {
+        Self::Sqlite(conn)
+    }
+}
+
+impl<'c> From<&'c sqlx::PgPool> for Exec<'c> {
+    fn from(pool: &'c sqlx::PgPool) -> Self {
+        Self::PgPool(pool)
+    }
+}
+
+impl<'c> From<&'c mut sqlx::PgConnection> for Exec<'c> {
+    fn from(conn: &'c mut sqlx::PgConnection) -> Self {
+        Self::Postgres(conn)
+    }
+}
+
+/// Runs `$body` with `$e` bound to the executor `$ex` (an `impl Into<Exec>`) holds: the same
+/// code, compiled once per backend and kind of executor. A body that needs SQL of its own per
+/// backend matches on [`Exec`] itself.
+macro_rules! on_exec {
+    ($ex:expr, |$e:ident| $body:expr) => {
+        match Into::<$crate::db::Exec<'_>>::into($ex) {
+            $crate::db::Exec::SqlitePool($e) => $body,
+            $crate::db::Exec::Sqlite($e) => $body,
+            $crate::db::Exec::PgPool($e) => $body,
+            $crate::db::Exec::Postgres($e) => $body,
+        }
+    };
+}
+pub(crate) use on_exec;
+
+/// The current time as the database keeps it on every backend: UTC, to the microsecond
+/// (PostgreSQL's precision; SQLite would keep nanoseconds), so that a value reads back equal
+/// wherever it was stored.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    timestamp(chrono::Utc::now())
+}
+
+/// `t` as the database keeps it on every backend: to the microsecond (see [`now`]).
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    t.trunc_subsecs(6)
+}
+
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 

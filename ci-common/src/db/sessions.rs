@@ -6,11 +6,11 @@
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use sqlx::SqliteExecutor;
+use sqlx::Acquire as _;
 
 use super::api_keys::ApiKey;
 use super::users::User;
-use super::DbError;
+use super::{on_exec, timestamp, DbError, Exec};
 use crate::keys::hex;
 use crate::{ApiKeyId, UserId};
 
@@ -66,11 +66,12 @@ pub struct Session {
 /// Starts a session for `key` (already checked by the caller) lasting `ttl`. Sessions that
 /// expired are deleted on the way.
 pub async fn create(
-    pool: &sqlx::SqlitePool,
+    ex: impl Into<Exec<'_>>,
     key: &ApiKey,
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> Result<(SessionToken, Session), DbError> {
+    let now = timestamp(now);
     let token = SessionToken::generate();
     let session = Session {
         token_hash: token.hash(),
@@ -79,33 +80,35 @@ pub async fn create(
         created_at: now,
         expires_at: now + ttl,
     };
-    let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
-        .bind(now)
+    on_exec!(ex, |e| {
+        let mut tx = e.begin().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, key_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&session.token_hash)
+        .bind(session.user_id)
+        .bind(session.key_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO sessions (token_hash, user_id, key_id, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&session.token_hash)
-    .bind(session.user_id)
-    .bind(session.key_id)
-    .bind(session.created_at)
-    .bind(session.expires_at)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+        tx.commit().await?
+    });
     Ok((token, session))
 }
 
 /// The session with this token hash, with its key and user whatever their state (the caller
 /// decides with [`ApiKey::state`] and [`User::active`]), or `None` when there is none.
 pub async fn find(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     token_hash: &str,
 ) -> Result<Option<(Session, ApiKey, User)>, DbError> {
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = on_exec!(ex, |e| sqlx::query_as(
         "SELECT s.token_hash, s.user_id, s.key_id, s.created_at, s.expires_at,
                 k.id AS k_id, k.name AS k_name, k.hint AS k_hint, k.created_at AS k_created_at,
                 k.last_used_at AS k_last_used_at, k.expires_at AS k_expires_at,
@@ -115,21 +118,24 @@ pub async fn find(
          FROM sessions s
          JOIN api_keys k ON k.id = s.key_id
          JOIN users u ON u.id = s.user_id
-         WHERE s.token_hash = ?",
+         WHERE s.token_hash = $1",
     )
     .bind(token_hash)
-    .fetch_optional(ex)
-    .await?;
+    .fetch_optional(e)
+    .await?);
     Ok(row.map(Row::split))
 }
 
 /// Ends a session (sign-out). Returns whether there was one.
-pub async fn end(ex: impl SqliteExecutor<'_>, token_hash: &str) -> Result<bool, DbError> {
-    let done = sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
-        .bind(token_hash)
-        .execute(ex)
-        .await?;
-    Ok(done.rows_affected() > 0)
+pub async fn end(ex: impl Into<Exec<'_>>, token_hash: &str) -> Result<bool, DbError> {
+    let deleted = on_exec!(ex, |e| sqlx::query(
+        "DELETE FROM sessions WHERE token_hash = $1"
+    )
+    .bind(token_hash)
+    .execute(e)
+    .await?
+    .rows_affected());
+    Ok(deleted > 0)
 }
 
 #[derive(sqlx::FromRow)]
@@ -176,18 +182,36 @@ impl Row {
 mod tests {
     use super::*;
     use crate::db::api_keys::{self, KeyState};
-    use crate::testing::TempDb;
+    use crate::testing::{backends, Backend};
+
+    /// A user with one key, on `db`.
+    async fn user_with_key(db: &Backend, name: &str) -> (User, crate::keys::SecretKey) {
+        let email = format!("{}@example.com", name.to_lowercase());
+        let user = crate::db::users::create(db.exec(), name, &email)
+            .await
+            .unwrap();
+        let secret = crate::keys::SecretKey::generate();
+        api_keys::create(db.exec(), user.id, "test", &secret, None)
+            .await
+            .unwrap();
+        (user, secret)
+    }
 
     #[tokio::test]
     async fn a_session_is_found_by_its_token_until_it_ends() {
-        let db = TempDb::new().await;
-        let (user, secret) = db.user_with_key("Ada").await;
-        let (key, _) = api_keys::find_by_secret(&db.pool, &secret)
+        for db in backends().await {
+            a_session_is_found_by_its_token_until_it_ends_on(&db).await;
+        }
+    }
+
+    async fn a_session_is_found_by_its_token_until_it_ends_on(db: &Backend) {
+        let (user, secret) = user_with_key(db, "Ada").await;
+        let (key, _) = api_keys::find_by_secret(db.exec(), &secret)
             .await
             .unwrap()
             .unwrap();
         let now = Utc::now();
-        let (token, session) = create(&db.pool, &key, Duration::hours(1), now)
+        let (token, session) = create(db.exec(), &key, Duration::hours(1), now)
             .await
             .unwrap();
         assert_ne!(
@@ -196,39 +220,48 @@ mod tests {
             "only the hash is stored"
         );
         let parsed = SessionToken::parse(token.expose()).unwrap();
-        let (found, found_key, found_user) = find(&db.pool, &parsed.hash()).await.unwrap().unwrap();
+        let (found, found_key, found_user) =
+            find(db.exec(), &parsed.hash()).await.unwrap().unwrap();
         assert_eq!(found.user_id, user.id);
         assert_eq!(found_key.id, key.id);
         assert_eq!(found_user.name, "Ada");
         assert_eq!(found.expires_at, session.expires_at);
 
-        api_keys::revoke(&db.pool, key.id, Utc::now())
+        api_keys::revoke(db.exec(), key.id, Utc::now())
             .await
             .unwrap();
-        let (_, revoked, _) = find(&db.pool, &session.token_hash).await.unwrap().unwrap();
+        let (_, revoked, _) = find(db.exec(), &session.token_hash).await.unwrap().unwrap();
         assert_eq!(revoked.state(Utc::now()), KeyState::Revoked);
 
-        assert!(end(&db.pool, &session.token_hash).await.unwrap());
-        assert!(find(&db.pool, &session.token_hash).await.unwrap().is_none());
-        assert!(!end(&db.pool, &session.token_hash).await.unwrap());
+        assert!(end(db.exec(), &session.token_hash).await.unwrap());
+        assert!(find(db.exec(), &session.token_hash)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!end(db.exec(), &session.token_hash).await.unwrap());
     }
 
     #[tokio::test]
     async fn expired_sessions_are_deleted_when_another_starts() {
-        let db = TempDb::new().await;
-        let (_, secret) = db.user_with_key("Bo").await;
-        let (key, _) = api_keys::find_by_secret(&db.pool, &secret)
+        for db in backends().await {
+            expired_sessions_are_deleted_when_another_starts_on(&db).await;
+        }
+    }
+
+    async fn expired_sessions_are_deleted_when_another_starts_on(db: &Backend) {
+        let (_, secret) = user_with_key(db, "Bo").await;
+        let (key, _) = api_keys::find_by_secret(db.exec(), &secret)
             .await
             .unwrap()
             .unwrap();
         let long_ago = Utc::now() - Duration::days(3);
-        let (_, old) = create(&db.pool, &key, Duration::hours(1), long_ago)
+        let (_, old) = create(db.exec(), &key, Duration::hours(1), long_ago)
             .await
             .unwrap();
-        create(&db.pool, &key, Duration::hours(1), Utc::now())
+        create(db.exec(), &key, Duration::hours(1), Utc::now())
             .await
             .unwrap();
-        assert!(find(&db.pool, &old.token_hash).await.unwrap().is_none());
+        assert!(find(db.exec(), &old.token_hash).await.unwrap().is_none());
     }
 
     #[test]

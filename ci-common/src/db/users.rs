@@ -2,9 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::SqliteExecutor;
 
-use super::{is_unique_violation, DbError};
+use super::{is_unique_violation, on_exec, DbError, Exec};
 use crate::UserId;
 
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
@@ -47,94 +46,109 @@ pub fn validate_email(email: &str) -> Result<(), String> {
     }
 }
 
-pub async fn create(ex: impl SqliteExecutor<'_>, name: &str, email: &str) -> Result<User, DbError> {
+pub async fn create(ex: impl Into<Exec<'_>>, name: &str, email: &str) -> Result<User, DbError> {
     let user = User {
         id: UserId::new(),
         name: name.to_owned(),
         email: email.to_owned(),
         active: true,
-        created_at: Utc::now(),
+        created_at: super::now(),
     };
-    sqlx::query("INSERT INTO users (id, name, email, active, created_at) VALUES (?, ?, ?, 1, ?)")
+    let inserted = on_exec!(ex, |e| {
+        sqlx::query(
+            "INSERT INTO users (id, name, email, active, created_at) VALUES ($1, $2, $3, TRUE, $4)",
+        )
         .bind(user.id)
         .bind(&user.name)
         .bind(&user.email)
         .bind(user.created_at)
-        .execute(ex)
+        .execute(e)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                DbError::EmailTaken(email.to_owned())
-            } else {
-                e.into()
-            }
-        })?;
+        .map(drop)
+    });
+    inserted.map_err(|e| {
+        if is_unique_violation(&e) {
+            DbError::EmailTaken(email.to_owned())
+        } else {
+            e.into()
+        }
+    })?;
     Ok(user)
 }
 
-pub async fn list(ex: impl SqliteExecutor<'_>) -> Result<Vec<User>, DbError> {
-    Ok(
+pub async fn list(ex: impl Into<Exec<'_>>) -> Result<Vec<User>, DbError> {
+    Ok(on_exec!(ex, |e| {
         sqlx::query_as("SELECT * FROM users ORDER BY created_at, email")
-            .fetch_all(ex)
-            .await?,
-    )
+            .fetch_all(e)
+            .await?
+    }))
 }
 
-pub async fn get(ex: impl SqliteExecutor<'_>, id: UserId) -> Result<Option<User>, DbError> {
-    Ok(sqlx::query_as("SELECT * FROM users WHERE id = ?")
-        .bind(id)
-        .fetch_optional(ex)
-        .await?)
+pub async fn get(ex: impl Into<Exec<'_>>, id: UserId) -> Result<Option<User>, DbError> {
+    Ok(on_exec!(ex, |e| {
+        sqlx::query_as("SELECT * FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(e)
+            .await?
+    }))
 }
 
-/// Case-insensitive.
-pub async fn find_by_email(
-    ex: impl SqliteExecutor<'_>,
-    email: &str,
-) -> Result<Option<User>, DbError> {
-    Ok(sqlx::query_as("SELECT * FROM users WHERE email = ?")
-        .bind(email)
-        .fetch_optional(ex)
-        .await?)
+/// Case-insensitive for ASCII letters (what SQLite's `NOCASE` and `lower` fold; PostgreSQL's
+/// unique index is on `lower(email)`).
+pub async fn find_by_email(ex: impl Into<Exec<'_>>, email: &str) -> Result<Option<User>, DbError> {
+    Ok(on_exec!(ex, |e| {
+        sqlx::query_as("SELECT * FROM users WHERE lower(email) = lower($1)")
+            .bind(email)
+            .fetch_optional(e)
+            .await?
+    }))
 }
 
 /// Activates or deactivates a user; `None` if there is no such user.
 pub async fn set_active(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     id: UserId,
     active: bool,
 ) -> Result<Option<User>, DbError> {
-    Ok(
-        sqlx::query_as("UPDATE users SET active = ? WHERE id = ? RETURNING *")
+    Ok(on_exec!(ex, |e| {
+        sqlx::query_as("UPDATE users SET active = $1 WHERE id = $2 RETURNING *")
             .bind(active)
             .bind(id)
-            .fetch_optional(ex)
-            .await?,
-    )
+            .fetch_optional(e)
+            .await?
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::temp_db;
+    use crate::testing::Backend;
 
     #[tokio::test]
     async fn create_get_and_duplicate_email() {
-        let (_dir, pool) = temp_db().await;
-        let user = create(&pool, "Ada", "ada@example.com").await.unwrap();
-        assert_eq!(get(&pool, user.id).await.unwrap(), Some(user.clone()));
+        for db in crate::testing::backends().await {
+            create_get_and_duplicate_email_on(&db).await;
+        }
+    }
+
+    async fn create_get_and_duplicate_email_on(db: &Backend) {
+        let user = create(db.exec(), "Ada", "ada@example.com").await.unwrap();
+        assert_eq!(get(db.exec(), user.id).await.unwrap(), Some(user.clone()));
         assert_eq!(
-            find_by_email(&pool, "ADA@example.com").await.unwrap(),
+            find_by_email(db.exec(), "ADA@example.com").await.unwrap(),
             Some(user.clone())
         );
-        let err = create(&pool, "Ada again", "Ada@Example.com")
+        let err = create(db.exec(), "Ada again", "Ada@Example.com")
             .await
             .unwrap_err();
         assert!(matches!(err, DbError::EmailTaken(_)), "{err:?}");
-        let off = set_active(&pool, user.id, false).await.unwrap().unwrap();
+        let off = set_active(db.exec(), user.id, false)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!off.active);
-        assert_eq!(list(&pool).await.unwrap().len(), 1);
-        assert!(set_active(&pool, UserId::new(), true)
+        assert_eq!(list(db.exec()).await.unwrap().len(), 1);
+        assert!(set_active(db.exec(), UserId::new(), true)
             .await
             .unwrap()
             .is_none());

@@ -7,6 +7,8 @@
 
 use std::io::Write as _;
 
+pub mod postgres;
+
 /// A fresh, migrated database in a temporary directory, deleted when this is dropped.
 #[cfg(feature = "db")]
 pub struct TempDb {
@@ -42,6 +44,46 @@ impl TempDb {
             .expect("create the key");
         (user, key)
     }
+}
+
+/// A fresh, migrated database on one backend, for tests that run on every backend
+/// ([`backends`]).
+#[cfg(feature = "db")]
+pub enum Backend {
+    Sqlite(TempDb),
+    Postgres(sqlx::PgPool),
+}
+
+#[cfg(feature = "db")]
+impl Backend {
+    /// The database's pool, for the layer's functions.
+    pub fn exec(&self) -> crate::db::Exec<'_> {
+        match self {
+            Self::Sqlite(db) => crate::db::Exec::SqlitePool(&db.pool),
+            Self::Postgres(pool) => crate::db::Exec::PgPool(pool),
+        }
+    }
+}
+
+/// A fresh database on SQLite and one on PostgreSQL (a new database on this process's
+/// throwaway cluster, [`postgres::Postgres::shared`]). Without PostgreSQL's server this fails
+/// under `CI=true` and elsewhere gives SQLite's alone, saying so ([`postgres::available`]).
+#[cfg(feature = "db")]
+pub async fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite(TempDb::new().await)];
+    if postgres::available() {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let url = postgres::Postgres::shared().fresh_database(&name);
+        let settings = crate::db::PostgresSettings {
+            max_connections: 4,
+            statement_timeout: None,
+        };
+        let pool = crate::db::connect_postgres(&url, &settings)
+            .await
+            .expect("a PostgreSQL database");
+        all.push(Backend::Postgres(pool));
+    }
+    all
 }
 
 /// A fresh database: the directory that holds it (deleted when dropped) and its pool.
