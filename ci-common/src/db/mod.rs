@@ -58,6 +58,18 @@ impl<'c> From<&'c mut sqlx::SqliteConnection> for Exec<'c> {
     }
 }
 
+impl<'c> From<&'c mut sqlx::Transaction<'_, sqlx::Sqlite>> for Exec<'c> {
+    fn from(tx: &'c mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Self {
+        Self::Sqlite(tx)
+    }
+}
+
+impl<'c> From<&'c mut sqlx::Transaction<'_, sqlx::Postgres>> for Exec<'c> {
+    fn from(tx: &'c mut sqlx::Transaction<'_, sqlx::Postgres>) -> Self {
+        Self::Postgres(tx)
+    }
+}
+
 impl<'c> From<&'c sqlx::PgPool> for Exec<'c> {
     fn from(pool: &'c sqlx::PgPool) -> Self {
         Self::PgPool(pool)
