@@ -2,9 +2,8 @@
 //! controller write checks, so a controller that lost the lease cannot write.
 
 use chrono::{DateTime, Utc};
-use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
-use super::DbError;
+use super::{on_exec, DbError, Exec};
 
 /// How often the controller holding the lease writes its heartbeat.
 pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -30,36 +29,45 @@ impl Lease {
     }
 }
 
-/// Takes the lease for `holder` (after the OS lock is held), fencing off every earlier epoch.
-pub async fn acquire(pool: &SqlitePool, holder: &str) -> Result<Lease, DbError> {
-    let now = Utc::now();
-    Ok(sqlx::query_as(
+/// Takes the lease for `holder` (after the controller's singleton lock is held), fencing off
+/// every earlier epoch.
+pub async fn acquire(ex: impl Into<Exec<'_>>, holder: &str) -> Result<Lease, DbError> {
+    let now = super::now();
+    Ok(on_exec!(ex, |e| sqlx::query_as(
         "INSERT INTO controller_lease (id, epoch, holder, acquired_at, heartbeat_at)
-         VALUES (1, 1, ?1, ?2, ?2)
-         ON CONFLICT (id) DO UPDATE SET epoch = epoch + 1, holder = ?1, acquired_at = ?2,
-             heartbeat_at = ?2, released_at = NULL
+         VALUES (1, 1, $1, $2, $2)
+         ON CONFLICT (id) DO UPDATE SET epoch = controller_lease.epoch + 1, holder = $1,
+             acquired_at = $2, heartbeat_at = $2, released_at = NULL
          RETURNING epoch, holder, acquired_at, heartbeat_at, released_at",
     )
     .bind(holder)
     .bind(now)
-    .fetch_one(pool)
-    .await?)
+    .fetch_one(e)
+    .await?))
 }
 
-pub async fn current(ex: impl SqliteExecutor<'_>) -> Result<Option<Lease>, DbError> {
-    Ok(sqlx::query_as(
+pub async fn current(ex: impl Into<Exec<'_>>) -> Result<Option<Lease>, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_as(
         "SELECT epoch, holder, acquired_at, heartbeat_at, released_at FROM controller_lease",
     )
-    .fetch_optional(ex)
-    .await?)
+    .fetch_optional(e)
+    .await?))
 }
 
-/// Fails with [`DbError::LeaseLost`] unless `epoch` is the current one.
-pub async fn check(conn: &mut SqliteConnection, epoch: i64) -> Result<(), DbError> {
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT epoch FROM controller_lease WHERE id = 1")
-            .fetch_optional(conn)
-            .await?;
+/// Fails with [`DbError::LeaseLost`] unless `epoch` is the current one. Called first in every
+/// transaction a controller writes in ([`super::BeginWrite`]), it fences that transaction: on
+/// SQLite the transaction already holds the write lock, so no takeover can come in between; on
+/// PostgreSQL the lease row is read `FOR SHARE`, so a takeover (which updates that row) waits
+/// until the transaction ends.
+pub async fn check(ex: impl Into<Exec<'_>>, epoch: i64) -> Result<(), DbError> {
+    const SQLITE: &str = "SELECT epoch FROM controller_lease WHERE id = 1";
+    const POSTGRES: &str = "SELECT epoch FROM controller_lease WHERE id = 1 FOR SHARE";
+    let current: Option<i64> = match ex.into() {
+        Exec::SqlitePool(e) => sqlx::query_scalar(SQLITE).fetch_optional(e).await?,
+        Exec::Sqlite(e) => sqlx::query_scalar(SQLITE).fetch_optional(e).await?,
+        Exec::PgPool(e) => sqlx::query_scalar(POSTGRES).fetch_optional(e).await?,
+        Exec::Postgres(e) => sqlx::query_scalar(POSTGRES).fetch_optional(e).await?,
+    };
     if current == Some(epoch) {
         Ok(())
     } else {
@@ -68,14 +76,16 @@ pub async fn check(conn: &mut SqliteConnection, epoch: i64) -> Result<(), DbErro
 }
 
 /// Records that the holder of `epoch` is alive; fails if it no longer holds the lease.
-pub async fn heartbeat(ex: impl SqliteExecutor<'_>, epoch: i64) -> Result<(), DbError> {
-    let done =
-        sqlx::query("UPDATE controller_lease SET heartbeat_at = ? WHERE id = 1 AND epoch = ?")
-            .bind(Utc::now())
-            .bind(epoch)
-            .execute(ex)
-            .await?;
-    if done.rows_affected() == 1 {
+pub async fn heartbeat(ex: impl Into<Exec<'_>>, epoch: i64) -> Result<(), DbError> {
+    let updated = on_exec!(ex, |e| sqlx::query(
+        "UPDATE controller_lease SET heartbeat_at = $1 WHERE id = 1 AND epoch = $2"
+    )
+    .bind(super::now())
+    .bind(epoch)
+    .execute(e)
+    .await?
+    .rows_affected());
+    if updated == 1 {
         Ok(())
     } else {
         Err(DbError::LeaseLost(epoch))
@@ -83,18 +93,61 @@ pub async fn heartbeat(ex: impl SqliteExecutor<'_>, epoch: i64) -> Result<(), Db
 }
 
 /// Marks the lease released (on a clean shutdown).
-pub async fn release(ex: impl SqliteExecutor<'_>, epoch: i64) -> Result<(), DbError> {
-    sqlx::query("UPDATE controller_lease SET released_at = ? WHERE id = 1 AND epoch = ?")
-        .bind(Utc::now())
-        .bind(epoch)
-        .execute(ex)
-        .await?;
+pub async fn release(ex: impl Into<Exec<'_>>, epoch: i64) -> Result<(), DbError> {
+    on_exec!(ex, |e| sqlx::query(
+        "UPDATE controller_lease SET released_at = $1 WHERE id = 1 AND epoch = $2"
+    )
+    .bind(super::now())
+    .bind(epoch)
+    .execute(e)
+    .await
+    .map(drop)?);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::BeginWrite as _;
+    use crate::testing::{backends, Backend};
+
+    #[tokio::test]
+    async fn a_new_holder_fences_off_the_old_epoch() {
+        for db in backends().await {
+            a_new_holder_fences_off_the_old_epoch_on(&db).await;
+        }
+    }
+
+    async fn a_new_holder_fences_off_the_old_epoch_on(db: &Backend) {
+        assert_eq!(current(db.exec()).await.unwrap(), None);
+        let first = acquire(db.exec(), "host:1").await.unwrap();
+        assert_eq!(first.epoch, 1);
+        heartbeat(db.exec(), 1).await.unwrap();
+        check(db.exec(), 1).await.unwrap();
+        let second = acquire(db.exec(), "host:2").await.unwrap();
+        assert_eq!((second.epoch, second.holder.as_str()), (2, "host:2"));
+        assert!(matches!(
+            heartbeat(db.exec(), 1).await,
+            Err(DbError::LeaseLost(1))
+        ));
+        assert!(matches!(
+            check(db.exec(), 1).await,
+            Err(DbError::LeaseLost(1))
+        ));
+        release(db.exec(), 1).await.unwrap();
+        assert_eq!(current(db.exec()).await.unwrap().unwrap().released_at, None);
+        release(db.exec(), 2).await.unwrap();
+        let released = current(db.exec()).await.unwrap().unwrap();
+        assert!(released.released_at.is_some());
+        assert!(!released.is_live(Utc::now()));
+        // Inside a write transaction too.
+        crate::db::on_exec!(db.exec(), |e| {
+            let mut tx = e.begin_write().await.unwrap();
+            check(&mut *tx, 2).await.unwrap();
+            assert!(check(&mut *tx, 1).await.is_err());
+            tx.commit().await.unwrap();
+        });
+    }
 
     #[test]
     fn a_lease_is_live_while_its_heartbeat_is_recent_and_it_is_not_released() {

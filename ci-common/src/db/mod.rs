@@ -97,6 +97,74 @@ macro_rules! on_exec {
 }
 pub(crate) use on_exec;
 
+/// Beginning a transaction that will write, on either backend: on SQLite `BEGIN IMMEDIATE`,
+/// which takes the database's write lock at once (a deferred transaction that reads first and
+/// writes later can fail with "database is locked" when another writer went in between); on
+/// PostgreSQL a plain transaction (its row locks order writers). On a connection already in a
+/// transaction it is a savepoint, under the outer transaction's locks.
+pub(crate) trait BeginWrite<'c> {
+    type Database: sqlx::Database;
+    fn begin_write(
+        self,
+    ) -> futures_util::future::BoxFuture<
+        'c,
+        Result<sqlx::Transaction<'c, Self::Database>, sqlx::Error>,
+    >;
+}
+
+impl<'c> BeginWrite<'c> for &'c SqlitePool {
+    type Database = sqlx::Sqlite;
+    fn begin_write(
+        self,
+    ) -> futures_util::future::BoxFuture<'c, Result<sqlx::Transaction<'c, sqlx::Sqlite>, sqlx::Error>>
+    {
+        let pool = self.clone();
+        Box::pin(async move {
+            let tx: Result<sqlx::Transaction<'c, sqlx::Sqlite>, _> =
+                pool.begin_with("BEGIN IMMEDIATE").await;
+            tx
+        })
+    }
+}
+
+impl<'c> BeginWrite<'c> for &'c mut sqlx::SqliteConnection {
+    type Database = sqlx::Sqlite;
+    fn begin_write(
+        self,
+    ) -> futures_util::future::BoxFuture<'c, Result<sqlx::Transaction<'c, sqlx::Sqlite>, sqlx::Error>>
+    {
+        sqlx::Connection::begin(self)
+    }
+}
+
+impl<'c> BeginWrite<'c> for &'c sqlx::PgPool {
+    type Database = sqlx::Postgres;
+    fn begin_write(
+        self,
+    ) -> futures_util::future::BoxFuture<
+        'c,
+        Result<sqlx::Transaction<'c, sqlx::Postgres>, sqlx::Error>,
+    > {
+        let pool = self.clone();
+        Box::pin(async move {
+            let tx: Result<sqlx::Transaction<'c, sqlx::Postgres>, _> = pool.begin().await;
+            tx
+        })
+    }
+}
+
+impl<'c> BeginWrite<'c> for &'c mut sqlx::PgConnection {
+    type Database = sqlx::Postgres;
+    fn begin_write(
+        self,
+    ) -> futures_util::future::BoxFuture<
+        'c,
+        Result<sqlx::Transaction<'c, sqlx::Postgres>, sqlx::Error>,
+    > {
+        sqlx::Connection::begin(self)
+    }
+}
+
 /// The current time as the database keeps it on every backend: UTC, to the microsecond
 /// (PostgreSQL's precision; SQLite would keep nanoseconds), so that a value reads back equal
 /// wherever it was stored.
