@@ -161,16 +161,26 @@ async fn a_cluster_can_start_with_durable_settings() {
 }
 
 /// The shared cluster is never dropped: when its process exits, its watchdog stops it and
-/// removes its folder. The process is this test binary again, running
-/// `shared_cluster_of_a_child_process`.
+/// removes its folder. The process is this test binary again, running this test with
+/// `CHILD_ENV` set, which makes it the child: it starts the shared cluster, uses it, prints it
+/// and exits.
 #[test]
 fn the_shared_cluster_is_removed_when_its_process_exits() {
     if !postgres::available() {
         return;
     }
+    if std::env::var(CHILD_ENV).as_deref() == Ok("1") {
+        tokio::runtime::Runtime::new()
+            .expect("a runtime")
+            .block_on(shared_cluster_of_a_child_process());
+        return;
+    }
     let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "shared_cluster_of_a_child_process"])
-        .args(["--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "the_shared_cluster_is_removed_when_its_process_exits",
+        ])
+        .args(["--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .output()
         .expect("run the test binary");
@@ -202,14 +212,8 @@ fn the_shared_cluster_is_removed_when_its_process_exits() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "run as a child process by the_shared_cluster_is_removed_when_its_process_exits"]
+/// The child's part of `the_shared_cluster_is_removed_when_its_process_exits`.
 async fn shared_cluster_of_a_child_process() {
-    assert_eq!(
-        std::env::var(CHILD_ENV).as_deref(),
-        Ok("1"),
-        "only the_shared_cluster_is_removed_when_its_process_exits runs this"
-    );
     let pg = Postgres::shared();
     assert!(std::ptr::eq(pg, Postgres::shared()));
     let pool = connect(&pg.fresh_database("shared_child")).await;
