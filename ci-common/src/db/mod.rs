@@ -13,6 +13,7 @@ use sqlx::{Connection as _, SqliteExecutor};
 pub mod api_keys;
 pub mod blobs;
 pub mod cache;
+pub mod changes;
 pub mod copy;
 pub mod events;
 pub mod jobs;
