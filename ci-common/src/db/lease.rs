@@ -29,6 +29,58 @@ impl Lease {
     }
 }
 
+/// The key of the PostgreSQL session advisory lock a controller holds for as long as it runs
+/// (on SQLite, an OS lock on a file beside the database does that).
+pub const CONTROLLER_LOCK_KEY: i64 = 0x6369_636f_6e74; // "cicont"
+
+/// The controller's singleton lock on PostgreSQL: a session advisory lock held by a connection
+/// of its own. It is released when [`ControllerLock::release`] is called, when the connection
+/// closes, or when the process dies (the server ends the session) — so a killed controller never
+/// keeps a successor out. A controller that lost the connection lost the lock: the lease epoch
+/// still fences its writes.
+pub struct ControllerLock {
+    conn: sqlx::PgConnection,
+}
+
+impl ControllerLock {
+    /// Takes the lock at once, or `None` while another session holds it.
+    pub async fn try_acquire(
+        options: &sqlx::postgres::PgConnectOptions,
+    ) -> Result<Option<Self>, DbError> {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect_with(options).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(CONTROLLER_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if locked {
+            Ok(Some(Self { conn }))
+        } else {
+            conn.close().await?;
+            Ok(None)
+        }
+    }
+
+    /// Whether the lock's session is still there (a controller checks it with its heartbeat).
+    pub async fn held(&mut self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(&mut self.conn)
+            .await
+            .is_ok()
+    }
+
+    /// Releases the lock (a clean shutdown).
+    pub async fn release(mut self) -> Result<(), DbError> {
+        use sqlx::Connection as _;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(CONTROLLER_LOCK_KEY)
+            .execute(&mut self.conn)
+            .await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
 /// Takes the lease for `holder` (after the controller's singleton lock is held), fencing off
 /// every earlier epoch.
 pub async fn acquire(ex: impl Into<Exec<'_>>, holder: &str) -> Result<Lease, DbError> {
@@ -110,6 +162,44 @@ mod tests {
     use super::*;
     use crate::db::BeginWrite as _;
     use crate::testing::{backends, Backend};
+
+    #[tokio::test]
+    async fn one_controller_lock_per_postgres_database_released_with_its_session() {
+        for db in backends().await {
+            let Backend::Postgres(pool) = &db else {
+                continue;
+            };
+            let options = pool.connect_options();
+            let mut first = ControllerLock::try_acquire(&options)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(first.held().await);
+            assert!(ControllerLock::try_acquire(&options)
+                .await
+                .unwrap()
+                .is_none());
+            first.release().await.unwrap();
+            let second = ControllerLock::try_acquire(&options)
+                .await
+                .unwrap()
+                .unwrap();
+            // A session that ends (a killed controller) releases it too.
+            drop(second);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                if let Some(third) = ControllerLock::try_acquire(&options).await.unwrap() {
+                    third.release().await.unwrap();
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the lock outlived its session"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_new_holder_fences_off_the_old_epoch() {
