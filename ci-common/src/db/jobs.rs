@@ -2,10 +2,10 @@
 //! Every transition writes its event in the same transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::events::{self, NewEvent};
-use super::{lease, steps, uploads, DbError};
+use super::{lease, on_exec, steps, uploads, BeginWrite as _, DbError, Exec};
 use crate::api::{JobView, Outcome};
 use crate::project::{FlakyRule, JobOptions};
 use crate::results::TestCounts;
@@ -113,13 +113,13 @@ pub struct NewJob<'a> {
 /// Creates a queued job of `task` with its uploaded archive, no image choice and no extra
 /// arguments (see [`create_job`]).
 pub async fn create(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     user_id: UserId,
     task: &str,
     archive: &[u8],
 ) -> Result<Job, DbError> {
     create_job(
-        pool,
+        ex,
         &NewJob {
             user_id,
             task,
@@ -135,35 +135,39 @@ pub async fn create(
 
 /// Creates a queued job together with its uploaded archive, in one transaction: when this
 /// returns, the job and its files are durable and any replica or the controller can read them.
-pub async fn create_job(pool: &SqlitePool, new: &NewJob<'_>) -> Result<Job, DbError> {
-    let now = Utc::now();
+pub async fn create_job(ex: impl Into<Exec<'_>>, new: &NewJob<'_>) -> Result<Job, DbError> {
+    let now = super::now();
     let archive = new.archive;
     let args = serde_json::to_string(new.args).expect("strings serialize");
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let source = uploads::store(&mut tx, archive, now).await?;
-    let job: Job = sqlx::query_as(
-        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
-                           retries, fail_on_flaky, project, use_cache, concurrency_key,
-                           source_sha256)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-    )
-    .bind(JobId::new())
-    .bind(new.user_id)
-    .bind(new.task)
-    .bind(now)
-    .bind(archive.len() as i64)
-    .bind(new.image)
-    .bind(args)
-    .bind(i64::from(new.options.retries))
-    .bind(new.options.flaky == FlakyRule::Fail)
-    .bind(new.options.project.as_deref())
-    .bind(!new.options.no_cache)
-    .bind(new.concurrency_key)
-    .bind(source)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(job)
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        let source = uploads::store(&mut *tx, archive, now).await?;
+        let job: Job = sqlx::query_as(
+            "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
+                               retries, fail_on_flaky, project, use_cache, concurrency_key,
+                               source_sha256)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             RETURNING *",
+        )
+        .bind(JobId::new())
+        .bind(new.user_id)
+        .bind(new.task)
+        .bind(now)
+        .bind(archive.len() as i64)
+        .bind(new.image)
+        .bind(&args)
+        .bind(i64::from(new.options.retries))
+        .bind(new.options.flaky == FlakyRule::Fail)
+        .bind(new.options.project.as_deref())
+        .bind(!new.options.no_cache)
+        .bind(new.concurrency_key)
+        .bind(source)
+        .fetch_one(&mut *tx)
+        .await?;
+        super::changes::notify(&mut *tx).await?;
+        tx.commit().await?;
+        job
+    }))
 }
 
 /// Why a job cannot be run again.
@@ -184,83 +188,85 @@ pub enum RetryError {
 ///
 /// [`RetryError::NotFound`] for a job that is not the user's, [`RetryError::SourceExpired`] when
 /// its source is gone.
-pub async fn retry(pool: &SqlitePool, user_id: UserId, id: JobId) -> Result<Job, RetryError> {
-    let now = Utc::now();
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
+pub async fn retry(ex: impl Into<Exec<'_>>, user_id: UserId, id: JobId) -> Result<Job, RetryError> {
+    let now = super::now();
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await.map_err(DbError::from)?;
+        let Some(old) = get_for_user(&mut *tx, id, user_id).await? else {
+            return Err(RetryError::NotFound);
+        };
+        let kept = match &old.source_sha256 {
+            Some(sha) => uploads::touch(&mut *tx, sha, now).await?,
+            None => false,
+        };
+        if !kept {
+            return Err(RetryError::SourceExpired(id));
+        }
+        let job: Job = sqlx::query_as(
+            "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
+                               retries, fail_on_flaky, project, use_cache, concurrency_key,
+                               source_sha256)
+             SELECT $1, user_id, task, 'queued', $2, upload_bytes, image, args, retries,
+                    fail_on_flaky, project, use_cache, concurrency_key, source_sha256
+             FROM jobs WHERE id = $3 RETURNING *",
+        )
+        .bind(JobId::new())
+        .bind(now)
+        .bind(id)
+        .fetch_one(&mut *tx)
         .await
         .map_err(DbError::from)?;
-    let Some(old) = get_for_user(&mut *tx, id, user_id).await? else {
-        return Err(RetryError::NotFound);
-    };
-    let kept = match &old.source_sha256 {
-        Some(sha) => uploads::touch(&mut tx, sha, now).await?,
-        None => false,
-    };
-    if !kept {
-        return Err(RetryError::SourceExpired(id));
-    }
-    let job: Job = sqlx::query_as(
-        "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
-                           retries, fail_on_flaky, project, use_cache, concurrency_key,
-                           source_sha256)
-         SELECT ?1, user_id, task, 'queued', ?2, upload_bytes, image, args, retries,
-                fail_on_flaky, project, use_cache, concurrency_key, source_sha256
-         FROM jobs WHERE id = ?3 RETURNING *",
-    )
-    .bind(JobId::new())
-    .bind(now)
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(DbError::from)?;
-    tx.commit().await.map_err(DbError::from)?;
-    Ok(job)
+        super::changes::notify(&mut *tx).await?;
+        tx.commit().await.map_err(DbError::from)?;
+        job
+    }))
 }
 
-pub async fn get(ex: impl SqliteExecutor<'_>, id: JobId) -> Result<Option<Job>, DbError> {
-    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(ex)
-        .await?)
+pub async fn get(ex: impl Into<Exec<'_>>, id: JobId) -> Result<Option<Job>, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM jobs WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// The job if it belongs to `user_id`; another user's job is indistinguishable from no job.
 pub async fn get_for_user(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     id: JobId,
     user_id: UserId,
 ) -> Result<Option<Job>, DbError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM jobs WHERE id = ? AND user_id = ?")
-            .bind(id)
-            .bind(user_id)
-            .fetch_optional(ex)
-            .await?,
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM jobs WHERE id = $1 AND user_id = $2"
     )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// A user's latest job of `task` (in `project` when given), if any.
 pub async fn latest_of_task(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user_id: UserId,
     task: &str,
     project: Option<&str>,
 ) -> Result<Option<Job>, DbError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE user_id = ?1 AND task = ?2 AND (?3 IS NULL OR project = ?3)
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM jobs WHERE user_id = $1 AND task = $2 AND ($3 IS NULL OR project = $3)
          ORDER BY num DESC LIMIT 1",
     )
     .bind(user_id)
     .bind(task)
     .bind(project)
-    .fetch_optional(ex)
-    .await?)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// A user's jobs, newest first; `before` continues a listing after that job.
 pub async fn list_for_user(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user_id: UserId,
     limit: i64,
     before: Option<JobId>,
@@ -280,27 +286,27 @@ pub struct JobFilter {
 /// The user's jobs that pass `filter`, newest first, at most `limit`, continuing after
 /// `before` (the last job of the previous page).
 pub async fn list_filtered(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user_id: UserId,
     limit: i64,
     before: Option<JobId>,
     filter: &JobFilter,
 ) -> Result<Vec<Job>, DbError> {
-    Ok(sqlx::query_as(
+    Ok(on_exec!(ex, |e| sqlx::query_as(
         "SELECT * FROM jobs
-         WHERE user_id = ?1
-           AND (?2 IS NULL OR num < (SELECT num FROM jobs WHERE id = ?2 AND user_id = ?1))
-           AND (?4 IS NULL OR status = ?4)
-           AND (?5 IS NULL OR task = ?5)
-         ORDER BY num DESC LIMIT ?3",
+         WHERE user_id = $1
+           AND ($2 IS NULL OR num < (SELECT num FROM jobs WHERE id = $2 AND user_id = $1))
+           AND ($4 IS NULL OR status = $4)
+           AND ($5 IS NULL OR task = $5)
+         ORDER BY num DESC LIMIT $3",
     )
     .bind(user_id)
     .bind(before)
     .bind(limit)
     .bind(filter.status)
     .bind(filter.task.as_deref())
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// Asks for a job to be cancelled. A queued job is cancelled at once (no controller owns it
@@ -411,7 +417,7 @@ pub struct LogProgress {
 
 /// Adds a batch's counters to the job (inside the batch's transaction).
 pub async fn record_log_progress(
-    conn: &mut SqliteConnection,
+    ex: impl Into<Exec<'_>>,
     id: JobId,
     progress: &LogProgress,
 ) -> Result<(), DbError> {
@@ -419,23 +425,23 @@ pub async fn record_log_progress(
         Some((cursor, skip)) => (Some(cursor.as_str()), *skip),
         None => (None, 0),
     };
-    sqlx::query(
-        "UPDATE jobs SET log_lines = log_lines + ?, log_bytes = log_bytes + ?,
-             dropped_lines = dropped_lines + ?, dropped_bytes = dropped_bytes + ?,
-             log_cursor = COALESCE(?, log_cursor),
-             log_cursor_skip = CASE WHEN ? IS NULL THEN log_cursor_skip ELSE ? END
-         WHERE id = ?",
+    on_exec!(ex, |e| sqlx::query(
+        "UPDATE jobs SET log_lines = log_lines + $1, log_bytes = log_bytes + $2,
+             dropped_lines = dropped_lines + $3, dropped_bytes = dropped_bytes + $4,
+             log_cursor = COALESCE($5, log_cursor),
+             log_cursor_skip = CASE WHEN $5 IS NULL THEN log_cursor_skip ELSE $6 END
+         WHERE id = $7",
     )
     .bind(progress.lines)
     .bind(progress.bytes)
     .bind(progress.dropped_lines)
     .bind(progress.dropped_bytes)
     .bind(cursor)
-    .bind(cursor)
     .bind(skip)
     .bind(id)
-    .execute(conn)
-    .await?;
+    .execute(e)
+    .await
+    .map(drop)?);
     Ok(())
 }
 
@@ -499,42 +505,40 @@ async fn end(
 }
 
 /// Running jobs (for reconciliation and cancel checks).
-pub async fn running(ex: impl SqliteExecutor<'_>) -> Result<Vec<Job>, DbError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM jobs WHERE status = 'running' ORDER BY num")
-            .fetch_all(ex)
-            .await?,
+pub async fn running(ex: impl Into<Exec<'_>>) -> Result<Vec<Job>, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM jobs WHERE status = 'running' ORDER BY num"
     )
+    .fetch_all(e)
+    .await?))
 }
 
 /// Running jobs whose user asked for cancellation.
-pub async fn cancel_requested(ex: impl SqliteExecutor<'_>) -> Result<Vec<JobId>, DbError> {
-    Ok(sqlx::query_scalar(
+pub async fn cancel_requested(ex: impl Into<Exec<'_>>) -> Result<Vec<JobId>, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_scalar(
         "SELECT id FROM jobs WHERE status = 'running' AND cancel_requested_at IS NOT NULL",
     )
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// How many jobs are in each state.
-pub async fn count_by_status(
-    ex: impl SqliteExecutor<'_>,
-) -> Result<Vec<(JobStatus, i64)>, DbError> {
-    Ok(
-        sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
-            .fetch_all(ex)
-            .await?,
+pub async fn count_by_status(ex: impl Into<Exec<'_>>) -> Result<Vec<(JobStatus, i64)>, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT status, COUNT(*) FROM jobs GROUP BY status"
     )
+    .fetch_all(e)
+    .await?))
 }
 
 /// Whether a job is waiting to be claimed (a cheap read, for waking the claim loop).
-pub async fn any_queued(ex: impl SqliteExecutor<'_>) -> Result<bool, DbError> {
-    Ok(sqlx::query_scalar(
+pub async fn any_queued(ex: impl Into<Exec<'_>>) -> Result<bool, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs
                         WHERE status = 'queued' AND cancel_requested_at IS NULL)",
     )
-    .fetch_one(ex)
-    .await?)
+    .fetch_one(e)
+    .await?))
 }
 
 /// PRAGMA data_version on its own connection: changes when another connection commits.
@@ -684,5 +688,114 @@ mod retry_tests {
             retry(&pool, ada.id, first.id).await,
             Err(RetryError::SourceExpired(id)) if id == first.id
         ));
+    }
+}
+
+#[cfg(test)]
+mod both_backends_tests {
+    use super::*;
+    use crate::db::users;
+    use crate::testing::{backends, Backend};
+
+    #[tokio::test]
+    async fn jobs_are_created_listed_filtered_and_run_again_per_user() {
+        for db in backends().await {
+            jobs_are_created_listed_filtered_and_run_again_per_user_on(&db).await;
+        }
+    }
+
+    async fn jobs_are_created_listed_filtered_and_run_again_per_user_on(db: &Backend) {
+        let ada = users::create(db.exec(), "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let bob = users::create(db.exec(), "Bob", "bob@example.com")
+            .await
+            .unwrap();
+        assert!(!any_queued(db.exec()).await.unwrap());
+        let first = create(db.exec(), ada.id, "test", b"zip 1").await.unwrap();
+        let lint = create(db.exec(), ada.id, "lint", b"zip 2").await.unwrap();
+        let bobs = create(db.exec(), bob.id, "test", b"zip 1").await.unwrap();
+        assert!(any_queued(db.exec()).await.unwrap());
+        assert!(first.num < lint.num && lint.num < bobs.num);
+        assert_eq!(first.status, JobStatus::Queued);
+        assert_eq!(get(db.exec(), first.id).await.unwrap(), Some(first.clone()));
+        assert_eq!(
+            get_for_user(db.exec(), first.id, bob.id).await.unwrap(),
+            None
+        );
+
+        let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        let all = list_for_user(db.exec(), ada.id, 10, None).await.unwrap();
+        assert_eq!(ids(all), [lint.id, first.id], "newest first, Ada's only");
+        let page = list_for_user(db.exec(), ada.id, 10, Some(lint.id))
+            .await
+            .unwrap();
+        assert_eq!(ids(page), [first.id]);
+        let tests = JobFilter {
+            task: Some("test".into()),
+            ..JobFilter::default()
+        };
+        let only = list_filtered(db.exec(), ada.id, 10, None, &tests)
+            .await
+            .unwrap();
+        assert_eq!(ids(only), [first.id]);
+        let passed = JobFilter {
+            status: Some(JobStatus::Passed),
+            ..JobFilter::default()
+        };
+        assert!(list_filtered(db.exec(), ada.id, 10, None, &passed)
+            .await
+            .unwrap()
+            .is_empty());
+        let latest = latest_of_task(db.exec(), ada.id, "lint", None)
+            .await
+            .unwrap();
+        assert_eq!(latest.map(|j| j.id), Some(lint.id));
+        assert_eq!(
+            count_by_status(db.exec()).await.unwrap(),
+            [(JobStatus::Queued, 3)]
+        );
+
+        record_log_progress(
+            db.exec(),
+            first.id,
+            &LogProgress {
+                lines: 3,
+                bytes: 30,
+                cursor: Some(("2026-11-30T00:00:00.1Z".into(), 2)),
+                ..LogProgress::default()
+            },
+        )
+        .await
+        .unwrap();
+        record_log_progress(
+            db.exec(),
+            first.id,
+            &LogProgress {
+                lines: 1,
+                ..LogProgress::default()
+            },
+        )
+        .await
+        .unwrap();
+        let counted = get(db.exec(), first.id).await.unwrap().unwrap();
+        assert_eq!((counted.log_lines, counted.log_bytes), (4, 30));
+        assert_eq!(
+            counted.log_cursor.as_deref(),
+            Some("2026-11-30T00:00:00.1Z")
+        );
+        assert_eq!(counted.log_cursor_skip, 2);
+
+        let again = retry(db.exec(), ada.id, first.id).await.unwrap();
+        assert_eq!(
+            (again.task.as_str(), again.source_sha256.as_ref()),
+            ("test", first.source_sha256.as_ref())
+        );
+        assert!(matches!(
+            retry(db.exec(), bob.id, first.id).await,
+            Err(RetryError::NotFound)
+        ));
+        assert!(running(db.exec()).await.unwrap().is_empty());
+        assert!(cancel_requested(db.exec()).await.unwrap().is_empty());
     }
 }
