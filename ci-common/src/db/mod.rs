@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Connection as _;
 pub use sqlx::SqlitePool;
-use sqlx::{Connection as _, SqliteExecutor};
 
 pub mod api_keys;
 pub mod blobs;
@@ -312,9 +312,56 @@ async fn setup_lock(db_path: &Path) -> Result<std::fs::File, DbError> {
 }
 
 /// Whether the database answers a query (health and readiness checks).
-pub async fn ping(ex: impl SqliteExecutor<'_>) -> Result<(), DbError> {
-    sqlx::query("SELECT 1").execute(ex).await?;
+pub async fn ping(ex: impl Into<Exec<'_>>) -> Result<(), DbError> {
+    on_exec!(ex, |e| sqlx::query("SELECT 1")
+        .execute(e)
+        .await
+        .map(drop)?);
     Ok(())
+}
+
+/// An open database of either backend: what a binary holds once it has connected.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    /// Opens the database at `url` and applies pending migrations: [`connect`] for SQLite
+    /// (`max_connections` connections), [`connect_postgres`] for PostgreSQL.
+    pub async fn open(url: &DatabaseUrl, postgres: &PostgresSettings) -> Result<Self, DbError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                Ok(Self::Sqlite(connect(path, postgres.max_connections).await?))
+            }
+            DatabaseUrl::Postgres(url) => {
+                Ok(Self::Postgres(connect_postgres(url, postgres).await?))
+            }
+        }
+    }
+
+    /// Where the layer's functions run: the pool.
+    pub fn exec(&self) -> Exec<'_> {
+        self.into()
+    }
+
+    /// Closes every connection of the pool.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl<'c> From<&'c Db> for Exec<'c> {
+    fn from(db: &'c Db) -> Self {
+        match db {
+            Db::Sqlite(pool) => Self::SqlitePool(pool),
+            Db::Postgres(pool) => Self::PgPool(pool),
+        }
+    }
 }
 
 /// `<db path><suffix>`, e.g. `ci.db.controller.lock`.
@@ -378,6 +425,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(applied, MIGRATOR.iter().count() as i64);
+    }
+
+    #[tokio::test]
+    async fn a_database_url_opens_either_backend_and_ping_answers_until_it_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut urls = vec![format!("sqlite://{}", dir.path().join("ci.db").display())];
+        if crate::testing::postgres::available() {
+            let cluster = crate::testing::postgres::Postgres::shared();
+            urls.push(cluster.fresh_database(&format!("t_{}", uuid::Uuid::new_v4().simple())));
+        }
+        let settings = PostgresSettings {
+            max_connections: 2,
+            statement_timeout: None,
+        };
+        for url in urls {
+            let db = Db::open(&url.parse().unwrap(), &settings).await.unwrap();
+            assert_eq!(
+                matches!(db, Db::Postgres(_)),
+                url.starts_with("postgres"),
+                "{url}"
+            );
+            ping(&db).await.unwrap();
+            users::create(&db, "Ada", "ada@example.com").await.unwrap();
+            db.close().await;
+            assert!(ping(&db).await.is_err(), "{url}");
+        }
     }
 
     #[tokio::test]
