@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{SqliteExecutor, SqlitePool};
+use sqlx::{Acquire as _, Connection as _};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{lease, DbError};
+use super::{lease, on_exec, BeginWrite as _, Db, DbError, Exec};
 use crate::JobId;
 
 /// Bytes per stored chunk; every chunk of a blob but the last is exactly this long.
@@ -178,7 +178,9 @@ fn content_type(given: &str) -> Result<&str, BlobError> {
 /// insert the new one from the spool. SQLite has one writer at a time, so other writers (the
 /// controller's log lines, other jobs) wait for this transaction; spooling first makes that wait
 /// the time to copy at most `max_blob_bytes` from a local file, not the time the source takes to
-/// produce the data (a container, a network upload). Readers are never blocked (WAL).
+/// produce the data (a container, a network upload). Readers are never blocked (WAL). On
+/// PostgreSQL the transaction is a plain `BEGIN` (see [`super::BeginWrite`]): writers wait for
+/// each other only on the rows they touch.
 ///
 /// # Errors
 ///
@@ -192,7 +194,7 @@ fn content_type(given: &str) -> Result<&str, BlobError> {
 ///
 /// On any error nothing is stored and the previous blob of that name, if any, is kept.
 pub async fn put(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     job: JobId,
     epoch: Option<i64>,
     name: &str,
@@ -202,71 +204,74 @@ pub async fn put(
 ) -> Result<BlobMeta, BlobError> {
     check_name(name)?;
     let content_type = self::content_type(content_type)?;
+    let mut ex = ex.into();
     // The caps are checked while reading (to stop early) and again in the transaction (another
     // blob of the job may have been stored meanwhile).
-    let used = used_by_others(pool, job, name).await?;
+    let used = used_by_others(ex.reborrow(), job, name).await?;
     caps.check(0, used)?;
     let mut spool = Spool::read(&mut data, caps, used).await?;
 
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    if let Some(epoch) = epoch {
-        lease::check(&mut tx, epoch).await?;
-    }
-    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ?")
-        .bind(job)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if exists.is_none() {
-        return Err(BlobError::NoJob(job));
-    }
-    caps.check(spool.size, used_by_others(&mut *tx, job, name).await?)?;
-    sqlx::query("DELETE FROM blobs WHERE job_id = ? AND name = ?")
+    on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        if let Some(epoch) = epoch {
+            lease::check(&mut *tx, epoch).await?;
+        }
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(BlobError::NoJob(job));
+        }
+        caps.check(spool.size, used_by_others(&mut *tx, job, name).await?)?;
+        sqlx::query("DELETE FROM blobs WHERE job_id = $1 AND name = $2")
+            .bind(job)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let meta: BlobMeta = sqlx::query_as(
+            "INSERT INTO blobs (job_id, name, size, sha256, content_type, chunks, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING job_id, name, size, sha256, content_type, chunks, created_at",
+        )
         .bind(job)
         .bind(name)
-        .execute(&mut *tx)
+        .bind(i64::try_from(spool.size).expect("a blob within its cap fits i64"))
+        .bind(&spool.sha256)
+        .bind(content_type)
+        .bind(spool.chunks)
+        .bind(super::now())
+        .fetch_one(&mut *tx)
         .await?;
-    let meta: BlobMeta = sqlx::query_as(
-        "INSERT INTO blobs (job_id, name, size, sha256, content_type, chunks, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         RETURNING job_id, name, size, sha256, content_type, chunks, created_at",
-    )
-    .bind(job)
-    .bind(name)
-    .bind(i64::try_from(spool.size).expect("a blob within its cap fits i64"))
-    .bind(&spool.sha256)
-    .bind(content_type)
-    .bind(spool.chunks)
-    .bind(Utc::now())
-    .fetch_one(&mut *tx)
-    .await?;
-    let mut idx = 0;
-    while let Some(chunk) = spool.next_chunk().await? {
-        sqlx::query("INSERT INTO blob_chunks (job_id, name, idx, data) VALUES (?, ?, ?, ?)")
+        let mut idx: i64 = 0;
+        while let Some(chunk) = spool.next_chunk().await? {
+            sqlx::query(
+                "INSERT INTO blob_chunks (job_id, name, idx, data) VALUES ($1, $2, $3, $4)",
+            )
             .bind(job)
             .bind(name)
             .bind(idx)
             .bind(chunk)
             .execute(&mut *tx)
             .await?;
-        idx += 1;
-    }
-    tx.commit().await?;
-    Ok(meta)
+            idx += 1;
+        }
+        tx.commit().await?;
+        Ok(meta)
+    })
 }
 
 /// Bytes stored by `job`'s blobs other than `name` (which a put replaces).
-async fn used_by_others(
-    ex: impl SqliteExecutor<'_>,
-    job: JobId,
-    name: &str,
-) -> Result<u64, DbError> {
-    let used: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE job_id = ? AND name <> ?",
+async fn used_by_others(ex: impl Into<Exec<'_>>, job: JobId, name: &str) -> Result<u64, DbError> {
+    // PostgreSQL's SUM of a BIGINT is a NUMERIC: cast back.
+    let used: i64 = on_exec!(ex, |e| sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs
+         WHERE job_id = $1 AND name <> $2",
     )
     .bind(job)
     .bind(name)
-    .fetch_one(ex)
-    .await?;
+    .fetch_one(e)
+    .await?);
     Ok(u64::try_from(used).unwrap_or(0))
 }
 
@@ -443,70 +448,80 @@ const META_COLUMNS: &str = "job_id, name, size, sha256, content_type, chunks, cr
 
 /// The metadata of `job`'s blob `name`, if it is stored.
 pub async fn get_meta(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     job: JobId,
     name: &str,
 ) -> Result<Option<BlobMeta>, DbError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {META_COLUMNS} FROM blobs WHERE job_id = ? AND name = ?"
+    Ok(on_exec!(ex, |e| sqlx::query_as(&format!(
+        "SELECT {META_COLUMNS} FROM blobs WHERE job_id = $1 AND name = $2"
     ))
     .bind(job)
     .bind(name)
-    .fetch_optional(ex)
-    .await?)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// `job`'s blobs, by name.
-pub async fn list(ex: impl SqliteExecutor<'_>, job: JobId) -> Result<Vec<BlobMeta>, DbError> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {META_COLUMNS} FROM blobs WHERE job_id = ? ORDER BY name"
+pub async fn list(ex: impl Into<Exec<'_>>, job: JobId) -> Result<Vec<BlobMeta>, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_as(&format!(
+        "SELECT {META_COLUMNS} FROM blobs WHERE job_id = $1 ORDER BY name"
     ))
     .bind(job)
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// Chunk `idx` (from 0 to the meta's `chunks - 1`) of `job`'s blob `name`: [`CHUNK_BYTES`] bytes,
 /// fewer for the last; `None` when there is no such chunk. To read a whole blob that may be
 /// replaced meanwhile, use [`open`], which notices.
 pub async fn chunk(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     job: JobId,
     name: &str,
     idx: i64,
 ) -> Result<Option<Vec<u8>>, DbError> {
-    Ok(
-        sqlx::query_scalar(
-            "SELECT data FROM blob_chunks WHERE job_id = ? AND name = ? AND idx = ?",
-        )
-        .bind(job)
-        .bind(name)
-        .bind(idx)
-        .fetch_optional(ex)
-        .await?,
+    Ok(on_exec!(ex, |e| sqlx::query_scalar(
+        "SELECT data FROM blob_chunks WHERE job_id = $1 AND name = $2 AND idx = $3",
     )
+    .bind(job)
+    .bind(name)
+    .bind(idx)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// The whole of `job`'s blob `name` in memory, if it is stored: for small blobs (a report to
 /// parse); stream larger ones with [`open`].
 pub async fn read_all(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     job: JobId,
     name: &str,
 ) -> Result<Option<Vec<u8>>, DbError> {
-    // One read transaction: the metadata and the chunks are of the same blob.
-    let mut tx = pool.begin().await?;
-    let Some(meta) = get_meta(&mut *tx, job, name).await? else {
-        return Ok(None);
+    // One read transaction: the metadata and the chunks are of the same blob. SQLite's
+    // transaction reads one snapshot; PostgreSQL's does only at REPEATABLE READ (its default,
+    // READ COMMITTED, takes a new snapshot per statement).
+    let ex = ex.into();
+    let begin = match ex {
+        Exec::SqlitePool(_) | Exec::Sqlite(_) => "BEGIN",
+        Exec::PgPool(_) | Exec::Postgres(_) => "BEGIN ISOLATION LEVEL REPEATABLE READ",
     };
-    let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT data FROM blob_chunks WHERE job_id = ? AND name = ? ORDER BY idx",
-    )
-    .bind(job)
-    .bind(name)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let read = on_exec!(ex, |e| {
+        let conn = &mut *e.acquire().await?;
+        let mut tx = conn.begin_with(begin).await?;
+        let Some(meta) = get_meta(&mut *tx, job, name).await? else {
+            return Ok(None);
+        };
+        let chunks: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT data FROM blob_chunks WHERE job_id = $1 AND name = $2 ORDER BY idx",
+        )
+        .bind(job)
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        (meta, chunks)
+    });
+    let (meta, chunks) = read;
     let mut data = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
     for chunk in chunks {
         data.extend_from_slice(&chunk);
@@ -521,61 +536,74 @@ pub async fn read_all(
 ///
 /// [`DbError::LeaseLost`] when `epoch` no longer holds the lease, or a query's failure.
 pub async fn delete(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     job: JobId,
     epoch: Option<i64>,
     name: &str,
 ) -> Result<bool, DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    if let Some(epoch) = epoch {
-        lease::check(&mut tx, epoch).await?;
-    }
-    let done = sqlx::query("DELETE FROM blobs WHERE job_id = ? AND name = ?")
-        .bind(job)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+    let deleted = on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        if let Some(epoch) = epoch {
+            lease::check(&mut *tx, epoch).await?;
+        }
+        let done = sqlx::query("DELETE FROM blobs WHERE job_id = $1 AND name = $2")
+            .bind(job)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        done
+    });
+    Ok(deleted == 1)
 }
 
 /// Opens `job`'s blob `name` to be read chunk by chunk (to stream it), or `None` when it is not
-/// stored. Each chunk is read on its own: no transaction stays open between chunks.
+/// stored. Each chunk is read on its own: no transaction stays open between chunks. The reader
+/// keeps the database's pool (not a connection, which it would hold between chunks).
 pub async fn open(
-    pool: &SqlitePool,
+    db: impl Into<Db>,
     job: JobId,
     name: &str,
 ) -> Result<Option<BlobReader>, DbError> {
-    Ok(get_meta(pool, job, name).await?.map(|meta| BlobReader {
-        pool: pool.clone(),
-        meta,
-        next: 0,
-        skip: 0,
-        remaining: None,
-    }))
+    let db = db.into();
+    Ok(get_meta(db.exec(), job, name)
+        .await?
+        .map(|meta| BlobReader {
+            db,
+            meta,
+            next: 0,
+            skip: 0,
+            remaining: None,
+        }))
 }
 
 /// Deletes the blobs whose names start with `prefix` (e.g. `artifacts/`) stored longer than
 /// `older_than` ago, with their chunks (every job's). Returns how many.
-pub async fn expire(pool: &SqlitePool, prefix: &str, older_than: Duration) -> Result<u64, DbError> {
+pub async fn expire(
+    ex: impl Into<Exec<'_>>,
+    prefix: &str,
+    older_than: Duration,
+) -> Result<u64, DbError> {
     let Some(before) = chrono::Duration::from_std(older_than)
         .ok()
         .and_then(|d| Utc::now().checked_sub_signed(d))
     else {
         return Ok(0);
     };
-    let done =
-        sqlx::query("DELETE FROM blobs WHERE substr(name, 1, length(?1)) = ?1 AND created_at < ?2")
-            .bind(prefix)
-            .bind(before)
-            .execute(pool)
-            .await?;
-    Ok(done.rows_affected())
+    Ok(on_exec!(ex, |e| sqlx::query(
+        "DELETE FROM blobs WHERE substr(name, 1, length($1)) = $1 AND created_at < $2"
+    )
+    .bind(prefix)
+    .bind(super::timestamp(before))
+    .execute(e)
+    .await?
+    .rows_affected()))
 }
 
 /// A stored blob being read chunk by chunk (see [`open`]).
 pub struct BlobReader {
-    pool: SqlitePool,
+    db: Db,
     meta: BlobMeta,
     next: i64,
     /// Bytes of the next chunk before the range starts.
@@ -611,18 +639,18 @@ impl BlobReader {
             return Ok(None);
         }
         // The blob's row and its chunk in one statement, so the chunk is of the same contents.
-        let data: Option<Vec<u8>> = sqlx::query_scalar(
+        let data: Option<Vec<u8>> = on_exec!(self.db.exec(), |e| sqlx::query_scalar(
             "SELECT c.data FROM blob_chunks c
              JOIN blobs b ON b.job_id = c.job_id AND b.name = c.name
-             WHERE c.job_id = ? AND c.name = ? AND c.idx = ? AND b.sha256 = ? AND b.size = ?",
+             WHERE c.job_id = $1 AND c.name = $2 AND c.idx = $3 AND b.sha256 = $4 AND b.size = $5",
         )
         .bind(self.meta.job_id)
         .bind(&self.meta.name)
         .bind(self.next)
         .bind(&self.meta.sha256)
         .bind(self.meta.size)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(e)
+        .await?);
         let Some(mut data) = data else {
             return Err(BlobError::Changed {
                 name: self.meta.name.clone(),
@@ -645,7 +673,26 @@ impl BlobReader {
 mod tests {
     use super::*;
     use crate::keys::sha256_hex;
-    use crate::testing::{claimed_job_with_steps, temp_db};
+    use crate::testing::{backends, Backend};
+
+    /// A job (only its id here) on a test's database.
+    struct Job {
+        id: JobId,
+    }
+
+    /// A queued job of a new user on `db`, and the epoch of the lease a controller holds.
+    async fn claimed_job_with_steps(db: &Backend) -> (Job, i64) {
+        let (id, epoch) = crate::testing::job_with_lease(db).await;
+        (Job { id }, epoch)
+    }
+
+    /// `db`'s pool, for [`open`].
+    fn pool(db: &Backend) -> Db {
+        match db {
+            Backend::Sqlite(db) => Db::from(&db.pool),
+            Backend::Postgres(pool) => Db::from(pool),
+        }
+    }
 
     /// `len` bytes that differ from chunk to chunk and within one.
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -656,12 +703,17 @@ mod tests {
 
     #[tokio::test]
     async fn blobs_of_a_prefix_expire_with_their_chunks() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            blobs_of_a_prefix_expire_with_their_chunks_on(&db).await;
+        }
+    }
+
+    async fn blobs_of_a_prefix_expire_with_their_chunks_on(db: &Backend) {
+        let (job, epoch) = claimed_job_with_steps(db).await;
         let caps = BlobCaps::default();
         for name in ["artifacts/dist/a.whl", "reports/test.jsonl"] {
             put(
-                &pool,
+                db.exec(),
                 job.id,
                 Some(epoch),
                 name,
@@ -673,16 +725,18 @@ mod tests {
             .unwrap();
         }
         assert_eq!(
-            expire(&pool, "artifacts/", Duration::from_secs(3600))
+            expire(db.exec(), "artifacts/", Duration::from_secs(3600))
                 .await
                 .unwrap(),
             0
         );
         assert_eq!(
-            expire(&pool, "artifacts/", Duration::ZERO).await.unwrap(),
+            expire(db.exec(), "artifacts/", Duration::ZERO)
+                .await
+                .unwrap(),
             1
         );
-        let left: Vec<String> = list(&pool, job.id)
+        let left: Vec<String> = list(db.exec(), job.id)
             .await
             .unwrap()
             .into_iter()
@@ -690,7 +744,7 @@ mod tests {
             .collect();
         assert_eq!(left, ["reports/test.jsonl"]);
         assert_eq!(
-            count(&pool, "blob_chunks").await,
+            count(db, "blob_chunks").await,
             2,
             "the expired blob's chunks went with it"
         );
@@ -698,11 +752,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_reads_exactly_its_bytes_across_chunks() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            a_range_reads_exactly_its_bytes_across_chunks_on(&db).await;
+        }
+    }
+
+    async fn a_range_reads_exactly_its_bytes_across_chunks_on(db: &Backend) {
+        let (job, epoch) = claimed_job_with_steps(db).await;
         let data = pattern(3 * CHUNK_BYTES + 100, 7);
         put(
-            &pool,
+            db.exec(),
             job.id,
             Some(epoch),
             "a/b.bin",
@@ -721,7 +780,7 @@ mod tests {
             (size - 1, size - 1),
             (CHUNK_BYTES as u64, 2 * CHUNK_BYTES as u64 - 1),
         ] {
-            let mut reader = open(&pool, job.id, "a/b.bin").await.unwrap().unwrap();
+            let mut reader = open(pool(db), job.id, "a/b.bin").await.unwrap().unwrap();
             reader.range(start, end);
             let mut got = Vec::new();
             while let Some(chunk) = reader.next_chunk().await.unwrap() {
@@ -731,21 +790,28 @@ mod tests {
         }
     }
 
-    async fn count(pool: &SqlitePool, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(pool)
-            .await
-            .unwrap()
+    async fn count(db: &Backend, table: &str) -> i64 {
+        on_exec!(db.exec(), |e| sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table}"
+        ))
+        .fetch_one(e)
+        .await
+        .unwrap())
     }
 
     #[tokio::test]
     async fn a_multi_chunk_blob_reads_back_byte_exact_with_its_sha256() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            a_multi_chunk_blob_reads_back_byte_exact_with_its_sha256_on(&db).await;
+        }
+    }
+
+    async fn a_multi_chunk_blob_reads_back_byte_exact_with_its_sha256_on(db: &Backend) {
+        let (job, epoch) = claimed_job_with_steps(db).await;
         let data = pattern(600 * 1024, 0);
         let caps = BlobCaps::default();
         let meta = put(
-            &pool,
+            db.exec(),
             job.id,
             Some(epoch),
             "artifacts/wheel.bin",
@@ -760,30 +826,30 @@ mod tests {
         assert_eq!(meta.sha256, sha256_hex(&data));
         assert_eq!(meta.content_type, DEFAULT_CONTENT_TYPE);
         assert_eq!(
-            get_meta(&pool, job.id, "artifacts/wheel.bin")
+            get_meta(db.exec(), job.id, "artifacts/wheel.bin")
                 .await
                 .unwrap(),
             Some(meta.clone())
         );
         assert_eq!(
-            read_all(&pool, job.id, "artifacts/wheel.bin")
+            read_all(db.exec(), job.id, "artifacts/wheel.bin")
                 .await
                 .unwrap(),
             Some(data.clone())
         );
-        let last = chunk(&pool, job.id, "artifacts/wheel.bin", 2)
+        let last = chunk(db.exec(), job.id, "artifacts/wheel.bin", 2)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(last, &data[2 * CHUNK_BYTES..]);
         assert_eq!(
-            chunk(&pool, job.id, "artifacts/wheel.bin", 3)
+            chunk(db.exec(), job.id, "artifacts/wheel.bin", 3)
                 .await
                 .unwrap(),
             None
         );
 
-        let mut reader = open(&pool, job.id, "artifacts/wheel.bin")
+        let mut reader = open(pool(db), job.id, "artifacts/wheel.bin")
             .await
             .unwrap()
             .unwrap();
@@ -803,8 +869,13 @@ mod tests {
 
     #[tokio::test]
     async fn small_empty_and_exactly_one_chunk_blobs_round_trip() {
-        let (_dir, pool) = temp_db().await;
-        let (job, _) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            small_empty_and_exactly_one_chunk_blobs_round_trip_on(&db).await;
+        }
+    }
+
+    async fn small_empty_and_exactly_one_chunk_blobs_round_trip_on(db: &Backend) {
+        let (job, _) = claimed_job_with_steps(db).await;
         let caps = BlobCaps::default();
         for (name, len, chunks) in [
             ("empty", 0, 0),
@@ -814,7 +885,7 @@ mod tests {
         ] {
             let data = pattern(len, 7);
             let meta = put(
-                &pool,
+                db.exec(),
                 job.id,
                 None,
                 name,
@@ -827,32 +898,45 @@ mod tests {
             assert_eq!((meta.size, meta.chunks), (len as i64, chunks), "{name}");
             assert_eq!(meta.sha256, sha256_hex(&data), "{name}");
             assert_eq!(
-                read_all(&pool, job.id, name).await.unwrap(),
+                read_all(db.exec(), job.id, name).await.unwrap(),
                 Some(data),
                 "{name}"
             );
         }
-        let names: Vec<String> = list(&pool, job.id)
+        let names: Vec<String> = list(db.exec(), job.id)
             .await
             .unwrap()
             .into_iter()
             .map(|m| m.name)
             .collect();
         assert_eq!(names, ["empty", "one", "one-more", "small.json"]);
-        assert_eq!(read_all(&pool, job.id, "missing").await.unwrap(), None);
-        assert!(open(&pool, job.id, "missing").await.unwrap().is_none());
+        assert_eq!(read_all(db.exec(), job.id, "missing").await.unwrap(), None);
+        assert!(open(pool(db), job.id, "missing").await.unwrap().is_none());
     }
 
     #[tokio::test]
     async fn a_put_replaces_the_blob_of_the_same_name_and_a_reader_notices() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            a_put_replaces_the_blob_of_the_same_name_and_a_reader_notices_on(&db).await;
+        }
+    }
+
+    async fn a_put_replaces_the_blob_of_the_same_name_and_a_reader_notices_on(db: &Backend) {
+        let (job, epoch) = claimed_job_with_steps(db).await;
         let caps = BlobCaps::default();
         let first = pattern(3 * CHUNK_BYTES, 1);
-        put(&pool, job.id, Some(epoch), "r/x", "a/b", &first[..], &caps)
-            .await
-            .unwrap();
-        let mut reader = open(&pool, job.id, "r/x").await.unwrap().unwrap();
+        put(
+            db.exec(),
+            job.id,
+            Some(epoch),
+            "r/x",
+            "a/b",
+            &first[..],
+            &caps,
+        )
+        .await
+        .unwrap();
+        let mut reader = open(pool(db), job.id, "r/x").await.unwrap().unwrap();
         assert_eq!(
             reader.next_chunk().await.unwrap().unwrap(),
             &first[..CHUNK_BYTES]
@@ -860,7 +944,7 @@ mod tests {
 
         let second = pattern(100, 2);
         let meta = put(
-            &pool,
+            db.exec(),
             job.id,
             Some(epoch),
             "r/x",
@@ -871,31 +955,35 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((meta.size, meta.content_type.as_str()), (100, "text/plain"));
-        assert_eq!(read_all(&pool, job.id, "r/x").await.unwrap(), Some(second));
-        assert_eq!(list(&pool, job.id).await.unwrap(), [meta]);
         assert_eq!(
-            count(&pool, "blob_chunks").await,
-            1,
-            "the old chunks are gone"
+            read_all(db.exec(), job.id, "r/x").await.unwrap(),
+            Some(second)
         );
+        assert_eq!(list(db.exec(), job.id).await.unwrap(), [meta]);
+        assert_eq!(count(db, "blob_chunks").await, 1, "the old chunks are gone");
         let err = reader.next_chunk().await.unwrap_err();
         assert!(matches!(err, BlobError::Changed { .. }), "{err:?}");
 
-        assert!(delete(&pool, job.id, Some(epoch), "r/x").await.unwrap());
-        assert!(!delete(&pool, job.id, Some(epoch), "r/x").await.unwrap());
-        assert_eq!(count(&pool, "blob_chunks").await, 0);
+        assert!(delete(db.exec(), job.id, Some(epoch), "r/x").await.unwrap());
+        assert!(!delete(db.exec(), job.id, Some(epoch), "r/x").await.unwrap());
+        assert_eq!(count(db, "blob_chunks").await, 0);
     }
 
     #[tokio::test]
     async fn both_caps_refuse_and_leave_nothing_behind() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            both_caps_refuse_and_leave_nothing_behind_on(&db).await;
+        }
+    }
+
+    async fn both_caps_refuse_and_leave_nothing_behind_on(db: &Backend) {
+        let (job, epoch) = claimed_job_with_steps(db).await;
         let caps = BlobCaps {
             max_blob_bytes: 2 * CHUNK_BYTES as u64,
             max_job_bytes: 3 * CHUNK_BYTES as u64,
         };
         let big = pattern(2 * CHUNK_BYTES + 1, 4);
-        let err = put(&pool, job.id, Some(epoch), "big", "", &big[..], &caps)
+        let err = put(db.exec(), job.id, Some(epoch), "big", "", &big[..], &caps)
             .await
             .unwrap_err();
         assert!(
@@ -905,13 +993,13 @@ mod tests {
         assert!(err.to_string().contains("ask the operator"), "{err}");
 
         let kept = pattern(CHUNK_BYTES + 10, 3);
-        put(&pool, job.id, Some(epoch), "kept", "", &kept[..], &caps)
+        put(db.exec(), job.id, Some(epoch), "kept", "", &kept[..], &caps)
             .await
             .unwrap();
 
         let fits_alone = pattern(2 * CHUNK_BYTES, 5);
         let err = put(
-            &pool,
+            db.exec(),
             job.id,
             Some(epoch),
             "more",
@@ -928,7 +1016,7 @@ mod tests {
         );
         // Replacing a blob does not count the one it replaces.
         put(
-            &pool,
+            db.exec(),
             job.id,
             Some(epoch),
             "kept",
@@ -939,30 +1027,35 @@ mod tests {
         .await
         .unwrap();
 
-        let names: Vec<String> = list(&pool, job.id)
+        let names: Vec<String> = list(db.exec(), job.id)
             .await
             .unwrap()
             .into_iter()
             .map(|m| m.name)
             .collect();
         assert_eq!(names, ["kept"]);
-        assert_eq!(count(&pool, "blob_chunks").await, 2);
+        assert_eq!(count(db, "blob_chunks").await, 2);
         assert_eq!(
-            read_all(&pool, job.id, "kept").await.unwrap(),
+            read_all(db.exec(), job.id, "kept").await.unwrap(),
             Some(fits_alone)
         );
     }
 
     #[tokio::test]
     async fn bad_names_content_types_wrong_epochs_and_missing_jobs_are_refused() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            bad_names_content_types_wrong_epochs_and_missing_jobs_are_refused_on(&db).await;
+        }
+    }
+
+    async fn bad_names_content_types_wrong_epochs_and_missing_jobs_are_refused_on(db: &Backend) {
+        let (job, epoch) = claimed_job_with_steps(db).await;
         let caps = BlobCaps::default();
         let long = "a".repeat(NAME_MAX_BYTES + 1);
         for bad in [
             "", "/a", "a/", "a//b", ".", "..", "a/../b", "./a", "a b", "ä", "a\\b", &long,
         ] {
-            let err = put(&pool, job.id, Some(epoch), bad, "", &b"x"[..], &caps)
+            let err = put(db.exec(), job.id, Some(epoch), bad, "", &b"x"[..], &caps)
                 .await
                 .unwrap_err();
             assert!(matches!(err, BlobError::BadName(_)), "{bad:?}: {err:?}");
@@ -977,7 +1070,7 @@ mod tests {
             check_name(good).unwrap();
         }
         let err = put(
-            &pool,
+            db.exec(),
             job.id,
             None,
             "a",
@@ -989,26 +1082,34 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, BlobError::BadContentType(_)), "{err:?}");
 
-        let err = put(&pool, JobId::new(), None, "a", "", &b"x"[..], &caps)
+        let err = put(db.exec(), JobId::new(), None, "a", "", &b"x"[..], &caps)
             .await
             .unwrap_err();
         assert!(matches!(err, BlobError::NoJob(_)), "{err:?}");
 
-        lease::acquire(&pool, "other").await.unwrap();
-        let err = put(&pool, job.id, Some(epoch), "a", "", &b"x"[..], &caps)
+        crate::testing::take_over_lease(db).await;
+        let err = put(db.exec(), job.id, Some(epoch), "a", "", &b"x"[..], &caps)
             .await
             .unwrap_err();
         assert!(
             matches!(err, BlobError::Db(DbError::LeaseLost(e)) if e == epoch),
             "{err:?}"
         );
-        let err = delete(&pool, job.id, Some(epoch), "a").await.unwrap_err();
+        let err = delete(db.exec(), job.id, Some(epoch), "a")
+            .await
+            .unwrap_err();
         assert!(matches!(err, DbError::LeaseLost(_)), "{err:?}");
-        assert_eq!(count(&pool, "blobs").await, 0);
+        assert_eq!(count(db, "blobs").await, 0);
     }
 
     #[tokio::test]
     async fn a_source_that_fails_stores_nothing() {
+        for db in backends().await {
+            a_source_that_fails_stores_nothing_on(&db).await;
+        }
+    }
+
+    async fn a_source_that_fails_stores_nothing_on(db: &Backend) {
         struct Failing(usize);
         impl AsyncRead for Failing {
             fn poll_read(
@@ -1025,10 +1126,9 @@ mod tests {
                 std::task::Poll::Ready(Ok(()))
             }
         }
-        let (_dir, pool) = temp_db().await;
-        let (job, _) = claimed_job_with_steps(&pool).await;
+        let (job, _) = claimed_job_with_steps(db).await;
         let err = put(
-            &pool,
+            db.exec(),
             job.id,
             None,
             "a",
@@ -1039,30 +1139,39 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, BlobError::Read(_)), "{err:?}");
-        assert_eq!(count(&pool, "blobs").await, 0);
+        assert_eq!(count(db, "blobs").await, 0);
     }
 
     #[tokio::test]
     async fn blobs_are_deleted_with_their_job() {
-        let (_dir, pool) = temp_db().await;
-        let (job, _) = claimed_job_with_steps(&pool).await;
-        let (other, _) = claimed_job_with_steps(&pool).await;
+        for db in backends().await {
+            blobs_are_deleted_with_their_job_on(&db).await;
+        }
+    }
+
+    async fn blobs_are_deleted_with_their_job_on(db: &Backend) {
+        let (job, _) = claimed_job_with_steps(db).await;
+        let (other, _) = claimed_job_with_steps(db).await;
         let caps = BlobCaps::default();
         let data = pattern(CHUNK_BYTES * 2, 9);
-        put(&pool, job.id, None, "a", "", &data[..], &caps)
+        put(db.exec(), job.id, None, "a", "", &data[..], &caps)
             .await
             .unwrap();
-        put(&pool, other.id, None, "a", "", &data[..], &caps)
+        put(db.exec(), other.id, None, "a", "", &data[..], &caps)
             .await
             .unwrap();
-        sqlx::query("DELETE FROM jobs WHERE id = ?")
+        on_exec!(db.exec(), |e| sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job.id)
-            .execute(&pool)
+            .execute(e)
             .await
-            .unwrap();
-        assert_eq!(list(&pool, job.id).await.unwrap(), []);
-        assert_eq!(count(&pool, "blobs").await, 1);
-        assert_eq!(count(&pool, "blob_chunks").await, 2);
-        assert_eq!(read_all(&pool, other.id, "a").await.unwrap(), Some(data));
+            .map(drop)
+            .unwrap());
+        assert_eq!(list(db.exec(), job.id).await.unwrap(), []);
+        assert_eq!(count(db, "blobs").await, 1);
+        assert_eq!(count(db, "blob_chunks").await, 2);
+        assert_eq!(
+            read_all(db.exec(), other.id, "a").await.unwrap(),
+            Some(data)
+        );
     }
 }

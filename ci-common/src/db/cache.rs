@@ -66,7 +66,7 @@ pub async fn find_ready(
 /// pruned since it was found): the job must install instead. Fenced by the lease epoch.
 pub async fn hit(pool: &SqlitePool, epoch: i64, id: &str) -> Result<bool, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     let done = sqlx::query(
         "UPDATE cache_entries SET hits = hits + 1, last_used_at = ? WHERE id = ? AND state = 'ready'",
     )
@@ -90,7 +90,7 @@ pub async fn begin(
 ) -> Result<CacheEntry, DbError> {
     let now = Utc::now();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     let entry = sqlx::query_as(
         "INSERT INTO cache_entries (id, user_id, key, volume, state, job_id, created_at, last_used_at)
          VALUES (?, ?, ?, ?, 'building', ?, ?, ?) RETURNING *",
@@ -130,7 +130,7 @@ pub async fn publish(
     size_bytes: u64,
 ) -> Result<Published, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     let Some(entry): Option<CacheEntry> =
         sqlx::query_as("SELECT * FROM cache_entries WHERE volume = ? AND state = 'building'")
             .bind(volume)
@@ -164,7 +164,7 @@ pub async fn publish(
 /// cancelled, or the job ended otherwise): they become `removing`. Returns how many.
 pub async fn abandon(pool: &SqlitePool, epoch: i64, job: JobId) -> Result<u64, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     let done = sqlx::query(
         "UPDATE cache_entries SET state = 'removing' WHERE job_id = ? AND state = 'building'",
     )

@@ -260,7 +260,7 @@ pub async fn append_with_progress(
     progress: &LogProgress,
 ) -> Result<(), DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     if !events.is_empty() {
         append(&mut tx, job_id, events).await?;
     }

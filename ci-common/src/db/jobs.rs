@@ -364,7 +364,7 @@ pub async fn claim_next(
 ) -> Result<Option<Job>, DbError> {
     let now = Utc::now();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     // The states a job may be claimed from are the lifecycle's, not this query's.
     let claimable = states_that_can_become(JobStatus::Running);
     let sql = format!(
@@ -456,7 +456,7 @@ pub async fn finish(
 ) -> Result<bool, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     if let Some(epoch) = epoch {
-        lease::check(&mut tx, epoch).await?;
+        lease::check(&mut *tx, epoch).await?;
     }
     let current: Option<JobStatus> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
         .bind(id)

@@ -83,6 +83,19 @@ impl<'c> From<&'c mut sqlx::PgConnection> for Exec<'c> {
     }
 }
 
+impl Exec<'_> {
+    /// The same executor for a shorter while, so that a function can run more than one query on
+    /// what it was given (a pool is shared; a connection is lent again).
+    pub fn reborrow(&mut self) -> Exec<'_> {
+        match self {
+            Self::SqlitePool(pool) => Exec::SqlitePool(pool),
+            Self::Sqlite(conn) => Exec::Sqlite(conn),
+            Self::PgPool(pool) => Exec::PgPool(pool),
+            Self::Postgres(conn) => Exec::Postgres(conn),
+        }
+    }
+}
+
 /// Runs `$body` with `$e` bound to the executor `$ex` (an `impl Into<Exec>`) holds: the same
 /// code, compiled once per backend and kind of executor. A body that needs SQL of its own per
 /// backend matches on [`Exec`] itself.
@@ -134,7 +147,11 @@ impl<'c> BeginWrite<'c> for &'c mut sqlx::SqliteConnection {
         self,
     ) -> futures_util::future::BoxFuture<'c, Result<sqlx::Transaction<'c, sqlx::Sqlite>, sqlx::Error>>
     {
-        sqlx::Connection::begin(self)
+        if sqlx::Connection::is_in_transaction(self) {
+            sqlx::Connection::begin(self)
+        } else {
+            sqlx::Connection::begin_with(self, "BEGIN IMMEDIATE")
+        }
     }
 }
 
@@ -352,6 +369,18 @@ impl Db {
             Self::Sqlite(pool) => pool.close().await,
             Self::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+impl From<&SqlitePool> for Db {
+    fn from(pool: &SqlitePool) -> Self {
+        Self::Sqlite(pool.clone())
+    }
+}
+
+impl From<&sqlx::PgPool> for Db {
+    fn from(pool: &sqlx::PgPool) -> Self {
+        Self::Postgres(pool.clone())
     }
 }
 

@@ -59,7 +59,7 @@ pub async fn plan(
     specs: &[StepSpec],
 ) -> Result<Vec<StepRow>, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     if list(&mut *tx, job).await?.is_empty() {
         for (i, spec) in specs.iter().enumerate() {
             sqlx::query(
@@ -88,7 +88,7 @@ pub async fn append(
     spec: &StepSpec,
 ) -> Result<Vec<StepRow>, DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     sqlx::query(
         "INSERT INTO job_steps (job_id, position, name, state, spec)
          SELECT ?1, COALESCE(MAX(position), 0) + 1, ?2, 'pending', ?3 FROM job_steps WHERE job_id = ?1
@@ -124,7 +124,7 @@ pub async fn start(
 ) -> Result<(), DbError> {
     let now = Utc::now();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     let Some(step) = get(&mut tx, job, position).await? else {
         return Ok(());
     };
@@ -170,7 +170,7 @@ pub async fn finish(
     reason: Option<&str>,
 ) -> Result<(), DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     end(&mut tx, job, position, state, exit_code, reason, Utc::now()).await?;
     tx.commit().await?;
     Ok(())

@@ -29,7 +29,7 @@ pub async fn store(
     report: &Report,
 ) -> Result<(), DbError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut tx, epoch).await?;
+    lease::check(&mut *tx, epoch).await?;
     let mut results = report.results.clone();
     let mut counts = report.summary.counts.clone();
     if attempt > 1 {

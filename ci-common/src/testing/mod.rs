@@ -86,6 +86,53 @@ pub async fn backends() -> Vec<Backend> {
     all
 }
 
+/// A queued job of a new user on `db`, and the epoch of the controller lease (taken if no one
+/// holds it): rows written with plain SQL, for tests on every backend of modules that need a job
+/// while the jobs and lease modules work on SQLite alone.
+#[cfg(feature = "db")]
+pub async fn job_with_lease(db: &Backend) -> (crate::JobId, i64) {
+    use crate::db::on_exec;
+    let id = crate::JobId::new();
+    let user = crate::db::users::create(db.exec(), "Ada", &format!("{id}@example.com"))
+        .await
+        .expect("create the user");
+    let now = crate::db::now();
+    on_exec!(db.exec(), |e| sqlx::query(
+        "INSERT INTO jobs (id, user_id, created_at) VALUES ($1, $2, $3)"
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(now)
+    .execute(e)
+    .await
+    .map(drop)
+    .expect("insert the job"));
+    let epoch: i64 = on_exec!(db.exec(), |e| sqlx::query_scalar(
+        "INSERT INTO controller_lease (id, epoch, holder, acquired_at, heartbeat_at)
+         VALUES (1, 1, 'testing', $1, $1)
+         ON CONFLICT (id) DO UPDATE SET holder = 'testing'
+         RETURNING epoch"
+    )
+    .bind(now)
+    .fetch_one(e)
+    .await
+    .expect("take the lease"));
+    (id, epoch)
+}
+
+/// Another controller takes the lease on `db`: the epoch [`job_with_lease`] gave is fenced off.
+#[cfg(feature = "db")]
+pub async fn take_over_lease(db: &Backend) {
+    use crate::db::on_exec;
+    on_exec!(db.exec(), |e| sqlx::query(
+        "UPDATE controller_lease SET epoch = epoch + 1, holder = 'other'"
+    )
+    .execute(e)
+    .await
+    .map(drop)
+    .expect("take the lease over"));
+}
+
 /// A fresh database: the directory that holds it (deleted when dropped) and its pool.
 #[cfg(feature = "db")]
 pub async fn temp_db() -> (tempfile::TempDir, crate::db::SqlitePool) {
