@@ -1,12 +1,12 @@
 //! The `job_events` table: a job's log lines, notices, status changes and final result, numbered
-//! `seq` = 1, 2, 3, ... without gaps. Appends happen inside a write (`BEGIN IMMEDIATE`)
-//! transaction, which makes "last seq + 1" safe.
+//! `seq` = 1, 2, 3, ... without gaps. Appends happen inside a write transaction that orders
+//! them (see [`append`]), which makes "last seq + 1" safe.
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqliteExecutor, SqlitePool};
+use sqlx::{Acquire as _, QueryBuilder};
 
 use super::jobs::{self, LogProgress};
-use super::{lease, DbError};
+use super::{changes, lease, on_exec, BeginWrite as _, DbError, Exec};
 use crate::api::{Outcome, StepView, StreamEvent};
 use crate::results::TestSummary;
 use crate::{EventKind, JobId, JobStatus, LogStream};
@@ -222,138 +222,175 @@ impl EventRow {
 }
 
 /// Appends events after the job's last one and returns the new last seq. Must run inside a
-/// write transaction (or on the job's single writer) so that seqs are unique and gap-free.
+/// write transaction ([`super::BeginWrite`]) so that seqs are unique and gap-free: on SQLite the
+/// transaction holds the database's write lock; on PostgreSQL, whose writers do not exclude
+/// each other, the job's row is locked first (to the end of the transaction), so that two
+/// appends to one job wait for each other instead of reading the same last seq.
+///
+/// PostgreSQL's text cannot hold a NUL character (SQLite's can): there each NUL of a text is
+/// stored as U+FFFD ([`super::copy::postgres_text`]), as `ci-admin db copy` does.
 pub async fn append(
-    conn: &mut SqliteConnection,
+    ex: impl Into<Exec<'_>>,
     job_id: JobId,
     events: &[NewEvent],
 ) -> Result<i64, DbError> {
-    let mut seq = last_seq(&mut *conn, job_id).await?;
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO job_events (job_id, seq, kind, stream, ts, text, data) ",
-        );
-        insert.push_values(chunk, |mut row, event| {
-            seq += 1;
-            row.push_bind(job_id)
-                .push_bind(seq)
-                .push_bind(event.kind)
-                .push_bind(event.stream)
-                .push_bind(event.ts)
-                .push_bind(event.text.as_str())
-                .push_bind(event.data.as_deref());
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
-    Ok(seq)
+    let ex = ex.into();
+    let postgres = ex.is_postgres();
+    let text = |t: &str| -> String {
+        if postgres {
+            super::copy::postgres_text(t.to_owned()).0
+        } else {
+            t.to_owned()
+        }
+    };
+    on_exec!(ex, |e| {
+        // A pool gives a connection for the body; a connection passed in is used as it is.
+        #[allow(unused_mut)]
+        let mut conn = e.acquire().await?;
+        if postgres {
+            sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(job_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let mut seq = last_seq(&mut *conn, job_id).await?;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            // The builder's backend is the connection's, inferred from `execute`.
+            let mut insert = QueryBuilder::new(
+                "INSERT INTO job_events (job_id, seq, kind, stream, ts, text, data) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                seq += 1;
+                row.push_bind(job_id)
+                    .push_bind(seq)
+                    .push_bind(event.kind)
+                    .push_bind(event.stream)
+                    .push_bind(super::timestamp(event.ts))
+                    .push_bind(text(&event.text))
+                    .push_bind(event.data.as_deref().map(text));
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(seq)
+    })
 }
 
-/// Stores part of a job's log for the controller holding the lease `epoch`, in one `BEGIN
-/// IMMEDIATE` transaction: checks the lease (a controller that lost it writes nothing and gets
-/// [`DbError::LeaseLost`]), appends `events` and adds `progress` to the job's log counters and
-/// cursor, so the stored cursor never gets ahead of the stored lines.
+/// Stores part of a job's log for the controller holding the lease `epoch`, in one write
+/// transaction ([`super::BeginWrite`]): checks the lease (a controller that lost it writes
+/// nothing and gets [`DbError::LeaseLost`]), appends `events` and adds `progress` to the job's
+/// log counters and cursor, so the stored cursor never gets ahead of the stored lines.
 pub async fn append_with_progress(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     job_id: JobId,
     epoch: i64,
     events: &[NewEvent],
     progress: &LogProgress,
 ) -> Result<(), DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut *tx, epoch).await?;
-    if !events.is_empty() {
-        append(&mut tx, job_id, events).await?;
-    }
-    jobs::record_log_progress(&mut tx, job_id, progress).await?;
-    tx.commit().await?;
+    on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        if !events.is_empty() {
+            append(&mut *tx, job_id, events).await?;
+        }
+        jobs::record_log_progress(&mut *tx, job_id, progress).await?;
+        changes::notify(&mut *tx).await?;
+        tx.commit().await?;
+    });
     Ok(())
 }
 
 /// The job's last seq (0 when it has no events).
-pub async fn last_seq(ex: impl SqliteExecutor<'_>, job_id: JobId) -> Result<i64, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?")
-            .bind(job_id)
-            .fetch_one(ex)
-            .await?,
+pub async fn last_seq(ex: impl Into<Exec<'_>>, job_id: JobId) -> Result<i64, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_scalar(
+        "SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = $1"
     )
+    .bind(job_id)
+    .fetch_one(e)
+    .await?))
 }
 
 /// Up to `limit` events with seq > `after`, in order.
 pub async fn list_after(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     job_id: JobId,
     after: i64,
     limit: i64,
 ) -> Result<Vec<EventRow>, DbError> {
-    Ok(sqlx::query_as(
+    Ok(on_exec!(ex, |e| sqlx::query_as(
         "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
-         WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+         WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
     .bind(job_id)
     .bind(after)
     .bind(limit)
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// The events with `from <= seq <= to`, in order (at most `to - from + 1`).
 pub async fn between(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     job_id: JobId,
     from: i64,
     to: i64,
 ) -> Result<Vec<EventRow>, DbError> {
-    Ok(sqlx::query_as(
+    Ok(on_exec!(ex, |e| sqlx::query_as(
         "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
-         WHERE job_id = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+         WHERE job_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
     )
     .bind(job_id)
     .bind(from)
     .bind(to)
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// Up to `limit` of the program's own lines (`log` events) with seq > `after`, in order: the
 /// raw log, page by page.
 pub async fn log_lines_after(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     job_id: JobId,
     after: i64,
     limit: i64,
 ) -> Result<Vec<(i64, String)>, DbError> {
-    Ok(sqlx::query_as(
+    Ok(on_exec!(ex, |e| sqlx::query_as(
         "SELECT seq, text FROM job_events
-         WHERE job_id = ? AND seq > ? AND kind = 'log' ORDER BY seq LIMIT ?",
+         WHERE job_id = $1 AND seq > $2 AND kind = 'log' ORDER BY seq LIMIT $3",
     )
     .bind(job_id)
     .bind(after)
     .bind(limit)
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// Up to `limit` events with seq > `after` whose text contains `needle`, ignoring the case of
 /// ASCII letters, in order.
 pub async fn search(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     job_id: JobId,
     needle: &str,
     after: i64,
     limit: i64,
 ) -> Result<Vec<EventRow>, DbError> {
-    Ok(sqlx::query_as(
-        "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
-         WHERE job_id = ? AND seq > ? AND instr(lower(text), lower(?)) > 0
-         ORDER BY seq LIMIT ?",
-    )
-    .bind(job_id)
-    .bind(after)
-    .bind(needle)
-    .bind(limit)
-    .fetch_all(ex)
-    .await?)
+    // "Contains" is SQLite's instr and PostgreSQL's strpos (neither has the other's). Both
+    // lower() only ASCII letters here: SQLite's always, PostgreSQL's under the column's
+    // collation "C", which the needle is given too.
+    const SQLITE: &str = "SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
+         WHERE job_id = $1 AND seq > $2 AND instr(lower(text), lower($3)) > 0
+         ORDER BY seq LIMIT $4";
+    const POSTGRES: &str = r#"SELECT job_id, seq, kind, stream, ts, text, data FROM job_events
+         WHERE job_id = $1 AND seq > $2 AND strpos(lower(text), lower($3 COLLATE "C")) > 0
+         ORDER BY seq LIMIT $4"#;
+    let ex = ex.into();
+    let sql = if ex.is_postgres() { POSTGRES } else { SQLITE };
+    Ok(on_exec!(ex, |e| sqlx::query_as(sql)
+        .bind(job_id)
+        .bind(after)
+        .bind(needle)
+        .bind(limit)
+        .fetch_all(e)
+        .await?))
 }
 
 #[cfg(test)]
@@ -361,6 +398,125 @@ mod tests {
     use super::*;
     use crate::db::testing::temp_db;
     use crate::db::{jobs, lease, uploads, users};
+    use crate::testing::{backends, job_with_lease, take_over_lease, Backend};
+
+    /// `n` lines `{prefix} {i}` appended in one write transaction, as the controller's writer
+    /// does; returns the last seq.
+    async fn append_lines(db: &Backend, job: JobId, prefix: &str, n: usize) -> i64 {
+        let lines: Vec<_> = (0..n)
+            .map(|i| NewEvent::log(LogStream::Stdout, Utc::now(), format!("{prefix} {i}")))
+            .collect();
+        on_exec!(db.exec(), |e| {
+            let mut tx = e.begin_write().await.unwrap();
+            let last = append(&mut *tx, job, &lines).await.unwrap();
+            tx.commit().await.unwrap();
+            last
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_to_one_job_get_unique_gapless_seqs_on_every_backend() {
+        for db in backends().await {
+            let (job, _) = job_with_lease(&db).await;
+            let db = std::sync::Arc::new(db);
+            let writers: Vec<_> = (0..6)
+                .map(|w| {
+                    let db = db.clone();
+                    tokio::spawn(async move {
+                        for round in 0..5 {
+                            append_lines(&db, job, &format!("w{w} r{round}"), 40).await;
+                        }
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            let events = list_after(db.exec(), job, 0, 10_000).await.unwrap();
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=1200).collect::<Vec<_>>(), "{db:?}");
+            // Each transaction's lines are consecutive: no writer's batch was interleaved.
+            for batch in events.chunks(40) {
+                let prefix = batch[0].text.rsplit_once(' ').unwrap().0;
+                assert!(batch.iter().all(|e| e.text.starts_with(prefix)), "{db:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_read_back_by_range_raw_log_and_search_with_nul_kept_where_the_backend_can() {
+        for db in backends().await {
+            let (job, _) = job_with_lease(&db).await;
+            assert_eq!(last_seq(db.exec(), job).await.unwrap(), 0);
+            assert_eq!(append_lines(&db, job, "line", 1234).await, 1234);
+            let odd = NewEvent::log(LogStream::Stderr, Utc::now(), "Ünïcode LINE 123 a\0b «»");
+            on_exec!(db.exec(), |e| {
+                let mut tx = e.begin_write().await.unwrap();
+                append(&mut *tx, job, std::slice::from_ref(&odd))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            });
+            let last = list_after(db.exec(), job, 1234, 10).await.unwrap();
+            let expected = match db {
+                Backend::Sqlite(_) => "Ünïcode LINE 123 a\0b «»",
+                Backend::Postgres(_) => "Ünïcode LINE 123 a\u{FFFD}b «»",
+            };
+            assert_eq!(
+                (
+                    last[0].seq,
+                    last[0].stream,
+                    last[0].ts,
+                    last[0].text.as_str()
+                ),
+                (
+                    1235,
+                    Some(LogStream::Stderr),
+                    crate::db::timestamp(odd.ts),
+                    expected
+                ),
+                "{db:?}"
+            );
+            let range = between(db.exec(), job, 1, 2).await.unwrap();
+            let lines: Vec<String> = range.iter().map(EventRow::line).collect();
+            assert_eq!(lines, ["line 0", "line 1"]);
+            let raw = log_lines_after(db.exec(), job, 1232, 10).await.unwrap();
+            assert_eq!(raw.len(), 3);
+            let found = search(db.exec(), job, "LINE 123", 0, 100).await.unwrap();
+            let seqs: Vec<i64> = found.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, [124, 1231, 1232, 1233, 1234, 1235], "{db:?}");
+            // Only ASCII letters fold: "ü" does not find "Ü".
+            assert!(search(db.exec(), job, "ünïcode", 0, 10)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_under_a_lost_lease_writes_nothing_on_every_backend() {
+        for db in backends().await {
+            let (job, epoch) = job_with_lease(&db).await;
+            let lines = [NewEvent::log(LogStream::Stdout, Utc::now(), "one")];
+            let progress = LogProgress {
+                lines: 1,
+                bytes: 3,
+                ..LogProgress::default()
+            };
+            append_with_progress(db.exec(), job, epoch, &lines, &progress)
+                .await
+                .unwrap();
+            take_over_lease(&db).await;
+            let err = append_with_progress(db.exec(), job, epoch, &lines, &progress)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, DbError::LeaseLost(e) if e == epoch),
+                "{err:?}"
+            );
+            assert_eq!(last_seq(db.exec(), job).await.unwrap(), 1, "{db:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_job_lives_queued_running_failed_with_gapless_events() {

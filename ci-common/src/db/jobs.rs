@@ -499,7 +499,7 @@ async fn end(
         .await?;
     let mut outcome = outcome.clone();
     outcome.tests = counts.and_then(|json| serde_json::from_str(&json).ok());
-    events::append(conn, id, &NewEvent::job_end(&outcome)).await?;
+    events::append(&mut *conn, id, &NewEvent::job_end(&outcome)).await?;
     uploads::delete(conn, id).await?;
     Ok(())
 }

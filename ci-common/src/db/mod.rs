@@ -84,6 +84,11 @@ impl<'c> From<&'c mut sqlx::PgConnection> for Exec<'c> {
 }
 
 impl Exec<'_> {
+    /// Whether this runs on PostgreSQL: for the few statements whose SQL differs by backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::PgPool(_) | Self::Postgres(_))
+    }
+
     /// The same executor for a shorter while, so that a function can run more than one query on
     /// what it was given (a pool is shared; a connection is lent again).
     pub fn reborrow(&mut self) -> Exec<'_> {

@@ -54,6 +54,17 @@ pub enum Backend {
     Postgres(sqlx::PgPool),
 }
 
+/// The backend's name, for assertion messages.
+#[cfg(feature = "db")]
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        })
+    }
+}
+
 #[cfg(feature = "db")]
 impl Backend {
     /// The database's pool, for the layer's functions.
