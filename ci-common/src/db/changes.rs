@@ -97,6 +97,14 @@ impl Watcher {
         }
     }
 
+    /// The watcher for `db`: [`Watcher::sqlite`] or [`Watcher::postgres`].
+    pub async fn open(db: &super::Db, poll: Duration) -> Result<Self, DbError> {
+        match db {
+            super::Db::Sqlite(pool) => Self::sqlite(pool, poll).await,
+            super::Db::Postgres(pool) => Ok(Self::postgres(pool, poll).await),
+        }
+    }
+
     /// A PostgreSQL watcher that does not listen: it wakes every `poll` (what [`Self::postgres`]
     /// falls back to).
     pub fn polling(poll: Duration) -> Self {

@@ -358,50 +358,89 @@ fn states_that_can_become(next: JobStatus) -> String {
 /// first, then the one whose last job started longest ago; FIFO within a user. A job that did
 /// not ask for an image gets `default_image`.
 pub async fn claim_next(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     epoch: i64,
     default_image: &str,
 ) -> Result<Option<Job>, DbError> {
-    let now = Utc::now();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut *tx, epoch).await?;
+    let ex = ex.into();
+    let sql = claim_sql(ex.is_postgres());
+    on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        let job: Option<Job> = sqlx::query_as(&sql)
+            .bind(super::now())
+            .bind(epoch)
+            .bind(default_image)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(job) = &job {
+            events::append(
+                &mut *tx,
+                job.id,
+                &[NewEvent::status(JobStatus::Running, None)],
+            )
+            .await?;
+            super::changes::notify(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(job)
+    })
+}
+
+/// The one statement of [`claim_next`]: `$1` now, `$2` the epoch, `$3` the default image.
+///
+/// Both backends choose the same job: among each user's first claimable job (FIFO within a
+/// user, skipping a job whose concurrency key has a job running), the one of the user with the
+/// fewest running jobs, then of the user whose last job started longest ago (never: first),
+/// then the oldest. On SQLite the write transaction holds the database, so a GROUP BY picks
+/// each user's first job. On PostgreSQL the candidate row is locked `FOR UPDATE SKIP LOCKED`
+/// (a row another claim holds is passed over, not waited for), which PostgreSQL refuses with
+/// GROUP BY: each user's first job is found by a correlated `MIN` instead.
+fn claim_sql(postgres: bool) -> String {
     // The states a job may be claimed from are the lifecycle's, not this query's.
     let claimable = states_that_can_become(JobStatus::Running);
-    let sql = format!(
-        "UPDATE jobs
-         SET status = 'running', started_at = ?1, controller_epoch = ?2, image = COALESCE(image, ?3),
-             attempt = attempt + 1
+    let waiting = |q: &str| {
+        format!(
+            "{q}.status IN ({claimable}) AND {q}.cancel_requested_at IS NULL
+               -- A job whose task runs one at a time waits while another of its key runs.
+               AND NOT ({q}.concurrency_key IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM jobs c WHERE c.user_id = {q}.user_id AND c.status = 'running'
+                     AND c.concurrency_key = {q}.concurrency_key))"
+        )
+    };
+    let fairness =
+        "(SELECT COUNT(*) FROM jobs r WHERE r.user_id = q.user_id AND r.status = 'running'),
+                 (SELECT MAX(s.started_at) FROM jobs s WHERE s.user_id = q.user_id) NULLS FIRST";
+    let update = "UPDATE jobs
+         SET status = 'running', started_at = $1, controller_epoch = $2, image = COALESCE(image, $3),
+             attempt = attempt + 1";
+    if postgres {
+        format!(
+            "{update}
+         WHERE status IN ({claimable}) AND id = (
+             SELECT q.id FROM jobs q
+             WHERE {waiting_q} AND q.num = (
+                 SELECT MIN(f.num) FROM jobs f WHERE f.user_id = q.user_id AND {waiting_f})
+             ORDER BY {fairness}, q.num
+             LIMIT 1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING *",
+            waiting_q = waiting("q"),
+            waiting_f = waiting("f"),
+        )
+    } else {
+        format!(
+            "{update}
          WHERE status IN ({claimable}) AND num = (
              SELECT MIN(q.num) AS first FROM jobs q
-             WHERE q.status IN ({claimable}) AND q.cancel_requested_at IS NULL
-               -- A job whose task runs one at a time waits while another of its key runs.
-               AND NOT (q.concurrency_key IS NOT NULL AND EXISTS (
-                   SELECT 1 FROM jobs c WHERE c.user_id = q.user_id AND c.status = 'running'
-                     AND c.concurrency_key = q.concurrency_key))
+             WHERE {waiting_q}
              GROUP BY q.user_id
-             ORDER BY
-                 (SELECT COUNT(*) FROM jobs r WHERE r.user_id = q.user_id AND r.status = 'running'),
-                 (SELECT MAX(s.started_at) FROM jobs s WHERE s.user_id = q.user_id),
-                 first
+             ORDER BY {fairness}, first
              LIMIT 1)
-         RETURNING *"
-    );
-    let job: Option<Job> = sqlx::query_as(&sql)
-        .bind(now)
-        .bind(epoch)
-        .bind(default_image)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if let Some(job) = &job {
-        events::append(
-            &mut tx,
-            job.id,
-            &[NewEvent::status(JobStatus::Running, None)],
+         RETURNING *",
+            waiting_q = waiting("q"),
         )
-        .await?;
     }
-    tx.commit().await?;
-    Ok(job)
 }
 
 /// What one batch of log lines adds to a job's counters, and where its log now ends.

@@ -35,7 +35,7 @@ use sqlx::{ConnectOptions, Connection, SqlitePool};
 use uuid::Uuid;
 
 use super::events::{self, NewEvent};
-use super::{api_keys, jobs, users, DbError};
+use super::{api_keys, jobs, on_exec, users, BeginWrite as _, DbError, Exec};
 use crate::api::Outcome;
 use crate::{ApiKeyId, JobId, JobStatus, LogStream, UserId};
 
@@ -282,17 +282,29 @@ impl Prototype {
     /// imported by this run), or are skipped without it.
     pub async fn import_into(
         mut self,
-        pool: &SqlitePool,
+        db: impl Into<Exec<'_>>,
         owner_email: Option<&str>,
     ) -> Result<ImportSummary, LegacyError> {
-        let result = self.import(pool, owner_email).await;
+        // One write transaction of ours ([`super::BeginWrite`]), committed only when something
+        // was imported.
+        let result = on_exec!(db, |e| {
+            let mut tx = e.begin_write().await.map_err(DbError::from)?;
+            let summary = self.import(Exec::from(&mut tx), owner_email).await?;
+            if summary.changed {
+                tx.commit().await.map_err(DbError::from)?;
+            } else {
+                tx.rollback().await.map_err(DbError::from)?;
+            }
+            Ok::<_, LegacyError>(summary)
+        });
         let _ = self.conn.close().await;
         result
     }
 
+    /// Imports everything in the transaction `tx`; the caller commits.
     async fn import(
         &mut self,
-        pool: &SqlitePool,
+        mut tx: Exec<'_>,
         owner_email: Option<&str>,
     ) -> Result<ImportSummary, LegacyError> {
         let now = Utc::now();
@@ -305,12 +317,8 @@ impl Prototype {
             before_authentication: !self.authenticated,
             ..ImportSummary::default()
         };
-        // One snapshot of theirs; one write transaction of ours.
+        // One snapshot of theirs.
         let mut src = self.conn.begin().await.map_err(read)?;
-        let mut tx = pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(DbError::from)?;
 
         // Their user id → ours.
         let mut owners: HashMap<String, UserId> = HashMap::new();
@@ -322,7 +330,7 @@ impl Prototype {
             .await
             .map_err(read)?;
             for row in rows {
-                let user_id = import_user(&mut tx, &row, &mut summary).await?;
+                let user_id = import_user(tx.reborrow(), &row, &mut summary).await?;
                 owners.insert(row.id, user_id);
             }
             let rows: Vec<ProtoKey> = sqlx::query_as(
@@ -333,12 +341,12 @@ impl Prototype {
             .await
             .map_err(read)?;
             for row in rows {
-                import_key(&mut tx, &row, &owners, now, &mut summary).await?;
+                import_key(tx.reborrow(), &row, &owners, now, &mut summary).await?;
             }
         }
         let owner = match owner_email {
             Some(email) => Some(
-                users::find_by_email(&mut *tx, email.trim())
+                users::find_by_email(tx.reborrow(), email.trim())
                     .await?
                     .ok_or_else(|| LegacyError::UnknownOwner(email.to_owned()))?
                     .id,
@@ -385,7 +393,7 @@ impl Prototype {
                     }
                 },
             };
-            if jobs::get(&mut *tx, job.id).await?.is_some() {
+            if jobs::get(tx.reborrow(), job.id).await?.is_some() {
                 summary.jobs.already_there += 1;
                 continue;
             }
@@ -396,16 +404,11 @@ impl Prototype {
             .fetch_all(&mut *src)
             .await
             .map_err(read)?;
-            import_job(&mut tx, &job, user_id, &rows, now, &mut summary).await?;
+            import_job(tx.reborrow(), &job, user_id, &rows, now, &mut summary).await?;
         }
 
         summary.changed =
             summary.users.imported + summary.keys.imported + summary.jobs.imported > 0;
-        if summary.changed {
-            tx.commit().await.map_err(DbError::from)?;
-        } else {
-            tx.rollback().await.map_err(DbError::from)?;
-        }
         src.rollback().await.map_err(read)?;
         Ok(summary)
     }
@@ -483,17 +486,17 @@ struct ProtoEvent {
 /// Finds or creates our user for one of theirs: the same id, else the same email (ours is kept),
 /// else a new user with their id, name, email, state and creation time.
 async fn import_user(
-    conn: &mut SqliteConnection,
+    mut conn: Exec<'_>,
     row: &ProtoUser,
     summary: &mut ImportSummary,
 ) -> Result<UserId, LegacyError> {
     let (id, derived) = uuid_for("user", &row.id);
     let id = UserId(id);
-    if users::get(&mut *conn, id).await?.is_some() {
+    if users::get(conn.reborrow(), id).await?.is_some() {
         summary.users.already_there += 1;
         return Ok(id);
     }
-    if let Some(ours) = users::find_by_email(&mut *conn, &row.email).await? {
+    if let Some(ours) = users::find_by_email(conn.reborrow(), &row.email).await? {
         summary.users.already_there += 1;
         summary.matched_by_email.push(EmailMatch {
             prototype_id: row.id.clone(),
@@ -503,15 +506,18 @@ async fn import_user(
         return Ok(ours.id);
     }
     let created_at = required_time("users", &row.id, "created_at", &row.created_at)?;
-    sqlx::query("INSERT INTO users (id, name, email, active, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(id)
-        .bind(&row.name)
-        .bind(&row.email)
-        .bind(row.is_active != 0)
-        .bind(created_at)
-        .execute(&mut *conn)
-        .await
-        .map_err(DbError::from)?;
+    on_exec!(conn, |e| sqlx::query(
+        "INSERT INTO users (id, name, email, active, created_at) VALUES ($1, $2, $3, $4, $5)"
+    )
+    .bind(id)
+    .bind(&row.name)
+    .bind(&row.email)
+    .bind(row.is_active != 0)
+    .bind(super::timestamp(created_at))
+    .execute(e)
+    .await
+    .map(drop)
+    .map_err(DbError::from)?);
     summary.users.imported += 1;
     if derived {
         summary.new_ids.push(NewId {
@@ -527,7 +533,7 @@ async fn import_user(
 /// the key is known). An inactive key is revoked as of `now`, the import: the prototype kept no
 /// revocation time, and its creation time could precede a recorded use.
 async fn import_key(
-    conn: &mut SqliteConnection,
+    mut conn: Exec<'_>,
     row: &ProtoKey,
     owners: &HashMap<String, UserId>,
     now: DateTime<Utc>,
@@ -538,12 +544,13 @@ async fn import_key(
         summary.skipped.keys_with_bad_hash += 1;
         return Ok(());
     }
-    let known: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = ?)")
-            .bind(&hash)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(DbError::from)?;
+    let known: bool = on_exec!(conn.reborrow(), |e| sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = $1)"
+    )
+    .bind(&hash)
+    .fetch_one(e)
+    .await
+    .map_err(DbError::from)?);
     if known {
         summary.keys.already_there += 1;
         return Ok(());
@@ -561,7 +568,7 @@ async fn import_key(
     )?;
     let (id, derived) = uuid_for("key", &row.id);
     let mut id = ApiKeyId(id);
-    if api_keys::get(&mut *conn, id).await?.is_some() {
+    if api_keys::get(conn.reborrow(), id).await?.is_some() {
         id = ApiKeyId::new();
     }
     let revoked_at = (row.is_active == 0).then_some(now);
@@ -571,21 +578,22 @@ async fn import_key(
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .unwrap_or(UNNAMED_KEY);
-    sqlx::query(
+    on_exec!(conn, |e| sqlx::query(
         "INSERT INTO api_keys (id, user_id, name, hint, key_hash, created_at, last_used_at,
                                revoked_at)
-         VALUES (?, ?, ?, '', ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, '', $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(user_id)
     .bind(name)
     .bind(&hash)
-    .bind(created_at)
-    .bind(last_used_at)
-    .bind(revoked_at)
-    .execute(&mut *conn)
+    .bind(super::timestamp(created_at))
+    .bind(last_used_at.map(super::timestamp))
+    .bind(revoked_at.map(super::timestamp))
+    .execute(e)
     .await
-    .map_err(DbError::from)?;
+    .map(drop)
+    .map_err(DbError::from)?);
     summary.keys.imported += 1;
     summary.revoked_keys += i64::from(revoked_at.is_some());
     if derived {
@@ -650,7 +658,7 @@ fn outcome(status: &str, success: Option<bool>) -> Outcome {
 /// Writes one finished job of ours and its events, as a job of ours that ran would have them:
 /// `running`, the log lines, then the terminal `status` and `complete` events.
 async fn import_job(
-    conn: &mut SqliteConnection,
+    mut conn: Exec<'_>,
     job: &PlannedJob,
     user_id: UserId,
     rows: &[ProtoEvent],
@@ -680,10 +688,10 @@ async fn import_job(
         event.ts = ended_at;
         list.push(event);
     }
-    sqlx::query(
+    on_exec!(conn.reborrow(), |e| sqlx::query(
         "INSERT INTO jobs (id, user_id, task, status, reason, exit_code, attempt, created_at,
                            started_at, finished_at, upload_bytes, log_lines, log_bytes)
-         VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 0, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, 0, $10, $11)",
     )
     .bind(job.id)
     .bind(user_id)
@@ -691,14 +699,15 @@ async fn import_job(
     .bind(job.outcome.status)
     .bind(&job.outcome.reason)
     .bind(job.outcome.exit_code)
-    .bind(job.created_at)
-    .bind(job.started_at)
-    .bind(job.finished_at)
+    .bind(super::timestamp(job.created_at))
+    .bind(job.started_at.map(super::timestamp))
+    .bind(job.finished_at.map(super::timestamp))
     .bind(lines)
     .bind(bytes)
-    .execute(&mut *conn)
+    .execute(e)
     .await
-    .map_err(DbError::from)?;
+    .map(drop)
+    .map_err(DbError::from)?);
     events::append(conn, job.id, &list).await?;
     summary.jobs.imported += 1;
     summary.log_lines += lines;
@@ -959,6 +968,50 @@ mod tests {
             .fetch_one(pool)
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_import_into_postgresql_stores_what_one_into_sqlite_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let proto = Proto::populated(dir.path()).await;
+        proto.pool.close().await;
+        let mut imported = Vec::new();
+        for db in crate::testing::backends().await {
+            let summary = Prototype::open(&proto.path)
+                .await
+                .unwrap()
+                .import_into(db.exec(), Some("ada@example.com"))
+                .await
+                .unwrap();
+            let passed = jobs::get(db.exec(), id(PASSED)).await.unwrap().unwrap();
+            let lines: Vec<String> = events::list_after(db.exec(), id(PASSED), 0, 100)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.line())
+                .collect();
+            let again = Prototype::open(&proto.path)
+                .await
+                .unwrap()
+                .import_into(db.exec(), Some("ada@example.com"))
+                .await
+                .unwrap();
+            assert!(!again.changed, "{db:?}: a second run changes nothing");
+            imported.push((
+                format!("{db:?}"),
+                serde_json::to_value(&summary).unwrap(),
+                (passed.status, passed.created_at, passed.finished_at),
+                lines,
+            ));
+        }
+        if let [sqlite, postgres] = &imported[..] {
+            assert_eq!(sqlite.1, postgres.1, "the summaries");
+            assert_eq!(sqlite.2, postgres.2, "the passed job");
+            assert_eq!(sqlite.3, postgres.3, "its log");
+            assert!(sqlite.3.iter().any(|l| l.contains("test_ü ✓ PASSED")));
+        } else {
+            assert_eq!(imported.len(), 2, "SQLite and PostgreSQL");
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use sqlx::Connection as _;
 pub use sqlx::SqlitePool;
 
 pub mod api_keys;
+pub mod args;
 pub mod blobs;
 pub mod cache;
 pub mod changes;
@@ -27,6 +28,7 @@ pub mod uploads;
 pub mod url;
 pub mod users;
 
+pub use args::DatabaseArgs;
 pub use url::{DatabaseUrl, DatabaseUrlError};
 
 /// Every SQLite migration in `migrations/sqlite/`, embedded in the binary.
@@ -368,12 +370,46 @@ impl Db {
         self.into()
     }
 
+    /// Open connections of the pool, idle or in use.
+    pub fn size(&self) -> u32 {
+        match self {
+            Self::Sqlite(pool) => pool.size(),
+            Self::Postgres(pool) => pool.size(),
+        }
+    }
+
+    /// Open connections of the pool that wait for a query.
+    pub fn num_idle(&self) -> usize {
+        match self {
+            Self::Sqlite(pool) => pool.num_idle(),
+            Self::Postgres(pool) => pool.num_idle(),
+        }
+    }
+
     /// Closes every connection of the pool.
     pub async fn close(&self) {
         match self {
             Self::Sqlite(pool) => pool.close().await,
             Self::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+impl From<SqlitePool> for Db {
+    fn from(pool: SqlitePool) -> Self {
+        Self::Sqlite(pool)
+    }
+}
+
+impl From<sqlx::PgPool> for Db {
+    fn from(pool: sqlx::PgPool) -> Self {
+        Self::Postgres(pool)
+    }
+}
+
+impl From<&Db> for Db {
+    fn from(db: &Db) -> Self {
+        db.clone()
     }
 }
 

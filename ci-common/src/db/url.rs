@@ -55,6 +55,15 @@ impl FromStr for DatabaseUrl {
 }
 
 impl DatabaseUrl {
+    /// The URL as given, password included: for handing to a process that connects, never for
+    /// a message or a log line (that is what `Display` is for).
+    pub fn url_with_password(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(url) => url.clone(),
+        }
+    }
+
     /// The SQLite file, or `None` for PostgreSQL.
     pub fn sqlite_path(&self) -> Option<&std::path::Path> {
         match self {

@@ -67,6 +67,14 @@ impl std::fmt::Debug for Backend {
 
 #[cfg(feature = "db")]
 impl Backend {
+    /// The database, as a binary holds it.
+    pub fn db(&self) -> crate::db::Db {
+        match self {
+            Self::Sqlite(db) => crate::db::Db::Sqlite(db.pool.clone()),
+            Self::Postgres(pool) => crate::db::Db::Postgres(pool.clone()),
+        }
+    }
+
     /// The database's pool, for the layer's functions.
     pub fn exec(&self) -> crate::db::Exec<'_> {
         match self {
