@@ -6,12 +6,10 @@
 
 use std::time::Duration;
 
+use super::{lease, on_exec, BeginWrite as _, DbError, Exec};
+use crate::{JobId, UserId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{SqliteExecutor, SqlitePool};
-
-use super::{lease, DbError};
-use crate::{JobId, UserId};
 
 /// The state of a cache entry (see the module's documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -48,64 +46,71 @@ pub struct CacheEntry {
 
 /// The published entry of `user` for `key`, if there is one.
 pub async fn find_ready(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user: UserId,
     key: &str,
 ) -> Result<Option<CacheEntry>, DbError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM cache_entries WHERE user_id = ? AND key = ? AND state = 'ready'",
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM cache_entries WHERE user_id = $1 AND key = $2 AND state = 'ready'",
     )
     .bind(user)
     .bind(key)
-    .fetch_optional(ex)
-    .await?)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// Records that a job uses the published entry `id` instead of installing (its last use, for
 /// eviction, and its hits). Returns false when the entry is no longer published (evicted or
 /// pruned since it was found): the job must install instead. Fenced by the lease epoch.
-pub async fn hit(pool: &SqlitePool, epoch: i64, id: &str) -> Result<bool, DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut *tx, epoch).await?;
-    let done = sqlx::query(
-        "UPDATE cache_entries SET hits = hits + 1, last_used_at = ? WHERE id = ? AND state = 'ready'",
-    )
-    .bind(Utc::now())
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected() == 1)
+pub async fn hit(ex: impl Into<Exec<'_>>, epoch: i64, id: &str) -> Result<bool, DbError> {
+    let now = super::now();
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        let done = sqlx::query(
+            "UPDATE cache_entries SET hits = hits + 1, last_used_at = $1
+             WHERE id = $2 AND state = 'ready'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        done.rows_affected() == 1
+    }))
 }
 
 /// Starts an entry for `user` and `key` that `job` installs into, in the volume `volume`
 /// (`building`: served to nobody until [`publish`]). Fenced by the lease epoch.
 pub async fn begin(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     epoch: i64,
     user: UserId,
     key: &str,
     job: JobId,
     volume: &str,
 ) -> Result<CacheEntry, DbError> {
-    let now = Utc::now();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut *tx, epoch).await?;
-    let entry = sqlx::query_as(
-        "INSERT INTO cache_entries (id, user_id, key, volume, state, job_id, created_at, last_used_at)
-         VALUES (?, ?, ?, ?, 'building', ?, ?, ?) RETURNING *",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(user)
-    .bind(key)
-    .bind(volume)
-    .bind(job)
-    .bind(now)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(entry)
+    let now = super::now();
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        let entry = sqlx::query_as(
+            "INSERT INTO cache_entries
+                 (id, user_id, key, volume, state, job_id, created_at, last_used_at)
+             VALUES ($1, $2, $3, $4, 'building', $5, $6, $7) RETURNING *",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(user)
+        .bind(key)
+        .bind(volume)
+        .bind(job)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        entry
+    }))
 }
 
 /// What [`publish`] did.
@@ -122,101 +127,128 @@ pub enum Published {
 
 /// Publishes the `building` entry whose volume is `volume` after its install passed, with its
 /// size in bytes. Fenced by the lease epoch; one transaction, so two jobs with the same key
-/// never both publish.
+/// never both publish: on SQLite the transaction holds the database's write lock; on
+/// PostgreSQL, whose writers do not exclude each other, the owner's row is locked first (to the
+/// end of the transaction), so that two publishes of one user wait for each other instead of
+/// both finding no published entry (the second would break `cache_entries_ready`).
 pub async fn publish(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     epoch: i64,
     volume: &str,
     size_bytes: u64,
 ) -> Result<Published, DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut *tx, epoch).await?;
-    let Some(entry): Option<CacheEntry> =
-        sqlx::query_as("SELECT * FROM cache_entries WHERE volume = ? AND state = 'building'")
+    let ex = ex.into();
+    let postgres = ex.is_postgres();
+    let now = super::now();
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        if postgres {
+            sqlx::query(
+                "SELECT 1 FROM users WHERE id =
+                     (SELECT user_id FROM cache_entries WHERE volume = $1)
+                 FOR NO KEY UPDATE",
+            )
             .bind(volume)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let Some(entry): Option<CacheEntry> =
+            sqlx::query_as("SELECT * FROM cache_entries WHERE volume = $1 AND state = 'building'")
+                .bind(volume)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(Published::Gone);
+        };
+        let taken = find_ready(&mut *tx, entry.user_id, &entry.key)
             .await?
-    else {
-        return Ok(Published::Gone);
-    };
-    let taken = find_ready(&mut *tx, entry.user_id, &entry.key)
-        .await?
-        .is_some();
-    let state = if taken { "removing" } else { "ready" };
-    sqlx::query(
-        "UPDATE cache_entries SET state = ?, size_bytes = ?, last_used_at = ? WHERE id = ?",
-    )
-    .bind(state)
-    .bind(size_bytes as i64)
-    .bind(Utc::now())
-    .bind(&entry.id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(if taken {
-        Published::Duplicate
-    } else {
-        Published::Ready
-    })
+            .is_some();
+        let state = if taken {
+            CacheState::Removing
+        } else {
+            CacheState::Ready
+        };
+        sqlx::query(
+            "UPDATE cache_entries SET state = $1, size_bytes = $2, last_used_at = $3
+             WHERE id = $4",
+        )
+        .bind(state)
+        .bind(size_bytes as i64)
+        .bind(now)
+        .bind(&entry.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if taken {
+            Published::Duplicate
+        } else {
+            Published::Ready
+        }
+    }))
 }
 
 /// Gives up the entries a job was building and did not publish (its install failed, was
 /// cancelled, or the job ended otherwise): they become `removing`. Returns how many.
-pub async fn abandon(pool: &SqlitePool, epoch: i64, job: JobId) -> Result<u64, DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    lease::check(&mut *tx, epoch).await?;
-    let done = sqlx::query(
-        "UPDATE cache_entries SET state = 'removing' WHERE job_id = ? AND state = 'building'",
-    )
-    .bind(job)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(done.rows_affected())
+pub async fn abandon(ex: impl Into<Exec<'_>>, epoch: i64, job: JobId) -> Result<u64, DbError> {
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        let done = sqlx::query(
+            "UPDATE cache_entries SET state = 'removing' WHERE job_id = $1 AND state = 'building'",
+        )
+        .bind(job)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        done.rows_affected()
+    }))
 }
 
 /// Entries that are `building` for a job that has ended (a controller stopped between the two):
 /// they become `removing`. Returns how many.
-pub async fn abandon_ended(pool: &SqlitePool) -> Result<u64, DbError> {
-    let done = sqlx::query(
+pub async fn abandon_ended(ex: impl Into<Exec<'_>>) -> Result<u64, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query(
         "UPDATE cache_entries SET state = 'removing'
          WHERE state = 'building' AND NOT EXISTS (
              SELECT 1 FROM jobs j WHERE j.id = cache_entries.job_id
                AND j.status IN ('queued', 'running'))",
     )
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(e)
+    .await?
+    .rows_affected()))
 }
 
 /// Every entry, or one user's, most recently used first.
 pub async fn list(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     user: Option<UserId>,
 ) -> Result<Vec<CacheEntry>, DbError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM cache_entries WHERE (?1 IS NULL OR user_id = ?1)
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM cache_entries WHERE ($1 IS NULL OR user_id = $1)
          ORDER BY last_used_at DESC, id",
     )
     .bind(user)
-    .fetch_all(ex)
-    .await?)
+    .fetch_all(e)
+    .await?))
 }
 
 /// Bytes of the published entries (the cache's size).
-pub async fn ready_bytes(ex: impl SqliteExecutor<'_>) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar(
-        "SELECT COALESCE(SUM(size_bytes), 0) FROM cache_entries WHERE state = 'ready'",
+pub async fn ready_bytes(ex: impl Into<Exec<'_>>) -> Result<i64, DbError> {
+    // PostgreSQL's SUM of BIGINT is NUMERIC: cast back.
+    Ok(on_exec!(ex, |e| sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM cache_entries
+         WHERE state = 'ready'",
     )
-    .fetch_one(ex)
-    .await?)
+    .fetch_one(e)
+    .await?))
 }
 
 /// Marks published entries for removal (`ci-admin cache prune`): all of them, or one user's;
 /// only those unused for `unused_for` when given. The controller removes their volumes.
 /// Returns how many were marked.
 pub async fn prune(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     user: Option<UserId>,
     unused_for: Option<Duration>,
 ) -> Result<u64, DbError> {
@@ -225,22 +257,22 @@ pub async fn prune(
         None => None,
         Some(d) => match chrono::Duration::from_std(d)
             .ok()
-            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .and_then(|d| super::now().checked_sub_signed(d))
         {
             Some(before) => Some(before),
             None => return Ok(0),
         },
     };
-    let done = sqlx::query(
+    Ok(on_exec!(ex, |e| sqlx::query(
         "UPDATE cache_entries SET state = 'removing'
-         WHERE state = 'ready' AND (?1 IS NULL OR user_id = ?1)
-           AND (?2 IS NULL OR last_used_at < ?2)",
+         WHERE state = 'ready' AND ($1 IS NULL OR user_id = $1)
+           AND ($2 IS NULL OR last_used_at < $2)",
     )
     .bind(user)
     .bind(before)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(e)
+    .await?
+    .rows_affected()))
 }
 
 /// The bounds the controller keeps the cache within (`--cache-max-bytes`,
@@ -255,15 +287,40 @@ pub struct CacheBounds {
 /// Marks the published entries that break the bounds for removal: those unused for longer than
 /// the maximum age, then the least recently used ones until each user is within the per-user
 /// cap and everyone within the total cap. Returns the entries marked.
-pub async fn evict(pool: &SqlitePool, bounds: &CacheBounds) -> Result<Vec<CacheEntry>, DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    // Least recently used first.
-    let ready: Vec<CacheEntry> = sqlx::query_as(
-        "SELECT * FROM cache_entries WHERE state = 'ready' ORDER BY last_used_at, id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let now = Utc::now();
+///
+/// The published entries are read `FOR UPDATE` on PostgreSQL (SQLite's write transaction
+/// already excludes other writers), so that a hit in between waits instead of being lost: an
+/// entry chosen by a job is not evicted on what was its last use before.
+pub async fn evict(
+    ex: impl Into<Exec<'_>>,
+    bounds: &CacheBounds,
+) -> Result<Vec<CacheEntry>, DbError> {
+    // SQLite has no FOR UPDATE (nor needs it, see above).
+    const SQLITE: &str =
+        "SELECT * FROM cache_entries WHERE state = 'ready' ORDER BY last_used_at, id";
+    const POSTGRES: &str =
+        "SELECT * FROM cache_entries WHERE state = 'ready' ORDER BY last_used_at, id FOR UPDATE";
+    let ex = ex.into();
+    let sql = if ex.is_postgres() { POSTGRES } else { SQLITE };
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        // Least recently used first.
+        let ready: Vec<CacheEntry> = sqlx::query_as(sql).fetch_all(&mut *tx).await?;
+        let evicted = over_bounds(&ready, bounds, super::now());
+        for entry in &evicted {
+            sqlx::query("UPDATE cache_entries SET state = 'removing' WHERE id = $1")
+                .bind(&entry.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        evicted
+    }))
+}
+
+/// Of the published entries `ready` (least recently used first), those that break `bounds` at
+/// `now` (see [`evict`]).
+fn over_bounds(ready: &[CacheEntry], bounds: &CacheBounds, now: DateTime<Utc>) -> Vec<CacheEntry> {
     let too_old = |e: &CacheEntry| {
         bounds
             .max_age
@@ -271,7 +328,7 @@ pub async fn evict(pool: &SqlitePool, bounds: &CacheBounds) -> Result<Vec<CacheE
     };
     let mut keep: Vec<&CacheEntry> = Vec::new();
     let mut evicted: Vec<CacheEntry> = Vec::new();
-    for entry in &ready {
+    for entry in ready {
         if too_old(entry) {
             evicted.push(entry.clone());
         } else {
@@ -307,118 +364,86 @@ pub async fn evict(pool: &SqlitePool, bounds: &CacheBounds) -> Result<Vec<CacheE
             }
         });
     }
-    for entry in &evicted {
-        sqlx::query("UPDATE cache_entries SET state = 'removing' WHERE id = ?")
-            .bind(&entry.id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(evicted)
+    evicted
 }
 
 /// Entries to remove whose volumes no running job mounts (a job's steps name the volumes they
 /// mount) and that no job chose in the last `grace` (a job that just chose an entry has not
 /// stored its plan yet; an entry no job ever chose needs no grace).
 pub async fn removable(
-    ex: impl SqliteExecutor<'_>,
+    ex: impl Into<Exec<'_>>,
     grace: Duration,
 ) -> Result<Vec<CacheEntry>, DbError> {
-    let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
-    Ok(sqlx::query_as(
-        "SELECT * FROM cache_entries c WHERE state = 'removing' AND (hits = 0 OR last_used_at <= ?)
+    // "Contains" is SQLite's instr and PostgreSQL's strpos (neither has the other's).
+    const SQLITE: &str = "SELECT * FROM cache_entries c
+         WHERE state = 'removing' AND (hits = 0 OR last_used_at <= $1)
            AND NOT EXISTS (
              SELECT 1 FROM job_steps s JOIN jobs j ON j.id = s.job_id
              WHERE j.status = 'running' AND instr(s.spec, c.volume) > 0)
-         ORDER BY last_used_at",
-    )
-    .bind(before)
-    .fetch_all(ex)
-    .await?)
+         ORDER BY last_used_at";
+    const POSTGRES: &str = "SELECT * FROM cache_entries c
+         WHERE state = 'removing' AND (hits = 0 OR last_used_at <= $1)
+           AND NOT EXISTS (
+             SELECT 1 FROM job_steps s JOIN jobs j ON j.id = s.job_id
+             WHERE j.status = 'running' AND strpos(s.spec, c.volume) > 0)
+         ORDER BY last_used_at";
+    let before = super::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+    let ex = ex.into();
+    let sql = if ex.is_postgres() { POSTGRES } else { SQLITE };
+    Ok(on_exec!(ex, |e| sqlx::query_as(sql)
+        .bind(before)
+        .fetch_all(e)
+        .await?))
 }
 
 /// Forgets an entry whose volume was removed.
-pub async fn forget(ex: impl SqliteExecutor<'_>, id: &str) -> Result<(), DbError> {
-    sqlx::query("DELETE FROM cache_entries WHERE id = ?")
-        .bind(id)
-        .execute(ex)
-        .await?;
+pub async fn forget(ex: impl Into<Exec<'_>>, id: &str) -> Result<(), DbError> {
+    on_exec!(ex, |e| sqlx::query(
+        "DELETE FROM cache_entries WHERE id = $1"
+    )
+    .bind(id)
+    .execute(e)
+    .await
+    .map(drop)?);
     Ok(())
 }
 
 /// Whether a volume is one the cache knows (any state): the controller removes cache volumes
 /// that are not.
-pub async fn knows_volume(ex: impl SqliteExecutor<'_>, volume: &str) -> Result<bool, DbError> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cache_entries WHERE volume = ?")
-            .bind(volume)
-            .fetch_one(ex)
-            .await?
-            > 0,
+pub async fn knows_volume(ex: impl Into<Exec<'_>>, volume: &str) -> Result<bool, DbError> {
+    let count: i64 = on_exec!(ex, |e| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM cache_entries WHERE volume = $1"
     )
+    .bind(volume)
+    .fetch_one(e)
+    .await?);
+    Ok(count > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::db::{jobs, users};
-    use crate::testing::{claimed_job_with_steps, temp_db};
+    use crate::testing::{backends, job_with_lease, take_over_lease, Backend};
 
-    #[tokio::test]
-    async fn an_entry_is_served_only_once_published_and_only_to_its_owner() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
-        let other = users::create(&pool, "Bob", "bob@example.com")
-            .await
-            .unwrap();
-        let entry = begin(&pool, epoch, job.user_id, "k1", job.id, "vol-a")
-            .await
-            .unwrap();
-        assert_eq!(entry.state, CacheState::Building);
-        assert_eq!(find_ready(&pool, job.user_id, "k1").await.unwrap(), None);
-        assert_eq!(
-            publish(&pool, epoch, "vol-a", 1234).await.unwrap(),
-            Published::Ready
-        );
-        let ready = find_ready(&pool, job.user_id, "k1").await.unwrap().unwrap();
-        assert_eq!((ready.volume.as_str(), ready.size_bytes), ("vol-a", 1234));
-        assert_eq!(ready_bytes(&pool).await.unwrap(), 1234);
-        assert_eq!(find_ready(&pool, other.id, "k1").await.unwrap(), None);
-        assert!(hit(&pool, epoch, &ready.id).await.unwrap());
-        assert_eq!(list(&pool, None).await.unwrap()[0].hits, 1);
+    /// A job on `db` with the lease epoch and the job's user.
+    async fn job(db: &Backend) -> (JobId, i64, UserId) {
+        let (job, epoch) = job_with_lease(db).await;
+        let user = jobs::get(db.exec(), job).await.unwrap().unwrap().user_id;
+        (job, epoch, user)
+    }
 
-        // A second build of the same key loses the race and is to be removed.
-        begin(&pool, epoch, job.user_id, "k1", job.id, "vol-b")
-            .await
-            .unwrap();
-        assert_eq!(
-            publish(&pool, epoch, "vol-b", 1).await.unwrap(),
-            Published::Duplicate
-        );
-        assert_eq!(
-            publish(&pool, epoch, "vol-b", 1).await.unwrap(),
-            Published::Gone
-        );
-        // A failed build is abandoned, and nothing in use is removable.
-        begin(&pool, epoch, job.user_id, "k2", job.id, "vol-c")
-            .await
-            .unwrap();
-        assert_eq!(abandon(&pool, epoch, job.id).await.unwrap(), 1);
-        let removable_now = volumes(removable(&pool, Duration::ZERO).await.unwrap());
-        assert_eq!(removable_now, ["vol-b", "vol-c"]);
-        assert_eq!(list(&pool, Some(other.id)).await.unwrap(), []);
-        let all = list(&pool, None).await.unwrap();
-        let c = all.iter().find(|e| e.volume == "vol-c").unwrap();
-        forget(&pool, &c.id).await.unwrap();
-        assert!(knows_volume(&pool, "vol-a").await.unwrap());
-        assert!(!knows_volume(&pool, "vol-c").await.unwrap());
-        // Another controller's epoch cannot write.
-        lease::acquire(&pool, "other").await.unwrap();
-        assert!(matches!(
-            begin(&pool, epoch, job.user_id, "k3", job.id, "vol-d").await,
-            Err(DbError::LeaseLost(_))
-        ));
-        let _ = jobs::get(&pool, job.id).await.unwrap();
+    /// Sets the job's status with plain SQL (claiming and ending jobs are SQLite's alone).
+    async fn set_status(db: &Backend, job: JobId, status: &str) {
+        on_exec!(db.exec(), |e| sqlx::query(
+            "UPDATE jobs SET status = $1 WHERE id = $2"
+        )
+        .bind(status)
+        .bind(job)
+        .execute(e)
+        .await
+        .map(drop)
+        .unwrap());
     }
 
     fn volumes(entries: Vec<CacheEntry>) -> Vec<String> {
@@ -426,56 +451,279 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn eviction_keeps_each_user_and_everyone_within_the_caps_least_recently_used_first() {
-        let (_dir, pool) = temp_db().await;
-        let (job, epoch) = claimed_job_with_steps(&pool).await;
-        for (i, size) in [100u64, 200, 300].into_iter().enumerate() {
-            let volume = format!("v{i}");
-            begin(&pool, epoch, job.user_id, &format!("k{i}"), job.id, &volume)
+    async fn an_entry_is_served_only_once_published_and_only_to_its_owner_on_every_backend() {
+        for db in backends().await {
+            let (job, epoch, ada) = job(&db).await;
+            let other = users::create(db.exec(), "Bob", &format!("bob-{job}@example.com"))
                 .await
                 .unwrap();
-            publish(&pool, epoch, &volume, size).await.unwrap();
+            let entry = begin(db.exec(), epoch, ada, "k1", job, "vol-a")
+                .await
+                .unwrap();
+            assert_eq!(
+                (
+                    entry.state,
+                    entry.user_id,
+                    entry.key.as_str(),
+                    entry.host.as_str(),
+                    entry.job_id,
+                    entry.size_bytes,
+                    entry.hits
+                ),
+                (CacheState::Building, ada, "k1", "local", Some(job), 0, 0),
+                "{db:?}"
+            );
+            assert_eq!(entry.created_at, entry.last_used_at, "{db:?}");
+            assert_eq!(
+                list(db.exec(), None).await.unwrap(),
+                [entry.clone()],
+                "{db:?}"
+            );
+            assert_eq!(
+                find_ready(db.exec(), ada, "k1").await.unwrap(),
+                None,
+                "{db:?}"
+            );
+            assert_eq!(
+                publish(db.exec(), epoch, "vol-a", 5_000_000_000)
+                    .await
+                    .unwrap(),
+                Published::Ready,
+                "{db:?}"
+            );
+            let ready = find_ready(db.exec(), ada, "k1").await.unwrap().unwrap();
+            assert_eq!(
+                (ready.volume.as_str(), ready.size_bytes, ready.state),
+                ("vol-a", 5_000_000_000, CacheState::Ready),
+                "{db:?}"
+            );
+            assert_eq!(
+                ready_bytes(db.exec()).await.unwrap(),
+                5_000_000_000,
+                "{db:?}"
+            );
+            assert_eq!(
+                find_ready(db.exec(), other.id, "k1").await.unwrap(),
+                None,
+                "{db:?}"
+            );
+            assert!(hit(db.exec(), epoch, &ready.id).await.unwrap(), "{db:?}");
+            let used = list(db.exec(), None).await.unwrap();
+            assert_eq!(used[0].hits, 1, "{db:?}");
+            assert!(used[0].last_used_at >= ready.last_used_at, "{db:?}");
+
+            // A second build of the same key loses the race and is to be removed.
+            begin(db.exec(), epoch, ada, "k1", job, "vol-b")
+                .await
+                .unwrap();
+            assert_eq!(
+                publish(db.exec(), epoch, "vol-b", 1).await.unwrap(),
+                Published::Duplicate,
+                "{db:?}"
+            );
+            assert_eq!(
+                publish(db.exec(), epoch, "vol-b", 1).await.unwrap(),
+                Published::Gone,
+                "{db:?}"
+            );
+            assert_eq!(
+                ready_bytes(db.exec()).await.unwrap(),
+                5_000_000_000,
+                "{db:?}"
+            );
+            // A failed build is abandoned, and nothing in use is removable.
+            begin(db.exec(), epoch, ada, "k2", job, "vol-c")
+                .await
+                .unwrap();
+            assert_eq!(abandon(db.exec(), epoch, job).await.unwrap(), 1, "{db:?}");
+            assert_eq!(abandon(db.exec(), epoch, job).await.unwrap(), 0, "{db:?}");
+            let removable_now = volumes(removable(db.exec(), Duration::ZERO).await.unwrap());
+            assert_eq!(removable_now, ["vol-b", "vol-c"], "{db:?}");
+            assert_eq!(list(db.exec(), Some(other.id)).await.unwrap(), [], "{db:?}");
+            assert_eq!(list(db.exec(), Some(ada)).await.unwrap().len(), 3, "{db:?}");
+            let all = list(db.exec(), None).await.unwrap();
+            let c = all.iter().find(|e| e.volume == "vol-c").unwrap();
+            forget(db.exec(), &c.id).await.unwrap();
+            assert!(knows_volume(db.exec(), "vol-a").await.unwrap(), "{db:?}");
+            assert!(!knows_volume(db.exec(), "vol-c").await.unwrap(), "{db:?}");
+            // Another controller's epoch cannot write.
+            take_over_lease(&db).await;
+            assert!(
+                matches!(
+                    begin(db.exec(), epoch, ada, "k3", job, "vol-d").await,
+                    Err(DbError::LeaseLost(_))
+                ),
+                "{db:?}"
+            );
+            assert!(
+                matches!(
+                    hit(db.exec(), epoch, &ready.id).await,
+                    Err(DbError::LeaseLost(_))
+                ),
+                "{db:?}"
+            );
+            assert!(
+                matches!(
+                    abandon(db.exec(), epoch, job).await,
+                    Err(DbError::LeaseLost(_))
+                ),
+                "{db:?}"
+            );
+            assert!(!knows_volume(db.exec(), "vol-d").await.unwrap(), "{db:?}");
+            let a = find_ready(db.exec(), ada, "k1").await.unwrap().unwrap();
+            assert_eq!((a.volume.as_str(), a.hits), ("vol-a", 1), "{db:?}");
         }
-        // v0 was used last: v1 is the least recently used now.
-        let v0 = list(&pool, None).await.unwrap();
-        let v0 = v0.iter().find(|e| e.volume == "v0").unwrap();
-        hit(&pool, epoch, &v0.id).await.unwrap();
-        let bounds = CacheBounds {
-            max_bytes_per_user: Some(450),
-            ..CacheBounds::default()
-        };
-        assert_eq!(volumes(evict(&pool, &bounds).await.unwrap()), ["v1"]);
-        let bounds = CacheBounds {
-            max_bytes: Some(100),
-            ..CacheBounds::default()
-        };
-        assert_eq!(volumes(evict(&pool, &bounds).await.unwrap()), ["v2"]);
-        let aged = CacheBounds {
-            max_age: Some(Duration::ZERO),
-            ..CacheBounds::default()
-        };
-        assert_eq!(evict(&pool, &aged).await.unwrap().len(), 1);
-        assert_eq!(evict(&pool, &aged).await.unwrap(), []);
-        // Pruning marks what is left; building entries of ended jobs are abandoned.
-        begin(&pool, epoch, job.user_id, "k9", job.id, "v9")
+    }
+
+    #[tokio::test]
+    async fn two_builds_of_one_key_published_at_once_give_one_ready_entry_on_every_backend() {
+        for db in backends().await {
+            let (job, epoch, ada) = job(&db).await;
+            for round in 0..10 {
+                let key = format!("k{round}");
+                let (a, b) = (format!("a{round}"), format!("b{round}"));
+                begin(db.exec(), epoch, ada, &key, job, &a).await.unwrap();
+                begin(db.exec(), epoch, ada, &key, job, &b).await.unwrap();
+                let (x, y) = tokio::join!(
+                    publish(db.exec(), epoch, &a, 1),
+                    publish(db.exec(), epoch, &b, 1)
+                );
+                let mut both = [x.unwrap(), y.unwrap()];
+                both.sort_by_key(|p| *p == Published::Duplicate);
+                assert_eq!(both, [Published::Ready, Published::Duplicate], "{db:?}");
+            }
+            assert_eq!(ready_bytes(db.exec()).await.unwrap(), 10, "{db:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn eviction_keeps_each_user_and_everyone_within_the_caps_least_recently_used_first_on_every_backend(
+    ) {
+        for db in backends().await {
+            let (job, epoch, ada) = job(&db).await;
+            for (i, size) in [100u64, 200, 300].into_iter().enumerate() {
+                let volume = format!("v{i}");
+                begin(db.exec(), epoch, ada, &format!("k{i}"), job, &volume)
+                    .await
+                    .unwrap();
+                publish(db.exec(), epoch, &volume, size).await.unwrap();
+            }
+            assert_eq!(ready_bytes(db.exec()).await.unwrap(), 600, "{db:?}");
+            // v0 was used last: v1 is the least recently used now.
+            let v0 = list(db.exec(), None).await.unwrap();
+            let v0 = v0.iter().find(|e| e.volume == "v0").unwrap();
+            hit(db.exec(), epoch, &v0.id).await.unwrap();
+            assert_eq!(
+                volumes(list(db.exec(), None).await.unwrap()),
+                ["v0", "v2", "v1"],
+                "most recently used first: {db:?}"
+            );
+            let bounds = CacheBounds {
+                max_bytes_per_user: Some(450),
+                ..CacheBounds::default()
+            };
+            assert_eq!(
+                volumes(evict(db.exec(), &bounds).await.unwrap()),
+                ["v1"],
+                "{db:?}"
+            );
+            let bounds = CacheBounds {
+                max_bytes: Some(100),
+                ..CacheBounds::default()
+            };
+            assert_eq!(
+                volumes(evict(db.exec(), &bounds).await.unwrap()),
+                ["v2"],
+                "{db:?}"
+            );
+            assert_eq!(ready_bytes(db.exec()).await.unwrap(), 100, "{db:?}");
+            let aged = CacheBounds {
+                max_age: Some(Duration::ZERO),
+                ..CacheBounds::default()
+            };
+            assert_eq!(evict(db.exec(), &aged).await.unwrap().len(), 1, "{db:?}");
+            assert_eq!(evict(db.exec(), &aged).await.unwrap(), [], "{db:?}");
+            assert_eq!(ready_bytes(db.exec()).await.unwrap(), 0, "{db:?}");
+            // Pruning marks what is left; building entries of ended jobs are abandoned.
+            begin(db.exec(), epoch, ada, "k9", job, "v9").await.unwrap();
+            assert_eq!(
+                abandon_ended(db.exec()).await.unwrap(),
+                0,
+                "the job is queued: {db:?}"
+            );
+            publish(db.exec(), epoch, "v9", 1).await.unwrap();
+            assert_eq!(
+                prune(db.exec(), Some(ada), Some(Duration::from_secs(3600)))
+                    .await
+                    .unwrap(),
+                0,
+                "used just now: {db:?}"
+            );
+            assert_eq!(
+                prune(db.exec(), None, Some(Duration::MAX)).await.unwrap(),
+                0,
+                "{db:?}"
+            );
+            assert_eq!(
+                prune(db.exec(), Some(ada), None).await.unwrap(),
+                1,
+                "{db:?}"
+            );
+            assert_eq!(prune(db.exec(), None, None).await.unwrap(), 0, "{db:?}");
+            // A pruned entry is not served any more, and one chosen just before waits out the
+            // grace.
+            let v9 = list(db.exec(), None).await.unwrap();
+            let v9 = v9.iter().find(|e| e.volume == "v9").unwrap();
+            assert!(!hit(db.exec(), epoch, &v9.id).await.unwrap(), "{db:?}");
+            let waiting = volumes(removable(db.exec(), Duration::from_secs(60)).await.unwrap());
+            assert!(!waiting.contains(&"v0".to_owned()), "{db:?}: {waiting:?}");
+            assert!(
+                waiting.contains(&"v9".to_owned()),
+                "never chosen: {db:?}: {waiting:?}"
+            );
+
+            // A building entry of a job that ended is abandoned.
+            begin(db.exec(), epoch, ada, "k10", job, "v10")
+                .await
+                .unwrap();
+            set_status(&db, job, "failed").await;
+            assert_eq!(abandon_ended(db.exec()).await.unwrap(), 1, "{db:?}");
+            assert_eq!(
+                publish(db.exec(), epoch, "v10", 1).await.unwrap(),
+                Published::Gone,
+                "{db:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_volume_a_running_job_mounts_is_not_removable_on_every_backend() {
+        for db in backends().await {
+            let (job, epoch, ada) = job(&db).await;
+            begin(db.exec(), epoch, ada, "k", job, "ci-cache-mounted")
+                .await
+                .unwrap();
+            begin(db.exec(), epoch, ada, "k2", job, "ci-cache-free")
+                .await
+                .unwrap();
+            abandon(db.exec(), epoch, job).await.unwrap();
+            on_exec!(db.exec(), |e| sqlx::query(
+                "INSERT INTO job_steps (job_id, position, name, state, spec)
+                 VALUES ($1, 1, 'test', 'running', $2)"
+            )
+            .bind(job)
+            .bind(r#"{"name": "test", "mounts": ["ci-cache-mounted:/cache"]}"#)
+            .execute(e)
             .await
-            .unwrap();
-        assert_eq!(abandon_ended(&pool).await.unwrap(), 0, "the job runs");
-        publish(&pool, epoch, "v9", 1).await.unwrap();
-        assert_eq!(prune(&pool, Some(job.user_id), None).await.unwrap(), 1);
-        assert_eq!(prune(&pool, None, None).await.unwrap(), 0);
-        // A pruned entry is not served any more, and one chosen just before waits out the grace.
-        let v9 = list(&pool, None).await.unwrap();
-        let v9 = v9.iter().find(|e| e.volume == "v9").unwrap();
-        assert!(!hit(&pool, epoch, &v9.id).await.unwrap());
-        let v0 = list(&pool, None).await.unwrap();
-        let v0 = v0.iter().find(|e| e.volume == "v0").unwrap().clone();
-        assert_eq!(v0.hits, 1);
-        let waiting = volumes(removable(&pool, Duration::from_secs(60)).await.unwrap());
-        assert!(!waiting.contains(&"v0".to_owned()), "{waiting:?}");
-        assert!(
-            waiting.contains(&"v9".to_owned()),
-            "never chosen: {waiting:?}"
-        );
+            .map(drop)
+            .unwrap());
+            set_status(&db, job, "running").await;
+            let now = volumes(removable(db.exec(), Duration::ZERO).await.unwrap());
+            assert_eq!(now, ["ci-cache-free"], "{db:?}");
+            set_status(&db, job, "passed").await;
+            let mut now = volumes(removable(db.exec(), Duration::ZERO).await.unwrap());
+            now.sort();
+            assert_eq!(now, ["ci-cache-free", "ci-cache-mounted"], "{db:?}");
+        }
     }
 }
