@@ -476,7 +476,7 @@ mod tests {
             assert_eq!(entry.created_at, entry.last_used_at, "{db:?}");
             assert_eq!(
                 list(db.exec(), None).await.unwrap(),
-                [entry.clone()],
+                std::slice::from_ref(&entry),
                 "{db:?}"
             );
             assert_eq!(
