@@ -10,7 +10,7 @@ use ci_common::db::api_keys::{self, ApiKey};
 use ci_common::db::cache::{self, CacheEntry, CacheState};
 use ci_common::db::legacy::{self, ImportSummary};
 use ci_common::db::users::{self, User};
-use ci_common::db::{self, DbError, SqlitePool};
+use ci_common::db::{self, DatabaseArgs, Db, DbError};
 use ci_common::keys::SecretKey;
 use ci_common::{ApiKeyId, UserId};
 use clap::{Args, Parser, Subcommand};
@@ -22,9 +22,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Manage ci users, API keys and the dependency cache"
 )]
 pub struct Cli {
-    /// SQLite database file (the same default as ci-server and ci-controller).
-    #[arg(long, global = true, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
-    pub db_path: PathBuf,
+    /// The database (the same default as ci-server and ci-controller).
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 
     #[command(subcommand)]
     pub command: Command,
@@ -191,9 +191,12 @@ pub struct CacheUserRef {
     user_id: Option<String>,
 }
 
+/// Database connections of ci-admin unless `--db-connections` says otherwise.
+pub const DB_CONNECTIONS: u32 = 2;
+
 /// Runs one command, writing its human or JSON output to `out`.
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
-    // Copying names both databases itself; --db-path is not opened.
+    // Copying names both databases itself; --database-url is not opened.
     if let Command::Db(command) = cli.command {
         return db_command(command, out).await;
     }
@@ -202,9 +205,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         Command::ImportLegacy(args) => Some(legacy::Prototype::open(&args.path).await?),
         _ => None,
     };
-    let pool = db::connect(&cli.db_path, 2)
-        .await
-        .with_context(|| format!("cannot open the database {}", cli.db_path.display()))?;
+    let pool = cli.db.open(DB_CONNECTIONS).await?;
     let result = match cli.command {
         Command::User(command) => user_command(&pool, command, out).await,
         Command::Key(command) => key_command(&pool, command, out).await,
@@ -219,7 +220,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     result
 }
 
-async fn user_command(pool: &SqlitePool, command: UserCommand, out: &mut impl Write) -> Result<()> {
+async fn user_command(pool: &Db, command: UserCommand, out: &mut impl Write) -> Result<()> {
     match command {
         UserCommand::Create { name, email } => {
             let name = name.trim();
@@ -284,7 +285,7 @@ async fn user_command(pool: &SqlitePool, command: UserCommand, out: &mut impl Wr
     Ok(())
 }
 
-async fn set_active(pool: &SqlitePool, id: &str, active: bool, out: &mut impl Write) -> Result<()> {
+async fn set_active(pool: &Db, id: &str, active: bool, out: &mut impl Write) -> Result<()> {
     let user = find_user_by_id(pool, id).await?;
     let user = users::set_active(pool, user.id, active)
         .await?
@@ -301,7 +302,7 @@ async fn set_active(pool: &SqlitePool, id: &str, active: bool, out: &mut impl Wr
     Ok(())
 }
 
-async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Write) -> Result<()> {
+async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Result<()> {
     match command {
         KeyCommand::Create {
             user,
@@ -377,11 +378,7 @@ async fn key_command(pool: &SqlitePool, command: KeyCommand, out: &mut impl Writ
     Ok(())
 }
 
-async fn cache_command(
-    pool: &SqlitePool,
-    command: CacheCommand,
-    out: &mut impl Write,
-) -> Result<()> {
+async fn cache_command(pool: &Db, command: CacheCommand, out: &mut impl Write) -> Result<()> {
     match command {
         CacheCommand::List { user, json } => {
             let owner = optional_user(pool, user.email, user.user_id).await?;
@@ -554,7 +551,7 @@ async fn db_command(command: DbCommand, out: &mut impl Write) -> Result<()> {
 }
 
 async fn import_legacy(
-    pool: &SqlitePool,
+    pool: &Db,
     prototype: legacy::Prototype,
     args: ImportLegacyArgs,
     out: &mut impl Write,
@@ -730,11 +727,7 @@ fn key_json(
     })
 }
 
-async fn resolve_user(
-    pool: &SqlitePool,
-    email: Option<String>,
-    id: Option<String>,
-) -> Result<User> {
+async fn resolve_user(pool: &Db, email: Option<String>, id: Option<String>) -> Result<User> {
     match (email, id) {
         (Some(email), _) => find_user_by_email(pool, &email).await,
         (None, Some(id)) => find_user_by_id(pool, &id).await,
@@ -744,7 +737,7 @@ async fn resolve_user(
 
 /// The user an optional email or ID names, if either is given.
 async fn optional_user(
-    pool: &SqlitePool,
+    pool: &Db,
     email: Option<String>,
     id: Option<String>,
 ) -> Result<Option<User>> {
@@ -755,7 +748,7 @@ async fn optional_user(
 }
 
 /// Every user's email, by ID (for tables and JSON that show whose a row is).
-async fn user_emails(pool: &SqlitePool) -> Result<HashMap<UserId, String>> {
+async fn user_emails(pool: &Db) -> Result<HashMap<UserId, String>> {
     Ok(users::list(pool)
         .await?
         .into_iter()
@@ -763,14 +756,14 @@ async fn user_emails(pool: &SqlitePool) -> Result<HashMap<UserId, String>> {
         .collect())
 }
 
-async fn find_user_by_id(pool: &SqlitePool, id: &str) -> Result<User> {
+async fn find_user_by_id(pool: &Db, id: &str) -> Result<User> {
     let unknown =
         || anyhow!("user not found: no user with the ID {id:?} (see `ci-admin user list`)");
     let id: UserId = id.parse().map_err(|_| unknown())?;
     users::get(pool, id).await?.ok_or_else(unknown)
 }
 
-async fn find_user_by_email(pool: &SqlitePool, email: &str) -> Result<User> {
+async fn find_user_by_email(pool: &Db, email: &str) -> Result<User> {
     users::find_by_email(pool, email.trim())
         .await?
         .ok_or_else(|| {

@@ -11,9 +11,9 @@ use clap::Parser;
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ci-controller", version, about, args_override_self = true)]
 pub struct Args {
-    /// The SQLite database shared with the ci-server replicas.
-    #[arg(long, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
-    pub db_path: PathBuf,
+    /// The database shared with the ci-server replicas.
+    #[command(flatten)]
+    pub db: ci_common::db::DatabaseArgs,
 
     /// Seconds between two looks at the queue (pickup latency), e.g. 0.1.
     #[arg(long, env = "CI_RECONCILE_INTERVAL", default_value_t = 0.1, value_parser = parse_interval)]
@@ -48,7 +48,8 @@ pub struct Args {
     pub max_retries: u32,
 
     /// Folder for the controller's own files (the passwd and group files mounted into jobs);
-    /// default: `controller/` beside the database.
+    /// default: `controller/` beside an SQLite database, else in the default data folder
+    /// ($XDG_DATA_HOME/ci, else ~/.local/share/ci).
     #[arg(long, env = "CI_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -209,8 +210,13 @@ impl Args {
     /// Where the generated passwd and group files of job containers live.
     pub fn identity_dir(&self) -> PathBuf {
         let state = self.state_dir.clone().unwrap_or_else(|| {
-            let parent = self
-                .db_path
+            let sqlite = self
+                .db
+                .url()
+                .ok()
+                .and_then(|url| url.sqlite_path().map(Into::into));
+            let db_path = sqlite.unwrap_or_else(ci_common::config::default_db_path);
+            let parent = db_path
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or_else(|| std::path::Path::new("."));

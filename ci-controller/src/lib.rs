@@ -21,7 +21,7 @@ mod docker_double;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ci_common::db::{self, lease, policy};
+use ci_common::db::{lease, policy};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -35,6 +35,9 @@ use crate::metrics::Metrics;
 use crate::runner::{Ctx, JobSettings};
 use crate::sandbox::{Runtimes, Sandbox};
 use crate::scheduler::Scheduler;
+
+/// Database connections of the controller unless `--db-connections` says otherwise.
+pub const DB_CONNECTIONS: u32 = 8;
 
 /// Runs the controller until `shutdown` is cancelled (SIGTERM/SIGINT) or it loses its lease.
 ///
@@ -73,21 +76,19 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             args.pids_limit
         );
     }
-    let pool = db::connect(&args.db_path, 8)
-        .await
-        .with_context(|| format!("cannot open the database {}", args.db_path.display()))?;
-    let Some(lock) = singleton::lock(&args, &pool, &shutdown).await? else {
+    let db = args.db.open(DB_CONNECTIONS).await?;
+    let Some(lock) = singleton::lock(&args, &db, &shutdown).await? else {
         return Ok(());
     };
     let holder = singleton::holder();
-    let lease = lease::acquire(&pool, &holder)
+    let lease = lease::acquire(&db, &holder)
         .await
         .context("cannot take the controller lease")?;
     let epoch = lease.epoch;
     info!(epoch, holder, "holding the controller lease");
 
     let policy = args.policy();
-    policy::publish(&pool, epoch, &policy)
+    policy::publish(&db, epoch, &policy)
         .await
         .context("cannot publish the operator policy")?;
     let mut sandbox = Sandbox::from_args(&args, runtimes);
@@ -116,7 +117,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     metrics.set_epoch(epoch);
     let ctx = Arc::new(Ctx {
         docker,
-        pool: pool.clone(),
+        db: db.clone(),
         epoch,
         policy,
         sandbox,
@@ -143,7 +144,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     });
 
     if let Some(addr) = args.metrics_addr {
-        metrics::start(&metrics, &pool, addr, shutdown.clone()).await?;
+        metrics::start(&metrics, &db, addr, shutdown.clone()).await?;
     }
 
     let mut scheduler = Scheduler::new(
@@ -159,11 +160,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     println!("controller ready (epoch {epoch})");
     let result = scheduler.run().await;
     scheduler.detach_all().await;
-    if let Err(e) = lease::release(&pool, epoch).await {
+    if let Err(e) = lease::release(&db, epoch).await {
         warn!("cannot release the lease: {e}");
     }
-    drop(lock);
-    pool.close().await;
+    lock.release().await;
+    db.close().await;
     info!("controller stopped");
     result
 }

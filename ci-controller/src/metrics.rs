@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use ci_common::db::{jobs, SqlitePool};
+use ci_common::db::{jobs, Db};
 use ci_common::JobStatus;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -116,8 +116,8 @@ impl Metrics {
     }
 
     /// Reads what the database counts (before each scrape).
-    pub async fn count_database(&self, pool: &SqlitePool) {
-        let queued = jobs::count_by_status(pool)
+    pub async fn count_database(&self, db: &Db) {
+        let queued = jobs::count_by_status(db)
             .await
             .map(|counts| {
                 counts
@@ -126,7 +126,7 @@ impl Metrics {
                     .map_or(0, |(_, n)| n)
             })
             .unwrap_or(-1);
-        let cache_bytes = ci_common::db::cache::ready_bytes(pool).await.unwrap_or(-1);
+        let cache_bytes = ci_common::db::cache::ready_bytes(db).await.unwrap_or(-1);
         self.set_database_counts(queued, cache_bytes);
     }
 
@@ -197,13 +197,13 @@ impl Metrics {
 /// picks a free one).
 pub async fn start(
     metrics: &Metrics,
-    pool: &SqlitePool,
+    db: &Db,
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut endpoint = ci_metrics::Endpoint::new(pool.clone());
+    let mut endpoint = ci_metrics::Endpoint::new(db);
     metrics.register(endpoint.registry_mut());
-    let (metrics, db) = (metrics.clone(), pool.clone());
+    let (metrics, db) = (metrics.clone(), db.clone());
     let endpoint = endpoint.on_scrape(move || {
         let (metrics, db) = (metrics.clone(), db.clone());
         async move { metrics.count_database(&db).await }
@@ -266,7 +266,7 @@ mod tests {
     async fn the_database_counts_are_read_at_each_scrape() {
         let db = TempDb::new().await;
         let m = Metrics::default();
-        m.count_database(&db.pool).await;
+        m.count_database(&db.pool.clone().into()).await;
         assert_eq!(page(&m).value("ci_queue_depth", &[]), Some(0.0));
         let user = ci_common::db::users::create(&db.pool, "Ada", "ada@example.com")
             .await
@@ -274,7 +274,7 @@ mod tests {
         jobs::create(&db.pool, user.id, "test", b"zip")
             .await
             .unwrap();
-        m.count_database(&db.pool).await;
+        m.count_database(&db.pool.clone().into()).await;
         let page = page(&m);
         assert_eq!(page.value("ci_queue_depth", &[]), Some(1.0));
         assert_eq!(page.value("ci_cache_bytes", &[]), Some(0.0));

@@ -15,7 +15,7 @@ use ci_common::db::cache::{self, CacheBounds, Published};
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
-use ci_common::db::{uploads, SqlitePool};
+use ci_common::db::{uploads, Db};
 use ci_common::policy::Policy;
 use ci_common::project::{Install, Installer, RootFiles};
 use ci_common::results::{read_report, ReportCaps, TestOutcome};
@@ -64,7 +64,7 @@ pub struct JobSettings {
 /// What every job task shares.
 pub struct Ctx<D> {
     pub docker: D,
-    pub pool: SqlitePool,
+    pub db: Db,
     pub epoch: i64,
     /// What the operator allows (published for the server at start).
     pub policy: Policy,
@@ -278,7 +278,7 @@ impl<D: Docker> Ctx<D> {
         let id = job.id;
         let started = Instant::now();
         let mut sink = LogSink::new(
-            self.pool.clone(),
+            self.db.clone(),
             job.id,
             self.epoch,
             self.settings.log_cap,
@@ -304,7 +304,7 @@ impl<D: Docker> Ctx<D> {
                 Outcome::new(JobStatus::Error).with_reason(format!("{e:#}"))
             }
         };
-        let end = match jobs::finish(&self.pool, id, Some(self.epoch), &outcome).await {
+        let end = match jobs::finish(&self.db, id, Some(self.epoch), &outcome).await {
             Ok(_) => {
                 info!(job.id = %id, status = %outcome.status, reason = outcome.reason.as_deref().unwrap_or(""), "job finished");
                 let secs = job
@@ -351,7 +351,7 @@ impl<D: Docker> Ctx<D> {
         }
         // A dependency cache entry the job filled and did not publish goes too, and the cache
         // is brought within its bounds (the job may have published an entry).
-        if let Err(e) = cache::abandon(&self.pool, self.epoch, id).await {
+        if let Err(e) = cache::abandon(&self.db, self.epoch, id).await {
             warn!(job.id = %id, "cannot give up the job's cache entry: {e}");
         }
         self.sweep_cache(false).await;
@@ -370,16 +370,16 @@ impl<D: Docker> Ctx<D> {
 
     async fn try_sweep_cache(&self, orphans: bool) -> anyhow::Result<()> {
         if orphans {
-            cache::abandon_ended(&self.pool).await?;
+            cache::abandon_ended(&self.db).await?;
         }
-        let evicted = cache::evict(&self.pool, &self.settings.cache).await?;
+        let evicted = cache::evict(&self.db, &self.settings.cache).await?;
         self.metrics.cache_evicted(evicted.len() as u64);
         for entry in &evicted {
             info!(volume = entry.volume, user = %entry.user_id, "evicting a dependency cache entry");
         }
-        for entry in cache::removable(&self.pool, CACHE_GRACE).await? {
+        for entry in cache::removable(&self.db, CACHE_GRACE).await? {
             match self.docker.remove_volume(&entry.volume).await {
-                Ok(()) => cache::forget(&self.pool, &entry.id).await?,
+                Ok(()) => cache::forget(&self.db, &entry.id).await?,
                 // In use by a container (of a job that is ending): the next sweep removes it.
                 Err(e) => info!(volume = entry.volume, "cache volume not removed yet: {e}"),
             }
@@ -391,7 +391,7 @@ impl<D: Docker> Ctx<D> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot list cache volumes: {e}"))?;
             for volume in volumes {
-                if !cache::knows_volume(&self.pool, &volume.name).await? {
+                if !cache::knows_volume(&self.db, &volume.name).await? {
                     info!(
                         volume = volume.name,
                         "removing a cache volume no entry knows"
@@ -422,7 +422,7 @@ impl<D: Docker> Ctx<D> {
             let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
             Instant::now() + left
         };
-        let mut rows = steps::list(&self.pool, job.id).await?;
+        let mut rows = steps::list(&self.db, job.id).await?;
         let mut tar = None;
         // No container has been made yet: the workspace is made now (and, on the job's first
         // run, its plan).
@@ -474,7 +474,7 @@ impl<D: Docker> Ctx<D> {
                 // Its container vanished while it ran: what it did cannot be known.
                 let reason = format!("the container of step {} vanished while it ran", row.name);
                 steps::finish(
-                    &self.pool,
+                    &self.db,
                     job.id,
                     self.epoch,
                     row.position,
@@ -543,14 +543,14 @@ impl<D: Docker> Ctx<D> {
             }
             if let Some(retry) = &retry {
                 // Added before this step ends, so a restart in between decides the same.
-                rows = steps::append(&self.pool, job.id, self.epoch, retry).await?;
+                rows = steps::append(&self.db, job.id, self.epoch, retry).await?;
             }
             let exit_code = outcome.exit_code;
             let reason = (state != StepState::Passed)
                 .then(|| outcome.reason.clone())
                 .flatten();
             steps::finish(
-                &self.pool,
+                &self.db,
                 job.id,
                 self.epoch,
                 row.position,
@@ -602,7 +602,7 @@ impl<D: Docker> Ctx<D> {
             return Ok(None);
         }
         let failed =
-            test_results::failed_in_attempt(&self.pool, job.id, i64::from(spec.attempt)).await?;
+            test_results::failed_in_attempt(&self.db, job.id, i64::from(spec.attempt)).await?;
         match spec.retry(&failed, attempts) {
             Ok(retry) => Ok(Some(retry)),
             Err(notice) => {
@@ -621,7 +621,7 @@ impl<D: Docker> Ctx<D> {
         sink: &mut LogSink,
     ) -> anyhow::Result<Outcome> {
         let flaky = test_results::list(
-            &self.pool,
+            &self.db,
             job.id,
             Some(TestOutcome::Flaky),
             Attempts::Last,
@@ -632,7 +632,7 @@ impl<D: Docker> Ctx<D> {
         if flaky.is_empty() {
             return Ok(outcome);
         }
-        let count = test_results::counts(&self.pool, job.id)
+        let count = test_results::counts(&self.db, job.id)
             .await?
             .map_or(flaky.len() as u64, |c| c.get(TestOutcome::Flaky));
         let mut names = flaky
@@ -674,7 +674,7 @@ impl<D: Docker> Ctx<D> {
     ) -> anyhow::Result<Result<(Vec<StepRow>, Option<Bytes>), Flow>> {
         let s = &self.settings;
         let (uid, gid, size) = (s.uid, s.gid, s.workspace_size);
-        let Some(zip) = uploads::get(&self.pool, job.id).await? else {
+        let Some(zip) = uploads::get(&self.db, job.id).await? else {
             return Ok(Err(error("the job's uploaded project is missing")));
         };
         let zip = Bytes::from(zip);
@@ -726,9 +726,9 @@ impl<D: Docker> Ctx<D> {
                 Ok(specs) => specs,
                 Err(flow) => return Ok(Err(flow)),
             };
-            steps::plan(&self.pool, job.id, self.epoch, &specs).await?
+            steps::plan(&self.db, job.id, self.epoch, &specs).await?
         } else {
-            steps::list(&self.pool, job.id).await?
+            steps::list(&self.db, job.id).await?
         };
         if !fresh {
             return Ok(Ok((rows, None)));
@@ -802,11 +802,11 @@ impl<D: Docker> Ctx<D> {
             write,
             key: key.short().to_owned(),
         };
-        let found = cache::find_ready(&self.pool, job.user_id, &key.hex).await?;
+        let found = cache::find_ready(&self.db, job.user_id, &key.hex).await?;
         let mut chosen = None;
         if let Some(entry) = found {
             // Not served when it was evicted or pruned since it was found.
-            if cache::hit(&self.pool, self.epoch, &entry.id).await? {
+            if cache::hit(&self.db, self.epoch, &entry.id).await? {
                 chosen = Some(entry);
             }
         }
@@ -829,22 +829,14 @@ impl<D: Docker> Ctx<D> {
         let volume = self
             .sandbox
             .cache_volume_name(&uuid::Uuid::new_v4().simple().to_string());
-        cache::begin(
-            &self.pool,
-            self.epoch,
-            job.user_id,
-            &key.hex,
-            job.id,
-            &volume,
-        )
-        .await?;
+        cache::begin(&self.db, self.epoch, job.user_id, &key.hex, job.id, &volume).await?;
         if let Err(e) = self
             .docker
             .create_volume(&volume, self.sandbox.cache_labels())
             .await
         {
             self.metrics.docker_error();
-            cache::abandon(&self.pool, self.epoch, job.id).await?;
+            cache::abandon(&self.db, self.epoch, job.id).await?;
             sink.notice(format!(
                 "dependency cache: not used (could not create its volume: {e})"
             ))
@@ -920,7 +912,7 @@ impl<D: Docker> Ctx<D> {
                 0
             }
         };
-        match cache::publish(&self.pool, self.epoch, &cache.volume, size).await? {
+        match cache::publish(&self.db, self.epoch, &cache.volume, size).await? {
             Published::Ready => {
                 self.metrics.cache_stored(size);
                 sink.notice(format!(
@@ -980,7 +972,7 @@ impl<D: Docker> Ctx<D> {
         for (path, data) in found.files {
             let size = data.len() as u64;
             match blobs::put(
-                &self.pool,
+                &self.db,
                 job.id,
                 Some(self.epoch),
                 &format!("{ARTIFACTS_PREFIX}{path}"),
@@ -1069,7 +1061,7 @@ impl<D: Docker> Ctx<D> {
         // store's caps (a report it refuses is a notice).
         let blob = format!("reports/{}.jsonl", row.name);
         if let Err(e) = blobs::put(
-            &self.pool,
+            &self.db,
             job.id,
             Some(self.epoch),
             &blob,
@@ -1103,7 +1095,7 @@ impl<D: Docker> Ctx<D> {
         // The summary follows everything the step printed.
         sink.sync().await?;
         test_results::store(
-            &self.pool,
+            &self.db,
             job.id,
             self.epoch,
             &row.name,
@@ -1197,7 +1189,7 @@ impl<D: Docker> Ctx<D> {
                     .with_context(|| format!("the container {name} disappeared"))?;
                 if row.state == StepState::Pending {
                     sink.new_container();
-                    steps::start(&self.pool, id, self.epoch, row.position).await?;
+                    steps::start(&self.db, id, self.epoch, row.position).await?;
                 }
                 if state.status == "created" {
                     self.docker
@@ -1232,7 +1224,7 @@ impl<D: Docker> Ctx<D> {
                     }
                 }
                 sink.new_container();
-                steps::start(&self.pool, id, self.epoch, row.position).await?;
+                steps::start(&self.db, id, self.epoch, row.position).await?;
                 if let Err(e) = self.docker.start_container(&name).await {
                     self.metrics.docker_error();
                     anyhow::bail!("could not start the {} container: {e}", row.name);

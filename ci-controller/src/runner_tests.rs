@@ -67,7 +67,7 @@ fn sandbox() -> Sandbox {
 fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
     Arc::new(Ctx {
         docker: w.docker.clone(),
-        pool: w.pool.clone(),
+        db: w.pool.clone().into(),
         epoch: w.epoch,
         policy: ci_common::policy::Policy::new("img", &[], 1 << 20, 100),
         sandbox: sandbox(),

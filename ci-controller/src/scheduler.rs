@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ci_common::api::Outcome;
+use ci_common::db::changes::Watcher;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::lease::HEARTBEAT_EVERY;
-use ci_common::db::{lease, DbError};
+use ci_common::db::{lease, Db};
 use ci_common::{JobId, JobStatus};
-use sqlx::SqliteConnection;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -78,13 +78,11 @@ impl<D: Docker> Scheduler<D> {
     pub async fn run(&mut self) -> anyhow::Result<()> {
         let watching = self.shutdown.child_token();
         let _stop_watching = watching.clone().drop_guard();
-        match self.ctx.pool.acquire().await {
-            Ok(conn) => {
-                let conn = conn.detach();
-                tokio::spawn(watch_queue(conn, self.queued.clone(), watching));
-            }
-            Err(e) => warn!("cannot open the queue watcher's connection, polling only: {e}"),
-        }
+        tokio::spawn(watch_queue(
+            self.ctx.db.clone(),
+            self.queued.clone(),
+            watching,
+        ));
         let mut backoff = self.interval;
         while !self.shutdown.is_cancelled() {
             let mut wakeable = false;
@@ -127,11 +125,11 @@ impl<D: Docker> Scheduler<D> {
         let ctx = self.ctx.clone();
         self.reap().await?;
         if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
-            lease::heartbeat(&ctx.pool, ctx.epoch).await?;
+            lease::heartbeat(&ctx.db, ctx.epoch).await?;
             self.last_heartbeat = Instant::now();
         }
         if !self.owned.is_empty() {
-            for id in jobs::cancel_requested(&ctx.pool).await? {
+            for id in jobs::cancel_requested(&ctx.db).await? {
                 if let Some(control) = self.owned.get(&id) {
                     if !control.cancel.is_cancelled() {
                         info!(job.id = %id, "cancel requested");
@@ -146,7 +144,7 @@ impl<D: Docker> Scheduler<D> {
         }
         let mut worked = false;
         while self.owned.len() < self.max_jobs && !self.shutdown.is_cancelled() {
-            match jobs::claim_next(&ctx.pool, ctx.epoch, &ctx.sandbox.image).await? {
+            match jobs::claim_next(&ctx.db, ctx.epoch, &ctx.sandbox.image).await? {
                 Some(job) => {
                     info!(job.id = %job.id, "claimed job");
                     self.spawn(job, Vec::new());
@@ -203,7 +201,7 @@ impl<D: Docker> Scheduler<D> {
                     error!(job.id = %id, "the job's task failed: {join}");
                     let outcome = Outcome::new(JobStatus::Error)
                         .with_reason("the controller hit an internal error while running this job");
-                    jobs::finish(&self.ctx.pool, id, Some(self.ctx.epoch), &outcome).await?;
+                    jobs::finish(&self.ctx.db, id, Some(self.ctx.epoch), &outcome).await?;
                     self.ctx.cleanup(id).await;
                 }
             }
@@ -227,7 +225,7 @@ impl<D: Docker> Scheduler<D> {
             let id = c.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
             by_job.entry(id).or_default().push(c);
         }
-        for job in jobs::running(&ctx.pool).await? {
+        for job in jobs::running(&ctx.db).await? {
             if self.owned.contains_key(&job.id) {
                 by_job.remove(&Some(job.id));
                 continue;
@@ -240,7 +238,7 @@ impl<D: Docker> Scheduler<D> {
                 _ => {
                     warn!(job.id = %job.id, "running job has no container: marking it lost");
                     let outcome = Outcome::new(JobStatus::Lost).with_reason(LOST_REASON);
-                    jobs::finish(&ctx.pool, job.id, Some(ctx.epoch), &outcome).await?;
+                    jobs::finish(&ctx.db, job.id, Some(ctx.epoch), &outcome).await?;
                     ctx.metrics.job_finished(JobStatus::Lost, 0.0);
                     ctx.cleanup(job.id).await;
                 }
@@ -262,15 +260,14 @@ impl<D: Docker> Scheduler<D> {
             }
         }
         ctx.sweep_cache(true).await;
-        match ci_common::db::uploads::expire(&ctx.pool, ctx.settings.source_retain).await {
+        match ci_common::db::uploads::expire(&ctx.db, ctx.settings.source_retain).await {
             Ok(0) => {}
             Ok(n) => info!(sources = n, "removed sources past their retention"),
             Err(e) => warn!("cannot remove expired sources: {e}"),
         }
         if !ctx.settings.artifact_retain.is_zero() {
             let prefix = ci_common::tasks::ARTIFACTS_PREFIX;
-            match ci_common::db::blobs::expire(&ctx.pool, prefix, ctx.settings.artifact_retain)
-                .await
+            match ci_common::db::blobs::expire(&ctx.db, prefix, ctx.settings.artifact_retain).await
             {
                 Ok(0) => {}
                 Ok(n) => info!(artifacts = n, "removed artifacts past their retention"),
@@ -317,31 +314,40 @@ impl<D: Docker> Scheduler<D> {
     }
 }
 
-/// Wakes the claim loop soon after a job is queued, instead of at the next `--interval`:
-/// `PRAGMA data_version` on a connection of its own changes whenever another connection (a
-/// server replica queueing a job, or anything else) commits; only then is the queue read.
-async fn watch_queue(mut conn: SqliteConnection, queued: Arc<Notify>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(WATCH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut seen = None;
+/// Wakes the claim loop soon after a job is queued, instead of at the next `--interval`: the
+/// database's change watcher ([`Watcher`]: `PRAGMA data_version` on SQLite, `LISTEN` on
+/// PostgreSQL) wakes whenever another process (a server replica queueing a job, or anything
+/// else) commits; only then is the queue read.
+async fn watch_queue(db: Db, queued: Arc<Notify>, stop: CancellationToken) {
+    let mut watcher: Option<Watcher> = None;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let checked = async {
-            let version = jobs::data_version(&mut conn).await?;
-            if seen == Some(version) {
-                return Ok::<_, DbError>(false);
-            }
-            seen = Some(version);
-            jobs::any_queued(&mut conn).await
+        let w = match &mut watcher {
+            Some(w) => w,
+            None => match Watcher::open(&db, WATCH_EVERY).await {
+                Ok(w) => watcher.insert(w),
+                Err(e) => {
+                    warn!("cannot open the queue watcher (the claim loop still polls): {e}");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(MAX_BACKOFF) => continue,
+                    }
+                }
+            },
         };
-        match checked.await {
+        let changed = tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = w.changed() => changed,
+        };
+        let checked = match changed {
+            Ok(()) => jobs::any_queued(&db).await,
+            Err(e) => Err(e),
+        };
+        match checked {
             Ok(true) => queued.notify_one(),
             Ok(false) => {}
             Err(e) => {
                 warn!("the queue watcher failed (the claim loop still polls): {e}");
+                watcher = None;
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(MAX_BACKOFF) => {}
@@ -354,29 +360,28 @@ async fn watch_queue(mut conn: SqliteConnection, queued: Arc<Notify>, stop: Canc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ci_common::db::{self, users};
+    use ci_common::db::users;
+    use ci_common::testing::backends;
 
     #[tokio::test]
     async fn the_queue_watcher_wakes_the_claim_loop_when_a_job_is_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = db::connect(&dir.path().join("ci.db"), 4).await.unwrap();
-        let queued = Arc::new(Notify::new());
-        let stop = CancellationToken::new();
-        let conn = pool.acquire().await.unwrap().detach();
-        tokio::spawn(watch_queue(conn, queued.clone(), stop.clone()));
-        let user = users::create(&pool, "Ada", "ada@example.com")
-            .await
-            .unwrap();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), queued.notified())
+        for backend in backends().await {
+            let db = backend.db();
+            let queued = Arc::new(Notify::new());
+            let stop = CancellationToken::new();
+            let user = users::create(&db, "Ada", "ada@example.com").await.unwrap();
+            tokio::spawn(watch_queue(db.clone(), queued.clone(), stop.clone()));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), queued.notified())
+                    .await
+                    .is_err(),
+                "no job, no wake ({backend:?})"
+            );
+            jobs::create(&db, user.id, "test", b"zip").await.unwrap();
+            tokio::time::timeout(Duration::from_secs(2), queued.notified())
                 .await
-                .is_err(),
-            "no job, no wake"
-        );
-        jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
-        tokio::time::timeout(Duration::from_secs(2), queued.notified())
-            .await
-            .expect("woken soon after the job is queued");
-        stop.cancel();
+                .unwrap_or_else(|_| panic!("woken soon after the job is queued ({backend:?})"));
+            stop.cancel();
+        }
     }
 }

@@ -16,7 +16,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use ci_common::db::{self, SqlitePool};
+use ci_common::db::{self, Db};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt as _;
 use prometheus_client::collector::Collector;
@@ -37,19 +37,20 @@ type Refresh = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 /// A service's registry and what its metrics listener serves.
 pub struct Endpoint {
     registry: Registry,
-    pool: SqlitePool,
+    db: Db,
     refresh: Option<Refresh>,
 }
 
 impl Endpoint {
-    /// An endpoint whose registry holds the gauges of `pool` (read when scraped), and whose
-    /// `/health` checks that `pool` answers.
-    pub fn new(pool: SqlitePool) -> Self {
+    /// An endpoint whose registry holds the gauges of `db`'s pool (read when scraped), and whose
+    /// `/health` checks that `db` answers.
+    pub fn new(db: impl Into<Db>) -> Self {
+        let db = db.into();
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(PoolGauges(pool.clone())));
+        registry.register_collector(Box::new(PoolGauges(db.clone())));
         Self {
             registry,
-            pool,
+            db,
             refresh: None,
         }
     }
@@ -130,7 +131,7 @@ async fn metrics_page(State(endpoint): State<Arc<Endpoint>>) -> Response {
 }
 
 async fn health(State(endpoint): State<Arc<Endpoint>>) -> Response {
-    match db::ping(&endpoint.pool).await {
+    match db::ping(&endpoint.db).await {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -145,7 +146,7 @@ async fn health(State(endpoint): State<Arc<Endpoint>>) -> Response {
 
 /// `ci_db_pool_connections` and `ci_db_pool_idle_connections`, read from the pool when scraped.
 #[derive(Debug)]
-struct PoolGauges(SqlitePool);
+struct PoolGauges(Db);
 
 impl Collector for PoolGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {

@@ -105,7 +105,7 @@ pub async fn authenticate_key(state: &AppState, text: &str) -> Result<(ApiKey, U
             format!("the API key is mistyped: {problem}; copy the whole key again"),
         )
     })?;
-    let Some((key, user)) = api_keys::find_by_secret(&state.pool, &secret).await? else {
+    let Some((key, user)) = api_keys::find_by_secret(&state.db, &secret).await? else {
         let message = match secret.shape() {
             // A key of ours with a typo has this shape too: say so.
             KeyShape::Prototype => {
@@ -124,7 +124,7 @@ pub async fn authenticate_key(state: &AppState, text: &str) -> Result<(ApiKey, U
     check_usable(&key, &user, now)?;
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     if state.touches.due(key.id) {
-        let pool = state.pool.clone();
+        let pool = state.db.clone();
         let key_id = key.id;
         tokio::spawn(async move {
             if let Err(err) = api_keys::touch(&pool, key_id, now).await {
@@ -195,7 +195,7 @@ async fn authenticate_session(
             "you are signed out (the sign-in ended or expired): sign in again with your API key",
         )
     };
-    let Some((session, key, user)) = sessions::find(&state.pool, &token.hash()).await? else {
+    let Some((session, key, user)) = sessions::find(&state.db, &token.hash()).await? else {
         return Err(signed_out());
     };
     check_session(&session, &key, &user, Utc::now())?;
@@ -230,7 +230,7 @@ fn check_session(
 
 /// Whether the session still counts: not ended, and [`check_session`].
 async fn session_counts(state: &AppState, token_hash: &str) -> bool {
-    match sessions::find(&state.pool, token_hash).await {
+    match sessions::find(&state.db, token_hash).await {
         Ok(Some((session, key, user))) => check_session(&session, &key, &user, Utc::now()).is_ok(),
         Ok(None) => false,
         // The database is unreachable: keep the stream; it will fail on its own if that lasts.

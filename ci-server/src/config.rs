@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use ci_common::db::DatabaseArgs;
 use ci_common::policy::Policy;
 
 use crate::upload::Limits;
 
 const MIB: u64 = 1024 * 1024;
+
+/// Database connections of a replica unless `--db-connections` says otherwise.
+pub const DB_CONNECTIONS: u32 = 8;
 
 /// Stateless HTTP API of ci: uploads, jobs and SSE log streams. Run as many replicas as you like
 /// against one database.
@@ -25,9 +29,9 @@ pub struct Config {
     #[arg(long, env = "CI_PORT", default_value_t = 8000)]
     pub port: u16,
 
-    /// The SQLite database shared with the controller and the other replicas.
-    #[arg(long, env = ci_common::config::DB_PATH_ENV, default_value_os_t = ci_common::config::default_db_path())]
-    pub db_path: PathBuf,
+    /// The database shared with the controller and the other replicas.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 
     /// Largest accepted upload (the zip archive), in bytes.
     #[arg(long, env = "CI_MAX_UPLOAD_BYTES", default_value_t = 100 * MIB)]
@@ -52,10 +56,6 @@ pub struct Config {
     /// How often live streams check the database for new events, in milliseconds.
     #[arg(long, env = "CI_POLL_MS", default_value_t = 15)]
     pub poll_ms: u64,
-
-    /// Database connections of this replica.
-    #[arg(long, env = "CI_DB_CONNECTIONS", default_value_t = 8)]
-    pub db_connections: u32,
 
     /// How long a browser sign-in lasts (e.g. 12h, 7d); revoking its key or deactivating its
     /// user ends it sooner.
@@ -102,7 +102,7 @@ impl Config {
     /// The defaults (and `CI_*` environment variables) with another database (for tests).
     pub fn for_db(db_path: impl Into<PathBuf>) -> Self {
         let mut config = Config::parse_from(["ci-server"]);
-        config.db_path = db_path.into();
+        config.db = DatabaseArgs::sqlite(db_path);
         config
     }
 

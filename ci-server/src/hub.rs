@@ -1,7 +1,8 @@
 //! Live job events, fanned out on one replica. One tail task per followed job reads new events
 //! from the database, renders each one once as SSE frames, and broadcasts them to every follower
-//! of that job on this replica; followers only share the rendered bytes. Tails wake only when a
-//! cheap `PRAGMA data_version` check on one dedicated connection says that the database changed.
+//! of that job on this replica; followers only share the rendered bytes. Tails wake only when the
+//! replica's one change watcher ([`Watcher`]: a cheap `PRAGMA data_version` check on
+//! SQLite, `LISTEN` on PostgreSQL) says that the database changed.
 //! A tail also keeps its most recent batches, so that a follower that starts near the tail's
 //! position replays from memory instead of querying the database. The database stays the only
 //! source of truth: a follower replays what it missed from it, so a slow follower, a new tail or
@@ -14,9 +15,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use ci_common::db::events::{self, EventRow};
-use ci_common::db::{jobs, SqlitePool};
+use ci_common::db::{changes::Watcher, Db};
 use ci_common::JobId;
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -162,7 +162,7 @@ pub struct Hub {
 }
 
 struct Inner {
-    pool: SqlitePool,
+    db: Db,
     tails: Mutex<HashMap<JobId, Tail>>,
     changes: watch::Sender<u64>,
     shutdown: CancellationToken,
@@ -218,7 +218,7 @@ impl Hub {
     /// Starts the change watcher (polling every `poll`) and returns the hub; each job's channel
     /// holds `capacity` batches.
     pub fn start(
-        pool: SqlitePool,
+        db: impl Into<Db>,
         poll: Duration,
         shutdown: CancellationToken,
         capacity: usize,
@@ -226,7 +226,7 @@ impl Hub {
         let (changes, _) = watch::channel(0);
         let hub = Hub {
             inner: Arc::new(Inner {
-                pool,
+                db: db.into(),
                 tails: Mutex::new(HashMap::new()),
                 changes,
                 shutdown,
@@ -237,8 +237,9 @@ impl Hub {
         hub
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.inner.pool
+    /// The replica's database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
     }
 
     /// Follows a job's live events from just after `after`: the batches the job's tail reads
@@ -327,9 +328,9 @@ impl Hub {
 async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Frames>>) {
     let mut changes = hub.inner.changes.subscribe();
     changes.borrow_and_update();
-    let pool = hub.pool().clone();
+    let db = hub.db().clone();
     let mut cursor = loop {
-        match events::last_seq(&pool, job_id).await {
+        match events::last_seq(&db, job_id).await {
             Ok(seq) => break (seq - RECENT_EVENTS as i64).max(0),
             Err(err) => {
                 tracing::warn!(error = format!("{err:#}"), "tail cannot start; retrying");
@@ -346,7 +347,7 @@ async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Frames>>) {
         if read_now {
             read_now = false;
             loop {
-                let rows = match events::list_after(&pool, job_id, cursor, PAGE).await {
+                let rows = match events::list_after(&db, job_id, cursor, PAGE).await {
                     Ok(rows) => rows,
                     Err(err) => {
                         tracing::warn!(
@@ -394,53 +395,49 @@ async fn tail(hub: Hub, job_id: JobId, sender: broadcast::Sender<Arc<Frames>>) {
     }
 }
 
-/// Polls `PRAGMA data_version` on a dedicated connection while any tail listens, and tells the
-/// tails when another connection committed.
+/// Watches the database for commits ([`Watcher`]) while any tail listens, and tells the tails
+/// when one happened. Without listeners it only checks, every `poll`, whether one came.
 async fn watch_changes(hub: Hub, poll: Duration) {
     let shutdown = hub.inner.shutdown.clone();
-    let mut conn: Option<SqliteConnection> = None;
-    let mut last: Option<i64> = None;
+    let mut watcher: Option<Watcher> = None;
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(poll) => {}
-        }
         if hub.inner.changes.receiver_count() == 0 {
-            continue;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(poll) => continue,
+            }
         }
-        if conn.is_none() {
-            match SqliteConnection::connect_with(&hub.pool().connect_options()).await {
-                Ok(c) => conn = Some(c),
+        let w = match &mut watcher {
+            Some(w) => w,
+            None => match Watcher::open(hub.db(), poll).await {
+                Ok(w) => watcher.insert(w),
                 Err(err) => {
                     tracing::warn!(
-                        error = format!("{err:#}"),
-                        "cannot open the change-watch connection"
+                        error = format!("{:#}", anyhow::Error::from(err)),
+                        "cannot open the change watcher"
                     );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
                 }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        match jobs::data_version(c).await {
-            Ok(version) => {
-                if last != Some(version) {
-                    last = Some(version);
+            },
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            // Bounded, so that a replica whose followers left stops watching.
+            changed = tokio::time::timeout(IDLE_CHECK, w.changed()) => match changed {
+                Err(_) => {}
+                Ok(Ok(())) => hub.inner.changes.send_modify(|n| *n = n.wrapping_add(1)),
+                Ok(Err(err)) => {
+                    tracing::warn!(
+                        error = format!("{:#}", anyhow::Error::from(err)),
+                        "change check failed; reopening the watcher"
+                    );
+                    watcher = None;
                     hub.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
-            }
-            Err(err) => {
-                tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::from(err)),
-                    "change check failed; reconnecting"
-                );
-                conn = None;
-                last = None;
-                hub.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-            }
+            },
         }
-    }
-    if let Some(c) = conn {
-        let _ = c.close().await;
     }
 }

@@ -1,5 +1,6 @@
-//! `ci-server`: the stateless HTTP API of ci. Any number of replicas serve the same SQLite
-//! database; they never talk to the controller or to Docker.
+//! `ci-server`: the stateless HTTP API of ci. Any number of replicas serve the same database
+//! (SQLite on one machine, PostgreSQL across machines); they never talk to the controller or to
+//! Docker.
 //!
 //! [`run`] serves an already bound listener until a shutdown token is cancelled; [`router`] is the
 //! whole HTTP surface in one table.
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use ci_common::api::API_PREFIX;
-use ci_common::db::{self, SqlitePool};
+use ci_common::db::Db;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
@@ -43,7 +44,7 @@ const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: SqlitePool,
+    pub db: Db,
     pub config: Arc<Config>,
     /// Cancelled on shutdown: open event streams end when it is.
     pub shutdown: CancellationToken,
@@ -53,15 +54,17 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: SqlitePool, config: Config, shutdown: CancellationToken) -> Self {
+    /// The state of a replica on `db` (a [`Db`], or a pool of either backend).
+    pub fn new(db: impl Into<Db>, config: Config, shutdown: CancellationToken) -> Self {
+        let db = db.into();
         let hub = hub::Hub::start(
-            pool.clone(),
+            db.clone(),
             config.poll_interval(),
             shutdown.clone(),
             hub::CHANNEL_CAPACITY,
         );
         Self {
-            pool,
+            db,
             config: Arc::new(config),
             shutdown,
             hub,
@@ -79,13 +82,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let pool = db::connect(&config.db_path, config.db_connections)
-        .await
-        .with_context(|| format!("cannot open the database {}", config.db_path.display()))?;
+    let db = config.db.open(config::DB_CONNECTIONS).await?;
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    let state = AppState::new(pool.clone(), config, shutdown.clone());
+    let state = AppState::new(db.clone(), config, shutdown.clone());
     if let Some(addr) = state.config.metrics_addr {
         metrics::start(&state, addr).await?;
     }
@@ -96,7 +97,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("the HTTP server failed")?;
-    pool.close().await;
+    db.close().await;
     tracing::info!("stopped");
     Ok(())
 }

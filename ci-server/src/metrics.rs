@@ -144,7 +144,7 @@ impl Metrics {
 /// Serves the replica's metrics and `/health` on `addr` until shutdown, and logs the address
 /// (`metrics on http://ADDR`; port 0 picks a free one).
 pub async fn start(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
-    let mut endpoint = ci_metrics::Endpoint::new(state.pool.clone());
+    let mut endpoint = ci_metrics::Endpoint::new(state.db.clone());
     state.metrics.register(endpoint.registry_mut(), &state.hub);
     let addr = endpoint.start(addr, state.shutdown.clone()).await?;
     tracing::info!("metrics on http://{addr}");

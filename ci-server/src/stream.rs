@@ -152,7 +152,7 @@ impl Follower {
 
     /// One page of stored events after `last`; `None` ends the stream (on a database error).
     async fn read_stored(&mut self) -> Option<()> {
-        let rows = match events::list_after(self.hub.pool(), self.job_id, self.last, PAGE).await {
+        let rows = match events::list_after(self.hub.db(), self.job_id, self.last, PAGE).await {
             Ok(rows) => rows,
             Err(err) => {
                 tracing::error!(job.id = %self.job_id, error = format!("{err:#}"), "cannot read job events; ending the stream");
@@ -477,7 +477,7 @@ mod tests {
             capacity,
         );
         let state = AppState {
-            pool,
+            db: pool.into(),
             config: Arc::new(Config::for_db(&db.path)),
             shutdown,
             hub,
@@ -493,11 +493,9 @@ mod tests {
     }
 
     async fn log(state: &AppState, job: JobId, text: &str) -> i64 {
-        let mut tx = state.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        // The one writer of the job: each line commits on its own.
         let line = NewEvent::log(LogStream::Stdout, Utc::now(), text);
-        let seq = events::append(&mut tx, job, &[line]).await.unwrap();
-        tx.commit().await.unwrap();
-        seq
+        events::append(&state.db, job, &[line]).await.unwrap()
     }
 
     /// The ids of the SSE frames in a chunk.
@@ -543,7 +541,7 @@ mod tests {
             tail_reached(&mut watcher, seq).await;
         }
         let outcome = Outcome::new(JobStatus::Passed);
-        jobs::finish(&state.pool, job, Some(epoch), &outcome)
+        jobs::finish(&state.db, job, Some(epoch), &outcome)
             .await
             .unwrap();
         let rest: Vec<i64> = tokio::time::timeout(
@@ -650,7 +648,7 @@ mod tests {
         log(&state, job, "caf\u{e9} \u{1f680} \u{4f60}\u{597d}").await;
         log(&state, job, "").await;
         let outcome = Outcome::new(JobStatus::Failed).with_exit_code(1);
-        jobs::finish(&state.pool, job, Some(epoch), &outcome)
+        jobs::finish(&state.db, job, Some(epoch), &outcome)
             .await
             .unwrap();
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ci_common::db::{self, api_keys, users, SqlitePool};
+use ci_common::db::{self, api_keys, users, DatabaseUrl, Db, SqlitePool};
 use ci_common::keys::SecretKey;
 use ci_common::UserId;
 
@@ -109,11 +109,119 @@ where
     }
 }
 
+/// A database the binaries are told to use: the path of an SQLite file (`--db-path`), or a
+/// [`DatabaseUrl`] of either backend (`--database-url`).
+pub trait DbArg {
+    /// The flags that name the database.
+    fn db_args(&self) -> Vec<std::ffi::OsString>;
+}
+
+impl DbArg for &Path {
+    fn db_args(&self) -> Vec<std::ffi::OsString> {
+        vec!["--db-path".into(), self.as_os_str().to_owned()]
+    }
+}
+
+impl DbArg for &PathBuf {
+    fn db_args(&self) -> Vec<std::ffi::OsString> {
+        self.as_path().db_args()
+    }
+}
+
+impl DbArg for &DatabaseUrl {
+    fn db_args(&self) -> Vec<std::ffi::OsString> {
+        vec!["--database-url".into(), self.url_with_password().into()]
+    }
+}
+
+/// A test's database of either backend ([`TestDb`], [`PgTestDb`]): what helpers that only read
+/// and write through the database layer take.
+pub trait AnyTestDb {
+    /// The open database.
+    fn db(&self) -> &Db;
+    /// The flags that give it to a binary.
+    fn db_args(&self) -> Vec<std::ffi::OsString>;
+}
+
+impl AnyTestDb for TestDb {
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    fn db_args(&self) -> Vec<std::ffi::OsString> {
+        (&self.path).db_args()
+    }
+}
+
+impl AnyTestDb for PgTestDb {
+    fn db(&self) -> &Db {
+        &self.db
+    }
+    fn db_args(&self) -> Vec<std::ffi::OsString> {
+        (&self.url).db_args()
+    }
+}
+
+impl<T: AnyTestDb> DbArg for &T {
+    fn db_args(&self) -> Vec<std::ffi::OsString> {
+        AnyTestDb::db_args(*self)
+    }
+}
+
+/// A fresh database on the process's throwaway PostgreSQL cluster ([`Postgres::shared`]),
+/// migrated, for the binaries to share.
+pub struct PgTestDb {
+    pub url: DatabaseUrl,
+    pub db: Db,
+}
+
+impl PgTestDb {
+    /// A new database on the shared cluster (starting it on first use).
+    pub async fn new() -> Self {
+        assert!(
+            postgres::available(),
+            "PostgreSQL's server is not installed: run scripts/ensure-postgres.sh"
+        );
+        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let url = Postgres::shared().fresh_database(&name);
+        let url: DatabaseUrl = url.parse().expect("a PostgreSQL URL");
+        let settings = db::PostgresSettings {
+            max_connections: 8,
+            statement_timeout: None,
+        };
+        let db = Db::open(&url, &settings)
+            .await
+            .expect("the PostgreSQL database");
+        Self { url, db }
+    }
+
+    /// Creates a user with one API key (straight through the database layer).
+    pub async fn user(&self, name: &str) -> TestUser {
+        new_user(&self.db, name).await
+    }
+}
+
+/// Creates a user with one API key in `db`.
+pub async fn new_user(db: &Db, name: &str) -> TestUser {
+    let email = format!("{}@example.com", name.to_lowercase());
+    let user = users::create(db, name, &email).await.expect("create user");
+    let key = SecretKey::generate();
+    api_keys::create(db, user.id, "test", &key, None)
+        .await
+        .expect("create key");
+    TestUser {
+        id: user.id,
+        email,
+        key: key.expose().to_owned(),
+    }
+}
+
 /// A temporary directory holding a fresh database.
 pub struct TestDb {
     pub dir: tempfile::TempDir,
     pub path: PathBuf,
     pub pool: SqlitePool,
+    /// The same pool, as the layer's functions and the binaries' code hold it.
+    pub db: Db,
 }
 
 impl TestDb {
@@ -121,24 +229,18 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ci.db");
         let pool = db::connect(&path, 4).await.expect("database");
-        Self { dir, path, pool }
+        let db = Db::from(&pool);
+        Self {
+            dir,
+            path,
+            pool,
+            db,
+        }
     }
 
     /// Creates a user with one API key (straight through the database layer).
     pub async fn user(&self, name: &str) -> TestUser {
-        let email = format!("{}@example.com", name.to_lowercase());
-        let user = users::create(&self.pool, name, &email)
-            .await
-            .expect("create user");
-        let key = SecretKey::generate();
-        api_keys::create(&self.pool, user.id, "test", &key, None)
-            .await
-            .expect("create key");
-        TestUser {
-            id: user.id,
-            email,
-            key: key.expose().to_owned(),
-        }
+        new_user(&Db::from(&self.pool), name).await
     }
 }
 
@@ -364,19 +466,19 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(db: &Path) -> Self {
+    pub fn start(db: impl DbArg) -> Self {
         Self::start_with(db, &[])
     }
 
-    pub fn start_with(db: &Path, args: &[&str]) -> Self {
+    pub fn start_with(db: impl DbArg, args: &[&str]) -> Self {
         Self::spawn(Self::command(db, args))
     }
 
     /// The command of a server on 127.0.0.1, on a port the OS picks, serving `db`, with `args`.
-    pub fn command(db: &Path, args: &[&str]) -> Command {
+    pub fn command(db: impl DbArg, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("ci-server"));
-        cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
-            .arg(db)
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            .args(db.db_args())
             .args(args)
             .env("RUST_LOG", "info");
         cmd
@@ -406,11 +508,11 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn start(db: &Path) -> Self {
+    pub fn start(db: impl DbArg) -> Self {
         Self::start_with(db, &[])
     }
 
-    pub fn start_with(db: &Path, args: &[&str]) -> Self {
+    pub fn start_with(db: impl DbArg, args: &[&str]) -> Self {
         let prefix = format!(
             "citest-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -419,11 +521,10 @@ impl Controller {
     }
 
     /// Starts a controller with a given prefix (to take over from a killed one).
-    pub fn start_with_prefix(db: &Path, prefix: &str, args: &[&str]) -> Self {
+    pub fn start_with_prefix(db: impl DbArg, prefix: &str, args: &[&str]) -> Self {
         require_docker();
         let mut cmd = Command::new(bin("ci-controller"));
-        cmd.arg("--db-path")
-            .arg(db)
+        cmd.args(db.db_args())
             .args([
                 "--image",
                 &test_image(),

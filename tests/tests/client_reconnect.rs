@@ -4,12 +4,21 @@
 #[path = "support/client.rs"]
 mod support;
 
-use ci_tests::{fixture, Controller, Server, TestDb};
-use support::{job_id_in, run, CiEnv, CiProc, CI_TIMEOUT};
+use ci_tests::{PgTestDb, Server, TestDb};
+use support::{follow_across_a_cut, run, CiEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn follows_on_the_next_replica_when_the_first_is_killed() {
-    follow_across_a_cut(|replica1| {
+    follow_across_a_cut(&TestDb::new().await, 2, |replica1| {
+        replica1.proc.child.kill().unwrap();
+        replica1.proc.child.wait().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn follows_on_the_next_of_three_replicas_when_the_first_is_killed_on_postgres() {
+    follow_across_a_cut(&PgTestDb::new().await, 3, |replica1| {
         replica1.proc.child.kill().unwrap();
         replica1.proc.child.wait().unwrap();
     })
@@ -19,36 +28,11 @@ async fn follows_on_the_next_replica_when_the_first_is_killed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn follows_on_the_next_replica_when_the_first_shuts_down_cleanly() {
     // A graceful shutdown ends the stream without `complete`: that is a cut too.
-    follow_across_a_cut(|replica1| {
+    follow_across_a_cut(&TestDb::new().await, 2, |replica1| {
         replica1.proc.signal("TERM");
         replica1.proc.wait_exit(ci_tests::WAIT);
     })
     .await;
-}
-
-/// Follows slow_lines through `replica1,replica2`, cuts replica 1 with `cut` after a few
-/// lines, and checks that every line was printed exactly once, as `ci wait --all` prints it.
-async fn follow_across_a_cut(cut: impl FnOnce(&mut Server)) {
-    let db = TestDb::new().await;
-    let ada = db.user("ada").await;
-    let mut replica1 = Server::start(&db.path);
-    let replica2 = Server::start(&db.path);
-    let _controller = Controller::start(&db.path);
-    let env = CiEnv::new();
-    let servers = format!("{},{}", replica1.url, replica2.url);
-    let here = fixture("slow_lines");
-
-    let mut ci = CiProc::spawn(env.ci(&servers, &ada.key, &here, &["submit", "test"]));
-    let id = job_id_in(&ci.wait_for_line("Job ID: ", CI_TIMEOUT));
-    ci.wait_for_line("tick 3", CI_TIMEOUT);
-    cut(&mut replica1);
-
-    let out = ci.finish(CI_TIMEOUT).expect_code(0);
-    support::assert_followed_every_tick(&out, &id, "the cut was noticed");
-
-    // The whole log, read afterwards from the surviving replica, is what was printed live.
-    let all = run(env.ci(&replica2.url, &ada.key, &here, &["wait", &id, "--all"])).expect_code(0);
-    assert_eq!(out.stdout, all.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread")]

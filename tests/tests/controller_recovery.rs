@@ -7,47 +7,17 @@ mod support;
 use std::time::Duration;
 
 use ci_common::JobStatus;
-use ci_tests::{Controller, TestDb, WAIT};
+use ci_tests::{Controller, PgTestDb, TestDb};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_once() {
-    let db = TestDb::new().await;
-    let user = db.user("Ada").await;
-    let mut first = Controller::start(&db.path);
-    let prefix = first.prefix.clone();
-    let id = queue(&db, user.id, "slow_lines").await;
-    running_with_line(&db, id, "tick 3").await;
+    a_killed_controller_is_replaced_with_every_line_once(&TestDb::new().await).await;
+}
 
-    first.proc.signal("KILL");
-    first.proc.wait_exit(Duration::from_secs(10));
-    // The job's container keeps running without a controller.
-    assert!(!first.containers().is_empty());
-
-    let second = Controller::start_with_prefix(&db.path, &prefix, &[]);
-    let job = finished(&db, id, JOB_WAIT).await;
-    assert_eq!(job.status, JobStatus::Passed, "reason: {:?}", job.reason);
-    let events = all_events(&db, id).await;
-    assert_well_formed(&job, &events);
-    let lines = log_texts(&events);
-    for n in 1..=25 {
-        let tick = format!("tick {n}");
-        let count = lines
-            .iter()
-            .filter(|l| {
-                l.split_whitespace().eq(tick.split_whitespace()) || l.ends_with(&format!(" {tick}"))
-            })
-            .count();
-        assert_eq!(count, 1, "{tick:?} appears {count} times in {lines:#?}");
-    }
-    ci_tests::wait_for(
-        "the job's container and volume to be removed",
-        WAIT,
-        || async { (second.containers().is_empty() && second.volumes().is_empty()).then_some(()) },
-    )
-    .await;
-    drop(second);
-    drop(first);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_once_on_postgres() {
+    a_killed_controller_is_replaced_with_every_line_once(&PgTestDb::new().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,34 +3,19 @@
 #[path = "support/controller.rs"]
 mod support;
 
-use std::process::Command;
-use std::time::Duration;
-
 use ci_common::db::jobs;
 use ci_common::JobStatus;
-use ci_tests::{bin, test_image, wait_for, Controller, Proc, TestDb, WAIT};
+use ci_tests::{wait_for, Controller, PgTestDb, TestDb};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_controller_on_the_same_database_says_who_holds_the_lock_and_exits() {
-    let db = TestDb::new().await;
-    let first = Controller::start(&db.path);
-    let mut cmd = Command::new(bin("ci-controller"));
-    cmd.arg("--db-path").arg(&db.path).args([
-        "--image",
-        &test_image(),
-        "--container-prefix",
-        "citest-second",
-    ]);
-    let mut second = Proc::spawn("second controller", cmd);
-    let line = second.wait_for_line("another controller holds the lock", WAIT);
-    assert!(
-        line.contains(&format!("pid {}", first.proc.pid())),
-        "names the holder: {line}"
-    );
-    assert!(line.contains("--wait"), "says how to proceed: {line}");
-    let status = second.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1));
+    a_second_controller_is_refused(&TestDb::new().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_controller_on_the_same_database_says_who_holds_the_lock_and_exits_on_postgres() {
+    a_second_controller_is_refused(&PgTestDb::new().await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

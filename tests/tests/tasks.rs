@@ -27,13 +27,18 @@ use std::time::Duration;
 use ci_tests::ci_common::api::{JobView, StepView, StreamEvent};
 use ci_tests::ci_common::testing::zip_files;
 use ci_tests::ci_common::{EventKind, JobId, JobStatus, StepState};
-use ci_tests::{fixture, follow, zip_dir, Controller, Server, TestDb, WAIT};
+use ci_tests::{fixture, follow, zip_dir, AnyTestDb, Controller, PgTestDb, Server, TestDb, WAIT};
 use projects::{copy_fixture, job_id};
 use serde_json::Value;
 use support::{job_id_in, job_view, run, wait_until_finished, CiEnv, Out, Stack};
 
 /// `ci submit TASK [-- PARAMS]` as ada in `dir`, to completion; its output and job id.
-fn submit_task(stack: &Stack, dir: &Path, task: &str, params: &[&str]) -> (Out, String) {
+fn submit_task(
+    stack: &Stack<impl AnyTestDb>,
+    dir: &Path,
+    task: &str,
+    params: &[&str],
+) -> (Out, String) {
     let mut args = vec!["submit", task];
     if !params.is_empty() {
         args.push("--");
@@ -66,7 +71,11 @@ fn expect_states(job: &JobView, expected: &[(&str, StepState)]) {
 
 /// The `Steps:` of `ci status ID` as (name, state): `  2. lint: failed (exit 1) in 0.4s` gives
 /// ("lint", "failed").
-fn status_steps(stack: &Stack, dir: &Path, id: &str) -> (String, Vec<(String, String)>) {
+fn status_steps(
+    stack: &Stack<impl AnyTestDb>,
+    dir: &Path,
+    id: &str,
+) -> (String, Vec<(String, String)>) {
     let out = run(stack.ci(dir, &["status", id])).expect_code(0);
     let steps = out
         .stdout
@@ -113,7 +122,17 @@ fn only_line(text: &str, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order() {
-    let stack = Stack::start().await;
+    a_pipeline_runs_in_order(&Stack::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order_on_postgres() {
+    a_pipeline_runs_in_order(&Stack::start_on(PgTestDb::new().await).await).await;
+}
+
+/// `ci tasks`, then `ci submit build` of tasks_pipeline: its steps, output, artifacts, status
+/// and stream. On either backend.
+async fn a_pipeline_runs_in_order(stack: &Stack<impl AnyTestDb>) {
     let project = copy_fixture("tasks_pipeline");
     let dir = project.path.to_str().unwrap();
 
@@ -160,7 +179,7 @@ async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order() {
         "{json:#}"
     );
 
-    let (out, id) = submit_task(&stack, &project.path, "build", &[]);
+    let (out, id) = submit_task(stack, &project.path, "build", &[]);
     let out = out.expect_code(0);
     // Each step's output, in the order the steps ran: lint's, pytest's, build's.
     let log = &out.stdout;
@@ -248,7 +267,7 @@ async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order() {
             .all(|w| w[0].finished_at.unwrap() <= w[1].started_at.unwrap()),
         "one step after the other: {steps:#?}"
     );
-    let (text, shown) = status_steps(&stack, &project.path, &id);
+    let (text, shown) = status_steps(stack, &project.path, &id);
     assert_eq!(
         shown,
         pairs(&[

@@ -2,7 +2,6 @@
 //! Every transition writes its event in the same transaction.
 
 use chrono::{DateTime, Utc};
-use sqlx::{SqliteConnection, SqlitePool};
 
 use super::events::{self, NewEvent};
 use super::{lease, on_exec, steps, uploads, BeginWrite as _, DbError, Exec};
@@ -313,33 +312,57 @@ pub async fn list_filtered(
 /// yet); a running one gets `cancel_requested_at` and the controller stops it. Returns the job
 /// as it is afterwards, or `None` if the user has no such job.
 pub async fn request_cancel(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     id: JobId,
     user_id: UserId,
 ) -> Result<Option<Job>, DbError> {
-    let now = Utc::now();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let Some(job) = get_for_user(&mut *tx, id, user_id).await? else {
-        return Ok(None);
-    };
-    match job.status {
-        JobStatus::Queued if job.status.can_become(JobStatus::Cancelled) => {
-            let outcome = Outcome::new(JobStatus::Cancelled)
-                .with_reason("cancelled by the user before it started");
-            end(&mut tx, id, &outcome, now).await?;
+    let now = super::now();
+    on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        // PostgreSQL: the job's row is locked, so that a claim or a finish waits for this
+        // decision (SQLite's write transaction already holds the database).
+        let Some(job) = get_for_user_locked(&mut *tx, id, user_id).await? else {
+            return Ok(None);
+        };
+        match job.status {
+            JobStatus::Queued if job.status.can_become(JobStatus::Cancelled) => {
+                let outcome = Outcome::new(JobStatus::Cancelled)
+                    .with_reason("cancelled by the user before it started");
+                end(&mut *tx, id, &outcome, now).await?;
+            }
+            JobStatus::Running if job.cancel_requested_at.is_none() => {
+                sqlx::query("UPDATE jobs SET cancel_requested_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => return Ok(Some(job)),
         }
-        JobStatus::Running if job.cancel_requested_at.is_none() => {
-            sqlx::query("UPDATE jobs SET cancel_requested_at = ? WHERE id = ?")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        _ => return Ok(Some(job)),
+        super::changes::notify(&mut *tx).await?;
+        let job = get(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(job)
+    })
+}
+
+/// [`get_for_user`], with the row locked to the end of the transaction on PostgreSQL.
+async fn get_for_user_locked(
+    ex: impl Into<Exec<'_>>,
+    id: JobId,
+    user_id: UserId,
+) -> Result<Option<Job>, DbError> {
+    let ex = ex.into();
+    if !ex.is_postgres() {
+        return get_for_user(ex, id, user_id).await;
     }
-    let job = get(&mut *tx, id).await?;
-    tx.commit().await?;
-    Ok(job)
+    Ok(on_exec!(ex, |e| sqlx::query_as(
+        "SELECT * FROM jobs WHERE id = $1 AND user_id = $2 FOR UPDATE"
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(e)
+    .await?))
 }
 
 /// The states that [`JobStatus::can_become`] `next`, as an SQL list (`'queued'`), so that a
@@ -488,58 +511,67 @@ pub async fn record_log_progress(
 /// deletes its upload, in one transaction. With `epoch`, refuses if that controller lost its
 /// lease. Returns false (and changes nothing) if the job was not running.
 pub async fn finish(
-    pool: &SqlitePool,
+    ex: impl Into<Exec<'_>>,
     id: JobId,
     epoch: Option<i64>,
     outcome: &Outcome,
 ) -> Result<bool, DbError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    if let Some(epoch) = epoch {
-        lease::check(&mut *tx, epoch).await?;
-    }
-    let current: Option<JobStatus> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if !current.is_some_and(|status| status.can_become(outcome.status)) {
-        return Ok(false);
-    }
-    end(&mut tx, id, outcome, Utc::now()).await?;
-    tx.commit().await?;
-    Ok(true)
+    // PostgreSQL: the row is locked, so that a concurrent cancel or finish waits and then sees
+    // this one's state (SQLite's write transaction already holds the database).
+    let ex = ex.into();
+    let sql = if ex.is_postgres() {
+        "SELECT status FROM jobs WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT status FROM jobs WHERE id = $1"
+    };
+    on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        if let Some(epoch) = epoch {
+            lease::check(&mut *tx, epoch).await?;
+        }
+        let current: Option<JobStatus> = sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if !current.is_some_and(|status| status.can_become(outcome.status)) {
+            return Ok(false);
+        }
+        end(&mut *tx, id, outcome, super::now()).await?;
+        super::changes::notify(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    })
 }
 
 /// Sets a terminal state with its events and drops the upload (caller holds the transaction).
 async fn end(
-    conn: &mut SqliteConnection,
+    ex: impl Into<Exec<'_>>,
     id: JobId,
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
     debug_assert!(outcome.status.is_terminal());
-    steps::close_open(&mut *conn, id, outcome.status, now).await?;
-    sqlx::query(
-        "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, oom_killed = ?, finished_at = ?,
-             step = NULL
-         WHERE id = ?",
+    let mut ex = ex.into();
+    steps::close_open(ex.reborrow(), id, outcome.status, now).await?;
+    // The `complete` event carries the job's test counts, if its results were collected.
+    let counts: Option<String> = on_exec!(ex.reborrow(), |e| sqlx::query_scalar(
+        "UPDATE jobs SET status = $1, reason = $2, exit_code = $3, oom_killed = $4,
+             finished_at = $5, step = NULL
+         WHERE id = $6
+         RETURNING test_counts",
     )
     .bind(outcome.status)
     .bind(&outcome.reason)
     .bind(outcome.exit_code)
     .bind(outcome.oom_killed)
-    .bind(now)
+    .bind(super::timestamp(now))
     .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    // The `complete` event carries the job's test counts, if its results were collected.
-    let counts: Option<String> = sqlx::query_scalar("SELECT test_counts FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
+    .fetch_one(e)
+    .await?);
     let mut outcome = outcome.clone();
     outcome.tests = counts.and_then(|json| serde_json::from_str(&json).ok());
-    events::append(&mut *conn, id, &NewEvent::job_end(&outcome)).await?;
-    uploads::delete(conn, id).await?;
+    events::append(ex.reborrow(), id, &NewEvent::job_end(&outcome)).await?;
+    uploads::delete(ex, id).await?;
     Ok(())
 }
 
@@ -580,37 +612,65 @@ pub async fn any_queued(ex: impl Into<Exec<'_>>) -> Result<bool, DbError> {
     .await?))
 }
 
-/// PRAGMA data_version on its own connection: changes when another connection commits.
-pub async fn data_version(conn: &mut SqliteConnection) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar("PRAGMA data_version")
-        .fetch_one(conn)
-        .await?)
-}
-
 #[cfg(test)]
 mod queue_watch_tests {
     use super::*;
-    use crate::db::testing::temp_db;
+    use crate::db::changes::Watcher;
     use crate::db::{lease, users};
+    use crate::testing::backends;
 
     #[tokio::test]
-    async fn a_queued_job_is_seen_and_moves_data_version_on_a_watching_connection() {
-        let (_dir, pool) = temp_db().await;
-        let mut watcher = pool.acquire().await.unwrap().detach();
-        let before = data_version(&mut watcher).await.unwrap();
-        assert!(!any_queued(&pool).await.unwrap());
-        assert_eq!(data_version(&mut watcher).await.unwrap(), before);
+    async fn a_queued_job_wakes_the_watcher_and_a_claim_or_cancel_clears_the_queue() {
+        for backend in backends().await {
+            let db = backend.db();
+            let mut watcher = Watcher::open(&db, std::time::Duration::from_millis(10))
+                .await
+                .unwrap();
+            watcher.changed().await.unwrap(); // the first call returns at once
+            assert!(!any_queued(&db).await.unwrap());
 
-        let user = users::create(&pool, "Ada", "ada@example.com")
-            .await
-            .unwrap();
-        create(&pool, user.id, "test", b"zip").await.unwrap();
-        assert_ne!(data_version(&mut watcher).await.unwrap(), before);
-        assert!(any_queued(&mut watcher).await.unwrap());
+            let user = users::create(&db, "Ada", "ada@example.com").await.unwrap();
+            let first = create(&db, user.id, "test", b"zip").await.unwrap();
+            let second = create(&db, user.id, "test", b"zip").await.unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(5), watcher.changed())
+                .await
+                .unwrap_or_else(|_| panic!("{backend:?}: a queued job wakes the watcher"))
+                .unwrap();
+            assert!(any_queued(&db).await.unwrap());
 
-        let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
-        claim_next(&pool, epoch, "img").await.unwrap().unwrap();
-        assert!(!any_queued(&pool).await.unwrap());
+            let epoch = lease::acquire(&db, "test").await.unwrap().epoch;
+            let claimed = claim_next(&db, epoch, "img").await.unwrap().unwrap();
+            assert_eq!(claimed.id, first.id, "{backend:?}");
+            let cancelled = request_cancel(&db, second.id, user.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(cancelled.status, JobStatus::Cancelled, "{backend:?}");
+            assert!(!any_queued(&db).await.unwrap(), "{backend:?}");
+            // A running job's cancel is a request; the controller's finish ends it once.
+            let running = request_cancel(&db, first.id, user.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(running.status, JobStatus::Running);
+            assert!(running.cancel_requested_at.is_some());
+            assert_eq!(cancel_requested(&db).await.unwrap(), [first.id]);
+            let outcome = Outcome::new(JobStatus::Cancelled);
+            assert!(finish(&db, first.id, Some(epoch), &outcome).await.unwrap());
+            assert!(!finish(&db, first.id, Some(epoch), &outcome).await.unwrap());
+            let events = super::events::list_after(&db, first.id, 0, 100)
+                .await
+                .unwrap();
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+            assert_eq!(events.last().unwrap().kind, crate::EventKind::Complete);
+            // Another user cannot cancel it, nor see it.
+            let bob = users::create(&db, "Bob", "bob@example.com").await.unwrap();
+            assert!(request_cancel(&db, first.id, bob.id)
+                .await
+                .unwrap()
+                .is_none());
+        }
     }
 }
 

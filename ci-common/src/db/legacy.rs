@@ -31,7 +31,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection, SqlitePool};
+use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
 use super::events::{self, NewEvent};
@@ -791,6 +791,7 @@ mod tests {
     use crate::db::testing::temp_db;
     use crate::keys::{sha256_hex, KeyShape, SecretKey};
     use crate::EventKind;
+    use sqlx::SqlitePool;
 
     /// The prototype's schema as its `SQLiteJobRepository.initialize()` creates it.
     const SCHEMA: &str = "

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ci_common::db::events::NewEvent;
 use ci_common::db::jobs::LogProgress;
-use ci_common::db::SqlitePool;
+use ci_common::db::Db;
 use ci_common::JobId;
 use tokio::time::Instant;
 
@@ -41,7 +41,7 @@ impl LogSink {
     /// A sink for a job that already stored `lines` lines of `bytes` bytes. Starts its writer
     /// task (which ends when the sink is dropped, after writing what it was given).
     pub fn new(
-        pool: SqlitePool,
+        db: impl Into<Db>,
         job: JobId,
         epoch: i64,
         cap: LogCap,
@@ -49,7 +49,7 @@ impl LogSink {
         bytes: u64,
     ) -> Self {
         Self {
-            writer: Writer::spawn(pool, job, epoch),
+            writer: Writer::spawn(db.into(), job, epoch),
             batch: Vec::with_capacity(BATCH_LINES),
             batch_bytes: 0,
             progress: LogProgress::default(),
@@ -148,7 +148,7 @@ impl LogSink {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use ci_common::db::{events, jobs, lease, users};
+    use ci_common::db::{events, jobs, lease, users, SqlitePool};
     use ci_common::{EventKind, LogStream};
 
     use crate::logs::parser::parse_ts;

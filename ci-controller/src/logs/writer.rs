@@ -3,7 +3,7 @@
 
 use ci_common::db::events::{self, NewEvent};
 use ci_common::db::jobs::LogProgress;
-use ci_common::db::{DbError, SqlitePool};
+use ci_common::db::{Db, DbError};
 use ci_common::JobId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -65,7 +65,7 @@ enum ToWriter {
 /// [`WRITE_MAX_LINES`]) goes into one transaction. Ends at the first error (the sink then
 /// reports it) or when the sink is gone.
 async fn write_batches(
-    pool: SqlitePool,
+    db: Db,
     job: JobId,
     epoch: i64,
     mut rx: mpsc::Receiver<ToWriter>,
@@ -87,7 +87,7 @@ async fn write_batches(
             }
         }
         if !pending.is_empty() {
-            events::append_with_progress(&pool, job, epoch, &pending.events, &pending.progress)
+            events::append_with_progress(&db, job, epoch, &pending.events, &pending.progress)
                 .await?;
         }
         for ack in acks.drain(..) {
@@ -109,9 +109,9 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the writer task of a job (it ends when this handle is dropped, after writing
     /// what it was given).
-    pub(super) fn spawn(pool: SqlitePool, job: JobId, epoch: i64) -> Self {
+    pub(super) fn spawn(db: Db, job: JobId, epoch: i64) -> Self {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-        let task = tokio::spawn(write_batches(pool, job, epoch, rx));
+        let task = tokio::spawn(write_batches(db, job, epoch, rx));
         Self {
             epoch,
             to_writer: Some(tx),

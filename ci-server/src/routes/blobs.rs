@@ -50,7 +50,7 @@ pub async fn list(
     JobPath(id): JobPath,
 ) -> Result<Json<BlobList>, ApiError> {
     owned_job(&state, &user, id).await?;
-    let blobs = blobs::list(&state.pool, id).await?;
+    let blobs = blobs::list(&state.db, id).await?;
     Ok(Json(BlobList { blobs }))
 }
 
@@ -133,7 +133,7 @@ pub async fn artifacts(
     JobPath(id): JobPath,
 ) -> Result<Json<ArtifactList>, ApiError> {
     owned_job(&state, &user, id).await?;
-    let artifacts = blobs::list(&state.pool, id)
+    let artifacts = blobs::list(&state.db, id)
         .await?
         .into_iter()
         .filter_map(|meta| {
@@ -202,7 +202,7 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let id: JobId = id.parse().map_err(|_| ApiError::JobNotFound)?;
     owned_job(state, user, id).await?;
-    let Some(mut reader) = blobs::open(&state.pool, id, name).await? else {
+    let Some(mut reader) = blobs::open(&state.db, id, name).await? else {
         return Ok(blob_not_found(id, name));
     };
     let meta = reader.meta().clone();

@@ -115,7 +115,7 @@ pub async fn list(
 ) -> Result<Json<Vec<OriginalJob>>, ApiError> {
     let Query(params) = params.map_err(query_error)?;
     let (limit, before) = params.parse(MAX_LIMIT)?;
-    let jobs = db_jobs::list_for_user(&state.pool, user.user_id, limit, before).await?;
+    let jobs = db_jobs::list_for_user(&state.db, user.user_id, limit, before).await?;
     Ok(Json(
         jobs.iter().map(|job| OriginalJob(job.view())).collect(),
     ))
@@ -163,7 +163,7 @@ pub async fn stream(
     let after = if from_beginning || resume {
         resume_point(&headers, None)?
     } else {
-        events::last_seq(&state.pool, id).await?
+        events::last_seq(&state.db, id).await?
     };
     let live = !job.status.is_terminal();
     if live || from_beginning || resume {

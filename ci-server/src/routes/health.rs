@@ -37,7 +37,7 @@ pub async fn health() -> Json<Health> {
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    let check = ci_common::db::ping(&state.pool);
+    let check = ci_common::db::ping(&state.db);
     match tokio::time::timeout(Duration::from_secs(5), check).await {
         Ok(Ok(_)) => Ok(Json(Health {
             status: "ok".into(),

@@ -152,7 +152,7 @@ pub async fn list(
     let Query(params) = params.map_err(query_error)?;
     let (limit, before) = params.parse(DEFAULT_LIMIT)?;
     let filter = params.filter()?;
-    let jobs = db_jobs::list_filtered(&state.pool, user.user_id, limit, before, &filter).await?;
+    let jobs = db_jobs::list_filtered(&state.db, user.user_id, limit, before, &filter).await?;
     let next_before = (jobs.len() as i64 == limit)
         .then(|| jobs.last().map(|job| job.id))
         .flatten();
@@ -208,7 +208,7 @@ pub async fn retry(
     user: AuthUser,
     JobPath(id): JobPath,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = db_jobs::retry(&state.pool, user.user_id, id)
+    let job = db_jobs::retry(&state.db, user.user_id, id)
         .await
         .map_err(|e| match e {
             db_jobs::RetryError::NotFound => ApiError::JobNotFound,
@@ -254,7 +254,7 @@ pub async fn task_status(
 ) -> Result<Json<JobView>, ApiError> {
     let Query(params) = params.map_err(query_error)?;
     let project = params.project.as_deref().filter(|p| !p.is_empty());
-    let job = db_jobs::latest_of_task(&state.pool, user.user_id, &task, project)
+    let job = db_jobs::latest_of_task(&state.db, user.user_id, &task, project)
         .await?
         .ok_or(ApiError::JobNotFound)?;
     Ok(Json(view_with_seq(&state, &user, job.id).await?))
@@ -267,8 +267,8 @@ pub async fn view_with_seq(
 ) -> Result<JobView, ApiError> {
     let job = owned_job(state, user, id).await?;
     let mut view = job.view();
-    view.last_seq = Some(events::last_seq(&state.pool, id).await?);
-    let steps = ci_common::db::steps::list(&state.pool, id).await?;
+    view.last_seq = Some(events::last_seq(&state.db, id).await?);
+    let steps = ci_common::db::steps::list(&state.db, id).await?;
     view.steps = Some(steps.iter().map(|s| s.view()).collect());
     view.controller = controller_state(state, job.status).await?;
     Ok(view)
@@ -284,7 +284,7 @@ async fn controller_state(
     if status != JobStatus::Queued {
         return Ok(None);
     }
-    let lease = ci_common::db::lease::current(&state.pool).await?;
+    let lease = ci_common::db::lease::current(&state.db).await?;
     Ok(Some(ControllerState {
         running: lease
             .as_ref()
@@ -326,7 +326,7 @@ pub async fn cancel(
     if job.status.is_terminal() {
         return Err(ended(&job));
     }
-    let job = db_jobs::request_cancel(&state.pool, id, user.user_id)
+    let job = db_jobs::request_cancel(&state.db, id, user.user_id)
         .await?
         .ok_or(ApiError::JobNotFound)?;
     if job.status.is_terminal() && job.status != JobStatus::Cancelled {
@@ -334,6 +334,6 @@ pub async fn cancel(
     }
     tracing::info!(job.id = %id, status = %job.status, "cancel requested");
     let mut view = job.view();
-    view.last_seq = Some(events::last_seq(&state.pool, id).await?);
+    view.last_seq = Some(events::last_seq(&state.db, id).await?);
     Ok((StatusCode::ACCEPTED, Json(view)))
 }

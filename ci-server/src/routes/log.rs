@@ -123,8 +123,8 @@ pub async fn range(
         None => last_wanted,
     };
     owned_job(&state, &user, id).await?;
-    let last_seq = events::last_seq(&state.pool, id).await?;
-    let rows = events::between(&state.pool, id, from, to).await?;
+    let last_seq = events::last_seq(&state.db, id).await?;
+    let rows = events::between(&state.db, id, from, to).await?;
     let mut body = String::with_capacity(rows.iter().map(|r| r.text.len() + 1).sum());
     for row in &rows {
         body.push_str(&one_line(row));
@@ -170,7 +170,7 @@ pub async fn raw(
     JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
     owned_job(&state, &user, id).await?;
-    let pool = state.pool.clone();
+    let pool = state.db.clone();
     let pages = stream::try_unfold(Some(0_i64), move |after| {
         let pool = pool.clone();
         async move {
@@ -243,7 +243,7 @@ pub async fn search(
         .unwrap_or(DEFAULT_MATCHES)
         .min(MAX_MATCHES);
     owned_job(&state, &user, id).await?;
-    let rows = events::search(&state.pool, id, &needle, after, limit).await?;
+    let rows = events::search(&state.db, id, &needle, after, limit).await?;
     let next_after = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.seq))
         .flatten();

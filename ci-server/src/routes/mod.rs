@@ -38,7 +38,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JobPath {
 
 /// The caller's job, or 404 whether it is missing or someone else's.
 pub async fn owned_job(state: &AppState, user: &AuthUser, id: JobId) -> Result<Job, ApiError> {
-    db_jobs::get_for_user(&state.pool, id, user.user_id)
+    db_jobs::get_for_user(&state.db, id, user.user_id)
         .await?
         .ok_or(ApiError::JobNotFound)
 }
@@ -306,7 +306,7 @@ async fn read_upload(
     {
         return Err(invalid_task());
     }
-    let policy = ci_common::db::policy::current(&state.pool).await?;
+    let policy = ci_common::db::policy::current(&state.db).await?;
     let limits = state.config.limits(&policy);
     let (archive, checked) = tokio::task::spawn_blocking(move || {
         let checked = crate::upload::validate(&archive, &limits).map(|summary| {
@@ -338,7 +338,7 @@ async fn read_upload(
     let concurrency_key =
         ci_common::tasks::concurrency_key(&project, &task, options.project.as_deref());
     let job = db_jobs::create_job(
-        &state.pool,
+        &state.db,
         &db_jobs::NewJob {
             user_id: user.user_id,
             task: &task,

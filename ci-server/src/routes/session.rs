@@ -62,7 +62,7 @@ pub async fn create(
     let (key, user) = authenticate_key(&state, body.api_key.trim()).await?;
     let ttl = chrono::Duration::from_std(state.config.session_ttl)
         .unwrap_or_else(|_| chrono::Duration::days(7));
-    let (token, session) = sessions::create(&state.pool, &key, ttl, Utc::now()).await?;
+    let (token, session) = sessions::create(&state.db, &key, ttl, Utc::now()).await?;
     tracing::info!(user.id = %user.id, "signed in");
     let cookie = Cookie::build((SESSION_COOKIE, token.expose().to_owned()))
         .path("/")
@@ -125,7 +125,7 @@ pub async fn delete(
     user: AuthUser,
 ) -> Result<Response, ApiError> {
     if let Some(session) = &user.session {
-        sessions::end(&state.pool, &session.token_hash).await?;
+        sessions::end(&state.db, &session.token_hash).await?;
         tracing::info!(user.id = %user.user_id, "signed out");
     }
     let cookie = Cookie::build((SESSION_COOKIE, ""))

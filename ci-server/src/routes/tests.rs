@@ -128,7 +128,7 @@ pub async fn list(
     owned_job(&state, &user, id).await?;
     // One more than asked, to know whether there is a next page.
     let mut tests = test_results::list(
-        &state.pool,
+        &state.db,
         id,
         query.outcome,
         query.attempts,
@@ -144,13 +144,13 @@ pub async fn list(
         .map(|t| t.nodeid.clone())
         .collect();
     let mut history =
-        test_results::history(&state.pool, id, &noteworthy, test_results::HISTORY_RUNS).await?;
+        test_results::history(&state.db, id, &noteworthy, test_results::HISTORY_RUNS).await?;
     for test in &mut tests {
         if test.outcome.is_failure() || test.outcome == TestOutcome::Flaky {
             test.history = history.remove(&test.nodeid);
         }
     }
-    let counts = test_results::counts(&state.pool, id).await?;
+    let counts = test_results::counts(&state.db, id).await?;
     Ok(Json(TestList {
         tests,
         counts,
@@ -185,7 +185,7 @@ pub async fn junit(
 ) -> Result<Response, ApiError> {
     owned_job(&state, &user, id).await?;
     let results =
-        test_results::list(&state.pool, id, None, Attempts::All, JUNIT_MAX_TESTS, 0).await?;
+        test_results::list(&state.db, id, None, Attempts::All, JUNIT_MAX_TESTS, 0).await?;
     let xml = tokio::task::spawn_blocking(move || junit_xml(&format!("ci job {id}"), &results))
         .await
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing JUnit XML")))?;

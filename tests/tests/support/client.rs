@@ -98,9 +98,10 @@ pub fn run(cmd: Command) -> Out {
     CiProc::spawn(cmd).finish(CI_TIMEOUT)
 }
 
-/// A database with a user, one server replica and a controller.
-pub struct Stack {
-    pub db: TestDb,
+/// A database (SQLite unless given another, [`Stack::start_on`]) with a user, one server replica
+/// and a controller.
+pub struct Stack<D = TestDb> {
+    pub db: D,
     pub server: Server,
     pub controller: Controller,
     pub ada: TestUser,
@@ -109,10 +110,16 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start() -> Self {
-        let db = TestDb::new().await;
-        let ada = db.user("ada").await;
-        let server = Server::start(&db.path);
-        let controller = Controller::start(&db.path);
+        Self::start_on(TestDb::new().await).await
+    }
+}
+
+impl<D: ci_tests::AnyTestDb> Stack<D> {
+    /// The stack on `db`, of either backend.
+    pub async fn start_on(db: D) -> Self {
+        let ada = ci_tests::new_user(db.db(), "ada").await;
+        let server = Server::start(&db);
+        let controller = Controller::start(&db);
         Self {
             db,
             server,
@@ -195,4 +202,39 @@ pub fn assert_followed_every_tick(out: &Out, job: &str, why: &str) {
         "every line once, in order:\n{}",
         out.stdout
     );
+}
+
+/// Follows slow_lines through `replicas` replicas (at least 2) of one database, cuts the first
+/// with `cut` after a few lines, and checks that every line was printed exactly once, as
+/// `ci wait --all` prints it from the second. On either backend.
+pub async fn follow_across_a_cut(
+    db: &impl ci_tests::AnyTestDb,
+    replicas: usize,
+    cut: impl FnOnce(&mut Server),
+) {
+    assert!(replicas >= 2);
+    let ada = ci_tests::new_user(db.db(), "ada").await;
+    let mut all_replicas: Vec<Server> = (0..replicas).map(|_| Server::start(db)).collect();
+    let _controller = Controller::start(db);
+    let env = CiEnv::new();
+    let servers = all_replicas
+        .iter()
+        .map(|r| r.url.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let replica1 = &mut all_replicas[0];
+    let here = ci_tests::fixture("slow_lines");
+
+    let mut ci = CiProc::spawn(env.ci(&servers, &ada.key, &here, &["submit", "test"]));
+    let id = job_id_in(&ci.wait_for_line("Job ID: ", CI_TIMEOUT));
+    ci.wait_for_line("tick 3", CI_TIMEOUT);
+    cut(replica1);
+
+    let out = ci.finish(CI_TIMEOUT).expect_code(0);
+    assert_followed_every_tick(&out, &id, "the cut was noticed");
+
+    // The whole log, read afterwards from the surviving replica, is what was printed live.
+    let replica2 = &all_replicas[1];
+    let all = run(env.ci(&replica2.url, &ada.key, &here, &["wait", &id, "--all"])).expect_code(0);
+    assert_eq!(out.stdout, all.stdout);
 }

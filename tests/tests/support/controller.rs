@@ -6,20 +6,20 @@ use std::time::Duration;
 use ci_common::db::events::{self, EventRow};
 use ci_common::db::jobs::{self, Job};
 use ci_common::{EventKind, JobId, JobStatus, UserId};
-use ci_tests::{fixture, wait_for, zip_dir, TestDb};
+use ci_tests::{fixture, wait_for, zip_dir, AnyTestDb, Controller, WAIT};
 
 /// Queues a fixture project as a job of `user`.
-pub async fn queue(db: &TestDb, user: UserId, name: &str) -> JobId {
-    jobs::create(&db.pool, user, "test", &zip_dir(&fixture(name)))
+pub async fn queue(db: &impl AnyTestDb, user: UserId, name: &str) -> JobId {
+    jobs::create(db.db(), user, "test", &zip_dir(&fixture(name)))
         .await
         .expect("create job")
         .id
 }
 
 /// Waits for a job to reach a terminal state and returns it.
-pub async fn finished(db: &TestDb, id: JobId, timeout: Duration) -> Job {
+pub async fn finished(db: &impl AnyTestDb, id: JobId, timeout: Duration) -> Job {
     wait_for(&format!("job {id} to finish"), timeout, || async {
-        let job = jobs::get(&db.pool, id)
+        let job = jobs::get(db.db(), id)
             .await
             .expect("get job")
             .expect("job exists");
@@ -29,7 +29,7 @@ pub async fn finished(db: &TestDb, id: JobId, timeout: Duration) -> Job {
 }
 
 /// Waits until a job is running and has a log line containing `needle`.
-pub async fn running_with_line(db: &TestDb, id: JobId, needle: &str) {
+pub async fn running_with_line(db: &impl AnyTestDb, id: JobId, needle: &str) {
     wait_for(
         &format!("job {id} to print {needle:?}"),
         Duration::from_secs(120),
@@ -44,8 +44,8 @@ pub async fn running_with_line(db: &TestDb, id: JobId, needle: &str) {
     .await
 }
 
-pub async fn all_events(db: &TestDb, id: JobId) -> Vec<EventRow> {
-    events::list_after(&db.pool, id, 0, 10_000_000)
+pub async fn all_events(db: &impl AnyTestDb, id: JobId) -> Vec<EventRow> {
+    events::list_after(db.db(), id, 0, 10_000_000)
         .await
         .expect("events")
 }
@@ -94,3 +94,65 @@ pub fn assert_well_formed(job: &Job, events: &[EventRow]) {
 }
 
 pub const JOB_WAIT: Duration = Duration::from_secs(180);
+
+/// A controller killed with SIGKILL while a job prints: the next one (same prefix) reattaches
+/// and the job finishes with every line stored once. On either backend.
+pub async fn a_killed_controller_is_replaced_with_every_line_once(db: &impl AnyTestDb) {
+    let user = ci_tests::new_user(db.db(), "Ada").await;
+    let mut first = Controller::start(db);
+    let prefix = first.prefix.clone();
+    let id = queue(db, user.id, "slow_lines").await;
+    running_with_line(db, id, "tick 3").await;
+
+    first.proc.signal("KILL");
+    first.proc.wait_exit(Duration::from_secs(10));
+    // The job's container keeps running without a controller.
+    assert!(!first.containers().is_empty());
+
+    let second = Controller::start_with_prefix(db, &prefix, &[]);
+    let job = finished(db, id, JOB_WAIT).await;
+    assert_eq!(job.status, JobStatus::Passed, "reason: {:?}", job.reason);
+    let events = all_events(db, id).await;
+    assert_well_formed(&job, &events);
+    let lines = log_texts(&events);
+    for n in 1..=25 {
+        let tick = format!("tick {n}");
+        let count = lines
+            .iter()
+            .filter(|l| {
+                l.split_whitespace().eq(tick.split_whitespace()) || l.ends_with(&format!(" {tick}"))
+            })
+            .count();
+        assert_eq!(count, 1, "{tick:?} appears {count} times in {lines:#?}");
+    }
+    ci_tests::wait_for(
+        "the job's container and volume to be removed",
+        WAIT,
+        || async { (second.containers().is_empty() && second.volumes().is_empty()).then_some(()) },
+    )
+    .await;
+    drop(second);
+    drop(first);
+}
+
+/// A second controller on a database whose controller runs says who holds it and exits 1. On
+/// either backend.
+pub fn a_second_controller_is_refused(db: &impl AnyTestDb) {
+    let first = Controller::start(db);
+    let mut cmd = std::process::Command::new(ci_tests::bin("ci-controller"));
+    cmd.args(db.db_args()).args([
+        "--image",
+        &ci_tests::test_image(),
+        "--container-prefix",
+        "citest-second",
+    ]);
+    let mut second = ci_tests::Proc::spawn("second controller", cmd);
+    let line = second.wait_for_line("another controller holds the lock", WAIT);
+    assert!(
+        line.contains(&format!("pid {}", first.proc.pid())),
+        "names the holder: {line}"
+    );
+    assert!(line.contains("--wait"), "says how to proceed: {line}");
+    let status = second.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1));
+}
