@@ -24,6 +24,11 @@ async fn fifty_concurrent_submitters_on_three_replicas_get_no_error_on_postgres(
 async fn fifty_submitters(db: &impl AnyTestDb) {
     let replicas: Vec<Server> = (0..3).map(|_| Server::start(db)).collect();
     let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+    // Each replica is ready: it reaches the database.
+    for url in &urls {
+        let ready = client().get(format!("{url}/ready")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "{url}/ready");
+    }
     let mut users = Vec::new();
     for n in 0..USERS {
         users.push(new_user(db.db(), &format!("user{n}")).await);
@@ -53,7 +58,7 @@ async fn fifty_submitters(db: &impl AnyTestDb) {
                     return Err(format!("{url}: {status} {body}"));
                 }
                 let body: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-                Ok((u, body["id"].as_str().unwrap().to_owned()))
+                Ok((u, body["job_id"].as_str().unwrap().to_owned()))
             });
         }
     }
@@ -86,7 +91,7 @@ async fn fifty_submitters(db: &impl AnyTestDb) {
                 .as_array()
                 .unwrap_or_else(|| panic!("a list of jobs: {listed}"))
                 .iter()
-                .map(|j| j["id"].as_str().unwrap().to_owned())
+                .map(|j| j["job_id"].as_str().unwrap().to_owned())
                 .collect();
             assert_eq!(seen, ids[u], "{url} lists user{u}'s jobs");
         }
