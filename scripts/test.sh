@@ -11,7 +11,9 @@
 # start throwaway clusters), scripts/build-runner-image.sh and scripts/build-test-images.sh (each
 # does nothing when all is in place), builds every binary (the integration tests start the real
 # ci-server/ci-controller, and deploy_compose puts them in the service image), then `cargo nextest
-# run --workspace --no-fail-fast`. The tests use the image in $CI_TEST_IMAGE (default:
+# run --workspace --no-fail-fast`, and then (without arguments) the end-to-end tests that touch the
+# database once more on PostgreSQL (CI_TEST_DATABASE=postgres). The tests use the image in
+# $CI_TEST_IMAGE (default:
 # $CI_RUNNER_IMAGE, else ci-runner:bookworm, the image built here) and, where a job's uid must have
 # no user, $CI_TEST_IMAGE_NOPASSWD (default ci-runner:bookworm-nopasswd, derived here from the
 # runner image).
@@ -53,5 +55,22 @@ locked=()
 log "cargo build --workspace --bins ${locked[*]}"
 cargo build --workspace --bins "${locked[@]}"
 
+# The end-to-end tests that run again on PostgreSQL (CI_TEST_DATABASE=postgres makes
+# ci_tests::TestDb a fresh database on a throwaway cluster): everything the API, the streams, the
+# client, the controller's scheduling, recovery, steps, results, cache and artifacts do through the
+# database. Left out: what does not touch the database differently (the sandbox, gVisor, images,
+# project kinds, the browser, compose, the benchmarks' smoke test), what is SQLite's by nature
+# (admin_import, admin_db_copy's source, admin_cache's hand-aged entries) and the tests that name PostgreSQL already.
+postgres_e2e='(binary(/^server_/) | binary(/^client_/) | binary(compat_prototype) | binary(tasks)
+  | binary(test_results) | binary(controller_recovery) | binary(controller_singleton)
+  | binary(controller_fixtures) | binary(dependency_cache) | binary(ui_pages) | binary(admin))
+  & !test(/_on_postgres$/)'
+
+status=0
 log "cargo nextest run --workspace --no-fail-fast $* (CI_TEST_IMAGE=$CI_TEST_IMAGE)"
-exec cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+if [ $# -eq 0 ]; then
+  log "the end-to-end tests again on PostgreSQL: CI_TEST_DATABASE=postgres cargo nextest run -p ci-tests -E '$postgres_e2e'"
+  CI_TEST_DATABASE=postgres cargo nextest run -p ci-tests --no-fail-fast -E "$postgres_e2e" || status=$?
+fi
+exit "$status"

@@ -109,8 +109,8 @@ where
     }
 }
 
-/// A database the binaries are told to use: the path of an SQLite file (`--db-path`), or a
-/// [`DatabaseUrl`] of either backend (`--database-url`).
+/// A database the binaries are told to use: the path of an SQLite file (`--db-path`), a
+/// [`DatabaseUrl`] of either backend (`--database-url`), or a [`TestDb`].
 pub trait DbArg {
     /// The flags that name the database.
     fn db_args(&self) -> Vec<std::ffi::OsString>;
@@ -134,113 +134,112 @@ impl DbArg for &DatabaseUrl {
     }
 }
 
-/// A test's database of either backend ([`TestDb`], [`PgTestDb`]): what helpers that only read
-/// and write through the database layer take.
-pub trait AnyTestDb {
-    /// The open database.
-    fn db(&self) -> &Db;
-    /// The flags that give it to a binary.
-    fn db_args(&self) -> Vec<std::ffi::OsString>;
-}
-
-impl AnyTestDb for TestDb {
-    fn db(&self) -> &Db {
-        &self.db
-    }
+impl DbArg for &TestDb {
     fn db_args(&self) -> Vec<std::ffi::OsString> {
-        (&self.path).db_args()
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => path.db_args(),
+            url => url.db_args(),
+        }
     }
 }
 
-impl AnyTestDb for PgTestDb {
-    fn db(&self) -> &Db {
-        &self.db
-    }
-    fn db_args(&self) -> Vec<std::ffi::OsString> {
-        (&self.url).db_args()
-    }
-}
+/// Environment variable choosing the backend of [`TestDb::new`]: `postgres` for a fresh database
+/// on the process's throwaway PostgreSQL cluster, else (unset or `sqlite`) an SQLite file.
+/// `scripts/test.sh` runs the end-to-end suite once more with it set to `postgres`.
+pub const TEST_DATABASE_ENV: &str = "CI_TEST_DATABASE";
 
-impl<T: AnyTestDb> DbArg for &T {
-    fn db_args(&self) -> Vec<std::ffi::OsString> {
-        AnyTestDb::db_args(*self)
-    }
-}
-
-/// A fresh database on the process's throwaway PostgreSQL cluster ([`Postgres::shared`]),
-/// migrated, for the binaries to share.
-pub struct PgTestDb {
+/// A test's fresh database, SQLite or PostgreSQL ([`TEST_DATABASE_ENV`]), in a temporary
+/// directory that also serves as the test's scratch space.
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    /// Where an SQLite database's file is (`dir/ci.db`); nothing there on PostgreSQL.
+    pub path: PathBuf,
+    /// What the binaries are given ([`DbArg`] for `&TestDb`).
     pub url: DatabaseUrl,
-    pub db: Db,
+    /// The open database, for the layer's functions (`&db.pool` is an executor).
+    pub pool: Db,
 }
 
-impl PgTestDb {
-    /// A new database on the shared cluster (starting it on first use).
+impl TestDb {
+    /// A fresh database of the backend [`TEST_DATABASE_ENV`] names.
     pub async fn new() -> Self {
+        match std::env::var(TEST_DATABASE_ENV).as_deref() {
+            Ok("postgres") => Self::postgres().await,
+            Ok("sqlite") | Err(_) => Self::sqlite().await,
+            Ok(other) => panic!("{TEST_DATABASE_ENV}={other:?}: use sqlite or postgres"),
+        }
+    }
+
+    /// A fresh SQLite database, whatever [`TEST_DATABASE_ENV`] says (for tests of what only
+    /// SQLite has: its file, its lock file, the prototype's import).
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ci.db");
+        let pool = db::connect(&path, 4).await.expect("database");
+        Self {
+            url: DatabaseUrl::Sqlite(path.clone()),
+            dir,
+            path,
+            pool: Db::Sqlite(pool),
+        }
+    }
+
+    /// A fresh database on the process's throwaway PostgreSQL cluster ([`Postgres::shared`]).
+    pub async fn postgres() -> Self {
         assert!(
             postgres::available(),
             "PostgreSQL's server is not installed: run scripts/ensure-postgres.sh"
         );
-        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-        let url = Postgres::shared().fresh_database(&name);
-        let url: DatabaseUrl = url.parse().expect("a PostgreSQL URL");
-        let settings = db::PostgresSettings {
-            max_connections: 8,
-            statement_timeout: None,
-        };
-        let db = Db::open(&url, &settings)
-            .await
-            .expect("the PostgreSQL database");
-        Self { url, db }
-    }
-
-    /// Creates a user with one API key (straight through the database layer).
-    pub async fn user(&self, name: &str) -> TestUser {
-        new_user(&self.db, name).await
-    }
-}
-
-/// Creates a user with one API key in `db`.
-pub async fn new_user(db: &Db, name: &str) -> TestUser {
-    let email = format!("{}@example.com", name.to_lowercase());
-    let user = users::create(db, name, &email).await.expect("create user");
-    let key = SecretKey::generate();
-    api_keys::create(db, user.id, "test", &key, None)
-        .await
-        .expect("create key");
-    TestUser {
-        id: user.id,
-        email,
-        key: key.expose().to_owned(),
-    }
-}
-
-/// A temporary directory holding a fresh database.
-pub struct TestDb {
-    pub dir: tempfile::TempDir,
-    pub path: PathBuf,
-    pub pool: SqlitePool,
-    /// The same pool, as the layer's functions and the binaries' code hold it.
-    pub db: Db,
-}
-
-impl TestDb {
-    pub async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ci.db");
-        let pool = db::connect(&path, 4).await.expect("database");
-        let db = Db::from(&pool);
+        let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+        let url: DatabaseUrl = Postgres::shared()
+            .fresh_database(&name)
+            .parse()
+            .expect("a PostgreSQL URL");
+        let settings = db::PostgresSettings {
+            max_connections: 4,
+            statement_timeout: None,
+        };
+        let pool = Db::open(&url, &settings)
+            .await
+            .expect("the PostgreSQL database");
         Self {
             dir,
             path,
+            url,
             pool,
-            db,
         }
+    }
+
+    /// The SQLite pool (panics on PostgreSQL: for tests that only run on SQLite).
+    pub fn sqlite_pool(&self) -> &SqlitePool {
+        match &self.pool {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("this test needs an SQLite database (TestDb::sqlite)"),
+        }
+    }
+
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Db::Postgres(_))
     }
 
     /// Creates a user with one API key (straight through the database layer).
     pub async fn user(&self, name: &str) -> TestUser {
-        new_user(&Db::from(&self.pool), name).await
+        let email = format!("{}@example.com", name.to_lowercase());
+        let user = users::create(&self.pool, name, &email)
+            .await
+            .expect("create user");
+        let key = SecretKey::generate();
+        api_keys::create(&self.pool, user.id, "test", &key, None)
+            .await
+            .expect("create key");
+        TestUser {
+            id: user.id,
+            email,
+            key: key.expose().to_owned(),
+        }
     }
 }
 

@@ -440,15 +440,30 @@ impl SpawnNow for Command {
 
 #[test]
 fn every_server_side_binary_takes_the_database_from_ci_db_path() {
-    for name in ["ci-admin", "ci-server", "ci-controller"] {
-        let out = Command::new(bin(name)).arg("--help").output().unwrap();
-        let help = text(&out.stdout);
-        let db_path = help
-            .lines()
-            .skip_while(|l| !l.contains("--db-path"))
+    // The flag's line, then its description.
+    let flag = |help: &str, name: &str| -> String {
+        help.lines()
+            .skip_while(|l| !l.trim_start().starts_with(name))
             .take(2)
-            .collect::<String>();
-        assert!(db_path.contains("[env: CI_DB_PATH="), "{name}:\n{help}");
+            .collect::<String>()
+    };
+    for name in ["ci-admin", "ci-server", "ci-controller"] {
+        let out = Command::new(bin(name))
+            .arg("--help")
+            .env("CI_DATABASE_URL", "postgres://ci:s3cret@db.example.com/ci")
+            .output()
+            .unwrap();
+        let help = text(&out.stdout);
+        assert!(
+            flag(&help, "--db-path").contains("[env: CI_DB_PATH="),
+            "{name}:\n{help}"
+        );
+        // The URL's variable is named, its value (with a password) never shown.
+        assert!(
+            flag(&help, "--database-url").contains("[env: CI_DATABASE_URL]"),
+            "{name}:\n{help}"
+        );
+        assert!(!help.contains("s3cret"), "{name}:\n{help}");
     }
 }
 

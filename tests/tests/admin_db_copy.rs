@@ -28,13 +28,13 @@ async fn sqlite_counts(db: &TestDb) -> Vec<(String, i64)> {
         "SELECT name FROM sqlite_master WHERE type = 'table' \
          AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY name",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(db.sqlite_pool())
     .await
     .unwrap();
     let mut counts = Vec::new();
     for table in tables {
         let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{table}\""))
-            .fetch_one(&db.pool)
+            .fetch_one(db.sqlite_pool())
             .await
             .unwrap();
         counts.push((table, rows));
@@ -56,10 +56,10 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     }
     // Jobs as users run them: test results (with a failure), an install with a dependency
     // cache entry, artifacts of reports, sources, steps, events, the lease and the policy.
-    let db = TestDb::new().await;
+    let db = TestDb::sqlite().await;
     let ada = db.user("Ada").await;
     let bob = db.user("Bob").await;
-    let controller = Controller::start_with(&db.path, &[]);
+    let controller = Controller::start_with(&db, &[]);
     let results = queue(&db, ada.id, "results_mix").await;
     let cached = queue(&db, bob.id, "cache_greetkit").await;
     let results = finished(&db, results, JOB_WAIT).await;
@@ -69,14 +69,19 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     drop(controller);
     // A browser session, and a queued job from before sources were kept once per content (its
     // upload in the old table).
-    let key = ci_common::db::api_keys::list(&db.pool, Some(ada.id))
+    let key = ci_common::db::api_keys::list(db.sqlite_pool(), Some(ada.id))
         .await
         .unwrap()
         .remove(0);
-    sessions::create(&db.pool, &key, chrono::Duration::days(1), Utc::now())
-        .await
-        .unwrap();
-    let queued = jobs::create(&db.pool, ada.id, "test", b"old zip")
+    sessions::create(
+        db.sqlite_pool(),
+        &key,
+        chrono::Duration::days(1),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let queued = jobs::create(db.sqlite_pool(), ada.id, "test", b"old zip")
         .await
         .unwrap();
     sqlx::query(
@@ -85,7 +90,7 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     .bind(queued.id)
     .bind(&b"old zip"[..])
     .bind(Utc::now())
-    .execute(&db.pool)
+    .execute(db.sqlite_pool())
     .await
     .unwrap();
 
@@ -138,7 +143,10 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     type JobRow = (i64, String, String, bool, Option<DateTime<Utc>>, bool, i64);
     let select = "SELECT num, id, status, oom_killed, finished_at, use_cache, log_lines \
                   FROM jobs ORDER BY num";
-    let mut sqlite_jobs: Vec<JobRow> = sqlx::query_as(select).fetch_all(&db.pool).await.unwrap();
+    let mut sqlite_jobs: Vec<JobRow> = sqlx::query_as(select)
+        .fetch_all(db.sqlite_pool())
+        .await
+        .unwrap();
     for job in &mut sqlite_jobs {
         job.4 = job.4.map(micros);
     }
@@ -157,7 +165,10 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
         String,
         Option<String>,
     );
-    let sqlite_events: Vec<EventRow> = sqlx::query_as(events).fetch_all(&db.pool).await.unwrap();
+    let sqlite_events: Vec<EventRow> = sqlx::query_as(events)
+        .fetch_all(db.sqlite_pool())
+        .await
+        .unwrap();
     let pg_events: Vec<EventRow> = sqlx::query_as(events).fetch_all(&pg).await.unwrap();
     // (Timestamps at PostgreSQL's precision; but for the NUL results_mix prints, which PostgreSQL's text cannot hold: it becomes
     // U+FFFD, and the report counts it.)
@@ -173,12 +184,17 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     assert!(report["nul_replaced"].as_u64().unwrap() >= 1, "{report}");
     // Binary data: blob chunks and sources.
     let bytes = "SELECT data FROM blob_chunks ORDER BY job_id, name, idx";
-    let sqlite_bytes: Vec<Vec<u8>> = sqlx::query_scalar(bytes).fetch_all(&db.pool).await.unwrap();
+    let sqlite_bytes: Vec<Vec<u8>> = sqlx::query_scalar(bytes)
+        .fetch_all(db.sqlite_pool())
+        .await
+        .unwrap();
     let pg_bytes: Vec<Vec<u8>> = sqlx::query_scalar(bytes).fetch_all(&pg).await.unwrap();
     assert_eq!(sqlite_bytes, pg_bytes);
     let sources = "SELECT sha256, archive FROM sources ORDER BY sha256";
-    let sqlite_sources: Vec<(String, Vec<u8>)> =
-        sqlx::query_as(sources).fetch_all(&db.pool).await.unwrap();
+    let sqlite_sources: Vec<(String, Vec<u8>)> = sqlx::query_as(sources)
+        .fetch_all(db.sqlite_pool())
+        .await
+        .unwrap();
     let pg_sources: Vec<(String, Vec<u8>)> = sqlx::query_as(sources).fetch_all(&pg).await.unwrap();
     assert_eq!(sqlite_sources, pg_sources);
     // A job added later is numbered after the copied ones.

@@ -22,7 +22,7 @@ fn assert_names_the_three_ways(stderr: &str) {
 async fn key_from_flag_env_or_config_file() {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     let env = CiEnv::new();
     let here = env.home.path();
 
@@ -63,7 +63,7 @@ async fn key_from_flag_env_or_config_file() {
 async fn flag_wins_over_env_and_env_over_config() {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     let env = CiEnv::new();
     let broken = "ci_thisisnotakey";
 
@@ -92,7 +92,7 @@ async fn flag_wins_over_env_and_env_over_config() {
 async fn a_revoked_key_says_how_to_give_one() {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     let key = api_keys::list(&db.pool, Some(ada.id))
         .await
         .unwrap()

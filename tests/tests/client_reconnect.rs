@@ -4,7 +4,7 @@
 #[path = "support/client.rs"]
 mod support;
 
-use ci_tests::{PgTestDb, Server, TestDb};
+use ci_tests::{Server, TestDb};
 use support::{follow_across_a_cut, run, CiEnv};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,7 +18,7 @@ async fn follows_on_the_next_replica_when_the_first_is_killed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn follows_on_the_next_of_three_replicas_when_the_first_is_killed_on_postgres() {
-    follow_across_a_cut(&PgTestDb::new().await, 3, |replica1| {
+    follow_across_a_cut(&TestDb::postgres().await, 3, |replica1| {
         replica1.proc.child.kill().unwrap();
         replica1.proc.child.wait().unwrap();
     })
@@ -39,7 +39,7 @@ async fn follows_on_the_next_replica_when_the_first_shuts_down_cleanly() {
 async fn a_dead_first_replica_is_skipped() {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

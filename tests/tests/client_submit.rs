@@ -159,8 +159,8 @@ async fn a_rejected_upload_shows_the_servers_message() {
     let db = ci_tests::TestDb::new().await;
     let ada = db.user("ada").await;
     // The limit is the controller's: it publishes it, and the server refuses by it.
-    let _controller = ci_tests::Controller::start_with(&db.path, &["--max-entries", "2"]);
-    let server = ci_tests::Server::start(&db.path);
+    let _controller = ci_tests::Controller::start_with(&db, &["--max-entries", "2"]);
+    let server = ci_tests::Server::start(&db);
     let env = support::CiEnv::new();
     let project = tempfile::tempdir().unwrap();
     std::fs::create_dir(project.path().join("tests")).unwrap();
@@ -216,7 +216,7 @@ async fn a_reader_that_goes_away_ends_ci_wait_like_sigpipe_without_a_panic() {
 async fn a_job_queued_without_a_controller_says_so_and_runs_once_one_starts() {
     let db = ci_tests::TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = ci_tests::Server::start(&db.path);
+    let server = ci_tests::Server::start(&db);
     let env = support::CiEnv::new();
     let mut ci = support::CiProc::spawn(env.ci(
         &server.url,
@@ -230,7 +230,7 @@ async fn a_job_queued_without_a_controller_says_so_and_runs_once_one_starts() {
         "{line}"
     );
     // Once a controller starts, the waiting job runs.
-    let _controller = ci_tests::Controller::start(&db.path);
+    let _controller = ci_tests::Controller::start(&db);
     let out = ci.finish(ci_tests::WAIT).expect_code(0);
     assert!(out.stderr.contains("passed"), "{}", out.stderr);
 

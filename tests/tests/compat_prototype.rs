@@ -28,8 +28,8 @@ impl Stack {
         require_requests();
         let db = TestDb::new().await;
         let ada = db.user("Ada").await;
-        let server = Server::start(&db.path);
-        let controller = Controller::start(&db.path);
+        let server = Server::start(&db);
+        let controller = Controller::start(&db);
         Self {
             _db: db,
             server,

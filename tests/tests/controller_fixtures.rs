@@ -13,7 +13,7 @@ use support::*;
 async fn passing_and_failing_projects_end_passed_and_failed() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let controller = Controller::start_with(&db.path, &["--max-concurrent-jobs", "2"]);
+    let controller = Controller::start_with(&db, &["--max-concurrent-jobs", "2"]);
     let passing = queue(&db, user.id, "passing").await;
     let failing = queue(&db, user.id, "failing").await;
 
@@ -53,7 +53,7 @@ async fn passing_and_failing_projects_end_passed_and_failed() {
 async fn broken_projects_end_in_error_with_a_reason() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let _controller = Controller::start_with(&db.path, &["--max-concurrent-jobs", "2"]);
+    let _controller = Controller::start_with(&db, &["--max-concurrent-jobs", "2"]);
     let syntax = queue(&db, user.id, "syntax_error").await;
     let empty = queue(&db, user.id, "no_tests").await;
 
@@ -89,7 +89,7 @@ async fn broken_projects_end_in_error_with_a_reason() {
 async fn requirements_are_installed_or_skipped_with_a_notice() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let _controller = Controller::start_with(&db.path, &["--max-concurrent-jobs", "2"]);
+    let _controller = Controller::start_with(&db, &["--max-concurrent-jobs", "2"]);
     let with = queue(&db, user.id, "requirements_satisfied").await;
     let without = queue(&db, user.id, "no_requirements").await;
 
@@ -128,7 +128,7 @@ async fn requirements_are_installed_or_skipped_with_a_notice() {
 async fn unicode_survives_long_lines_are_split_and_bad_bytes_replaced() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let _controller = Controller::start_with(&db.path, &["--max-line-bytes", "16k"]);
+    let _controller = Controller::start_with(&db, &["--max-line-bytes", "16k"]);
     let id = queue(&db, user.id, "unicode_long_lines").await;
     let job = finished(&db, id, JOB_WAIT).await;
     assert_eq!(job.status, JobStatus::Passed, "reason: {:?}", job.reason);

@@ -89,7 +89,7 @@ async fn at_the_default_pids_limit_a_fork_bomb_ends_out_of_memory() {
     }
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let controller = Controller::start_with(&db.path, GVISOR);
+    let controller = Controller::start_with(&db, GVISOR);
     let id = queue(&db, user.id, "fork_bomb").await;
     let job = finished(&db, id, JOB_WAIT).await;
     assert_eq!(job.status, JobStatus::Error, "{:?}", job.reason);
@@ -154,7 +154,7 @@ async fn requirements_install_with_network_and_the_tests_run_on_gvisors_kernel()
         .chain(GVISOR)
         .copied()
         .collect();
-    let _controller = Controller::start_with(&db.path, &flags);
+    let _controller = Controller::start_with(&db, &flags);
     let install = queue(&db, user.id, "cache_greetkit").await;
     // A project whose test prints the kernel it runs on (gVisor's own starts its log with
     // "Starting gVisor...").

@@ -13,7 +13,7 @@ use support::*;
 async fn every_one_of_200000_lines_is_stored_once_in_order() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let _controller = Controller::start(&db.path);
+    let _controller = Controller::start(&db);
     let started = Instant::now();
     let id = queue(&db, user.id, "many_lines").await;
     let job = finished(&db, id, JOB_WAIT).await;

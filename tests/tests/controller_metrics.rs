@@ -39,8 +39,7 @@ async fn metrics_count_queued_and_finished_jobs() {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
     let mut cmd = Command::new(bin("ci-controller"));
-    cmd.arg("--db-path")
-        .arg(&db.path)
+    cmd.args(ci_tests::DbArg::db_args(&&db))
         .args(["--image", &test_image(), "--container-prefix", &prefix])
         .args([
             "--metrics-addr",

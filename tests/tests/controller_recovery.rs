@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use ci_common::JobStatus;
-use ci_tests::{Controller, PgTestDb, TestDb};
+use ci_tests::{Controller, TestDb};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,7 +17,7 @@ async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_on
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_controller_is_replaced_and_the_job_finishes_with_every_line_once_on_postgres() {
-    a_killed_controller_is_replaced_with_every_line_once(&PgTestDb::new().await).await;
+    a_killed_controller_is_replaced_with_every_line_once(&TestDb::postgres().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,7 +27,7 @@ async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_e
     // pip, whose output the test follows (the kill and reattach are the installer's business
     // as little as the test step's).
     let pip = ["--installer", "pip"];
-    let mut first = Controller::start_with(&db.path, &pip);
+    let mut first = Controller::start_with(&db, &pip);
     let prefix = first.prefix.clone();
     let id = queue(&db, user.id, "slow_install").await;
     // pip has started on the project (its setup.py takes seconds).
@@ -35,7 +35,7 @@ async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_e
     first.proc.signal("KILL");
     first.proc.wait_exit(Duration::from_secs(10));
 
-    let second = Controller::start_with_prefix(&db.path, &prefix, &pip);
+    let second = Controller::start_with_prefix(&db, &prefix, &pip);
     let job = finished(&db, id, JOB_WAIT).await;
     let events = all_events(&db, id).await;
     let lines = log_texts(&events);
@@ -69,7 +69,7 @@ async fn a_controller_killed_mid_install_is_replaced_and_the_job_finishes_with_e
 async fn a_running_job_without_a_container_is_lost_and_orphans_are_removed() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let mut first = Controller::start(&db.path);
+    let mut first = Controller::start(&db);
     let prefix = first.prefix.clone();
     let id = queue(&db, user.id, "slow_lines").await;
     running_with_line(&db, id, "tick 2").await;
@@ -78,7 +78,7 @@ async fn a_running_job_without_a_container_is_lost_and_orphans_are_removed() {
     // The container vanishes while no controller runs.
     ci_tests::remove_prefix_leftovers(&prefix);
 
-    let _second = Controller::start_with_prefix(&db.path, &prefix, &[]);
+    let _second = Controller::start_with_prefix(&db, &prefix, &[]);
     let job = finished(&db, id, Duration::from_secs(30)).await;
     assert_eq!(job.status, JobStatus::Lost);
     assert_eq!(

@@ -5,7 +5,7 @@ mod support;
 
 use ci_common::db::jobs;
 use ci_common::JobStatus;
-use ci_tests::{wait_for, Controller, PgTestDb, TestDb};
+use ci_tests::{wait_for, Controller, TestDb};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -15,7 +15,7 @@ async fn a_second_controller_on_the_same_database_says_who_holds_the_lock_and_ex
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_controller_on_the_same_database_says_who_holds_the_lock_and_exits_on_postgres() {
-    a_second_controller_is_refused(&PgTestDb::new().await);
+    a_second_controller_is_refused(&TestDb::postgres().await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -28,7 +28,7 @@ async fn a_user_with_one_job_does_not_wait_behind_another_users_ten() {
         ada_jobs.push(queue(&db, ada.id, "passing").await);
     }
     let bob_job = queue(&db, bob.id, "passing").await;
-    let _controller = Controller::start_with(&db.path, &["--max-concurrent-jobs", "1"]);
+    let _controller = Controller::start_with(&db, &["--max-concurrent-jobs", "1"]);
     let started = |id| {
         let pool = db.pool.clone();
         async move { jobs::get(&pool, id).await.unwrap().unwrap().started_at }
@@ -56,7 +56,7 @@ async fn a_user_with_one_job_does_not_wait_behind_another_users_ten() {
 async fn a_missing_image_ends_the_job_with_how_to_build_the_runner_image() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
-    let _controller = Controller::start_with(&db.path, &["--image", "ci-does-not-exist:latest"]);
+    let _controller = Controller::start_with(&db, &["--image", "ci-does-not-exist:latest"]);
     let id = queue(&db, user.id, "passing").await;
     let job = finished(&db, id, JOB_WAIT).await;
     assert_eq!(job.status, JobStatus::Error);

@@ -18,7 +18,7 @@ async fn a_running_job_has_every_sandbox_setting_and_can_be_cancelled() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
     let controller = Controller::start_with(
-        &db.path,
+        &db,
         &[
             "--memory",
             "512m",

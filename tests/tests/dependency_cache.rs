@@ -81,7 +81,7 @@ impl World {
     async fn start(controller_args: &[&str]) -> Self {
         let db = TestDb::new().await;
         let ada = db.user("ada").await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let prefix = format!(
             "citest-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -89,7 +89,7 @@ impl World {
         let volumes = CacheVolumes {
             prefix: prefix.clone(),
         };
-        let controller = Controller::start_with_prefix(&db.path, &prefix, controller_args);
+        let controller = Controller::start_with_prefix(&db, &prefix, controller_args);
         Self {
             stack: Stack {
                 db,
@@ -710,7 +710,7 @@ async fn a_restarted_controller_keeps_the_entries() {
     // caches stay, as they do when an operator restarts a controller.
     let mut old = std::mem::replace(
         &mut stack.controller,
-        Controller::start_with_prefix(&stack.db.path, &prefix, &[]),
+        Controller::start_with_prefix(&stack.db, &prefix, &[]),
     );
     old.keep_caches();
     drop(old);

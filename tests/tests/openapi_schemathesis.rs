@@ -168,7 +168,7 @@ async fn the_server_answers_as_its_openapi_document_says() {
     let exe = schemathesis();
     let db = TestDb::new().await;
     let ada = db.user("Ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     // Jobs to list, show, cancel and retry: one that ran, with all a job can have, and two
     // queued ones (no controller runs them); and the document.
     let (jobs, document) = tokio::time::timeout(TEST_TIMEOUT, async {

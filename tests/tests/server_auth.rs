@@ -29,7 +29,7 @@ async fn status_and_body(
 async fn every_bad_key_gets_its_own_401_and_a_good_key_works() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let url = server.at("/api/v1/jobs");
         let good = db.user("Ada").await;
 
@@ -179,7 +179,7 @@ async fn every_bad_key_gets_its_own_401_and_a_good_key_works() {
 async fn health_ready_and_errors_are_json() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
 
         for path in ["/health", "/ready"] {

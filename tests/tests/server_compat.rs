@@ -92,7 +92,7 @@ fn form() -> reqwest::multipart::Form {
 async fn the_original_client_submits_lists_and_reads_the_whole_log() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
 
@@ -180,7 +180,7 @@ async fn the_original_client_submits_lists_and_reads_the_whole_log() {
 async fn submit_stream_sends_the_job_id_first_then_the_log() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
 
@@ -212,7 +212,7 @@ async fn submit_stream_sends_the_job_id_first_then_the_log() {
 async fn submit_streams_and_live_streams_show_only_new_output() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
 
@@ -257,7 +257,7 @@ async fn submit_streams_and_live_streams_show_only_new_output() {
 async fn every_end_has_the_originals_word_and_non_ascii_arrives_escaped() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let submit = || async {

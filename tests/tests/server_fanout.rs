@@ -53,7 +53,7 @@ fn without_comments(body: &[u8]) -> String {
 async fn many_followers_get_byte_for_byte_the_same_stream() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let job = submit(&server, &ada.key, project_zip()).await;

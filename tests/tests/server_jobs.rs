@@ -12,7 +12,7 @@ use common_server::{get_json, project_zip, FakeController, TEST_TIMEOUT};
 async fn users_see_only_their_own_jobs() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let bob = db.user("Bob").await;
 
@@ -87,7 +87,7 @@ async fn users_see_only_their_own_jobs() {
 async fn listing_pages_newest_first() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let bob = db.user("Bob").await;
         let mut ids = Vec::new();
@@ -137,7 +137,7 @@ async fn listing_pages_newest_first() {
 async fn cancelling_queued_running_and_finished_jobs() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let cancel = |id: String| {
             let server_url = server.at(&format!("/api/v1/jobs/{id}/cancel"));

@@ -14,7 +14,7 @@ const METRICS_AT: &str = "metrics on http://";
 
 /// A server on ports the OS picks, with its metrics; returns it and its metrics URL.
 fn server_with_metrics(db: &TestDb, args: &[&str]) -> (Server, String) {
-    let mut cmd = Server::command(&db.path, &["--metrics-addr", "127.0.0.1:0"]);
+    let mut cmd = Server::command(db, &["--metrics-addr", "127.0.0.1:0"]);
     cmd.args(args);
     let mut proc = Proc::spawn("ci-server", cmd);
     let lines = proc.wait_for_lines(&[SERVER_LISTENING, METRICS_AT], WAIT);
@@ -37,8 +37,7 @@ impl Drop for Leftovers {
 fn controller_with_metrics(db: &TestDb, prefix: &str) -> (Proc, String) {
     require_docker();
     let mut cmd = Command::new(bin("ci-controller"));
-    cmd.arg("--db-path")
-        .arg(&db.path)
+    cmd.args(ci_tests::DbArg::db_args(&db))
         .args(["--image", &test_image(), "--container-prefix", prefix])
         .args(["--interval", "0.05", "--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info");

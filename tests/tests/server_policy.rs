@@ -15,7 +15,7 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
         let ada = db.user("Ada").await;
         let image = test_image();
         let _controller = Controller::start_with(
-            &db.path,
+            &db,
             &[
                 "--workspace-size",
                 "1m",
@@ -29,7 +29,7 @@ async fn uploads_are_checked_against_the_controllers_policy_and_what_is_accepted
                 "2",
             ],
         );
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let test = b"def test_ok():\n    assert True\n";
 
         // Larger unpacked than the controller's workspace: refused at upload, not at run time.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use ci_tests::{client, fixture, new_user, zip_dir, AnyTestDb, PgTestDb, Server, TestDb};
+use ci_tests::{client, fixture, zip_dir, Server, TestDb};
 use serde_json::Value;
 
 const USERS: usize = 10;
@@ -18,10 +18,10 @@ async fn fifty_concurrent_submitters_on_three_replicas_get_no_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_submitters_on_three_replicas_get_no_error_on_postgres() {
-    fifty_submitters(&PgTestDb::new().await).await;
+    fifty_submitters(&TestDb::postgres().await).await;
 }
 
-async fn fifty_submitters(db: &impl AnyTestDb) {
+async fn fifty_submitters(db: &TestDb) {
     let replicas: Vec<Server> = (0..3).map(|_| Server::start(db)).collect();
     let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
     // Each replica is ready: it reaches the database.
@@ -31,7 +31,7 @@ async fn fifty_submitters(db: &impl AnyTestDb) {
     }
     let mut users = Vec::new();
     for n in 0..USERS {
-        users.push(new_user(db.db(), &format!("user{n}")).await);
+        users.push(db.user(&format!("user{n}")).await);
     }
     let zip = zip_dir(&fixture("passing"));
 

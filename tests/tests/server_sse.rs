@@ -75,7 +75,7 @@ async fn running_job(server: &Server, key: &str, controller: &FakeController) ->
 async fn a_follower_gets_every_event_in_order_and_the_stream_ends() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let job = running_job(&server, &ada.key, &controller).await;
@@ -109,8 +109,8 @@ async fn a_follower_gets_every_event_in_order_and_the_stream_ends() {
 async fn resuming_on_another_replica_has_no_gap_and_no_duplicate() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let first = Server::start(&db.path);
-        let second = Server::start(&db.path);
+        let first = Server::start(&db);
+        let second = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let job = running_job(&first, &ada.key, &controller).await;
@@ -158,7 +158,7 @@ async fn keep_alive_comments_arrive_while_the_job_is_quiet() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
         let server = Server::start_with(
-            &db.path,
+            &db,
             &["--keepalive-secs", "2", "--request-timeout-secs", "1"],
         );
         let ada = db.user("Ada").await;
@@ -191,7 +191,7 @@ async fn keep_alive_comments_arrive_while_the_job_is_quiet() {
 async fn two_hundred_followers_all_get_every_event() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let job = running_job(&server, &ada.key, &controller).await;
@@ -236,7 +236,7 @@ async fn two_hundred_followers_all_get_every_event() {
 async fn sigterm_with_an_open_stream_exits_promptly() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let mut server = Server::start(&db.path);
+        let mut server = Server::start(&db);
         let ada = db.user("Ada").await;
         let controller = FakeController::new(&db.pool).await;
         let job = running_job(&server, &ada.key, &controller).await;

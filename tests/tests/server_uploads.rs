@@ -47,7 +47,7 @@ async fn hostile_archives_are_refused_and_leave_nothing_behind() {
     tokio::time::timeout(common_server::TEST_TIMEOUT, async {
         let db = TestDb::new().await;
         let tmp = tempfile::tempdir().unwrap();
-        let server = start_server(&db.path, &[], &[("TMPDIR", tmp.path())]);
+        let server = start_server(&db, &[], &[("TMPDIR", tmp.path())]);
         let ada = db.user("Ada").await;
 
         let ok = b"def test_ok(): pass\n";
@@ -163,7 +163,7 @@ async fn hostile_archives_are_refused_and_leave_nothing_behind() {
 async fn uploads_over_the_size_cap_get_413_with_the_limit() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start_with(&db.path, &["--max-upload-bytes", "65536"]);
+        let server = Server::start_with(&db, &["--max-upload-bytes", "65536"]);
         let ada = db.user("Ada").await;
         let big = zip_files(&[("tests/data.bin", &noise(90_000))]);
         assert!(big.len() > 65536);
@@ -183,7 +183,7 @@ async fn uploads_over_the_size_cap_get_413_with_the_limit() {
 async fn the_task_is_test_and_other_names_are_refused() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let db = TestDb::new().await;
-        let server = Server::start(&db.path);
+        let server = Server::start(&db);
         let ada = db.user("Ada").await;
         for (task, status) in [("test", 201), ("lint", 422), ("rm -rf /", 422)] {
             let form = reqwest::multipart::Form::new().text("task", task).part(

@@ -27,18 +27,13 @@ use std::time::Duration;
 use ci_tests::ci_common::api::{JobView, StepView, StreamEvent};
 use ci_tests::ci_common::testing::zip_files;
 use ci_tests::ci_common::{EventKind, JobId, JobStatus, StepState};
-use ci_tests::{fixture, follow, zip_dir, AnyTestDb, Controller, PgTestDb, Server, TestDb, WAIT};
+use ci_tests::{fixture, follow, zip_dir, Controller, Server, TestDb, WAIT};
 use projects::{copy_fixture, job_id};
 use serde_json::Value;
 use support::{job_id_in, job_view, run, wait_until_finished, CiEnv, Out, Stack};
 
 /// `ci submit TASK [-- PARAMS]` as ada in `dir`, to completion; its output and job id.
-fn submit_task(
-    stack: &Stack<impl AnyTestDb>,
-    dir: &Path,
-    task: &str,
-    params: &[&str],
-) -> (Out, String) {
+fn submit_task(stack: &Stack, dir: &Path, task: &str, params: &[&str]) -> (Out, String) {
     let mut args = vec!["submit", task];
     if !params.is_empty() {
         args.push("--");
@@ -71,11 +66,7 @@ fn expect_states(job: &JobView, expected: &[(&str, StepState)]) {
 
 /// The `Steps:` of `ci status ID` as (name, state): `  2. lint: failed (exit 1) in 0.4s` gives
 /// ("lint", "failed").
-fn status_steps(
-    stack: &Stack<impl AnyTestDb>,
-    dir: &Path,
-    id: &str,
-) -> (String, Vec<(String, String)>) {
+fn status_steps(stack: &Stack, dir: &Path, id: &str) -> (String, Vec<(String, String)>) {
     let out = run(stack.ci(dir, &["status", id])).expect_code(0);
     let steps = out
         .stdout
@@ -127,12 +118,12 @@ async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pipeline_installs_once_then_runs_its_needs_then_itself_in_order_on_postgres() {
-    a_pipeline_runs_in_order(&Stack::start_on(PgTestDb::new().await).await).await;
+    a_pipeline_runs_in_order(&Stack::start_on(TestDb::postgres().await).await).await;
 }
 
 /// `ci tasks`, then `ci submit build` of tasks_pipeline: its steps, output, artifacts, status
 /// and stream. On either backend.
-async fn a_pipeline_runs_in_order(stack: &Stack<impl AnyTestDb>) {
+async fn a_pipeline_runs_in_order(stack: &Stack) {
     let project = copy_fixture("tasks_pipeline");
     let dir = project.path.to_str().unwrap();
 
@@ -442,7 +433,7 @@ async fn unknown_tasks_broken_configuration_and_cycles_are_refused_before_a_job_
     // No controller: nothing here may become a job.
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     let env = CiEnv::new();
     let ci = |dir: &Path, args: &[&str]| run(env.ci(&server.url, &ada.key, dir, args));
     let upload = |zip: Vec<u8>, task: &'static str| {
@@ -569,8 +560,8 @@ async fn a_controller_killed_during_a_later_step_is_replaced_and_no_step_runs_tw
 
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
-    let mut first = Controller::start(&db.path);
+    let server = Server::start(&db);
+    let mut first = Controller::start(&db);
     let prefix = first.prefix.clone();
     let env = CiEnv::new();
     let project = copy_fixture("tasks_reattach");
@@ -601,7 +592,7 @@ async fn a_controller_killed_during_a_later_step_is_replaced_and_no_step_runs_tw
         "the step's container runs on"
     );
 
-    let second = Controller::start_with_prefix(&db.path, &prefix, &[]);
+    let second = Controller::start_with_prefix(&db, &prefix, &[]);
     let view = wait_until_finished(&server.url, &ada.key, &id).await;
     let job = finished(&db, job_id, Duration::from_secs(10)).await;
     let events = all_events(&db, job_id).await;

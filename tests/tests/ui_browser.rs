@@ -120,10 +120,10 @@ async fn flows() {
     let started = Instant::now();
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     // A million lines plus the job's own events are past the default log cap.
     let _controller = Controller::start_with(
-        &db.path,
+        &db,
         &["--log-cap-lines", "2000000", "--max-concurrent-jobs", "4"],
     );
     let env = CiEnv::new();

@@ -11,7 +11,7 @@ async fn ui_paths_redirect_hide_other_users_jobs_and_are_cached_and_compressed()
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
     let bob = db.user("bob").await;
-    let server = Server::start(&db.path);
+    let server = Server::start(&db);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ci_common::api::Outcome;
 use ci_common::db::events::{self, NewEvent};
-use ci_common::db::{jobs, lease, uploads, SqlitePool};
+use ci_common::db::{jobs, lease, uploads, Db};
 use ci_common::testing::zip_files;
 use ci_common::{JobId, JobStatus, LogStream};
 use ci_tests::{client, Server};
@@ -17,7 +17,7 @@ use ci_tests::{client, Server};
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Starts a `ci-server` with extra flags and environment variables.
-pub fn start_server(db: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Server {
+pub fn start_server(db: impl ci_tests::DbArg, args: &[&str], envs: &[(&str, &Path)]) -> Server {
     let mut cmd = Server::command(db, args);
     for (key, value) in envs {
         cmd.env(key, value);
@@ -27,12 +27,12 @@ pub fn start_server(db: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Server 
 
 /// Writes to the database what the controller writes, the way it writes it.
 pub struct FakeController {
-    pub pool: SqlitePool,
+    pub pool: Db,
     pub epoch: i64,
 }
 
 impl FakeController {
-    pub async fn new(pool: &SqlitePool) -> Self {
+    pub async fn new(pool: &Db) -> Self {
         let epoch = lease::acquire(pool, "server-tests").await.unwrap().epoch;
         Self {
             pool: pool.clone(),
@@ -49,16 +49,18 @@ impl FakeController {
             .id
     }
 
-    /// Appends log lines in one write transaction; returns the new last seq.
+    /// Appends log lines in one write transaction, as the controller's log writer does (which
+    /// announces the change on PostgreSQL); returns the new last seq.
     pub async fn log(&self, job: JobId, lines: &[String]) -> i64 {
         let events: Vec<_> = lines
             .iter()
             .map(|l| NewEvent::log(LogStream::Stdout, chrono::Utc::now(), l.clone()))
             .collect();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
-        let seq = events::append(&mut tx, job, &events).await.unwrap();
-        tx.commit().await.unwrap();
-        seq
+        let progress = jobs::LogProgress::default();
+        events::append_with_progress(&self.pool, job, self.epoch, &events, &progress)
+            .await
+            .unwrap();
+        events::last_seq(&self.pool, job).await.unwrap()
     }
 
     /// Ends the job (its `status` and `complete` events).
@@ -80,7 +82,7 @@ pub fn lines(range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 /// Jobs and stored uploads in the database.
-pub async fn counts(pool: &SqlitePool) -> (i64, i64) {
+pub async fn counts(pool: &Db) -> (i64, i64) {
     let jobs = jobs::count_by_status(pool).await.unwrap();
     let jobs = jobs.iter().map(|(_, n)| n).sum();
     (jobs, uploads::count(pool).await.unwrap())

@@ -98,10 +98,10 @@ pub fn run(cmd: Command) -> Out {
     CiProc::spawn(cmd).finish(CI_TIMEOUT)
 }
 
-/// A database (SQLite unless given another, [`Stack::start_on`]) with a user, one server replica
-/// and a controller.
-pub struct Stack<D = TestDb> {
-    pub db: D,
+/// A database (of the backend `TestDb::new` chooses, unless given one: [`Stack::start_on`])
+/// with a user, one server replica and a controller.
+pub struct Stack {
+    pub db: TestDb,
     pub server: Server,
     pub controller: Controller,
     pub ada: TestUser,
@@ -112,12 +112,10 @@ impl Stack {
     pub async fn start() -> Self {
         Self::start_on(TestDb::new().await).await
     }
-}
 
-impl<D: ci_tests::AnyTestDb> Stack<D> {
-    /// The stack on `db`, of either backend.
-    pub async fn start_on(db: D) -> Self {
-        let ada = ci_tests::new_user(db.db(), "ada").await;
+    /// The stack on `db`.
+    pub async fn start_on(db: TestDb) -> Self {
+        let ada = db.user("ada").await;
         let server = Server::start(&db);
         let controller = Controller::start(&db);
         Self {
@@ -207,13 +205,9 @@ pub fn assert_followed_every_tick(out: &Out, job: &str, why: &str) {
 /// Follows slow_lines through `replicas` replicas (at least 2) of one database, cuts the first
 /// with `cut` after a few lines, and checks that every line was printed exactly once, as
 /// `ci wait --all` prints it from the second. On either backend.
-pub async fn follow_across_a_cut(
-    db: &impl ci_tests::AnyTestDb,
-    replicas: usize,
-    cut: impl FnOnce(&mut Server),
-) {
+pub async fn follow_across_a_cut(db: &TestDb, replicas: usize, cut: impl FnOnce(&mut Server)) {
     assert!(replicas >= 2);
-    let ada = ci_tests::new_user(db.db(), "ada").await;
+    let ada = db.user("ada").await;
     let mut all_replicas: Vec<Server> = (0..replicas).map(|_| Server::start(db)).collect();
     let _controller = Controller::start(db);
     let env = CiEnv::new();

@@ -6,20 +6,20 @@ use std::time::Duration;
 use ci_common::db::events::{self, EventRow};
 use ci_common::db::jobs::{self, Job};
 use ci_common::{EventKind, JobId, JobStatus, UserId};
-use ci_tests::{fixture, wait_for, zip_dir, AnyTestDb, Controller, WAIT};
+use ci_tests::{fixture, wait_for, zip_dir, Controller, TestDb, WAIT};
 
 /// Queues a fixture project as a job of `user`.
-pub async fn queue(db: &impl AnyTestDb, user: UserId, name: &str) -> JobId {
-    jobs::create(db.db(), user, "test", &zip_dir(&fixture(name)))
+pub async fn queue(db: &TestDb, user: UserId, name: &str) -> JobId {
+    jobs::create(&db.pool, user, "test", &zip_dir(&fixture(name)))
         .await
         .expect("create job")
         .id
 }
 
 /// Waits for a job to reach a terminal state and returns it.
-pub async fn finished(db: &impl AnyTestDb, id: JobId, timeout: Duration) -> Job {
+pub async fn finished(db: &TestDb, id: JobId, timeout: Duration) -> Job {
     wait_for(&format!("job {id} to finish"), timeout, || async {
-        let job = jobs::get(db.db(), id)
+        let job = jobs::get(&db.pool, id)
             .await
             .expect("get job")
             .expect("job exists");
@@ -29,7 +29,7 @@ pub async fn finished(db: &impl AnyTestDb, id: JobId, timeout: Duration) -> Job 
 }
 
 /// Waits until a job is running and has a log line containing `needle`.
-pub async fn running_with_line(db: &impl AnyTestDb, id: JobId, needle: &str) {
+pub async fn running_with_line(db: &TestDb, id: JobId, needle: &str) {
     wait_for(
         &format!("job {id} to print {needle:?}"),
         Duration::from_secs(120),
@@ -44,8 +44,8 @@ pub async fn running_with_line(db: &impl AnyTestDb, id: JobId, needle: &str) {
     .await
 }
 
-pub async fn all_events(db: &impl AnyTestDb, id: JobId) -> Vec<EventRow> {
-    events::list_after(db.db(), id, 0, 10_000_000)
+pub async fn all_events(db: &TestDb, id: JobId) -> Vec<EventRow> {
+    events::list_after(&db.pool, id, 0, 10_000_000)
         .await
         .expect("events")
 }
@@ -97,8 +97,8 @@ pub const JOB_WAIT: Duration = Duration::from_secs(180);
 
 /// A controller killed with SIGKILL while a job prints: the next one (same prefix) reattaches
 /// and the job finishes with every line stored once. On either backend.
-pub async fn a_killed_controller_is_replaced_with_every_line_once(db: &impl AnyTestDb) {
-    let user = ci_tests::new_user(db.db(), "Ada").await;
+pub async fn a_killed_controller_is_replaced_with_every_line_once(db: &TestDb) {
+    let user = db.user("Ada").await;
     let mut first = Controller::start(db);
     let prefix = first.prefix.clone();
     let id = queue(db, user.id, "slow_lines").await;
@@ -137,10 +137,10 @@ pub async fn a_killed_controller_is_replaced_with_every_line_once(db: &impl AnyT
 
 /// A second controller on a database whose controller runs says who holds it and exits 1. On
 /// either backend.
-pub fn a_second_controller_is_refused(db: &impl AnyTestDb) {
+pub fn a_second_controller_is_refused(db: &TestDb) {
     let first = Controller::start(db);
     let mut cmd = std::process::Command::new(ci_tests::bin("ci-controller"));
-    cmd.args(db.db_args()).args([
+    cmd.args(ci_tests::DbArg::db_args(&db)).args([
         "--image",
         &ci_tests::test_image(),
         "--container-prefix",

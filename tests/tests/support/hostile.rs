@@ -13,7 +13,7 @@ use crate::support::*;
 /// A controller on `db` with `flags` and the runtime's flags.
 fn start(db: &TestDb, flags: &[&str], runtime: &[&str]) -> Controller {
     let all: Vec<&str> = flags.iter().chain(runtime).copied().collect();
-    Controller::start_with(&db.path, &all)
+    Controller::start_with(db, &all)
 }
 
 /// Fixtures that attack the sandbox from inside and pass when it holds: `network_access` (no

@@ -21,8 +21,8 @@ pub const MANUAL_TIMEOUT: Duration = Duration::from_secs(180);
 pub async fn stack_with(controller_args: &[&str]) -> Stack {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db.path);
-    let controller = Controller::start_with(&db.path, controller_args);
+    let server = Server::start(&db);
+    let controller = Controller::start_with(&db, controller_args);
     Stack {
         db,
         server,

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ci_tests::ci_common::db::{cache, events, jobs, steps, SqlitePool};
+use ci_tests::ci_common::db::{cache, events, jobs, steps, Db};
 use ci_tests::ci_common::{EventKind, JobStatus, StepState, UserId};
 use sha2::{Digest, Sha256};
 
@@ -397,11 +397,7 @@ pub(crate) fn load_average() -> Option<f64> {
 }
 
 /// The user's newest job, if it is not `previous` (the client may have failed before submitting).
-async fn newest_job(
-    pool: &SqlitePool,
-    user: UserId,
-    previous: Option<&str>,
-) -> Result<Option<JobRecord>> {
+async fn newest_job(pool: &Db, user: UserId, previous: Option<&str>) -> Result<Option<JobRecord>> {
     let Some(job) = jobs::list_for_user(pool, user, 1, None).await?.pop() else {
         return Ok(None);
     };

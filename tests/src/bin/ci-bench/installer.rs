@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ci_tests::ci_common::api::StepView;
-use ci_tests::ci_common::db::{events, jobs, SqlitePool};
+use ci_tests::ci_common::db::{events, jobs, Db};
 use ci_tests::ci_common::{EventKind, JobStatus, StepState, UserId};
 
 use crate::dep_cache::{load_average, load_summary, wheel_of, write};
@@ -508,11 +508,7 @@ fn docker_storage_driver() -> String {
 }
 
 /// The user's newest job, if it is not `previous`: its status, install step and summary.
-async fn newest_job(
-    pool: &SqlitePool,
-    user: UserId,
-    previous: Option<&str>,
-) -> Result<Option<JobRecord>> {
+async fn newest_job(pool: &Db, user: UserId, previous: Option<&str>) -> Result<Option<JobRecord>> {
     let Some(job) = jobs::list_for_user(pool, user, 1, None).await?.pop() else {
         return Ok(None);
     };

@@ -613,7 +613,7 @@ async fn log_latency(ctx: &Ctx) -> Result<Findings> {
 
 /// Samples `MAX(seq)` of a job every few milliseconds until stopped.
 fn poll_progress(
-    pool: ci_tests::ci_common::db::SqlitePool,
+    pool: ci_tests::ci_common::db::Db,
     job_id: String,
     stop: Arc<AtomicBool>,
     limit: Duration,
@@ -645,7 +645,7 @@ struct Stored {
     last_ts: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) -> Result<Stored> {
+async fn stored_flood(pool: &ci_tests::ci_common::db::Db, job_id: &str) -> Result<Stored> {
     let job_id = job_id.parse().context("the job id is not a UUID")?;
     let mut hash = Sha256::new();
     let mut out = Stored {
@@ -681,7 +681,7 @@ async fn stored_flood(pool: &ci_tests::ci_common::db::SqlitePool, job_id: &str) 
 }
 
 /// Lines per second that the database layer alone stores: the controller's batch write
-/// (`BEGIN IMMEDIATE`, `events::append` of 1000 lines, commit) on a fresh database, without
+/// (`events::append_with_progress` of 1000 lines: one fenced transaction) on a fresh database, without
 /// Docker or log parsing in the way.
 async fn append_ceiling(lines: usize) -> Result<f64> {
     use ci_tests::ci_common::db::jobs;
@@ -689,6 +689,9 @@ async fn append_ceiling(lines: usize) -> Result<f64> {
     let db = ci_tests::TestDb::new().await;
     let user = db.user("Ceiling").await;
     let job = jobs::create(&db.pool, user.id, "test", b"zip").await?;
+    let epoch = ci_tests::ci_common::db::lease::acquire(&db.pool, "ceiling")
+        .await?
+        .epoch;
     let started = Instant::now();
     let mut i = 0;
     while i < lines {
@@ -702,9 +705,8 @@ async fn append_ceiling(lines: usize) -> Result<f64> {
                 )
             })
             .collect();
-        let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
-        events::append(&mut tx, job.id, &batch).await?;
-        tx.commit().await?;
+        let progress = jobs::LogProgress::default();
+        events::append_with_progress(&db.pool, job.id, epoch, &batch, &progress).await?;
         i = end;
     }
     Ok(lines as f64 / started.elapsed().as_secs_f64())
