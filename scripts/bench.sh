@@ -4,6 +4,8 @@
 # Usage: scripts/bench.sh [--quick] [--runs N] [other ci-bench flags, see ci-bench --help]
 #   scripts/bench.sh            # full run (well under 20 minutes on 2 cores); writes docs/benchmarks.md
 #   scripts/bench.sh --quick    # small sizes, one run per scenario (a smoke check)
+#   scripts/bench.sh --database postgres --only 1,2,3,4,5,6,7   # the same scenarios on a durable
+#                               # PostgreSQL cluster, in a section of their own beside SQLite's
 #
 # Builds the release binaries, raises the open-files limit (the fan-out scenario holds a thousand
 # SSE connections on each side), then runs target/release/ci-bench, which prints a table and

@@ -190,13 +190,15 @@ impl TestDb {
             postgres::available(),
             "PostgreSQL's server is not installed: run scripts/ensure-postgres.sh"
         );
+        Self::postgres_on(Postgres::shared()).await
+    }
+
+    /// A fresh database on the cluster `pg` (e.g. a durable one, for benchmarks).
+    pub async fn postgres_on(pg: &Postgres) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("ci.db");
         let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-        let url: DatabaseUrl = Postgres::shared()
-            .fresh_database(&name)
-            .parse()
-            .expect("a PostgreSQL URL");
+        let url: DatabaseUrl = pg.fresh_database(&name).parse().expect("a PostgreSQL URL");
         let settings = db::PostgresSettings {
             max_connections: 4,
             statement_timeout: None,

@@ -49,3 +49,45 @@ fn quick_benchmark_completes_every_scenario_correctly() {
     }
     assert!(status.success(), "ci-bench exited with {status}:\n{report}");
 }
+
+#[test]
+fn quick_benchmark_on_postgres_writes_its_own_section() {
+    ci_tests::require_docker();
+    assert!(
+        ci_tests::postgres::available(),
+        "run scripts/ensure-postgres.sh"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("benchmarks.md");
+    let status = Command::new(env!("CARGO_BIN_EXE_ci-bench"))
+        .args([
+            "--quick",
+            "--database",
+            "postgres",
+            "--only",
+            "pickup,log-latency",
+        ])
+        .arg("--output")
+        .arg(&output)
+        .status()
+        .expect("run ci-bench");
+    let report = std::fs::read_to_string(&output).expect("ci-bench wrote its report");
+    assert!(status.success(), "ci-bench exited with {status}:\n{report}");
+    assert!(
+        report.contains("--database postgres"),
+        "the section names the backend:\n{report}"
+    );
+    assert!(
+        !report.contains("| fail |"),
+        "every scenario completed:\n{report}"
+    );
+
+    // Without --only it is refused: it would replace SQLite's report.
+    let refused = Command::new(env!("CARGO_BIN_EXE_ci-bench"))
+        .args(["--quick", "--database", "postgres", "--output"])
+        .arg(dir.path().join("other.md"))
+        .output()
+        .expect("run ci-bench");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--only"));
+}

@@ -37,6 +37,7 @@ use clap::Parser;
 
 use crate::report::{Machine, Outcome};
 use crate::scenarios::{Ctx, Sizes, SCENARIOS};
+use crate::stack::Database;
 
 /// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency,
 /// idle footprint, the dependency cache, the installer (uv, pip) and the web UI's page of a big
@@ -75,6 +76,13 @@ struct Args {
     /// The controller's `--runtime-with-network` (e.g. runsc-net); default: --runtime.
     #[arg(long, requires = "runtime", value_name = "NAME")]
     runtime_with_network: Option<String>,
+
+    /// The backend of the services' database: a fresh SQLite file, or a fresh database on a
+    /// durable PostgreSQL cluster this process starts (Debian's server,
+    /// scripts/ensure-postgres.sh). With postgres, only with --only: the scenarios get a
+    /// section of their own beside SQLite's.
+    #[arg(long, value_enum, default_value_t = Database::Sqlite)]
+    database: Database,
 
     /// Keep the services' logs even when everything passed.
     #[arg(long)]
@@ -117,6 +125,12 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<bool> {
     let image = args.image.clone().unwrap_or_else(ci_tests::test_image);
+    if args.database == Database::Postgres && args.only.is_empty() {
+        anyhow::bail!(
+            "--database postgres writes a section of its own: give the scenarios with --only \
+             (e.g. --only 1,2,3,4,5,6,7)"
+        );
+    }
     let selected = |number: usize| args.only.is_empty() || args.only.contains(&number);
     let docker = SCENARIOS.iter().any(|s| s.docker && selected(s.number));
     if docker {
@@ -147,6 +161,7 @@ async fn run(args: Args) -> Result<bool> {
         sizes,
         runtime: args.runtime.clone(),
         runtime_with_network: args.runtime_with_network.clone(),
+        database: args.database,
     });
     let runtime = ctx.runtime_text();
     let mode = format!(
@@ -218,7 +233,15 @@ async fn run(args: Args) -> Result<bool> {
                 return Err(e).with_context(|| format!("cannot read {}", args.output.display()))
             }
         };
-        let variant = args.runtime.as_deref().map(|r| format!("--runtime {r}"));
+        // Flags that make it a run of its own (a runtime, PostgreSQL) name its section.
+        let mut flags = Vec::new();
+        if let Some(r) = &args.runtime {
+            flags.push(format!("--runtime {r}"));
+        }
+        if args.database == Database::Postgres {
+            flags.push("--database postgres".to_owned());
+        }
+        let variant = (!flags.is_empty()).then(|| flags.join(" "));
         report::with_section(
             &existing,
             &machine,

@@ -32,6 +32,8 @@ pub struct Ctx {
     /// The OCI runtime of job containers (`--runtime`), and of steps with network.
     pub runtime: Option<String>,
     pub runtime_with_network: Option<String>,
+    /// The backend of the services' database (`--database`).
+    pub database: crate::stack::Database,
 }
 
 /// How big each scenario is.
@@ -265,6 +267,7 @@ impl Ctx {
             .flatten();
         StackOptions {
             replicas,
+            database: self.database,
             controller_args: controller_args
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -683,10 +686,10 @@ async fn stored_flood(pool: &ci_tests::ci_common::db::Db, job_id: &str) -> Resul
 /// Lines per second that the database layer alone stores: the controller's batch write
 /// (`events::append_with_progress` of 1000 lines: one fenced transaction) on a fresh database, without
 /// Docker or log parsing in the way.
-async fn append_ceiling(lines: usize) -> Result<f64> {
+async fn append_ceiling(database: crate::stack::Database, lines: usize) -> Result<f64> {
     use ci_tests::ci_common::db::jobs;
     use ci_tests::ci_common::LogStream;
-    let db = ci_tests::TestDb::new().await;
+    let db = database.fresh().await;
     let user = db.user("Ceiling").await;
     let job = jobs::create(&db.pool, user.id, "test", b"zip").await?;
     let epoch = ci_tests::ci_common::db::lease::acquire(&db.pool, "ceiling")
@@ -862,7 +865,7 @@ async fn throughput(ctx: &Ctx) -> Result<Findings> {
             }
         }
         drop(stack);
-        ceiling.push(append_ceiling(lines).await?);
+        ceiling.push(append_ceiling(ctx.database, lines).await?);
     }
     f.metrics.push(Metric::new(
         "stored in SQLite (MAX(seq) polled every 10 ms)",

@@ -9,7 +9,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use ci_tests::{bin, listening_url, remove_prefix_leftovers, TestDb, SERVER_LISTENING};
+use ci_tests::ci_common::db::DatabaseUrl;
+use ci_tests::{bin, listening_url, remove_prefix_leftovers, DbArg, TestDb, SERVER_LISTENING};
 use tokio::io::AsyncBufReadExt;
 
 /// How long a binary may take to say it is ready.
@@ -194,17 +195,45 @@ pub struct Stack {
 #[derive(Clone, Debug)]
 pub struct StackOptions {
     pub replicas: usize,
+    pub database: Database,
     pub controller_args: Vec<String>,
     pub image: String,
     pub log_dir: PathBuf,
 }
 
+/// The backend a benchmark's database is on (`ci-bench --database`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Database {
+    /// A fresh SQLite file, as the service uses by default.
+    #[default]
+    Sqlite,
+    /// A fresh database on a PostgreSQL cluster of this process with durable settings
+    /// (`fsync`, `synchronous_commit` and full page writes on, on disk), as a deployment has.
+    Postgres,
+}
+
+impl Database {
+    /// A fresh database of this backend.
+    pub async fn fresh(self) -> TestDb {
+        match self {
+            Self::Sqlite => TestDb::sqlite().await,
+            Self::Postgres => {
+                static CLUSTER: std::sync::OnceLock<ci_tests::Postgres> =
+                    std::sync::OnceLock::new();
+                let pg = CLUSTER
+                    .get_or_init(|| ci_tests::Postgres::start_with(ci_tests::postgres::DURABLE));
+                TestDb::postgres_on(pg).await
+            }
+        }
+    }
+}
+
 impl Stack {
     pub async fn start(options: StackOptions) -> Result<Self> {
-        let db = TestDb::new().await;
+        let db = options.database.fresh().await;
         let mut servers = Vec::new();
         for _ in 0..options.replicas.max(1) {
-            let path = db.path.clone();
+            let path = db.url.clone();
             let log_dir = options.log_dir.clone();
             servers.push(
                 tokio::task::spawn_blocking(move || start_server(&path, &log_dir))
@@ -216,7 +245,7 @@ impl Stack {
             "cibench-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..10]
         );
-        let path = db.path.clone();
+        let path = db.url.clone();
         let controller = {
             let prefix = prefix.clone();
             tokio::task::spawn_blocking(move || {
@@ -263,10 +292,10 @@ impl Stack {
     }
 }
 
-fn start_server(db: &Path, log_dir: &Path) -> Result<ServerProc> {
+fn start_server(db: &DatabaseUrl, log_dir: &Path) -> Result<ServerProc> {
     let mut cmd = Command::new(bin("ci-server"));
-    cmd.args(["--host", "127.0.0.1", "--port", "0", "--db-path"])
-        .arg(db);
+    cmd.args(["--host", "127.0.0.1", "--port", "0"])
+        .args(DbArg::db_args(&db));
     let mut proc = Service::spawn("ci-server", cmd, log_dir)?;
     let line = proc.wait_for_line(SERVER_LISTENING, READY_TIMEOUT)?;
     let url = listening_url(&line).with_context(|| format!("no URL in ci-server's {line:?}"))?;
@@ -274,15 +303,14 @@ fn start_server(db: &Path, log_dir: &Path) -> Result<ServerProc> {
 }
 
 fn start_controller(
-    db: &Path,
+    db: &DatabaseUrl,
     prefix: &str,
     image: &str,
     extra: &[String],
     log_dir: &Path,
 ) -> Result<ControllerProc> {
     let mut cmd = Command::new(bin("ci-controller"));
-    cmd.arg("--db-path")
-        .arg(db)
+    cmd.args(DbArg::db_args(&db))
         .args(["--image", image, "--container-prefix", prefix])
         .args(extra);
     let proc = Service::spawn("ci-controller", cmd, log_dir)?;
