@@ -868,7 +868,7 @@ async fn throughput(ctx: &Ctx) -> Result<Findings> {
         ceiling.push(append_ceiling(ctx.database, lines).await?);
     }
     f.metrics.push(Metric::new(
-        "stored in SQLite (MAX(seq) polled every 10 ms)",
+        "stored in the database (MAX(seq) polled every 10 ms)",
         Unit::LinesPerSec,
         Goal::AtLeast(250_000.0),
         stored_rate,
