@@ -29,10 +29,9 @@ pub struct CopyReport {
 /// PostgreSQL's does not) replaced by U+FFFD, the character that stands for one that could not
 /// be kept.
 pub fn postgres_text(text: String) -> (String, bool) {
-    if text.contains('\0') {
-        (text.replace('\0', "\u{FFFD}"), true)
-    } else {
-        (text, false)
+    match super::stored_text(true, &text) {
+        std::borrow::Cow::Borrowed(_) => (text, false),
+        std::borrow::Cow::Owned(replaced) => (replaced, true),
     }
 }
 

@@ -228,7 +228,7 @@ impl EventRow {
 /// appends to one job wait for each other instead of reading the same last seq.
 ///
 /// PostgreSQL's text cannot hold a NUL character (SQLite's can): there each NUL of a text is
-/// stored as U+FFFD ([`super::copy::postgres_text`]), as `ci-admin db copy` does.
+/// stored as U+FFFD ([`super::stored_text`]), as `ci-admin db copy` does.
 pub async fn append(
     ex: impl Into<Exec<'_>>,
     job_id: JobId,
@@ -236,13 +236,7 @@ pub async fn append(
 ) -> Result<i64, DbError> {
     let ex = ex.into();
     let postgres = ex.is_postgres();
-    let text = |t: &str| -> String {
-        if postgres {
-            super::copy::postgres_text(t.to_owned()).0
-        } else {
-            t.to_owned()
-        }
-    };
+    let text = |t| super::stored_text(postgres, t);
     on_exec!(ex, |e| {
         // A pool gives a connection for the body; a connection passed in is used as it is.
         #[allow(unused_mut)]

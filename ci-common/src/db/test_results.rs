@@ -23,7 +23,7 @@ const ROWS_PER_STATEMENT: usize = 400;
 ///
 /// Storing an attempt again replaces its rows. PostgreSQL's text cannot hold a NUL character
 /// (SQLite's can): there each NUL of a result's texts is stored as U+FFFD
-/// ([`super::copy::postgres_text`]), as [`events::append`] does.
+/// ([`super::stored_text`]), as [`events::append`] does.
 pub async fn store(
     ex: impl Into<Exec<'_>>,
     job: JobId,
@@ -34,13 +34,7 @@ pub async fn store(
 ) -> Result<(), DbError> {
     let ex = ex.into();
     let postgres = ex.is_postgres();
-    let text = |t: &str| -> String {
-        if postgres {
-            super::copy::postgres_text(t.to_owned()).0
-        } else {
-            t.to_owned()
-        }
-    };
+    let text = |t| super::stored_text(postgres, t);
     on_exec!(ex, |e| {
         let mut tx = e.begin_write().await?;
         lease::check(&mut *tx, epoch).await?;
@@ -284,7 +278,7 @@ pub async fn history(
     let ids = if ex.is_postgres() {
         let stored: Vec<String> = nodeids
             .iter()
-            .map(|id| super::copy::postgres_text(id.clone()).0)
+            .map(|id| super::stored_text(true, id).into_owned())
             .collect();
         serde_json::to_string(&stored)
     } else {
