@@ -3,7 +3,7 @@
 //! them (see [`append`]), which makes "last seq + 1" safe.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire as _, QueryBuilder};
+use sqlx::QueryBuilder;
 
 use super::jobs::{self, LogProgress};
 use super::{changes, lease, on_exec, BeginWrite as _, DbError, Exec};
@@ -224,8 +224,13 @@ impl EventRow {
 /// Appends events after the job's last one and returns the new last seq. Must run inside a
 /// write transaction ([`super::BeginWrite`]) so that seqs are unique and gap-free: on SQLite the
 /// transaction holds the database's write lock; on PostgreSQL, whose writers do not exclude
-/// each other, the job's row is locked first (to the end of the transaction), so that two
-/// appends to one job wait for each other instead of reading the same last seq.
+/// each other, the job's row is locked first (to the end of the transaction,
+/// [`jobs::lock_row`]), so that two appends to one job wait for each other instead of reading
+/// the same last seq.
+///
+/// The rows go in as one statement per [`ROWS_PER_STATEMENT`] on SQLite, and as one statement
+/// over arrays (`UNNEST`) on PostgreSQL, whose server parses and plans that statement once
+/// however many lines a batch holds.
 ///
 /// PostgreSQL's text cannot hold a NUL character (SQLite's can): there each NUL of a text is
 /// stored as U+FFFD ([`super::stored_text`]), as `ci-admin db copy` does.
@@ -234,39 +239,79 @@ pub async fn append(
     job_id: JobId,
     events: &[NewEvent],
 ) -> Result<i64, DbError> {
-    let ex = ex.into();
-    let postgres = ex.is_postgres();
-    let text = |t| super::stored_text(postgres, t);
-    on_exec!(ex, |e| {
-        // A pool gives a connection for the body; a connection passed in is used as it is.
-        #[allow(unused_mut)]
-        let mut conn = e.acquire().await?;
-        if postgres {
-            sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(job_id)
-                .execute(&mut *conn)
-                .await?;
-        }
-        let mut seq = last_seq(&mut *conn, job_id).await?;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            // The builder's backend is the connection's, inferred from `execute`.
-            let mut insert = QueryBuilder::new(
-                "INSERT INTO job_events (job_id, seq, kind, stream, ts, text, data) ",
-            );
-            insert.push_values(chunk, |mut row, event| {
-                seq += 1;
-                row.push_bind(job_id)
-                    .push_bind(seq)
-                    .push_bind(event.kind)
-                    .push_bind(event.stream)
-                    .push_bind(super::timestamp(event.ts))
-                    .push_bind(text(&event.text))
-                    .push_bind(event.data.as_deref().map(text));
-            });
-            insert.build().execute(&mut *conn).await?;
-        }
-        Ok(seq)
-    })
+    match ex.into() {
+        Exec::SqlitePool(pool) => append_sqlite(&mut *pool.acquire().await?, job_id, events).await,
+        Exec::Sqlite(conn) => append_sqlite(conn, job_id, events).await,
+        Exec::PgPool(pool) => append_postgres(&mut *pool.acquire().await?, job_id, events).await,
+        Exec::Postgres(conn) => append_postgres(conn, job_id, events).await,
+    }
+}
+
+async fn append_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    job_id: JobId,
+    events: &[NewEvent],
+) -> Result<i64, DbError> {
+    let mut seq = last_seq(&mut *conn, job_id).await?;
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO job_events (job_id, seq, kind, stream, ts, text, data) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            seq += 1;
+            row.push_bind(job_id)
+                .push_bind(seq)
+                .push_bind(event.kind)
+                .push_bind(event.stream)
+                .push_bind(super::timestamp(event.ts))
+                .push_bind(event.text.as_str())
+                .push_bind(event.data.as_deref());
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(seq)
+}
+
+async fn append_postgres(
+    conn: &mut sqlx::PgConnection,
+    job_id: JobId,
+    events: &[NewEvent],
+) -> Result<i64, DbError> {
+    jobs::lock_row(&mut *conn, job_id).await?;
+    let seq = last_seq(&mut *conn, job_id).await?;
+    if events.is_empty() {
+        return Ok(seq);
+    }
+    let text = |t| super::stored_text(true, t);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let streams: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.stream.map(LogStream::as_str))
+        .collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| super::timestamp(e.ts)).collect();
+    let texts: Vec<std::borrow::Cow<'_, str>> = events.iter().map(|e| text(&e.text)).collect();
+    let data: Vec<Option<std::borrow::Cow<'_, str>>> = events
+        .iter()
+        .map(|e| e.data.as_deref().map(text))
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+    let data: Vec<Option<&str>> = data.iter().map(|d| d.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO job_events (job_id, seq, kind, stream, ts, text, data) \
+         SELECT $1, $2 + e.n, e.kind, e.stream, e.ts, e.text, e.data \
+         FROM UNNEST($3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::text[]) \
+         WITH ORDINALITY AS e (kind, stream, ts, text, data, n)",
+    )
+    .bind(job_id)
+    .bind(seq)
+    .bind(kinds)
+    .bind(streams)
+    .bind(times)
+    .bind(texts)
+    .bind(data)
+    .execute(&mut *conn)
+    .await?;
+    Ok(seq + events.len() as i64)
 }
 
 /// Stores part of a job's log for the controller holding the lease `epoch`, in one write

@@ -346,6 +346,25 @@ pub async fn request_cancel(
     })
 }
 
+/// Orders the writers of one job's rows (its events, its steps) within a write transaction:
+/// on SQLite the transaction already holds the database's write lock; on PostgreSQL, whose
+/// writers do not exclude each other, the job's row is locked (to the end of the transaction,
+/// `FOR NO KEY UPDATE`, which readers and foreign keys do not wait for), so that two writers
+/// wait for each other instead of both reading the same last position.
+pub async fn lock_row(ex: impl Into<Exec<'_>>, job: JobId) -> Result<(), DbError> {
+    let ex = ex.into();
+    if ex.is_postgres() {
+        on_exec!(ex, |e| sqlx::query(
+            "SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
+        )
+        .bind(job)
+        .execute(e)
+        .await
+        .map(drop)?);
+    }
+    Ok(())
+}
+
 /// [`get_for_user`], with the row locked to the end of the transaction on PostgreSQL.
 async fn get_for_user_locked(
     ex: impl Into<Exec<'_>>,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::events::{self, NewEvent};
-use super::{changes, lease, on_exec, BeginWrite as _, DbError, Exec};
+use super::{changes, jobs, lease, on_exec, BeginWrite as _, DbError, Exec};
 use crate::api::StepView;
 use crate::step::{StepSpec, StepState};
 use crate::{JobId, JobStatus};
@@ -49,25 +49,6 @@ impl StepRow {
     }
 }
 
-/// Orders the writers of one job's steps within a write transaction: on SQLite the transaction
-/// already holds the database's write lock; on PostgreSQL, whose writers do not exclude each
-/// other, the job's row is locked (to the end of the transaction), so that two writers of its
-/// plan wait for each other instead of both finding it empty or both taking the same next
-/// position.
-async fn lock_job(ex: impl Into<Exec<'_>>, job: JobId) -> Result<(), DbError> {
-    let ex = ex.into();
-    if ex.is_postgres() {
-        on_exec!(ex, |e| sqlx::query(
-            "SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
-        )
-        .bind(job)
-        .execute(e)
-        .await
-        .map(drop)?);
-    }
-    Ok(())
-}
-
 /// Stores a job's plan as pending steps, unless it already has one (a restarted controller
 /// keeps the plan the job started with). Fenced by the lease epoch. Returns the job's steps.
 pub async fn plan(
@@ -79,7 +60,7 @@ pub async fn plan(
     Ok(on_exec!(ex, |e| {
         let mut tx = e.begin_write().await?;
         lease::check(&mut *tx, epoch).await?;
-        lock_job(&mut *tx, job).await?;
+        jobs::lock_row(&mut *tx, job).await?;
         if list(&mut *tx, job).await?.is_empty() {
             for (i, spec) in specs.iter().enumerate() {
                 sqlx::query(
@@ -112,7 +93,7 @@ pub async fn append(
     Ok(on_exec!(ex, |e| {
         let mut tx = e.begin_write().await?;
         lease::check(&mut *tx, epoch).await?;
-        lock_job(&mut *tx, job).await?;
+        jobs::lock_row(&mut *tx, job).await?;
         sqlx::query(
             "INSERT INTO job_steps (job_id, position, name, state, spec)
              SELECT $1, COALESCE(MAX(position), 0) + 1, $2, 'pending', $3
