@@ -148,10 +148,25 @@ pub struct Args {
     #[arg(long, env = "CI_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub stop_grace: Duration,
 
-    /// Docker daemon address (unix:///path or tcp://host:port); default: DOCKER_HOST, then the
-    /// local socket.
+    /// A Docker engine to run jobs on (unix:///path, tcp://host:port or http://host:port);
+    /// repeat it for several (each is named by its URL, without a capacity of its own). Default:
+    /// DOCKER_HOST, then the local socket.
     #[arg(long, env = "CI_DOCKER_HOST")]
-    pub docker_host: Option<String>,
+    pub docker_host: Vec<String>,
+
+    /// A TOML file listing the Docker engines, with names, capacities and TLS client
+    /// certificates (see the README); instead of --docker-host.
+    #[arg(long, env = "CI_DOCKER_HOSTS_FILE")]
+    pub docker_hosts_file: Option<PathBuf>,
+
+    /// How often each Docker host is pinged (and its CPU and memory read).
+    #[arg(long, env = "CI_HOST_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub host_check_interval: Duration,
+
+    /// How long the running jobs of a host that stopped answering wait for it: if it answers
+    /// again in time they are reattached; past it they end `lost`.
+    #[arg(long, env = "CI_HOST_LOST_AFTER", default_value = "60s", value_parser = parse_duration)]
+    pub host_lost_after: Duration,
 
     /// Serve /metrics (Prometheus) and /health on this address, e.g. 127.0.0.1:9100.
     #[arg(long, env = "CI_METRICS_ADDR")]
@@ -185,6 +200,11 @@ impl Args {
                 .then_some(self.cache_max_bytes_per_user),
             max_age: (!self.cache_max_age.is_zero()).then_some(self.cache_max_age),
         }
+    }
+
+    /// The Docker hosts to run jobs on (see [`crate::hosts`]).
+    pub fn hosts(&self) -> Result<Vec<crate::hosts::HostSpec>, crate::hosts::HostsError> {
+        crate::hosts::specs(&self.docker_host, self.docker_hosts_file.as_deref())
     }
 
     pub fn interval(&self) -> Duration {

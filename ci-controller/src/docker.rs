@@ -168,6 +168,20 @@ pub trait Docker: Send + Sync + 'static {
         &self,
         label: &str,
     ) -> impl Future<Output = DockerResult<Vec<ContainerSummary>>> + Send;
+    /// Whether the daemon answers (its `/_ping`): the host's health check.
+    fn ping(&self) -> impl Future<Output = DockerResult<()>> + Send;
+    /// A running container's resource use now (Docker's one-shot container stats).
+    fn usage(&self, name: &str) -> impl Future<Output = DockerResult<Usage>> + Send;
+}
+
+/// What a container uses, from Docker's container stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// CPU time used since the container started, in nanoseconds (a counter: the CPU in use is
+    /// its change over a wall-clock interval).
+    pub cpu_ns: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// The real daemon, through bollard.
@@ -177,19 +191,27 @@ pub struct BollardDocker {
 }
 
 impl BollardDocker {
-    /// Connects to `host` (`unix://...`, `tcp://...`, `http://...`) or, without one, wherever
+    /// Connects to the engine of `host`: its URL (`unix://...`, `tcp://...`, `http://...`;
+    /// `tcp://` with client certificates when it has TLS files) or, without one, wherever
     /// bollard looks by default (`DOCKER_HOST`, then the local socket), and negotiates the API
     /// version with the daemon (older daemons refuse newer clients).
-    pub async fn connect(host: Option<&str>) -> Result<Self, bollard::errors::Error> {
+    pub async fn connect(host: &crate::hosts::HostSpec) -> Result<Self, bollard::errors::Error> {
         const TIMEOUT_SECS: u64 = 120;
-        let docker = match host {
-            None => bollard::Docker::connect_with_local_defaults()?,
-            Some(h) if h.starts_with("unix://") || h.starts_with('/') => {
-                bollard::Docker::connect_with_unix(h, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)?
+        let version = bollard::API_DEFAULT_VERSION;
+        let docker = match (host.url.as_deref(), &host.tls) {
+            (None, _) => bollard::Docker::connect_with_local_defaults()?,
+            (Some(url), Some(tls)) => bollard::Docker::connect_with_ssl(
+                url,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                TIMEOUT_SECS,
+                version,
+            )?,
+            (Some(url), None) if url.starts_with("unix://") => {
+                bollard::Docker::connect_with_unix(url, TIMEOUT_SECS, version)?
             }
-            Some(h) => {
-                bollard::Docker::connect_with_http(h, TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)?
-            }
+            (Some(url), None) => bollard::Docker::connect_with_http(url, TIMEOUT_SECS, version)?,
         };
         let docker = docker.negotiate_version().await?;
         docker.ping().await?;
@@ -564,6 +586,27 @@ impl Docker for BollardDocker {
             Some(Ok(_)) => Ok(true),
             Some(Err(e)) => Err(api_error(e)),
             None => Ok(false),
+        }
+    }
+
+    async fn ping(&self) -> DockerResult<()> {
+        self.docker.ping().await.map(drop).map_err(api_error)
+    }
+
+    async fn usage(&self, name: &str) -> DockerResult<Usage> {
+        use futures_util::StreamExt as _;
+        let options = bollard::container::StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stats = self.docker.stats(name, Some(options));
+        match stats.next().await {
+            Some(Ok(stats)) => Ok(Usage {
+                cpu_ns: stats.cpu_stats.cpu_usage.total_usage,
+                memory_bytes: stats.memory_stats.usage.unwrap_or(0),
+            }),
+            Some(Err(e)) => Err(api_error(e)),
+            None => Err(DockerError::NotFound(name.to_owned())),
         }
     }
 

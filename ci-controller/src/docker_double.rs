@@ -12,7 +12,8 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::docker::{
-    ContainerState, ContainerSummary, Docker, DockerError, DockerResult, LogChunk, VolumeSummary,
+    ContainerState, ContainerSummary, Docker, DockerError, DockerResult, LogChunk, Usage,
+    VolumeSummary,
 };
 use crate::sandbox::LABEL_STEP;
 
@@ -49,6 +50,8 @@ struct State {
     volumes: HashMap<String, HashMap<String, String>>,
     scripts: HashMap<String, Script>,
     signals: Vec<String>,
+    /// The daemon does not answer its ping.
+    down: bool,
 }
 
 #[derive(Clone, Default)]
@@ -375,5 +378,22 @@ impl Docker for FakeDocker {
                 running: c.status == "running",
             })
             .collect())
+    }
+
+    async fn ping(&self) -> DockerResult<()> {
+        if self.state.lock().unwrap().down {
+            return Err(DockerError::Api("connection refused".into()));
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, name: &str) -> DockerResult<Usage> {
+        match self.state.lock().unwrap().containers.get(name) {
+            Some(_) => Ok(Usage {
+                cpu_ns: 1_000_000,
+                memory_bytes: 1 << 20,
+            }),
+            None => Err(DockerError::NotFound(name.to_owned())),
+        }
     }
 }

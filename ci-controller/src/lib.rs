@@ -7,7 +7,9 @@ pub mod archive;
 pub mod config;
 pub mod docker;
 pub mod error;
+pub mod fleet;
 pub mod host_path;
+pub mod hosts;
 pub mod logs;
 pub mod metrics;
 pub mod runner;
@@ -21,7 +23,7 @@ mod docker_double;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ci_common::db::{lease, policy};
+use ci_common::db::{docker_hosts, lease, policy};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -34,7 +36,7 @@ use crate::logs::LogCap;
 use crate::metrics::Metrics;
 use crate::runner::{Ctx, JobSettings};
 use crate::sandbox::{Runtimes, Sandbox};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Host, HostTiming, Scheduler};
 
 /// Database connections of the controller unless `--db-connections` says otherwise.
 pub const DB_CONNECTIONS: u32 = 8;
@@ -46,27 +48,41 @@ pub const DB_CONNECTIONS: u32 = 8;
 /// their logs from the stored cursor, so a restart (an upgrade, a deploy) neither kills the
 /// users' jobs nor loses output. It then releases its lease and its lock and returns `Ok`.
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let docker = BollardDocker::connect(args.docker_host.as_deref())
-        .await
-        .context("cannot connect to Docker: is the daemon running and is DOCKER_HOST (or --docker-host) right?")?;
-    let (installed, default_runtime) = docker
-        .runtimes()
-        .await
-        .context("cannot ask Docker for its runtimes (docker info)")?;
-    let runtimes = Runtimes::resolve(&args, &installed, default_runtime.as_deref())
-        .map_err(anyhow::Error::msg)?;
-    for (what, runtime) in [("without", &runtimes.offline), ("with", &runtimes.online)] {
-        if let Some(name) = &runtime.name {
-            info!(
-                runtime = name,
-                gvisor = runtime.gvisor,
-                "steps {what} network run in {name}"
-            );
+    let specs = args.hosts().map_err(anyhow::Error::msg)?;
+    let mut engines = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let docker = BollardDocker::connect(spec).await.with_context(|| {
+            format!(
+                "cannot connect to the Docker host {} ({}): is its daemon running and is its \
+                 address right (DOCKER_HOST, --docker-host or --docker-hosts-file)?",
+                spec.name,
+                spec.shown_url()
+            )
+        })?;
+        let (installed, default_runtime) = docker.runtimes().await.with_context(|| {
+            format!(
+                "cannot ask the Docker host {} for its runtimes (docker info)",
+                spec.name
+            )
+        })?;
+        let runtimes = Runtimes::resolve(&args, &installed, default_runtime.as_deref())
+            .map_err(|e| anyhow::anyhow!("Docker host {}: {e}", spec.name))?;
+        for (what, runtime) in [("without", &runtimes.offline), ("with", &runtimes.online)] {
+            if let Some(name) = &runtime.name {
+                info!(
+                    host = spec.name,
+                    runtime = name,
+                    gvisor = runtime.gvisor,
+                    "steps {what} network run in {name}"
+                );
+            }
         }
+        engines.push((spec, docker, runtimes));
     }
     let memory = i64::try_from(args.memory).unwrap_or(i64::MAX);
-    if let Some(fits) = [&runtimes.offline, &runtimes.online]
-        .into_iter()
+    if let Some(fits) = engines
+        .iter()
+        .flat_map(|(_, _, runtimes)| [&runtimes.offline, &runtimes.online])
         .find_map(|runtime| runtime.pids_limit_past_memory(args.pids_limit, memory))
     {
         warn!(
@@ -91,7 +107,6 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
     policy::publish(&db, epoch, &policy)
         .await
         .context("cannot publish the operator policy")?;
-    let mut sandbox = Sandbox::from_args(&args, runtimes);
     let (uid, gid) = args.uid_gid();
     let (plugins_dir, identity_dir) = (args.plugins_dir(), args.identity_dir());
     sandbox::write_plugins(&plugins_dir).with_context(|| {
@@ -106,49 +121,71 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
             identity_dir.display()
         )
     })?;
-
-    // Job containers mount those files from where the Docker host sees them.
-    let host = HostPaths::discover(&docker)
-        .await
-        .context("cannot ask Docker about the controller's own container")?;
-    sandbox.plugins_dir = host.translate(&plugins_dir)?;
-    sandbox.identity_dir = host.translate(&identity_dir)?;
+    let settings = JobSettings {
+        job_timeout: args.job_timeout,
+        stop_grace: args.stop_grace,
+        max_line_bytes: args.max_line_bytes as usize,
+        log_cap: LogCap {
+            lines: args.log_cap_lines,
+            bytes: args.log_cap_bytes,
+        },
+        workspace_size: args.workspace_size,
+        report_max_bytes: args.report_max_bytes,
+        cache: args.cache_bounds(),
+        installer: args.installer,
+        source_retain: args.source_retain,
+        artifact_retain: args.artifact_retain,
+        uid,
+        gid,
+    };
     let metrics = Arc::new(Metrics::default());
     metrics.set_epoch(epoch);
-    let ctx = Arc::new(Ctx {
-        docker,
-        db: db.clone(),
-        epoch,
-        policy,
-        sandbox,
-        settings: JobSettings {
-            job_timeout: args.job_timeout,
-            stop_grace: args.stop_grace,
-            max_line_bytes: args.max_line_bytes as usize,
-            log_cap: LogCap {
-                lines: args.log_cap_lines,
-                bytes: args.log_cap_bytes,
-            },
-            workspace_size: args.workspace_size,
-            report_max_bytes: args.report_max_bytes,
-            cache: args.cache_bounds(),
-            installer: args.installer,
-            source_retain: args.source_retain,
-            artifact_retain: args.artifact_retain,
-            uid,
-            gid,
-        },
-        metrics: metrics.clone(),
-        image_seen: Default::default(),
-        pip_cache_busy: Default::default(),
-    });
+    let mut hosts = Vec::with_capacity(engines.len());
+    for (spec, docker, runtimes) in engines {
+        let mut sandbox = Sandbox::from_args(&args, runtimes);
+        // Job containers mount those files from where the Docker host sees them.
+        let host = HostPaths::discover(&docker).await.with_context(|| {
+            format!(
+                "cannot ask the Docker host {} about the controller's own container",
+                spec.name
+            )
+        })?;
+        sandbox.plugins_dir = host.translate(&plugins_dir)?;
+        sandbox.identity_dir = host.translate(&identity_dir)?;
+        let ctx = Arc::new(Ctx {
+            host: spec.name.clone(),
+            docker,
+            db: db.clone(),
+            epoch,
+            policy: policy.clone(),
+            sandbox,
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            image_seen: Default::default(),
+            pip_cache_busy: Default::default(),
+        });
+        hosts.push(Host::new(
+            ctx,
+            spec.shown_url(),
+            spec.capacity.map(|c| c.get()),
+        ));
+    }
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    docker_hosts::retain(&db, epoch, &names)
+        .await
+        .context("cannot record the Docker hosts")?;
 
     if let Some(addr) = args.metrics_addr {
         metrics::start(&metrics, &db, addr, shutdown.clone()).await?;
     }
 
+    let timing = HostTiming {
+        check_every: args.host_check_interval,
+        lost_after: args.host_lost_after,
+    };
     let mut scheduler = Scheduler::new(
-        ctx,
+        hosts,
+        timing,
         args.max_concurrent(),
         args.interval(),
         shutdown.clone(),

@@ -23,6 +23,24 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostLabels {
+    host: String,
+}
+
+/// What one health check saw of a Docker host (see [`Metrics::set_host`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostGauges {
+    pub healthy: bool,
+    /// Jobs it may run at once (0: bounded only by `--max-concurrent-jobs`).
+    pub capacity: i64,
+    pub running: i64,
+    /// CPU in use by its job containers, in thousandths of a core.
+    pub cpu_millicores: i64,
+    /// Memory in use by its job containers, in bytes.
+    pub memory_bytes: i64,
+}
+
 /// The controller's metrics. Cheap to clone (every metric is shared).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -37,6 +55,11 @@ pub struct Metrics {
     cache_evictions: Counter,
     cache_bytes: Gauge,
     epoch: Gauge,
+    host_healthy: Family<HostLabels, Gauge>,
+    host_capacity: Family<HostLabels, Gauge>,
+    host_running: Family<HostLabels, Gauge>,
+    host_cpu: Family<HostLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    host_memory: Family<HostLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,6 +83,11 @@ impl Default for Metrics {
             cache_evictions: Counter::default(),
             cache_bytes: Gauge::default(),
             epoch: Gauge::default(),
+            host_healthy: Family::default(),
+            host_capacity: Family::default(),
+            host_running: Family::default(),
+            host_cpu: Family::default(),
+            host_memory: Family::default(),
         }
     }
 }
@@ -102,6 +130,24 @@ impl Metrics {
 
     pub fn set_running(&self, n: usize) {
         self.running.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the gauges of the Docker host `host` (each labelled `host="NAME"`).
+    pub fn set_host(&self, host: &str, gauges: HostGauges) {
+        let labels = HostLabels { host: host.into() };
+        self.host_healthy
+            .get_or_create(&labels)
+            .set(i64::from(gauges.healthy));
+        self.host_capacity
+            .get_or_create(&labels)
+            .set(gauges.capacity);
+        self.host_running.get_or_create(&labels).set(gauges.running);
+        self.host_cpu
+            .get_or_create(&labels)
+            .set(gauges.cpu_millicores as f64 / 1000.0);
+        self.host_memory
+            .get_or_create(&labels)
+            .set(gauges.memory_bytes);
     }
 
     pub fn set_epoch(&self, epoch: i64) {
@@ -188,6 +234,32 @@ impl Metrics {
             "ci_controller_epoch",
             "Lease epoch of this controller",
             self.epoch.clone(),
+        );
+        registry.register(
+            "ci_host_healthy",
+            "Whether the Docker host answered its last health check (1) or not (0)",
+            self.host_healthy.clone(),
+        );
+        registry.register(
+            "ci_host_capacity",
+            "Jobs the Docker host may run at once (0: only --max-concurrent-jobs bounds it)",
+            self.host_capacity.clone(),
+        );
+        registry.register(
+            "ci_host_running_jobs",
+            "Jobs this controller runs on the Docker host",
+            self.host_running.clone(),
+        );
+        registry.register(
+            "ci_host_cpu_cores",
+            "CPU in use by the job containers of the Docker host, in cores",
+            self.host_cpu.clone(),
+        );
+        registry.register_with_unit(
+            "ci_host_memory",
+            "Memory in use by the job containers of the Docker host",
+            Unit::Bytes,
+            self.host_memory.clone(),
         );
     }
 }

@@ -63,6 +63,8 @@ pub struct JobSettings {
 
 /// What every job task shares.
 pub struct Ctx<D> {
+    /// The Docker host this context runs jobs on: its name (see [`crate::hosts`]) and engine.
+    pub host: String,
     pub docker: D,
     pub db: Db,
     pub epoch: i64,
@@ -111,6 +113,9 @@ pub enum TaskEnd {
     Detached,
     /// Another controller holds the lease: this one must stop.
     LeaseLost,
+    /// The job's Docker host stopped answering: the job stays `running`, left to the host-loss
+    /// rule (reattached if the host answers again in time, `lost` past it).
+    HostLost,
     /// The job could not be finished in the database (it stays `running` for reconciliation).
     Failed(String),
 }
@@ -258,11 +263,12 @@ fn error(reason: impl Into<String>) -> Flow {
 }
 
 /// The reason of a job whose image is missing.
-pub fn missing_image_reason(image: &str, pull_error: &str) -> String {
+pub fn missing_image_reason(image: &str, host: &str, pull_error: &str) -> String {
     format!(
-        "the image {image} is not available and could not be pulled ({pull_error}); without a \
-         registry, build the offline runner image with scripts/build-runner-image.sh and start \
-         the controller with --image ci-runner:bookworm"
+        "the image {image} is not on the Docker host {host} and could not be pulled \
+         ({pull_error}); without a registry, build the offline runner image there with \
+         scripts/build-runner-image.sh (or copy it: docker save {image} | docker -H <that \
+         host> load) and start the controller with --image ci-runner:bookworm"
     )
 }
 
@@ -299,6 +305,10 @@ impl<D: Docker> Ctx<D> {
             Ok(Flow::Detached) => return TaskEnd::Detached,
             Ok(Flow::Done(outcome)) => outcome,
             Err(e) if error::is_lease_lost(&e) => return TaskEnd::LeaseLost,
+            Err(e) if self.docker.ping().await.is_err() => {
+                warn!(job.id = %id, host = self.host, "the job's Docker host does not answer: {e:#}");
+                return TaskEnd::HostLost;
+            }
             Err(e) => {
                 warn!(job.id = %id, "job failed inside the controller: {e:#}");
                 Outcome::new(JobStatus::Error).with_reason(format!("{e:#}"))
@@ -377,7 +387,7 @@ impl<D: Docker> Ctx<D> {
         for entry in &evicted {
             info!(volume = entry.volume, user = %entry.user_id, "evicting a dependency cache entry");
         }
-        for entry in cache::removable(&self.db, CACHE_GRACE).await? {
+        for entry in cache::removable(&self.db, &self.host, CACHE_GRACE).await? {
             match self.docker.remove_volume(&entry.volume).await {
                 Ok(()) => cache::forget(&self.db, &entry.id).await?,
                 // In use by a container (of a job that is ending): the next sweep removes it.
@@ -802,7 +812,7 @@ impl<D: Docker> Ctx<D> {
             write,
             key: key.short().to_owned(),
         };
-        let found = cache::find_ready(&self.db, job.user_id, &key.hex).await?;
+        let found = cache::find_ready(&self.db, &self.host, job.user_id, &key.hex).await?;
         let mut chosen = None;
         if let Some(entry) = found {
             // Not served when it was evicted or pruned since it was found.
@@ -829,7 +839,16 @@ impl<D: Docker> Ctx<D> {
         let volume = self
             .sandbox
             .cache_volume_name(&uuid::Uuid::new_v4().simple().to_string());
-        cache::begin(&self.db, self.epoch, job.user_id, &key.hex, job.id, &volume).await?;
+        cache::begin(
+            &self.db,
+            self.epoch,
+            &self.host,
+            job.user_id,
+            &key.hex,
+            job.id,
+            &volume,
+        )
+        .await?;
         if let Err(e) = self
             .docker
             .create_volume(&volume, self.sandbox.cache_labels())
@@ -1136,19 +1155,25 @@ impl<D: Docker> Ctx<D> {
                     Ok(None) => {
                         return Ok(Err(error(missing_image_reason(
                             image,
+                            &self.host,
                             "it is still missing after the pull",
                         ))))
                     }
                     Err(e) => {
                         self.metrics.docker_error();
-                        return Ok(Err(error(missing_image_reason(image, &e.to_string()))));
+                        return Ok(Err(error(missing_image_reason(
+                            image,
+                            &self.host,
+                            &e.to_string(),
+                        ))));
                     }
                 }
             }
             Err(e) => {
                 self.metrics.docker_error();
                 return Ok(Err(error(format!(
-                    "cannot reach Docker to inspect the image {image}: {e}"
+                    "cannot reach the Docker host {} to inspect the image {image}: {e}",
+                    self.host
                 ))));
             }
         };

@@ -66,6 +66,7 @@ fn sandbox() -> Sandbox {
 
 fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
     Arc::new(Ctx {
+        host: crate::hosts::LOCAL.into(),
         docker: w.docker.clone(),
         db: w.pool.clone().into(),
         epoch: w.epoch,
@@ -100,7 +101,7 @@ async fn claim(w: &World, files: &[(&str, &str)]) -> Job {
     jobs::create(&w.pool, user.id, "test", &zip_of(files))
         .await
         .unwrap();
-    jobs::claim_next(&w.pool, w.epoch, "img")
+    jobs::claim_next(&w.pool, w.epoch, "img", "local")
         .await
         .unwrap()
         .unwrap()
@@ -852,7 +853,7 @@ async fn claim_with(w: &World, retries: u32, flaky: ci_common::project::FlakyRul
     )
     .await
     .unwrap();
-    jobs::claim_next(&w.pool, w.epoch, "img")
+    jobs::claim_next(&w.pool, w.epoch, "img", "local")
         .await
         .unwrap()
         .unwrap()
@@ -1030,7 +1031,7 @@ async fn claim_as(w: &World, user: ci_common::UserId, files: &[(&str, &str)]) ->
     jobs::create(&w.pool, user, "test", &zip_of(files))
         .await
         .unwrap();
-    jobs::claim_next(&w.pool, w.epoch, "img")
+    jobs::claim_next(&w.pool, w.epoch, "img", "local")
         .await
         .unwrap()
         .unwrap()
@@ -1128,7 +1129,7 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
     )
     .await
     .unwrap();
-    let uncached = jobs::claim_next(&w.pool, w.epoch, "img")
+    let uncached = jobs::claim_next(&w.pool, w.epoch, "img", "local")
         .await
         .unwrap()
         .unwrap();
@@ -1174,7 +1175,7 @@ async fn a_passed_tasks_artifacts_are_kept_within_the_caps_and_named_in_the_log(
     )
     .await
     .unwrap();
-    let job = jobs::claim_next(&w.pool, w.epoch, "img")
+    let job = jobs::claim_next(&w.pool, w.epoch, "img", "local")
         .await
         .unwrap()
         .unwrap();

@@ -352,12 +352,14 @@ pub fn write_identity(dir: &Path, uid: u64, gid: u64) -> std::io::Result<()> {
 
 /// Writes the controller's files that containers mount read-only into `dir` (created if needed,
 /// 0755): each file 0644, replaced atomically so a starting container never sees half of one.
+/// Each writer has a temporary file of its own, so that controllers starting at once with the
+/// same state folder (one waits for the other's lock) do not move each other's files.
 fn write_state_files(dir: &Path, files: &[(&str, &str)]) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     for (name, text) in files {
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
         std::fs::write(&tmp, text)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
         std::fs::rename(&tmp, dir.join(name))?;

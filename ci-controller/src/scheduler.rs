@@ -2,8 +2,11 @@
 //! reconciliation), each job in its own task.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use ci_common::api::Outcome;
 use ci_common::db::changes::Watcher;
@@ -19,6 +22,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::docker::{ContainerSummary, Docker};
 use crate::error::{self, JobError};
+use crate::fleet::{self, Health};
 use crate::runner::{Ctx, JobControl, TaskEnd};
 use crate::sandbox::LABEL_JOB;
 
@@ -36,31 +40,82 @@ enum Turn {
 
 pub const LOST_REASON: &str = "the controller restarted and found no container for this job";
 
+/// One Docker host of the scheduler: the context its jobs run in, and its health.
+pub struct Host<D> {
+    pub ctx: Arc<Ctx<D>>,
+    /// Where its engine listens, as shown to operators.
+    pub url: String,
+    /// Jobs it may run at once; `None`: only the controller's maximum bounds it.
+    pub capacity: Option<usize>,
+    health: Arc<Health>,
+    /// Whether the scheduler last saw it healthy (a change is acted on once).
+    seen_healthy: bool,
+    /// Its jobs left running when it stopped answering were ended `lost`.
+    lost_done: bool,
+}
+
+impl<D> Host<D> {
+    pub fn new(ctx: Arc<Ctx<D>>, url: String, capacity: Option<usize>) -> Self {
+        Self {
+            ctx,
+            url,
+            capacity,
+            health: Arc::new(Health::new(Arc::new(Notify::new()))),
+            seen_healthy: true,
+            lost_done: false,
+        }
+    }
+}
+
+/// How the scheduler watches its hosts.
+#[derive(Clone, Copy, Debug)]
+pub struct HostTiming {
+    /// `--host-check-interval`.
+    pub check_every: Duration,
+    /// `--host-lost-after`.
+    pub lost_after: Duration,
+}
+
+struct Owned {
+    control: JobControl,
+    host: usize,
+}
+
 pub struct Scheduler<D> {
-    ctx: Arc<Ctx<D>>,
+    hosts: Vec<Host<D>>,
+    timing: HostTiming,
     max_jobs: usize,
     interval: Duration,
     shutdown: CancellationToken,
     tasks: JoinSet<(JobId, TaskEnd)>,
     task_jobs: HashMap<tokio::task::Id, JobId>,
-    owned: HashMap<JobId, JobControl>,
+    owned: HashMap<JobId, Owned>,
     last_heartbeat: Instant,
     last_reconcile: Instant,
     /// A job was queued (from the queue watcher).
     queued: Arc<Notify>,
-    /// A job task ended (its slot is free).
+    /// A job task ended (its slot is free), or a host stopped or started answering.
     job_ended: Arc<Notify>,
 }
 
 impl<D: Docker> Scheduler<D> {
+    /// A scheduler over `hosts` (at least one; the first also serves what is not any one
+    /// host's: the database, the lease, the metrics).
     pub fn new(
-        ctx: Arc<Ctx<D>>,
+        mut hosts: Vec<Host<D>>,
+        timing: HostTiming,
         max_jobs: usize,
         interval: Duration,
         shutdown: CancellationToken,
     ) -> Self {
+        assert!(!hosts.is_empty(), "a scheduler needs a Docker host");
+        let job_ended = Arc::new(Notify::new());
+        for host in &mut hosts {
+            host.health = Arc::new(Health::new(job_ended.clone()));
+        }
         Self {
-            ctx,
+            hosts,
+            timing,
             max_jobs: max_jobs.max(1),
             interval,
             shutdown,
@@ -70,8 +125,13 @@ impl<D: Docker> Scheduler<D> {
             last_heartbeat: Instant::now(),
             last_reconcile: Instant::now(),
             queued: Arc::new(Notify::new()),
-            job_ended: Arc::new(Notify::new()),
+            job_ended,
         }
+    }
+
+    /// What is shared by every host's context (database, lease epoch, metrics, settings).
+    fn ctx(&self) -> &Arc<Ctx<D>> {
+        &self.hosts[0].ctx
     }
 
     /// Loops until shutdown (`Ok`) or until the lease is lost (`Err`).
@@ -79,10 +139,20 @@ impl<D: Docker> Scheduler<D> {
         let watching = self.shutdown.child_token();
         let _stop_watching = watching.clone().drop_guard();
         tokio::spawn(watch_queue(
-            self.ctx.db.clone(),
+            self.ctx().db.clone(),
             self.queued.clone(),
-            watching,
+            watching.clone(),
         ));
+        for host in &self.hosts {
+            tokio::spawn(fleet::check_host(
+                host.ctx.clone(),
+                host.url.clone(),
+                host.capacity,
+                host.health.clone(),
+                self.timing.check_every,
+                watching.clone(),
+            ));
+        }
         let mut backoff = self.interval;
         while !self.shutdown.is_cancelled() {
             let mut wakeable = false;
@@ -122,7 +192,7 @@ impl<D: Docker> Scheduler<D> {
     }
 
     async fn turn(&mut self) -> anyhow::Result<Turn> {
-        let ctx = self.ctx.clone();
+        let ctx = self.ctx().clone();
         self.reap().await?;
         if self.last_heartbeat.elapsed() >= HEARTBEAT_EVERY {
             lease::heartbeat(&ctx.db, ctx.epoch).await?;
@@ -130,41 +200,148 @@ impl<D: Docker> Scheduler<D> {
         }
         if !self.owned.is_empty() {
             for id in jobs::cancel_requested(&ctx.db).await? {
-                if let Some(control) = self.owned.get(&id) {
-                    if !control.cancel.is_cancelled() {
+                if let Some(owned) = self.owned.get(&id) {
+                    if !owned.control.cancel.is_cancelled() {
                         info!(job.id = %id, "cancel requested");
-                        control.cancel.cancel();
+                        owned.control.cancel.cancel();
                     }
                 }
             }
         }
+        self.watch_hosts().await?;
         if self.last_reconcile.elapsed() >= RECONCILE_EVERY {
             self.last_reconcile = Instant::now();
             self.reconcile(false).await?;
         }
         let mut worked = false;
         while self.owned.len() < self.max_jobs && !self.shutdown.is_cancelled() {
-            match jobs::claim_next(&ctx.db, ctx.epoch, &ctx.sandbox.image).await? {
+            let Some(host) = fleet::place(&self.slots(), self.max_jobs) else {
+                break;
+            };
+            let on = &self.hosts[host].ctx;
+            match jobs::claim_next(&ctx.db, ctx.epoch, &on.sandbox.image, &on.host).await? {
                 Some(job) => {
-                    info!(job.id = %job.id, "claimed job");
-                    self.spawn(job, Vec::new());
+                    info!(job.id = %job.id, host = on.host, "claimed job");
+                    self.spawn(job, Vec::new(), host);
                     worked = true;
                 }
                 None => break,
             }
         }
-        self.ctx.metrics.set_running(self.owned.len());
+        self.count_running();
         Ok(if worked { Turn::Worked } else { Turn::Idle })
     }
 
-    fn spawn(&mut self, job: Job, found: Vec<ContainerSummary>) {
+    /// Each host as [`fleet::place`] sees it.
+    fn slots(&self) -> Vec<fleet::Slot> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| fleet::Slot {
+                healthy: h.seen_healthy,
+                running: self.owned.values().filter(|o| o.host == i).count(),
+                capacity: h.capacity,
+            })
+            .collect()
+    }
+
+    fn count_running(&self) {
+        for (i, host) in self.hosts.iter().enumerate() {
+            let running = self.owned.values().filter(|o| o.host == i).count();
+            host.health.running.store(running, Ordering::Relaxed);
+        }
+        self.ctx().metrics.set_running(self.owned.len());
+    }
+
+    /// Acts on what the host checkers saw: a host that stopped answering takes no new jobs and
+    /// its job tasks let go of their containers (the jobs stay `running`); once it has not
+    /// answered for `--host-lost-after`, those jobs end `lost`, naming it. A host that answers
+    /// again is reconciled: its jobs' containers are reattached (or harvested when they exited
+    /// meanwhile), and containers of jobs that ended meanwhile are removed.
+    async fn watch_hosts(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.hosts.len() {
+            let state = self.hosts[i].health.get();
+            let host = &mut self.hosts[i];
+            match (state.healthy, host.seen_healthy) {
+                (false, true) => {
+                    host.seen_healthy = false;
+                    host.lost_done = false;
+                    warn!(
+                        host = host.ctx.host,
+                        "the Docker host does not answer: it takes no new jobs; its running \
+                         jobs wait {:?} for it",
+                        self.timing.lost_after
+                    );
+                    for owned in self.owned.values().filter(|o| o.host == i) {
+                        owned.control.shutdown.cancel();
+                    }
+                }
+                (true, false) => {
+                    host.seen_healthy = true;
+                    info!(host = host.ctx.host, "the Docker host takes jobs again");
+                    self.reconcile_host(i, false).await?;
+                }
+                _ => {}
+            }
+            let host = &self.hosts[i];
+            let since = state.since.unwrap_or_else(ci_common::db::now);
+            let waited = (ci_common::db::now() - since).to_std().unwrap_or_default();
+            if !state.healthy && !host.lost_done && waited >= self.timing.lost_after {
+                self.end_lost_jobs(i, since).await?;
+                self.hosts[i].lost_done = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends `lost` the running jobs of host `i` that no task follows (they waited for it past
+    /// `--host-lost-after`). Containers found later for them are removed by the reconciliation,
+    /// without changing their state.
+    async fn end_lost_jobs(&mut self, i: usize, since: DateTime<Utc>) -> anyhow::Result<()> {
+        let ctx = self.hosts[i].ctx.clone();
+        let reason = format!(
+            "the Docker host {} stopped answering at {} and did not answer again within {}",
+            ctx.host,
+            since.format("%Y-%m-%d %H:%M:%S UTC"),
+            format!("{:?}", self.timing.lost_after)
+        );
+        for job in jobs::running(&ctx.db).await? {
+            if self.host_of(&job) != Some(i) || self.owned.contains_key(&job.id) {
+                continue;
+            }
+            warn!(job.id = %job.id, host = ctx.host, "the job's Docker host is lost: marking it lost");
+            let outcome = Outcome::new(JobStatus::Lost).with_reason(reason.clone());
+            jobs::finish(&ctx.db, job.id, Some(ctx.epoch), &outcome).await?;
+            ctx.metrics.job_finished(JobStatus::Lost, 0.0);
+        }
+        Ok(())
+    }
+
+    /// The host a running job was placed on: its recorded host, or the first host for a job
+    /// that records none (claimed before there were hosts); `None` for a host no longer in the
+    /// list.
+    fn host_of(&self, job: &Job) -> Option<usize> {
+        match job.host.as_deref() {
+            None => Some(0),
+            Some(name) => self.hosts.iter().position(|h| h.ctx.host == name),
+        }
+    }
+
+    fn spawn(&mut self, job: Job, found: Vec<ContainerSummary>, host: usize) {
         let control = JobControl {
             cancel: CancellationToken::new(),
-            shutdown: self.shutdown.clone(),
+            // Shutdown detaches every job; a host that stops answering detaches its own.
+            shutdown: self.shutdown.child_token(),
         };
         let id = job.id;
-        self.owned.insert(id, control.clone());
-        let ctx = self.ctx.clone();
+        self.owned.insert(
+            id,
+            Owned {
+                control: control.clone(),
+                host,
+            },
+        );
+        let ctx = self.hosts[host].ctx.clone();
         let ended = self.job_ended.clone();
         let span = tracing::info_span!("job", job.id = %id);
         let task = async move {
@@ -182,13 +359,20 @@ impl<D: Docker> Scheduler<D> {
             match result {
                 Ok((task, (id, end))) => {
                     self.task_jobs.remove(&task);
-                    self.owned.remove(&id);
+                    let owned = self.owned.remove(&id);
                     match end {
                         TaskEnd::LeaseLost => {
-                            return Err(JobError::LeaseLost(self.ctx.epoch).into())
+                            return Err(JobError::LeaseLost(self.ctx().epoch).into())
                         }
                         TaskEnd::Failed(e) => {
                             error!(job.id = %id, "cannot record the end of the job: {e}")
+                        }
+                        TaskEnd::HostLost => {
+                            if let Some(owned) = owned {
+                                self.hosts[owned.host]
+                                    .health
+                                    .lost("a job's call to it failed".into());
+                            }
                         }
                         TaskEnd::Finished(_) | TaskEnd::Detached => {}
                     }
@@ -197,69 +381,40 @@ impl<D: Docker> Scheduler<D> {
                     let Some(id) = self.task_jobs.remove(&join.id()) else {
                         continue;
                     };
-                    self.owned.remove(&id);
+                    let host = self.owned.remove(&id).map_or(0, |o| o.host);
+                    let ctx = self.hosts[host].ctx.clone();
                     error!(job.id = %id, "the job's task failed: {join}");
                     let outcome = Outcome::new(JobStatus::Error)
                         .with_reason("the controller hit an internal error while running this job");
-                    jobs::finish(&self.ctx.db, id, Some(self.ctx.epoch), &outcome).await?;
-                    self.ctx.cleanup(id).await;
+                    jobs::finish(&ctx.db, id, Some(ctx.epoch), &outcome).await?;
+                    ctx.cleanup(id).await;
                 }
             }
         }
         Ok(())
     }
 
-    /// Matches containers with this controller's prefix to jobs: running jobs are reattached,
-    /// containers of ended or unknown jobs are removed, running jobs without a container are
-    /// `lost`, and volumes no job needs are removed. Jobs owned by a live task are left alone.
+    /// Reconciles every host that answers (see [`Self::reconcile_host`]), ends `lost` the
+    /// running jobs of hosts no longer in the list, and removes sources and artifacts past
+    /// their retention.
     pub async fn reconcile(&mut self, startup: bool) -> anyhow::Result<()> {
-        let ctx = self.ctx.clone();
-        let label = ctx.sandbox.prefix_label();
-        let containers = ctx
-            .docker
-            .list_containers(&label)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot list containers: {e}"))?;
-        let mut by_job: HashMap<Option<JobId>, Vec<ContainerSummary>> = HashMap::new();
-        for c in containers {
-            let id = c.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
-            by_job.entry(id).or_default().push(c);
+        let ctx = self.ctx().clone();
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].seen_healthy {
+                self.reconcile_host(i, startup).await?;
+            }
         }
         for job in jobs::running(&ctx.db).await? {
-            if self.owned.contains_key(&job.id) {
-                by_job.remove(&Some(job.id));
-                continue;
-            }
-            match by_job.remove(&Some(job.id)) {
-                Some(found) if !found.is_empty() => {
-                    info!(job.id = %job.id, startup, "found the container of a running job");
-                    self.spawn(job, found);
-                }
-                _ => {
-                    warn!(job.id = %job.id, "running job has no container: marking it lost");
-                    let outcome = Outcome::new(JobStatus::Lost).with_reason(LOST_REASON);
-                    jobs::finish(&ctx.db, job.id, Some(ctx.epoch), &outcome).await?;
-                    ctx.metrics.job_finished(JobStatus::Lost, 0.0);
-                    ctx.cleanup(job.id).await;
-                }
+            if self.host_of(&job).is_none() && !self.owned.contains_key(&job.id) {
+                let host = job.host.as_deref().unwrap_or_default();
+                warn!(job.id = %job.id, host, "running job's Docker host is no longer configured: marking it lost");
+                let outcome = Outcome::new(JobStatus::Lost).with_reason(format!(
+                    "the controller restarted without the Docker host {host} this job ran on"
+                ));
+                jobs::finish(&ctx.db, job.id, Some(ctx.epoch), &outcome).await?;
+                ctx.metrics.job_finished(JobStatus::Lost, 0.0);
             }
         }
-        for (id, found) in by_job {
-            if id.is_some_and(|id| self.owned.contains_key(&id)) {
-                continue;
-            }
-            for c in found {
-                info!(
-                    container = c.name,
-                    "removing a container no running job needs"
-                );
-                if let Err(e) = ctx.docker.remove_container(&c.name).await {
-                    ctx.metrics.docker_error();
-                    warn!("cannot remove container {}: {e}", c.name);
-                }
-            }
-        }
-        ctx.sweep_cache(true).await;
         match ci_common::db::uploads::expire(&ctx.db, ctx.settings.source_retain).await {
             Ok(0) => {}
             Ok(n) => info!(sources = n, "removed sources past their retention"),
@@ -274,17 +429,81 @@ impl<D: Docker> Scheduler<D> {
                 Err(e) => warn!("cannot remove expired artifacts: {e}"),
             }
         }
-        let volumes = ctx
-            .docker
-            .list_volumes(&label)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot list volumes: {e}"))?;
-        for v in volumes {
-            let id: Option<JobId> = v.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
-            if id.is_some_and(|id| self.owned.contains_key(&id)) {
+        Ok(())
+    }
+
+    /// Matches the containers with this controller's prefix on host `i` to jobs: the host's
+    /// running jobs are reattached, containers of ended, unknown or other hosts' jobs are
+    /// removed, the host's running jobs without a container are `lost`, and volumes no job of
+    /// the host needs are removed. Jobs owned by a live task are left alone.
+    async fn reconcile_host(&mut self, i: usize, startup: bool) -> anyhow::Result<()> {
+        let ctx = self.hosts[i].ctx.clone();
+        let owned_here =
+            |owned: &HashMap<JobId, Owned>, id: &JobId| owned.get(id).is_some_and(|o| o.host == i);
+        let label = ctx.sandbox.prefix_label();
+        let containers = ctx.docker.list_containers(&label).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list containers on the Docker host {}: {e}",
+                ctx.host
+            )
+        })?;
+        let mut by_job: HashMap<Option<JobId>, Vec<ContainerSummary>> = HashMap::new();
+        for c in containers {
+            let id = c.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
+            by_job.entry(id).or_default().push(c);
+        }
+        for job in jobs::running(&ctx.db).await? {
+            if self.host_of(&job) != Some(i) {
                 continue;
             }
-            info!(volume = v.name, "removing a volume no running job needs");
+            if self.owned.contains_key(&job.id) {
+                by_job.remove(&Some(job.id));
+                continue;
+            }
+            match by_job.remove(&Some(job.id)) {
+                Some(found) if !found.is_empty() => {
+                    info!(job.id = %job.id, host = ctx.host, startup, "found the container of a running job");
+                    self.spawn(job, found, i);
+                }
+                _ => {
+                    warn!(job.id = %job.id, host = ctx.host, "running job has no container: marking it lost");
+                    let outcome = Outcome::new(JobStatus::Lost).with_reason(LOST_REASON);
+                    jobs::finish(&ctx.db, job.id, Some(ctx.epoch), &outcome).await?;
+                    ctx.metrics.job_finished(JobStatus::Lost, 0.0);
+                    ctx.cleanup(job.id).await;
+                }
+            }
+        }
+        for (id, found) in by_job {
+            if id.is_some_and(|id| owned_here(&self.owned, &id)) {
+                continue;
+            }
+            for c in found {
+                info!(
+                    container = c.name,
+                    host = ctx.host,
+                    "removing a container no running job needs"
+                );
+                if let Err(e) = ctx.docker.remove_container(&c.name).await {
+                    ctx.metrics.docker_error();
+                    warn!("cannot remove container {}: {e}", c.name);
+                }
+            }
+        }
+        ctx.sweep_cache(true).await;
+        let volumes = ctx.docker.list_volumes(&label).await.map_err(|e| {
+            anyhow::anyhow!("cannot list volumes on the Docker host {}: {e}", ctx.host)
+        })?;
+        for v in volumes {
+            let id: Option<JobId> = v.labels.get(LABEL_JOB).and_then(|s| s.parse().ok());
+            if id.is_some_and(|id| owned_here(&self.owned, &id)) {
+                continue;
+            }
+            info!(
+                volume = v.name,
+                host = ctx.host,
+                "removing a volume no running job needs"
+            );
             if let Err(e) = ctx.docker.remove_volume(&v.name).await {
                 ctx.metrics.docker_error();
                 warn!("cannot remove volume {}: {e}", v.name);

@@ -465,7 +465,7 @@ mod tests {
             .unwrap()
             .id;
         let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
-        jobs::claim_next(&pool, epoch, "img")
+        jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap();

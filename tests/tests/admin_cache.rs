@@ -74,9 +74,11 @@ impl Seeded {
     /// Starts an entry of `user` in `volume`, keyed on `input`, as a job's install step does.
     async fn building(&self, user: UserId, input: &str, volume: &str) -> CacheEntry {
         let key = format!("{:x}", Sha256::digest(input));
-        cache::begin(&self.pool, self.epoch, user, &key, self.job, volume)
-            .await
-            .unwrap()
+        cache::begin(
+            &self.pool, self.epoch, "local", user, &key, self.job, volume,
+        )
+        .await
+        .unwrap()
     }
 
     /// A published entry, as after an install step that passed.

@@ -44,15 +44,19 @@ pub struct CacheEntry {
     pub last_used_at: DateTime<Utc>,
 }
 
-/// The published entry of `user` for `key`, if there is one.
+/// The published entry of `user` for `key` on the Docker host `host` (a volume lives on one
+/// host), if there is one.
 pub async fn find_ready(
     ex: impl Into<Exec<'_>>,
+    host: &str,
     user: UserId,
     key: &str,
 ) -> Result<Option<CacheEntry>, DbError> {
     Ok(on_exec!(ex, |e| sqlx::query_as(
-        "SELECT * FROM cache_entries WHERE user_id = $1 AND key = $2 AND state = 'ready'",
+        "SELECT * FROM cache_entries
+         WHERE host = $1 AND user_id = $2 AND key = $3 AND state = 'ready'",
     )
+    .bind(host)
     .bind(user)
     .bind(key)
     .fetch_optional(e)
@@ -80,11 +84,13 @@ pub async fn hit(ex: impl Into<Exec<'_>>, epoch: i64, id: &str) -> Result<bool, 
     }))
 }
 
-/// Starts an entry for `user` and `key` that `job` installs into, in the volume `volume`
-/// (`building`: served to nobody until [`publish`]). Fenced by the lease epoch.
+/// Starts an entry for `user` and `key` that `job` installs into, in the volume `volume` on the
+/// Docker host `host` (`building`: served to nobody until [`publish`]). Fenced by the lease
+/// epoch.
 pub async fn begin(
     ex: impl Into<Exec<'_>>,
     epoch: i64,
+    host: &str,
     user: UserId,
     key: &str,
     job: JobId,
@@ -96,8 +102,8 @@ pub async fn begin(
         lease::check(&mut *tx, epoch).await?;
         let entry = sqlx::query_as(
             "INSERT INTO cache_entries
-                 (id, user_id, key, volume, state, job_id, created_at, last_used_at)
-             VALUES ($1, $2, $3, $4, 'building', $5, $6, $7) RETURNING *",
+                 (id, user_id, key, volume, state, job_id, created_at, last_used_at, host)
+             VALUES ($1, $2, $3, $4, 'building', $5, $6, $7, $8) RETURNING *",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(user)
@@ -106,6 +112,7 @@ pub async fn begin(
         .bind(job)
         .bind(now)
         .bind(now)
+        .bind(host)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -161,7 +168,7 @@ pub async fn publish(
         else {
             return Ok(Published::Gone);
         };
-        let taken = find_ready(&mut *tx, entry.user_id, &entry.key)
+        let taken = find_ready(&mut *tx, &entry.host, entry.user_id, &entry.key)
             .await?
             .is_some();
         let state = if taken {
@@ -367,22 +374,23 @@ fn over_bounds(ready: &[CacheEntry], bounds: &CacheBounds, now: DateTime<Utc>) -
     evicted
 }
 
-/// Entries to remove whose volumes no running job mounts (a job's steps name the volumes they
-/// mount) and that no job chose in the last `grace` (a job that just chose an entry has not
-/// stored its plan yet; an entry no job ever chose needs no grace).
+/// Entries on the Docker host `host` to remove whose volumes no running job mounts (a job's
+/// steps name the volumes they mount) and that no job chose in the last `grace` (a job that
+/// just chose an entry has not stored its plan yet; an entry no job ever chose needs no grace).
 pub async fn removable(
     ex: impl Into<Exec<'_>>,
+    host: &str,
     grace: Duration,
 ) -> Result<Vec<CacheEntry>, DbError> {
     // "Contains" is SQLite's instr and PostgreSQL's strpos (neither has the other's).
     const SQLITE: &str = "SELECT * FROM cache_entries c
-         WHERE state = 'removing' AND (hits = 0 OR last_used_at <= $1)
+         WHERE host = $2 AND state = 'removing' AND (hits = 0 OR last_used_at <= $1)
            AND NOT EXISTS (
              SELECT 1 FROM job_steps s JOIN jobs j ON j.id = s.job_id
              WHERE j.status = 'running' AND instr(s.spec, c.volume) > 0)
          ORDER BY last_used_at";
     const POSTGRES: &str = "SELECT * FROM cache_entries c
-         WHERE state = 'removing' AND (hits = 0 OR last_used_at <= $1)
+         WHERE host = $2 AND state = 'removing' AND (hits = 0 OR last_used_at <= $1)
            AND NOT EXISTS (
              SELECT 1 FROM job_steps s JOIN jobs j ON j.id = s.job_id
              WHERE j.status = 'running' AND strpos(s.spec, c.volume) > 0)
@@ -392,6 +400,7 @@ pub async fn removable(
     let sql = if ex.is_postgres() { POSTGRES } else { SQLITE };
     Ok(on_exec!(ex, |e| sqlx::query_as(sql)
         .bind(before)
+        .bind(host)
         .fetch_all(e)
         .await?))
 }
@@ -451,13 +460,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_docker_host_has_its_own_entries_and_removes_only_its_volumes_on_every_backend() {
+        for db in backends().await {
+            let (job, epoch, ada) = job(&db).await;
+            for (host, volume) in [("a", "vol-on-a"), ("b", "vol-on-b")] {
+                begin(db.exec(), epoch, host, ada, "k", job, volume)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    publish(db.exec(), epoch, volume, 1).await.unwrap(),
+                    Published::Ready,
+                    "one published entry per host for the same user and key ({db:?})"
+                );
+            }
+            for host in ["a", "b"] {
+                let found = find_ready(db.exec(), host, ada, "k")
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(found.volume, format!("vol-on-{host}"), "{db:?}");
+            }
+            assert_eq!(find_ready(db.exec(), "c", ada, "k").await.unwrap(), None);
+            prune(db.exec(), None, None).await.unwrap();
+            assert_eq!(
+                volumes(removable(db.exec(), "b", Duration::ZERO).await.unwrap()),
+                ["vol-on-b"],
+                "a host's sweep sees only its own volumes ({db:?})"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn an_entry_is_served_only_once_published_and_only_to_its_owner_on_every_backend() {
         for db in backends().await {
             let (job, epoch, ada) = job(&db).await;
             let other = users::create(db.exec(), "Bob", &format!("bob-{job}@example.com"))
                 .await
                 .unwrap();
-            let entry = begin(db.exec(), epoch, ada, "k1", job, "vol-a")
+            let entry = begin(db.exec(), epoch, "local", ada, "k1", job, "vol-a")
                 .await
                 .unwrap();
             assert_eq!(
@@ -480,7 +520,7 @@ mod tests {
                 "{db:?}"
             );
             assert_eq!(
-                find_ready(db.exec(), ada, "k1").await.unwrap(),
+                find_ready(db.exec(), "local", ada, "k1").await.unwrap(),
                 None,
                 "{db:?}"
             );
@@ -491,7 +531,10 @@ mod tests {
                 Published::Ready,
                 "{db:?}"
             );
-            let ready = find_ready(db.exec(), ada, "k1").await.unwrap().unwrap();
+            let ready = find_ready(db.exec(), "local", ada, "k1")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (ready.volume.as_str(), ready.size_bytes, ready.state),
                 ("vol-a", 5_000_000_000, CacheState::Ready),
@@ -503,7 +546,9 @@ mod tests {
                 "{db:?}"
             );
             assert_eq!(
-                find_ready(db.exec(), other.id, "k1").await.unwrap(),
+                find_ready(db.exec(), "local", other.id, "k1")
+                    .await
+                    .unwrap(),
                 None,
                 "{db:?}"
             );
@@ -513,7 +558,7 @@ mod tests {
             assert!(used[0].last_used_at >= ready.last_used_at, "{db:?}");
 
             // A second build of the same key loses the race and is to be removed.
-            begin(db.exec(), epoch, ada, "k1", job, "vol-b")
+            begin(db.exec(), epoch, "local", ada, "k1", job, "vol-b")
                 .await
                 .unwrap();
             assert_eq!(
@@ -532,12 +577,13 @@ mod tests {
                 "{db:?}"
             );
             // A failed build is abandoned, and nothing in use is removable.
-            begin(db.exec(), epoch, ada, "k2", job, "vol-c")
+            begin(db.exec(), epoch, "local", ada, "k2", job, "vol-c")
                 .await
                 .unwrap();
             assert_eq!(abandon(db.exec(), epoch, job).await.unwrap(), 1, "{db:?}");
             assert_eq!(abandon(db.exec(), epoch, job).await.unwrap(), 0, "{db:?}");
-            let removable_now = volumes(removable(db.exec(), Duration::ZERO).await.unwrap());
+            let removable_now =
+                volumes(removable(db.exec(), "local", Duration::ZERO).await.unwrap());
             assert_eq!(removable_now, ["vol-b", "vol-c"], "{db:?}");
             assert_eq!(list(db.exec(), Some(other.id)).await.unwrap(), [], "{db:?}");
             assert_eq!(list(db.exec(), Some(ada)).await.unwrap().len(), 3, "{db:?}");
@@ -550,7 +596,7 @@ mod tests {
             take_over_lease(&db).await;
             assert!(
                 matches!(
-                    begin(db.exec(), epoch, ada, "k3", job, "vol-d").await,
+                    begin(db.exec(), epoch, "local", ada, "k3", job, "vol-d").await,
                     Err(DbError::LeaseLost(_))
                 ),
                 "{db:?}"
@@ -570,7 +616,10 @@ mod tests {
                 "{db:?}"
             );
             assert!(!knows_volume(db.exec(), "vol-d").await.unwrap(), "{db:?}");
-            let a = find_ready(db.exec(), ada, "k1").await.unwrap().unwrap();
+            let a = find_ready(db.exec(), "local", ada, "k1")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!((a.volume.as_str(), a.hits), ("vol-a", 1), "{db:?}");
         }
     }
@@ -582,8 +631,12 @@ mod tests {
             for round in 0..10 {
                 let key = format!("k{round}");
                 let (a, b) = (format!("a{round}"), format!("b{round}"));
-                begin(db.exec(), epoch, ada, &key, job, &a).await.unwrap();
-                begin(db.exec(), epoch, ada, &key, job, &b).await.unwrap();
+                begin(db.exec(), epoch, "local", ada, &key, job, &a)
+                    .await
+                    .unwrap();
+                begin(db.exec(), epoch, "local", ada, &key, job, &b)
+                    .await
+                    .unwrap();
                 let (x, y) = tokio::join!(
                     publish(db.exec(), epoch, &a, 1),
                     publish(db.exec(), epoch, &b, 1)
@@ -603,9 +656,17 @@ mod tests {
             let (job, epoch, ada) = job(&db).await;
             for (i, size) in [100u64, 200, 300].into_iter().enumerate() {
                 let volume = format!("v{i}");
-                begin(db.exec(), epoch, ada, &format!("k{i}"), job, &volume)
-                    .await
-                    .unwrap();
+                begin(
+                    db.exec(),
+                    epoch,
+                    "local",
+                    ada,
+                    &format!("k{i}"),
+                    job,
+                    &volume,
+                )
+                .await
+                .unwrap();
                 publish(db.exec(), epoch, &volume, size).await.unwrap();
             }
             assert_eq!(ready_bytes(db.exec()).await.unwrap(), 600, "{db:?}");
@@ -645,7 +706,9 @@ mod tests {
             assert_eq!(evict(db.exec(), &aged).await.unwrap(), [], "{db:?}");
             assert_eq!(ready_bytes(db.exec()).await.unwrap(), 0, "{db:?}");
             // Pruning marks what is left; building entries of ended jobs are abandoned.
-            begin(db.exec(), epoch, ada, "k9", job, "v9").await.unwrap();
+            begin(db.exec(), epoch, "local", ada, "k9", job, "v9")
+                .await
+                .unwrap();
             assert_eq!(
                 abandon_ended(db.exec()).await.unwrap(),
                 0,
@@ -675,7 +738,11 @@ mod tests {
             let v9 = list(db.exec(), None).await.unwrap();
             let v9 = v9.iter().find(|e| e.volume == "v9").unwrap();
             assert!(!hit(db.exec(), epoch, &v9.id).await.unwrap(), "{db:?}");
-            let waiting = volumes(removable(db.exec(), Duration::from_secs(60)).await.unwrap());
+            let waiting = volumes(
+                removable(db.exec(), "local", Duration::from_secs(60))
+                    .await
+                    .unwrap(),
+            );
             assert!(!waiting.contains(&"v0".to_owned()), "{db:?}: {waiting:?}");
             assert!(
                 waiting.contains(&"v9".to_owned()),
@@ -683,7 +750,7 @@ mod tests {
             );
 
             // A building entry of a job that ended is abandoned.
-            begin(db.exec(), epoch, ada, "k10", job, "v10")
+            begin(db.exec(), epoch, "local", ada, "k10", job, "v10")
                 .await
                 .unwrap();
             set_status(&db, job, "failed").await;
@@ -700,10 +767,10 @@ mod tests {
     async fn a_volume_a_running_job_mounts_is_not_removable_on_every_backend() {
         for db in backends().await {
             let (job, epoch, ada) = job(&db).await;
-            begin(db.exec(), epoch, ada, "k", job, "ci-cache-mounted")
+            begin(db.exec(), epoch, "local", ada, "k", job, "ci-cache-mounted")
                 .await
                 .unwrap();
-            begin(db.exec(), epoch, ada, "k2", job, "ci-cache-free")
+            begin(db.exec(), epoch, "local", ada, "k2", job, "ci-cache-free")
                 .await
                 .unwrap();
             abandon(db.exec(), epoch, job).await.unwrap();
@@ -718,10 +785,10 @@ mod tests {
             .map(drop)
             .unwrap());
             set_status(&db, job, "running").await;
-            let now = volumes(removable(db.exec(), Duration::ZERO).await.unwrap());
+            let now = volumes(removable(db.exec(), "local", Duration::ZERO).await.unwrap());
             assert_eq!(now, ["ci-cache-free"], "{db:?}");
             set_status(&db, job, "passed").await;
-            let mut now = volumes(removable(db.exec(), Duration::ZERO).await.unwrap());
+            let mut now = volumes(removable(db.exec(), "local", Duration::ZERO).await.unwrap());
             now.sort();
             assert_eq!(now, ["ci-cache-free", "ci-cache-mounted"], "{db:?}");
         }

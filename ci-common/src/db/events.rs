@@ -290,10 +290,8 @@ async fn append_postgres(
         .collect();
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| super::timestamp(e.ts)).collect();
     let texts: Vec<std::borrow::Cow<'_, str>> = events.iter().map(|e| text(&e.text)).collect();
-    let data: Vec<Option<std::borrow::Cow<'_, str>>> = events
-        .iter()
-        .map(|e| e.data.as_deref().map(text))
-        .collect();
+    let data: Vec<Option<std::borrow::Cow<'_, str>>> =
+        events.iter().map(|e| e.data.as_deref().map(text)).collect();
     let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
     let data: Vec<Option<&str>> = data.iter().map(|d| d.as_deref()).collect();
     sqlx::query(
@@ -573,13 +571,13 @@ mod tests {
         );
 
         let epoch = lease::acquire(&pool, "test").await.unwrap().epoch;
-        let claimed = jobs::claim_next(&pool, epoch, "img")
+        let claimed = jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(claimed.id, job.id);
         assert_eq!(claimed.status, JobStatus::Running);
-        assert!(jobs::claim_next(&pool, epoch, "img")
+        assert!(jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .is_none());
@@ -669,7 +667,7 @@ mod tests {
             .unwrap();
         jobs::create(&pool, user.id, "test", b"z").await.unwrap();
         let epoch = lease::acquire(&pool, "c").await.unwrap().epoch;
-        let job = jobs::claim_next(&pool, epoch, "img")
+        let job = jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap();
@@ -740,12 +738,15 @@ mod tests {
             .unwrap();
         jobs::create(&pool, user.id, "test", b"z").await.unwrap();
         let old = lease::acquire(&pool, "old").await.unwrap().epoch;
-        let job = jobs::claim_next(&pool, old, "img").await.unwrap().unwrap();
+        let job = jobs::claim_next(&pool, old, "img", "local")
+            .await
+            .unwrap()
+            .unwrap();
         let new = lease::acquire(&pool, "new").await.unwrap().epoch;
         assert!(new > old);
         jobs::create(&pool, user.id, "test", b"z").await.unwrap();
         assert!(matches!(
-            jobs::claim_next(&pool, old, "img").await,
+            jobs::claim_next(&pool, old, "img", "local").await,
             Err(DbError::LeaseLost(e)) if e == old
         ));
         let outcome = Outcome::new(JobStatus::Passed);
@@ -782,7 +783,7 @@ mod tests {
 
         let epoch = lease::acquire(&pool, "c").await.unwrap().epoch;
         let running = jobs::create(&pool, ada.id, "test", b"z").await.unwrap();
-        jobs::claim_next(&pool, epoch, "img")
+        jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap();
@@ -813,7 +814,7 @@ mod tests {
         }
         let epoch = lease::acquire(&pool, "c").await.unwrap().epoch;
         // Ada's first job runs (concurrency 1) while Bob queues his only job.
-        let first = jobs::claim_next(&pool, epoch, "img")
+        let first = jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap();
@@ -824,7 +825,10 @@ mod tests {
             .await
             .unwrap();
         let mut order = Vec::new();
-        while let Some(job) = jobs::claim_next(&pool, epoch, "img").await.unwrap() {
+        while let Some(job) = jobs::claim_next(&pool, epoch, "img", "local")
+            .await
+            .unwrap()
+        {
             order.push(job.id);
             jobs::finish(&pool, job.id, Some(epoch), &done)
                 .await

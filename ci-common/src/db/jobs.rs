@@ -54,6 +54,9 @@ pub struct Job {
     pub concurrency_key: Option<String>,
     /// The SHA-256 of the job's source (see [`uploads`]).
     pub source_sha256: Option<String>,
+    /// The Docker host it runs (or ran) on: its name in the controller's host list, set when
+    /// it is claimed.
+    pub host: Option<String>,
 }
 
 impl Job {
@@ -398,11 +401,13 @@ fn states_that_can_become(next: JobStatus) -> String {
 /// Claims the next queued job for the controller holding `epoch`, in one transaction that also
 /// writes its `running` event. Fair between users: the user with the fewest running jobs goes
 /// first, then the one whose last job started longest ago; FIFO within a user. A job that did
-/// not ask for an image gets `default_image`.
+/// not ask for an image gets `default_image`. The job records `host`, the Docker host the
+/// controller places it on.
 pub async fn claim_next(
     ex: impl Into<Exec<'_>>,
     epoch: i64,
     default_image: &str,
+    host: &str,
 ) -> Result<Option<Job>, DbError> {
     let ex = ex.into();
     let sql = claim_sql(ex.is_postgres());
@@ -413,6 +418,7 @@ pub async fn claim_next(
             .bind(super::now())
             .bind(epoch)
             .bind(default_image)
+            .bind(host)
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(job) = &job {
@@ -429,7 +435,8 @@ pub async fn claim_next(
     })
 }
 
-/// The one statement of [`claim_next`]: `$1` now, `$2` the epoch, `$3` the default image.
+/// The one statement of [`claim_next`]: `$1` now, `$2` the epoch, `$3` the default image, `$4`
+/// the host.
 ///
 /// Both backends choose the same job: among each user's first claimable job (FIFO within a
 /// user, skipping a job whose concurrency key has a job running), the one of the user with the
@@ -455,7 +462,7 @@ fn claim_sql(postgres: bool) -> String {
                  (SELECT MAX(s.started_at) FROM jobs s WHERE s.user_id = q.user_id) NULLS FIRST";
     let update = "UPDATE jobs
          SET status = 'running', started_at = $1, controller_epoch = $2, image = COALESCE(image, $3),
-             attempt = attempt + 1";
+             attempt = attempt + 1, host = $4";
     if postgres {
         format!(
             "{update}
@@ -658,7 +665,10 @@ mod queue_watch_tests {
             assert!(any_queued(&db).await.unwrap());
 
             let epoch = lease::acquire(&db, "test").await.unwrap().epoch;
-            let claimed = claim_next(&db, epoch, "img").await.unwrap().unwrap();
+            let claimed = claim_next(&db, epoch, "img", "local")
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(claimed.id, first.id, "{backend:?}");
             let cancelled = request_cancel(&db, second.id, user.id)
                 .await
@@ -719,14 +729,23 @@ mod concurrency_tests {
         let first = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();
         let second = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();
         let other = create_job(&pool, &new(None)).await.unwrap();
-        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        let claimed = claim_next(&pool, epoch, "img", "local")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claimed.id, first.id);
-        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        let claimed = claim_next(&pool, epoch, "img", "local")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             claimed.id, other.id,
             "the second deploy waits; the other job does not"
         );
-        assert_eq!(claim_next(&pool, epoch, "img").await.unwrap(), None);
+        assert_eq!(
+            claim_next(&pool, epoch, "img", "local").await.unwrap(),
+            None
+        );
         finish(
             &pool,
             first.id,
@@ -735,7 +754,10 @@ mod concurrency_tests {
         )
         .await
         .unwrap();
-        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        let claimed = claim_next(&pool, epoch, "img", "local")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claimed.id, second.id, "queued, never dropped");
     }
 }
@@ -758,7 +780,10 @@ mod retry_tests {
             .await
             .unwrap();
         let first = create(&pool, ada.id, "deploy", b"zip").await.unwrap();
-        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        let claimed = claim_next(&pool, epoch, "img", "local")
+            .await
+            .unwrap()
+            .unwrap();
         finish(
             &pool,
             claimed.id,
@@ -786,7 +811,10 @@ mod retry_tests {
 
         // A queued job keeps its source however old it is; an unused one goes.
         assert_eq!(uploads::expire(&pool, Duration::ZERO).await.unwrap(), 0);
-        let claimed = claim_next(&pool, epoch, "img").await.unwrap().unwrap();
+        let claimed = claim_next(&pool, epoch, "img", "local")
+            .await
+            .unwrap()
+            .unwrap();
         finish(
             &pool,
             claimed.id,

@@ -16,6 +16,7 @@ pub mod blobs;
 pub mod cache;
 pub mod changes;
 pub mod copy;
+pub mod docker_hosts;
 pub mod events;
 pub mod jobs;
 pub mod lease;

@@ -170,7 +170,10 @@ pub async fn claimed_job_with_steps(pool: &crate::db::SqlitePool) -> (crate::db:
         .unwrap();
     let epoch = lease::acquire(pool, "testing").await.unwrap().epoch;
     jobs::create(pool, user.id, "test", b"zip").await.unwrap();
-    let job = jobs::claim_next(pool, epoch, "img").await.unwrap().unwrap();
+    let job = jobs::claim_next(pool, epoch, "img", "local")
+        .await
+        .unwrap()
+        .unwrap();
     let root = crate::project::RootFiles::from_pairs([("requirements.txt", &b""[..])]);
     let (specs, _) =
         crate::step::test_task(&root, "img", &[], crate::project::Installer::Auto).unwrap();

@@ -170,7 +170,7 @@ mod tests {
             .await
             .unwrap();
         jobs::create(&pool, user.id, "test", b"zip").await.unwrap();
-        let job = jobs::claim_next(&pool, epoch, "img")
+        let job = jobs::claim_next(&pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap()

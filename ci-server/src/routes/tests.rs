@@ -237,7 +237,7 @@ mod endpoint_tests {
         jobs::create(&db.pool, owner.id, "test", b"zip")
             .await
             .unwrap();
-        let job = jobs::claim_next(&db.pool, epoch, "img")
+        let job = jobs::claim_next(&db.pool, epoch, "img", "local")
             .await
             .unwrap()
             .unwrap();

@@ -42,7 +42,7 @@ impl FakeController {
 
     /// Claims the next queued job (writes its `running` status event, seq 1).
     pub async fn claim(&self) -> JobId {
-        jobs::claim_next(&self.pool, self.epoch, "test-image")
+        jobs::claim_next(&self.pool, self.epoch, "test-image", "local")
             .await
             .unwrap()
             .expect("a queued job")
