@@ -48,6 +48,13 @@ pub enum Command {
     /// Move the database between backends.
     #[command(subcommand)]
     Db(DbCommand),
+    /// List the controller's Docker hosts as it last saw them: health, capacity, running jobs,
+    /// and the CPU and memory their job containers use.
+    Hosts {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +217,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         Command::User(command) => user_command(&pool, command, out).await,
         Command::Key(command) => key_command(&pool, command, out).await,
         Command::Cache(command) => cache_command(&pool, command, out).await,
+        Command::Hosts { json } => hosts_command(&pool, json, out).await,
         Command::ImportLegacy(args) => {
             let prototype = prototype.expect("opened above");
             import_legacy(&pool, prototype, args, out).await
@@ -373,6 +381,53 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
                 .await?
                 .ok_or_else(|| unknown_key(&key_id))?;
             writeln!(out, "✓ API key revoked: {} ({})", key.label(), key.id)?;
+        }
+    }
+    Ok(())
+}
+
+async fn hosts_command(pool: &Db, json: bool, out: &mut impl Write) -> Result<()> {
+    let hosts = ci_common::db::docker_hosts::list(pool).await?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&hosts)?)?;
+        return Ok(());
+    }
+    if hosts.is_empty() {
+        writeln!(
+            out,
+            "No Docker hosts recorded: no controller has run on this database yet."
+        )?;
+        return Ok(());
+    }
+    let dash = || "-".to_owned();
+    let rows = hosts.iter().map(|h| {
+        vec![
+            h.name.clone(),
+            if h.healthy {
+                "healthy".to_owned()
+            } else {
+                match h.unhealthy_since {
+                    Some(since) => format!("not answering since {}", local_time(since)),
+                    None => "not answering".to_owned(),
+                }
+            },
+            h.capacity.map_or_else(dash, |c| c.to_string()),
+            h.running.to_string(),
+            h.cpu_millicores
+                .map_or_else(dash, |m| format!("{:.2}", m as f64 / 1000.0)),
+            h.memory_bytes
+                .map_or_else(dash, |b| ci_common::config::human_bytes(b.max(0) as u64)),
+            local_time(h.checked_at),
+            h.url.clone(),
+        ]
+    });
+    let header = [
+        "HOST", "HEALTH", "CAPACITY", "RUNNING", "CPU", "MEMORY", "CHECKED", "URL",
+    ];
+    write_table(out, &header, rows)?;
+    for h in hosts.iter().filter(|h| !h.healthy) {
+        if let Some(error) = &h.error {
+            writeln!(out, "{}: {error}", h.name)?;
         }
     }
     Ok(())

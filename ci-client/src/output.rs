@@ -742,6 +742,7 @@ where
         ("Project", job.project.clone().unwrap_or_else(dash)),
         ("Status", status),
         ("Success", success_mark(job.status).to_owned()),
+        ("Host", job.host.clone().unwrap_or_else(dash)),
         ("Reason", job.reason.clone().unwrap_or_else(dash)),
         ("Exit code", exit_code),
         ("Submitted", format_time(Some(job.created_at), tz)),
@@ -794,6 +795,7 @@ mod tests {
             args: Vec::new(),
             project: None,
             image: None,
+            host: None,
             reason: None,
             exit_code: None,
             oom_killed: false,
@@ -866,6 +868,7 @@ mod tests {
     fn status_details() {
         let mut failed = job(7, JobStatus::Error, Some(1), Some(30));
         failed.reason = Some("pip install failed (exit code 1)".into());
+        failed.host = Some("build-2".into());
         failed.exit_code = Some(1);
         failed.log_lines = 1200;
         failed.dropped_lines = 200;

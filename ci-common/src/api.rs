@@ -35,6 +35,10 @@ pub struct JobView {
     /// (absent while a job that asked for none is queued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The Docker host the job runs (or ran) on, by its name in the controller's host list;
+    /// absent until it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Why the job ended the way it did, for everything but `passed`/`failed`.
     pub reason: Option<String>,
     pub exit_code: Option<i64>,

@@ -300,10 +300,10 @@ impl<D: Docker> Scheduler<D> {
     async fn end_lost_jobs(&mut self, i: usize, since: DateTime<Utc>) -> anyhow::Result<()> {
         let ctx = self.hosts[i].ctx.clone();
         let reason = format!(
-            "the Docker host {} stopped answering at {} and did not answer again within {}",
+            "the Docker host {} stopped answering at {} and did not answer again within {:?}",
             ctx.host,
             since.format("%Y-%m-%d %H:%M:%S UTC"),
-            format!("{:?}", self.timing.lost_after)
+            self.timing.lost_after
         );
         for job in jobs::running(&ctx.db).await? {
             if self.host_of(&job) != Some(i) || self.owned.contains_key(&job.id) {

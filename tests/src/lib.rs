@@ -17,6 +17,7 @@ use ci_common::UserId;
 pub use ci_common;
 
 pub mod browser;
+pub mod docker_engine;
 pub use ci_common::testing::postgres;
 
 pub use postgres::Postgres;

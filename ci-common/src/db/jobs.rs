@@ -74,6 +74,7 @@ impl Job {
             args: self.args(),
             project: self.project.clone(),
             image: self.image.clone(),
+            host: self.host.clone(),
             reason: self.reason.clone(),
             exit_code: self.exit_code,
             oom_killed: self.oom_killed,

@@ -198,6 +198,7 @@ mod tests {
             args: Vec::new(),
             project: None,
             image: None,
+            host: None,
             reason: (status == JobStatus::TimedOut).then(|| "timed out after 600s".into()),
             exit_code: ended.then_some(1),
             oom_killed: false,
