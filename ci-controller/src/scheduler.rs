@@ -13,6 +13,7 @@ use ci_common::db::changes::Watcher;
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::lease::HEARTBEAT_EVERY;
 use ci_common::db::{lease, Db};
+use ci_common::step::StepState;
 use ci_common::{JobId, JobStatus};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -52,6 +53,9 @@ pub struct Host<D> {
     seen_healthy: bool,
     /// Its jobs left running when it stopped answering were ended `lost`.
     lost_done: bool,
+    /// It stopped answering and may hold jobs that had not started a step: they go to another
+    /// host.
+    replace_pending: bool,
 }
 
 impl<D> Host<D> {
@@ -63,6 +67,7 @@ impl<D> Host<D> {
             health: Arc::new(Health::new(Arc::new(Notify::new()))),
             seen_healthy: true,
             lost_done: false,
+            replace_pending: false,
         }
     }
 }
@@ -266,6 +271,7 @@ impl<D: Docker> Scheduler<D> {
                 (false, true) => {
                     host.seen_healthy = false;
                     host.lost_done = false;
+                    host.replace_pending = true;
                     warn!(
                         host = host.ctx.host,
                         "the Docker host does not answer: it takes no new jobs; its running \
@@ -289,9 +295,45 @@ impl<D: Docker> Scheduler<D> {
             if !state.healthy && !host.lost_done && waited >= self.timing.lost_after {
                 self.end_lost_jobs(i, since).await?;
                 self.hosts[i].lost_done = true;
+                self.hosts[i].replace_pending = false;
+            }
+        }
+        for i in 0..self.hosts.len() {
+            if !self.hosts[i].seen_healthy && self.hosts[i].replace_pending {
+                self.hosts[i].replace_pending = !self.replace_unstarted(i).await?;
             }
         }
         Ok(())
+    }
+
+    /// Places elsewhere the jobs of host `i` (which does not answer) that no task follows and
+    /// that had not started a step: nothing of theirs ran, so they start afresh on a healthy
+    /// host with a free place. Returns whether none is left to move (false: no place yet).
+    async fn replace_unstarted(&mut self, i: usize) -> anyhow::Result<bool> {
+        let ctx = self.ctx().clone();
+        for job in jobs::running(&ctx.db).await? {
+            if self.host_of(&job) != Some(i) || self.owned.contains_key(&job.id) {
+                continue;
+            }
+            let steps = ci_common::db::steps::list(&ctx.db, job.id).await?;
+            if steps.iter().any(|s| s.state != StepState::Pending) {
+                continue;
+            }
+            let Some(to) = fleet::place(&self.slots(), self.max_jobs) else {
+                return Ok(false);
+            };
+            if self.owned.len() >= self.max_jobs {
+                return Ok(false);
+            }
+            let name = self.hosts[to].ctx.host.clone();
+            if jobs::move_to_host(&ctx.db, ctx.epoch, job.id, &name).await? {
+                info!(job.id = %job.id, from = self.hosts[i].ctx.host, to = name, "the job had not started: placing it on another host");
+                let mut job = job;
+                job.host = Some(name);
+                self.spawn(job, Vec::new(), to);
+            }
+        }
+        Ok(true)
     }
 
     /// Ends `lost` the running jobs of host `i` that no task follows (they waited for it past
@@ -369,12 +411,18 @@ impl<D: Docker> Scheduler<D> {
                         }
                         TaskEnd::HostLost => {
                             if let Some(owned) = owned {
-                                self.hosts[owned.host]
-                                    .health
-                                    .lost("a job's call to it failed".into());
+                                let host = &mut self.hosts[owned.host];
+                                host.health.lost("a job's call to it failed".into());
+                                host.replace_pending = true;
                             }
                         }
-                        TaskEnd::Finished(_) | TaskEnd::Detached => {}
+                        TaskEnd::Detached => {
+                            if let Some(owned) = owned {
+                                let host = &mut self.hosts[owned.host];
+                                host.replace_pending |= !host.seen_healthy;
+                            }
+                        }
+                        TaskEnd::Finished(_) => {}
                     }
                 }
                 Err(join) => {

@@ -90,6 +90,9 @@ async fn metrics_count_queued_and_finished_jobs() {
     }
     metric_reads(&url, "ci_running_jobs", 1).await;
     metric_reads(&url, "ci_queue_depth", 2).await;
+    // The one Docker host, as its health check saw it.
+    metric_reads(&url, "ci_host_healthy{host=\"local\"}", 1).await;
+    metric_reads(&url, "ci_host_running_jobs{host=\"local\"}", 1).await;
     for id in &waiting {
         assert_eq!(status(&db, *id).await, JobStatus::Queued);
     }

@@ -1,7 +1,8 @@
-//! One controller, two Docker engines: jobs spread over both within each host's capacity, a
-//! host that stops answering loses its running job (naming the host) while the other keeps
-//! serving, and it takes jobs again once it answers. The second engine is a real `dockerd` on
-//! this machine ([`ci_tests::docker_engine`]).
+//! One controller, two Docker engines: jobs spread over both within each host's capacity (also
+//! across a killed controller); a host that stops answering loses its running job (naming the
+//! host) while the other keeps serving, and takes jobs again once it answers; a host back in
+//! time has its job reattached. The second engine is a real `dockerd` on this machine
+//! ([`ci_tests::docker_engine`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -104,19 +105,17 @@ async fn twenty_jobs_spread_over_two_hosts_never_past_either_capacity() {
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
     let server = Server::start(&db);
-    let controller = Controller::start_with(
-        &db,
-        &[
-            "--docker-hosts-file",
-            &file,
-            "--host-check-interval",
-            "1s",
-            "--max-concurrent-jobs",
-            "8",
-        ],
-    );
+    let args = [
+        "--docker-hosts-file",
+        &file,
+        "--host-check-interval",
+        "1s",
+        "--max-concurrent-jobs",
+        "8",
+    ];
+    let mut controller = Controller::start_with(&db, &args);
     let project = tempfile::tempdir().unwrap();
-    let zip = sleeper(project.path(), 0.5);
+    let zip = sleeper(project.path(), 1.5);
 
     // Containers running on each host, sampled until the jobs end.
     let stop = Arc::new(AtomicBool::new(false));
@@ -137,6 +136,26 @@ async fn twenty_jobs_spread_over_two_hosts_never_past_either_capacity() {
         let job = submit(&server, &user.key, zip.clone()).await;
         ids.push(job["job_id"].as_str().unwrap().to_owned());
     }
+    // Killed with jobs running on both hosts, the next controller reattaches them to their
+    // hosts before it claims more: the capacities hold across the restart too.
+    wait_for(
+        "six jobs to end and both hosts to be busy",
+        JOB_WAIT,
+        || async {
+            let mut ended = 0;
+            for id in &ids {
+                ended += usize::from(view(&server, &user.key, id).await.status.is_terminal());
+            }
+            let busy = running_containers(&controller.prefix, None) == 1
+                && running_containers(&controller.prefix, Some(&engine.url())) == 2;
+            (ended >= 6 && busy).then_some(())
+        },
+    )
+    .await;
+    controller.proc.signal("KILL");
+    controller.proc.wait_exit(Duration::from_secs(10));
+    let second = Controller::start_with_prefix(&db, &controller.prefix, &args);
+
     let mut hosts = Vec::new();
     for id in &ids {
         let job = finished(&server, &user.key, id).await;
@@ -169,6 +188,7 @@ async fn twenty_jobs_spread_over_two_hosts_never_past_either_capacity() {
         })
         .collect();
     assert_eq!(summary, [("one", true, Some(1)), ("two", true, Some(2))]);
+    drop(second);
     drop(controller);
 }
 
@@ -283,5 +303,68 @@ async fn a_host_that_stops_answering_loses_its_job_and_takes_jobs_again_when_it_
     }
     hosts.sort();
     assert_eq!(hosts, ["one", "two"], "both hosts take jobs again");
+    drop(controller);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_that_answers_again_in_time_has_its_job_reattached_with_every_line_once() {
+    let mut engine = DockerEngine::start();
+    let work = tempfile::tempdir().unwrap();
+    let file = hosts_file(work.path(), &[("two", &engine.url(), 1)]);
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let server = Server::start(&db);
+    let controller = Controller::start_with(
+        &db,
+        &[
+            "--docker-hosts-file",
+            &file,
+            "--host-check-interval",
+            "1s",
+            "--host-lost-after",
+            "120s",
+        ],
+    );
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("test_count.py"),
+        "import time\n\ndef test_counts():\n    for i in range(80):\n        print(f'line {i}', flush=True)\n        time.sleep(0.1)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("pytest.ini"),
+        "[pytest]\naddopts = -s\n",
+    )
+    .unwrap();
+    let id = submit(&server, &user.key, zip_dir(project.path())).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for("the job to print", JOB_WAIT, || async {
+        let job = view(&server, &user.key, &id).await;
+        (job.log_lines > 10).then_some(())
+    })
+    .await;
+
+    engine.stop();
+    wait_for("the controller to see host two down", JOB_WAIT, || async {
+        admin_hosts(&db)
+            .iter()
+            .any(|h| h["name"] == "two" && h["healthy"] == false)
+            .then_some(())
+    })
+    .await;
+    engine.resume();
+
+    let job = finished(&server, &user.key, &id).await;
+    assert_eq!(job.status, JobStatus::Passed, "{job:?}");
+    let events = ci_tests::follow(&server, &user.key, &id).await;
+    // pytest -s prints the first line after the test file's name ("test_count.py line 0").
+    let counted: Vec<String> = ci_tests::log_lines(&events)
+        .into_iter()
+        .filter_map(|l| l.find("line ").map(|at| l[at..].to_owned()))
+        .collect();
+    let expected: Vec<String> = (0..80).map(|i| format!("line {i}")).collect();
+    assert_eq!(counted, expected, "every line once, in order");
     drop(controller);
 }

@@ -611,6 +611,29 @@ pub async fn running(ex: impl Into<Exec<'_>>) -> Result<Vec<Job>, DbError> {
     .await?))
 }
 
+/// Moves a running job that has not started a step to the Docker host `host` (its own stopped
+/// answering before the job's first container started), for the controller holding `epoch`.
+/// Returns false when the job is no longer running.
+pub async fn move_to_host(
+    ex: impl Into<Exec<'_>>,
+    epoch: i64,
+    id: JobId,
+    host: &str,
+) -> Result<bool, DbError> {
+    on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        let moved = sqlx::query("UPDATE jobs SET host = $1 WHERE id = $2 AND status = 'running'")
+            .bind(host)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(moved == 1)
+    })
+}
+
 /// Running jobs whose user asked for cancellation.
 pub async fn cancel_requested(ex: impl Into<Exec<'_>>) -> Result<Vec<JobId>, DbError> {
     Ok(on_exec!(ex, |e| sqlx::query_scalar(
