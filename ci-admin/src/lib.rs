@@ -406,7 +406,7 @@ async fn hosts_command(pool: &Db, json: bool, out: &mut impl Write) -> Result<()
             if h.healthy {
                 "healthy".to_owned()
             } else {
-                match h.unhealthy_since {
+                match h.unhealthy_at {
                     Some(since) => format!("not answering since {}", local_time(since)),
                     None => "not answering".to_owned(),
                 }

@@ -175,7 +175,7 @@ pub async fn check_host<D: Docker>(
             cpu_millicores: state.cpu_millicores,
             memory_bytes: state.memory_bytes,
             error: state.error,
-            unhealthy_since: state.since,
+            unhealthy_at: state.since,
             checked_at: ci_common::db::now(),
         };
         if let Err(e) = docker_hosts::record(&ctx.db, ctx.epoch, &row).await {

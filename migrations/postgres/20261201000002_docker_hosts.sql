@@ -21,6 +21,7 @@ CREATE TABLE docker_hosts (
     memory_bytes     BIGINT,
     -- Why it is not healthy (the last failed check).
     error            TEXT COLLATE "C",
-    unhealthy_since  TIMESTAMPTZ,
+    -- When it stopped answering (while it does not answer).
+    unhealthy_at     TIMESTAMPTZ,
     checked_at       TIMESTAMPTZ NOT NULL
 );

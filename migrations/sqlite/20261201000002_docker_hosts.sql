@@ -21,6 +21,7 @@ CREATE TABLE docker_hosts (
     memory_bytes     INTEGER,
     -- Why it is not healthy (the last failed check).
     error            TEXT,
-    unhealthy_since  TEXT,
+    -- When it stopped answering (while it does not answer).
+    unhealthy_at     TEXT,
     checked_at       TEXT NOT NULL
 );

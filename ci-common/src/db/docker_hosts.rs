@@ -24,8 +24,8 @@ pub struct DockerHost {
     pub memory_bytes: Option<i64>,
     /// Why it is not healthy: the last failed check.
     pub error: Option<String>,
-    /// Since when it has not answered.
-    pub unhealthy_since: Option<DateTime<Utc>>,
+    /// When it stopped answering (while it does not answer).
+    pub unhealthy_at: Option<DateTime<Utc>>,
     pub checked_at: DateTime<Utc>,
 }
 
@@ -36,12 +36,12 @@ pub async fn record(ex: impl Into<Exec<'_>>, epoch: i64, host: &DockerHost) -> R
         lease::check(&mut *tx, epoch).await?;
         sqlx::query(
             "INSERT INTO docker_hosts (name, url, capacity, healthy, running, cpu_millicores,
-                 memory_bytes, error, unhealthy_since, checked_at)
+                 memory_bytes, error, unhealthy_at, checked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (name) DO UPDATE SET url = excluded.url, capacity = excluded.capacity,
                  healthy = excluded.healthy, running = excluded.running,
                  cpu_millicores = excluded.cpu_millicores, memory_bytes = excluded.memory_bytes,
-                 error = excluded.error, unhealthy_since = excluded.unhealthy_since,
+                 error = excluded.error, unhealthy_at = excluded.unhealthy_at,
                  checked_at = excluded.checked_at",
         )
         .bind(&host.name)
@@ -52,7 +52,7 @@ pub async fn record(ex: impl Into<Exec<'_>>, epoch: i64, host: &DockerHost) -> R
         .bind(host.cpu_millicores)
         .bind(host.memory_bytes)
         .bind(host.error.as_deref())
-        .bind(host.unhealthy_since.map(super::timestamp))
+        .bind(host.unhealthy_at.map(super::timestamp))
         .bind(super::timestamp(host.checked_at))
         .execute(&mut *tx)
         .await?;
@@ -104,7 +104,7 @@ mod tests {
             cpu_millicores: Some(1500),
             memory_bytes: Some(64 << 20),
             error: (!healthy).then(|| "connection refused".into()),
-            unhealthy_since: (!healthy).then(super::super::now),
+            unhealthy_at: (!healthy).then(super::super::now),
             checked_at: super::super::now(),
         }
     }
