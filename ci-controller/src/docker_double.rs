@@ -124,6 +124,11 @@ impl FakeDocker {
     }
 
     /// Makes a running container exit now with `code` (as if its command ended).
+    /// Makes the daemon stop answering its ping (`true`) or answer again.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
     pub fn exit_now(&self, name: &str, code: i64) {
         let mut state = self.state.lock().unwrap();
         if let Some(c) = state.containers.get_mut(name) {

@@ -1212,3 +1212,88 @@ async fn a_passed_tasks_artifacts_are_kept_within_the_caps_and_named_in_the_log(
         texts(&events, EventKind::Notice)
     );
 }
+
+/// A context like [`ctx`] on the Docker host `host` with its own `docker`.
+fn host_ctx(w: &World, host: &str, docker: FakeDocker) -> Arc<Ctx<FakeDocker>> {
+    let base = ctx(w, Duration::from_secs(60), NO_CAP);
+    Arc::new(Ctx {
+        host: host.into(),
+        docker,
+        db: base.db.clone(),
+        epoch: base.epoch,
+        policy: base.policy.clone(),
+        sandbox: sandbox(),
+        settings: base.settings.clone(),
+        metrics: base.metrics.clone(),
+        image_seen: Default::default(),
+        pip_cache_busy: Default::default(),
+    })
+}
+
+#[tokio::test]
+async fn a_job_that_had_not_started_moves_to_a_healthy_host_when_its_own_stops_answering() {
+    use crate::scheduler::{Host, HostTiming, Scheduler};
+    let w = world().await;
+    let (down, up) = (FakeDocker::default(), FakeDocker::default());
+    up.script(
+        "test",
+        Script {
+            messages: lines(2),
+            ..Default::default()
+        },
+    );
+    down.set_down(true);
+    // Placed on "down" (claimed there, as before its host stopped answering); no step started.
+    let user = users::create(&w.pool, "Ada", "ada@example.com")
+        .await
+        .unwrap();
+    jobs::create(&w.pool, user.id, "test", &zip_of(&[("test_a.py", "")]))
+        .await
+        .unwrap();
+    let job = jobs::claim_next(&w.pool, w.epoch, "img", "down")
+        .await
+        .unwrap()
+        .unwrap();
+    let hosts = vec![
+        Host::new(
+            host_ctx(&w, "down", down.clone()),
+            "unix:///down".into(),
+            Some(1),
+        ),
+        Host::new(host_ctx(&w, "up", up.clone()), "unix:///up".into(), Some(1)),
+    ];
+    let timing = HostTiming {
+        check_every: Duration::from_millis(20),
+        lost_after: Duration::from_secs(60),
+    };
+    let shutdown = CancellationToken::new();
+    let mut scheduler = Scheduler::new(
+        hosts,
+        timing,
+        2,
+        Duration::from_millis(10),
+        shutdown.clone(),
+    );
+    let running = tokio::spawn(async move { scheduler.run().await });
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let now = jobs::get(&w.pool, job.id).await.unwrap().unwrap();
+            if now.status.is_terminal() {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the job ends on the healthy host");
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        (ended.status, ended.host.as_deref()),
+        (JobStatus::Passed, Some("up")),
+        "{ended:?}"
+    );
+    let hosts = ci_common::db::docker_hosts::list(&w.pool).await.unwrap();
+    let health: Vec<_> = hosts.iter().map(|h| (h.name.as_str(), h.healthy)).collect();
+    assert_eq!(health, [("down", false), ("up", true)]);
+}

@@ -62,6 +62,7 @@ async fn a_missing_image_ends_the_job_with_how_to_build_the_runner_image() {
     assert_eq!(job.status, JobStatus::Error);
     let reason = job.reason.unwrap();
     assert!(reason.contains("ci-does-not-exist:latest"), "{reason}");
+    assert!(reason.contains("the Docker host local"), "{reason}");
     assert!(reason.contains("scripts/build-runner-image.sh"), "{reason}");
     assert!(reason.contains("--image ci-runner:bookworm"), "{reason}");
 }
