@@ -16,12 +16,19 @@ use crate::{test_image, Proc, WAIT};
 pub struct DockerEngine {
     dir: PathBuf,
     bridge: String,
+    /// More `dockerd` flags (another listener, TLS).
+    extra: Vec<String>,
     proc: Option<Proc>,
 }
 
 impl DockerEngine {
     /// Starts a new engine and loads the runner image into it.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Self::start`] with more `dockerd` flags (`--host tcp://…`, `--tlsverify`, …).
+    pub fn start_with(extra: &[String]) -> Self {
         for tool in ["dockerd", "ip", "fuse-overlayfs"] {
             assert!(
                 Command::new("sh")
@@ -49,6 +56,7 @@ impl DockerEngine {
         let mut engine = Self {
             dir,
             bridge,
+            extra: extra.to_vec(),
             proc: None,
         };
         engine.resume();
@@ -119,7 +127,8 @@ impl DockerEngine {
             .args(["--storage-driver", "fuse-overlayfs"])
             .args(["--mtu", "1400"])
             .args(["--config-file", &path(&d.join("daemon.json"))])
-            .arg("--live-restore");
+            .arg("--live-restore")
+            .args(&self.extra);
         self.proc = Some(Proc::spawn("dockerd-2", cmd));
         let deadline = Instant::now() + WAIT;
         while !self.answers() {

@@ -18,6 +18,7 @@ pub use ci_common;
 
 pub mod browser;
 pub mod docker_engine;
+pub mod tls;
 pub use ci_common::testing::postgres;
 
 pub use postgres::Postgres;

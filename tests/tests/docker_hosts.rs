@@ -368,3 +368,87 @@ async fn a_host_that_answers_again_in_time_has_its_job_reattached_with_every_lin
     assert_eq!(counted, expected, "every line once, in order");
     drop(controller);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_host_with_tls_runs_jobs_with_the_client_certificate_and_refuses_without_it() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = ci_tests::tls::ca(certs.path());
+    let (server_cert, server_key) =
+        ci_tests::tls::signed(certs.path(), "server", ci_tests::tls::Usage::Server);
+    let (client_cert, client_key) =
+        ci_tests::tls::signed(certs.path(), "client", ci_tests::tls::Usage::Client);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let shown = |p: &Path| p.display().to_string();
+    let _engine = DockerEngine::start_with(&[
+        "--host".into(),
+        tcp.clone(),
+        "--tlsverify".into(),
+        format!("--tlscacert={}", shown(&ca)),
+        format!("--tlscert={}", shown(&server_cert)),
+        format!("--tlskey={}", shown(&server_key)),
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    let with_tls = work.path().join("tls.toml");
+    std::fs::write(
+        &with_tls,
+        format!(
+            "[[host]]\nname = \"secure\"\nurl = \"{tcp}\"\ncapacity = 1\n[host.tls]\n\
+             ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            shown(&ca),
+            shown(&client_cert),
+            shown(&client_key)
+        ),
+    )
+    .unwrap();
+    let without = work.path().join("plain.toml");
+    std::fs::write(
+        &without,
+        format!("[[host]]\nname = \"secure\"\nurl = \"{tcp}\"\n"),
+    )
+    .unwrap();
+
+    let db = TestDb::new().await;
+    let user = db.user("Ada").await;
+    let server = Server::start(&db);
+
+    // Without the client certificate the engine refuses the controller, which says which host.
+    let refused = Command::new(bin("ci-controller"))
+        .args((&db).db_args())
+        .args(["--image", &ci_tests::test_image(), "--docker-hosts-file"])
+        .arg(&without)
+        .output()
+        .expect("ci-controller");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the Docker host secure"),
+        "{stderr}"
+    );
+
+    let controller = Controller::start_with(
+        &db,
+        &[
+            "--docker-hosts-file",
+            &shown(&with_tls),
+            "--host-check-interval",
+            "1s",
+        ],
+    );
+    let project = tempfile::tempdir().unwrap();
+    let id = submit(&server, &user.key, sleeper(project.path(), 0.1)).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = finished(&server, &user.key, &id).await;
+    assert_eq!(
+        (job.status, job.host.as_deref()),
+        (JobStatus::Passed, Some("secure")),
+        "{job:?}"
+    );
+    drop(controller);
+}

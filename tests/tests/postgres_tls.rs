@@ -6,86 +6,15 @@ use std::path::Path;
 use std::process::Command;
 
 use ci_tests::postgres::{self, Postgres};
-use ci_tests::{bin, Output, Proc};
-
-/// Runs `openssl ARGS` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (Debian's openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use ci_tests::{bin, tls, Output, Proc};
 
 /// A CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`server.pem`, `server.key`)
 /// in `dir`, readable by the server: owned by the user the cluster runs as.
 fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ci test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    std::fs::write(
-        dir.join("san.cnf"),
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-            "-out",
-            "server.pem",
-        ],
-    );
-    // The server refuses a key that others can read; as root the cluster runs as `postgres`.
-    let key = dir.join("server.key");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    tls::ca(dir);
+    let (_, key) = tls::signed(dir, "server", tls::Usage::Server);
+    // The server refuses a key that others can read (the key is 0600); as root the cluster
+    // runs as `postgres`.
     use std::os::unix::fs::MetadataExt as _;
     if std::fs::metadata(dir).unwrap().uid() == 0 {
         let id = |flag: &str| -> u32 {
