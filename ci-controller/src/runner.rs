@@ -906,7 +906,7 @@ impl<D: Docker> Ctx<D> {
     }
 
     /// The user's pip cache is free for another install (if this job had it).
-    fn release_pip_cache(&self, job: &Job) {
+    pub(crate) fn release_pip_cache(&self, job: &Job) {
         let mut busy = self.pip_cache_busy.lock().unwrap();
         if busy.get(&job.user_id) == Some(&job.id) {
             busy.remove(&job.user_id);

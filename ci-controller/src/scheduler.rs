@@ -327,6 +327,7 @@ impl<D: Docker> Scheduler<D> {
             }
             let name = self.hosts[to].ctx.host.clone();
             if jobs::move_to_host(&ctx.db, ctx.epoch, job.id, &name).await? {
+                self.hosts[i].ctx.release_pip_cache(&job);
                 info!(job.id = %job.id, from = self.hosts[i].ctx.host, to = name, "the job had not started: placing it on another host");
                 let mut job = job;
                 job.host = Some(name);
@@ -355,6 +356,7 @@ impl<D: Docker> Scheduler<D> {
             let outcome = Outcome::new(JobStatus::Lost).with_reason(reason.clone());
             jobs::finish(&ctx.db, job.id, Some(ctx.epoch), &outcome).await?;
             ctx.metrics.job_finished(JobStatus::Lost, 0.0);
+            ctx.release_pip_cache(&job);
         }
         Ok(())
     }
