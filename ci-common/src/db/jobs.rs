@@ -579,6 +579,11 @@ async fn end(
 ) -> Result<(), DbError> {
     debug_assert!(outcome.status.is_terminal());
     let mut ex = ex.into();
+    // PostgreSQL's text cannot hold NUL (a reason can quote a job's output).
+    let mut outcome = outcome.clone();
+    outcome.reason = outcome
+        .reason
+        .map(|r| super::stored_text(ex.is_postgres(), &r).into_owned());
     steps::close_open(ex.reborrow(), id, outcome.status, now).await?;
     // The `complete` event carries the job's test counts, if its results were collected.
     let counts: Option<String> = on_exec!(ex.reborrow(), |e| sqlx::query_scalar(
@@ -595,7 +600,6 @@ async fn end(
     .bind(id)
     .fetch_one(e)
     .await?);
-    let mut outcome = outcome.clone();
     outcome.tests = counts.and_then(|json| serde_json::from_str(&json).ok());
     events::append(ex.reborrow(), id, &NewEvent::job_end(&outcome)).await?;
     uploads::delete(ex, id).await?;

@@ -195,7 +195,8 @@ impl<'c> BeginWrite<'c> for &'c mut sqlx::PgConnection {
 /// on PostgreSQL, whose text cannot hold a NUL character, each NUL replaced by U+FFFD, the
 /// character that stands for one that could not be kept. Borrowed unless something changed, so
 /// that the log's hot path copies nothing on SQLite. The one rule for every text written
-/// ([`events::append`], [`test_results::store`], [`copy::postgres_text`]).
+/// ([`events::append`], [`test_results::store`], the reasons of jobs and steps,
+/// [`copy::postgres_text`]).
 pub fn stored_text(postgres: bool, text: &str) -> std::borrow::Cow<'_, str> {
     if postgres && text.contains('\0') {
         std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))

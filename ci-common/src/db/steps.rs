@@ -218,6 +218,8 @@ async fn end(
 ) -> Result<bool, DbError> {
     let mut ex = ex.into();
     let now = super::timestamp(now);
+    // PostgreSQL's text cannot hold NUL (a reason can quote a step's output).
+    let stored = reason.map(|r| super::stored_text(ex.is_postgres(), r));
     let Some(step) = get(ex.reborrow(), job, position).await? else {
         return Ok(false);
     };
@@ -230,7 +232,7 @@ async fn end(
     )
     .bind(state)
     .bind(exit_code)
-    .bind(reason)
+    .bind(stored.as_deref())
     .bind(now)
     .bind(job)
     .bind(position)
@@ -244,7 +246,7 @@ async fn end(
     let ended = StepRow {
         state,
         exit_code,
-        reason: reason.map(str::to_owned),
+        reason: stored.map(|r| r.into_owned()),
         finished_at: Some(now),
         ..step
     };
@@ -395,6 +397,42 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, DbError::LeaseLost(_)), "{db:?}: {err:?}");
             assert_eq!(list(db.exec(), job).await.unwrap(), [], "{db:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reasons_quoting_a_nul_are_stored_on_every_backend() {
+        for db in backends().await {
+            let (job, epoch) = running_job_with_steps(&db).await;
+            start(db.exec(), job, epoch, 1).await.unwrap();
+            finish(
+                db.exec(),
+                job,
+                epoch,
+                1,
+                StepState::Failed,
+                Some(1),
+                Some("a\0b"),
+            )
+            .await
+            .unwrap();
+            let outcome = crate::api::Outcome::new(JobStatus::Error).with_reason("c\0d");
+            jobs::finish(db.exec(), job, Some(epoch), &outcome)
+                .await
+                .unwrap();
+            let kept = if db.exec().is_postgres() {
+                '\u{FFFD}'
+            } else {
+                '\0'
+            };
+            let step = list(db.exec(), job).await.unwrap()[0].clone();
+            assert_eq!(step.reason, Some(format!("a{kept}b")), "{db:?}");
+            let ended = jobs::get(db.exec(), job).await.unwrap().unwrap();
+            assert_eq!(
+                (ended.status, ended.reason),
+                (JobStatus::Error, Some(format!("c{kept}d"))),
+                "{db:?}"
+            );
         }
     }
 
