@@ -1,6 +1,7 @@
 //! A second Docker engine on this machine, for the tests of a controller with many Docker
 //! hosts: its own data root, exec root, pid file and unix socket, its own bridge interface and
-//! subnet (so install steps have a network), the storage driver of the main engine
+//! subnet (so install steps have a network; the firewall stays the main engine's, see
+//! [`DockerEngine::resume`]), the storage driver of the main engine
 //! (fuse-overlayfs), and `--live-restore` (stopping it leaves its containers running, as a
 //! host that stops answering does). The runner image is copied into it from the main engine
 //! (`docker save | docker load`). Needs root and `dockerd`, as the main engine does.
@@ -127,6 +128,12 @@ impl DockerEngine {
             .args(["--storage-driver", "fuse-overlayfs"])
             .args(["--mtu", "1400"])
             .args(["--config-file", &path(&d.join("daemon.json"))])
+            // The firewall is the main engine's: a second dockerd that set up its own chains
+            // would recreate the main engine's `DOCKER` chains while that one creates networks.
+            // Containers still get the bridge (an interface, an address, the host); only NAT
+            // to other networks is missing, which the tests (local wheels) do not need.
+            .arg("--iptables=false")
+            .arg("--ip-masq=false")
             .arg("--live-restore")
             .args(&self.extra);
         self.proc = Some(Proc::spawn("dockerd-2", cmd));
