@@ -93,17 +93,10 @@ impl DockerEngine {
 
     /// `docker -H <this engine> ARGS`: its non-empty stdout lines.
     pub fn docker_lines(&self, args: &[&str]) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["-H", &self.url()])
-            .args(args)
-            .output()
-            .expect("docker");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()
+        let url = self.url();
+        let mut all = vec!["-H", &url];
+        all.extend_from_slice(args);
+        crate::docker_lines(&all)
     }
 
     /// Stops the engine (SIGTERM, as `systemctl stop docker` does) and waits for it to exit;

@@ -64,6 +64,22 @@ async fn finished(server: &Server, key: &str, id: &str) -> JobView {
     .await
 }
 
+/// A controller on the hosts of `file` that checks them every second and waits `lost_after`
+/// for one that stops answering.
+fn watching_hosts(db: &TestDb, file: &str, lost_after: &str) -> Controller {
+    Controller::start_with(
+        db,
+        &[
+            "--docker-hosts-file",
+            file,
+            "--host-check-interval",
+            "1s",
+            "--host-lost-after",
+            lost_after,
+        ],
+    )
+}
+
 /// `ci-admin hosts --json`.
 fn admin_hosts(db: &TestDb) -> Vec<serde_json::Value> {
     let out = Command::new(bin("ci-admin"))
@@ -207,17 +223,7 @@ async fn a_host_that_stops_answering_loses_its_job_and_takes_jobs_again_when_it_
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
     let server = Server::start(&db);
-    let controller = Controller::start_with(
-        &db,
-        &[
-            "--docker-hosts-file",
-            &file,
-            "--host-check-interval",
-            "1s",
-            "--host-lost-after",
-            "3s",
-        ],
-    );
+    let controller = watching_hosts(&db, &file, "3s");
     let long = sleeper(tempfile::tempdir().unwrap().path(), 120.0);
     let short = sleeper(tempfile::tempdir().unwrap().path(), 0.1);
 
@@ -314,17 +320,7 @@ async fn a_host_that_answers_again_in_time_has_its_job_reattached_with_every_lin
     let db = TestDb::new().await;
     let user = db.user("Ada").await;
     let server = Server::start(&db);
-    let controller = Controller::start_with(
-        &db,
-        &[
-            "--docker-hosts-file",
-            &file,
-            "--host-check-interval",
-            "1s",
-            "--host-lost-after",
-            "120s",
-        ],
-    );
+    let controller = watching_hosts(&db, &file, "120s");
     let project = tempfile::tempdir().unwrap();
     std::fs::write(
         project.path().join("test_count.py"),
