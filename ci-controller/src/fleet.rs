@@ -40,13 +40,11 @@ pub struct Health {
     state: Mutex<HealthState>,
     /// Jobs the scheduler runs on the host (for the checker's record).
     pub running: AtomicUsize,
-    /// Woken when the host stops or starts answering.
-    changed: Arc<Notify>,
 }
 
-impl Health {
+impl Default for Health {
     /// A host that answered when the controller connected.
-    pub fn new(changed: Arc<Notify>) -> Self {
+    fn default() -> Self {
         Self {
             state: Mutex::new(HealthState {
                 healthy: true,
@@ -56,30 +54,32 @@ impl Health {
                 memory_bytes: None,
             }),
             running: AtomicUsize::new(0),
-            changed,
         }
     }
+}
 
+impl Health {
     pub fn get(&self) -> HealthState {
         self.state.lock().unwrap().clone()
     }
 
     /// The host did not answer (`error` says how); it takes no new jobs until it answers again.
-    pub fn lost(&self, error: String) {
+    /// Returns whether it answered until now.
+    pub fn lost(&self, error: String) -> bool {
         let mut state = self.state.lock().unwrap();
-        if state.healthy {
+        let was = state.healthy;
+        if was {
             state.healthy = false;
             state.since = Some(ci_common::db::now());
-            self.changed.notify_one();
         }
         state.error = Some(error);
+        was
     }
 
-    fn answered(&self, cpu_millicores: Option<i64>, memory_bytes: Option<i64>) {
+    /// The host answered; returns whether it did not until now.
+    fn answered(&self, cpu_millicores: Option<i64>, memory_bytes: Option<i64>) -> bool {
         let mut state = self.state.lock().unwrap();
-        if !state.healthy {
-            self.changed.notify_one();
-        }
+        let was = state.healthy;
         *state = HealthState {
             healthy: true,
             since: None,
@@ -87,6 +87,7 @@ impl Health {
             cpu_millicores,
             memory_bytes,
         };
+        !was
     }
 }
 
@@ -119,13 +120,15 @@ pub fn place(slots: &[Slot], max_jobs: usize) -> Option<usize> {
 
 /// Watches one host until `stop`: pings it every `every`; while it answers, reads the CPU and
 /// memory its job containers use (the CPU from the change of their CPU time since the last
-/// check); records what it saw in `health`, the `docker_hosts` table and the metrics.
+/// check); records what it saw in `health`, the `docker_hosts` table and the metrics, and
+/// wakes `changed` when the host stops or starts answering.
 pub async fn check_host<D: Docker>(
     ctx: Arc<Ctx<D>>,
     url: String,
     capacity: Option<usize>,
     health: Arc<Health>,
     every: Duration,
+    changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let mut last_cpu: HashMap<String, u64> = HashMap::new();
@@ -138,20 +141,19 @@ pub async fn check_host<D: Docker>(
         };
         match answered {
             Ok(()) => {
-                let was = health.get().healthy;
                 let (cpu, memory) = usage(&ctx, &mut last_cpu, last_at.elapsed()).await;
                 last_at = Instant::now();
-                health.answered(cpu, memory);
-                if !was {
+                if health.answered(cpu, memory) {
                     info!(host = ctx.host, "the Docker host answers again");
+                    changed.notify_one();
                 }
             }
             Err(error) => {
-                if health.get().healthy {
-                    warn!(host = ctx.host, "the Docker host does not answer: {error}");
-                }
                 last_cpu.clear();
-                health.lost(error);
+                if health.lost(error.clone()) {
+                    warn!(host = ctx.host, "the Docker host does not answer: {error}");
+                    changed.notify_one();
+                }
             }
         }
         let state = health.get();

@@ -64,7 +64,7 @@ impl<D> Host<D> {
             ctx,
             url,
             capacity,
-            health: Arc::new(Health::new(Arc::new(Notify::new()))),
+            health: Arc::default(),
             seen_healthy: true,
             lost_done: false,
             replace_pending: false,
@@ -107,17 +107,13 @@ impl<D: Docker> Scheduler<D> {
     /// A scheduler over `hosts` (at least one; the first also serves what is not any one
     /// host's: the database, the lease, the metrics).
     pub fn new(
-        mut hosts: Vec<Host<D>>,
+        hosts: Vec<Host<D>>,
         timing: HostTiming,
         max_jobs: usize,
         interval: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         assert!(!hosts.is_empty(), "a scheduler needs a Docker host");
-        let job_ended = Arc::new(Notify::new());
-        for host in &mut hosts {
-            host.health = Arc::new(Health::new(job_ended.clone()));
-        }
         Self {
             hosts,
             timing,
@@ -130,7 +126,7 @@ impl<D: Docker> Scheduler<D> {
             last_heartbeat: Instant::now(),
             last_reconcile: Instant::now(),
             queued: Arc::new(Notify::new()),
-            job_ended,
+            job_ended: Arc::new(Notify::new()),
         }
     }
 
@@ -155,6 +151,7 @@ impl<D: Docker> Scheduler<D> {
                 host.capacity,
                 host.health.clone(),
                 self.timing.check_every,
+                self.job_ended.clone(),
                 watching.clone(),
             ));
         }
