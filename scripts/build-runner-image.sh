@@ -17,7 +17,8 @@
 # current hash, and rebuilds it when the label differs or is missing (a recipe changed since the
 # image was built). Newer Debian packages for the same recipe are picked up only with --force.
 #
-# The root filesystem comes from `debootstrap --variant=minbase` (python3, pip, venv, pytest; uv
+# The root filesystem comes from `debootstrap --variant=minbase` (python3, pip, venv, pytest, git
+# for the fetch step of jobs from git; uv
 # from its PyPI wheel, downloaded once into the cache directory) using the
 # Debian mirror configured in this machine's apt sources (override with CI_DEBIAN_MIRROR=URL), and is
 # loaded with `docker import`. The image has a non-root user `runner` (uid/gid 1000, home /home/runner)
@@ -29,7 +30,7 @@
 set -euo pipefail
 
 SUITE=bookworm
-INCLUDE=python3,python3-pip,python3-venv,python3-pytest
+INCLUDE=python3,python3-pip,python3-venv,python3-pytest,git
 tag="${CI_RUNNER_IMAGE:-ci-runner:bookworm}"
 force=0
 check=0

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ids;
 pub mod job;
 pub mod keys;
+pub mod outbound;
 pub mod policy;
 pub mod project;
 pub mod results;

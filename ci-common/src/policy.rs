@@ -34,6 +34,21 @@ pub struct Policy {
     /// `[tool.ci]`).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// Where jobs may fetch their project from with git: allow rules (see
+    /// [`crate::outbound`], `ci-controller --git-allow`).
+    #[serde(default = "default_outbound_rules")]
+    pub git_allow: Vec<String>,
+    /// Where outgoing webhooks may be sent: allow rules (see [`crate::outbound`],
+    /// `ci-controller --webhook-allow`).
+    #[serde(default = "default_outbound_rules")]
+    pub webhook_allow: Vec<String>,
+}
+
+fn default_outbound_rules() -> Vec<String> {
+    crate::outbound::DEFAULT_RULES
+        .iter()
+        .map(|r| (*r).to_owned())
+        .collect()
 }
 
 impl Default for Policy {
@@ -45,6 +60,8 @@ impl Default for Policy {
             max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
             max_retries: DEFAULT_MAX_RETRIES,
+            git_allow: default_outbound_rules(),
+            webhook_allow: default_outbound_rules(),
         }
     }
 }
@@ -83,6 +100,8 @@ impl Policy {
             max_unpacked_bytes,
             max_entries,
             max_retries: DEFAULT_MAX_RETRIES,
+            git_allow: default_outbound_rules(),
+            webhook_allow: default_outbound_rules(),
         }
     }
 
@@ -90,6 +109,33 @@ impl Policy {
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
         self
+    }
+
+    /// The same policy with other allow rules for git remotes and webhook receivers.
+    pub fn with_outbound(mut self, git_allow: Vec<String>, webhook_allow: Vec<String>) -> Self {
+        self.git_allow = git_allow;
+        self.webhook_allow = webhook_allow;
+        self
+    }
+
+    /// The rules for git remotes, read.
+    ///
+    /// # Errors
+    ///
+    /// A rule that cannot be read (the controller checks them before it publishes them).
+    pub fn git_allowlist(&self) -> Result<crate::outbound::Allowlist, crate::outbound::RuleError> {
+        crate::outbound::Allowlist::parse(&self.git_allow, "ci-controller --git-allow")
+    }
+
+    /// The rules for webhook receivers, read.
+    ///
+    /// # Errors
+    ///
+    /// A rule that cannot be read (the controller checks them before it publishes them).
+    pub fn webhook_allowlist(
+        &self,
+    ) -> Result<crate::outbound::Allowlist, crate::outbound::RuleError> {
+        crate::outbound::Allowlist::parse(&self.webhook_allow, "ci-controller --webhook-allow")
     }
 
     /// Checks an image a job asks for.

@@ -47,6 +47,42 @@ pub struct Args {
     #[arg(long, env = "CI_MAX_RETRIES", default_value_t = ci_common::policy::DEFAULT_MAX_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub max_retries: u32,
 
+    /// Where jobs may fetch their project from with git (`ci submit --git URL`), one allow
+    /// rule per value or comma-separated: SCHEME://HOST, HOST a name (github.com), a wildcard
+    /// (*.example.com, or * for any public host), an address or a CIDR block. Loopback, private
+    /// and link-local addresses are refused unless a rule names them (their block, address or
+    /// the host's exact name).
+    #[arg(
+        long,
+        env = "CI_GIT_ALLOW",
+        value_delimiter = ',',
+        value_name = "RULE[,RULE...]",
+        default_value = "https://*",
+        value_parser = allow_rule
+    )]
+    pub git_allow: Vec<String>,
+
+    /// The Docker network of the step that fetches a job's project with git (it needs one
+    /// that reaches the git host; the other steps keep theirs).
+    #[arg(long, env = "CI_GIT_NETWORK", default_value = "bridge")]
+    pub git_network: String,
+
+    /// Time limit of that fetch step: `90s`, `5m` or plain seconds.
+    #[arg(long, env = "CI_GIT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub git_timeout: Duration,
+
+    /// Where outgoing webhooks may be sent (`ci webhooks add URL`): allow rules as for
+    /// --git-allow.
+    #[arg(
+        long,
+        env = "CI_WEBHOOK_ALLOW",
+        value_delimiter = ',',
+        value_name = "RULE[,RULE...]",
+        default_value = "https://*",
+        value_parser = allow_rule
+    )]
+    pub webhook_allow: Vec<String>,
+
     /// Folder for the controller's own files (the passwd and group files mounted into jobs);
     /// default: `controller/` beside an SQLite database, else in the default data folder
     /// ($XDG_DATA_HOME/ci, else ~/.local/share/ci).
@@ -220,6 +256,7 @@ impl Args {
             self.max_entries,
         )
         .with_max_retries(self.max_retries)
+        .with_outbound(self.git_allow.clone(), self.webhook_allow.clone())
     }
 
     /// Where ci's pytest plugin lives (mounted into job containers).
@@ -274,6 +311,12 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
     } else {
         Err("--cpus must be at least 0.01".into())
     }
+}
+
+fn allow_rule(s: &str) -> Result<String, String> {
+    s.parse::<ci_common::outbound::AllowRule>()
+        .map(|rule| rule.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {

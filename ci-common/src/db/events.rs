@@ -531,6 +531,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn events_of_an_unknown_job_are_refused_on_every_backend() {
+        for db in backends().await {
+            let (job, _) = job_with_lease(&db).await;
+            let unknown = JobId::new();
+            let line = [NewEvent::log(LogStream::Stdout, Utc::now(), "stray")];
+            let err = on_exec!(db.exec(), |e| {
+                let mut tx = e.begin_write().await.unwrap();
+                append(&mut *tx, unknown, &line).await
+            })
+            .unwrap_err();
+            assert!(matches!(err, DbError::Query(_)), "{err:?}");
+            assert_eq!(last_seq(db.exec(), unknown).await.unwrap(), 0);
+            assert_eq!(append_lines(&db, job, "known", 2).await, 2);
+        }
+    }
+
+    #[tokio::test]
     async fn a_batch_under_a_lost_lease_writes_nothing_on_every_backend() {
         for db in backends().await {
             let (job, epoch) = job_with_lease(&db).await;

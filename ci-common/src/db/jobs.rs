@@ -355,6 +355,10 @@ pub async fn request_cancel(
 /// writers do not exclude each other, the job's row is locked (to the end of the transaction,
 /// `FOR NO KEY UPDATE`, which readers and foreign keys do not wait for), so that two writers
 /// wait for each other instead of both reading the same last position.
+///
+/// Errors: on PostgreSQL, [`DbError::Query`] with [`sqlx::Error::RowNotFound`] when there is no
+/// such job, which is what keeps events of unknown jobs out of `job_events` there (that table has
+/// no foreign key on PostgreSQL; SQLite's key refuses them).
 pub async fn lock_row(ex: impl Into<Exec<'_>>, job: JobId) -> Result<(), DbError> {
     let ex = ex.into();
     if ex.is_postgres() {
@@ -362,7 +366,7 @@ pub async fn lock_row(ex: impl Into<Exec<'_>>, job: JobId) -> Result<(), DbError
             "SELECT 1 FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
         )
         .bind(job)
-        .execute(e)
+        .fetch_one(e)
         .await
         .map(drop)?);
     }
