@@ -228,6 +228,15 @@ impl Api {
         json(response, "the server rejected the upload").await
     }
 
+    /// Queues a job whose project the service fetches from git (`ci submit --git`).
+    pub async fn submit_git(
+        &self,
+        request: &ci_common::git::GitJobRequest,
+    ) -> Result<JobView, ApiError> {
+        let response = self.send("jobs", |r| r.json(request), Method::POST).await?;
+        json(response, "the server rejected the job").await
+    }
+
     /// The caller's latest job of `task` (in `project` when given).
     pub async fn task_status(
         &self,

@@ -78,6 +78,15 @@ pub struct SubmitArgs {
     #[arg(short = 'C', long, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
 
+    /// Run the job on a git repository instead of a folder: the service fetches URL (a remote
+    /// the operator allows) and runs the task on it; nothing is uploaded.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["dir", "image", "retries", "fail_on_flaky", "project", "no_cache"])]
+    pub git: Option<String>,
+
+    /// With --git: the branch, tag or commit to fetch (default: the remote's default branch).
+    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    pub git_ref: Option<String>,
+
     /// With --async: print `{"job_id": ...}` instead of text.
     #[arg(long, requires = "detach")]
     pub json: bool,

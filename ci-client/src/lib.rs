@@ -276,6 +276,18 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         }
     };
 
+    if let Some(url) = &args.git {
+        let request = ci_common::git::GitJobRequest {
+            git: ci_common::git::GitSource {
+                url: url.clone(),
+                git_ref: args.git_ref.clone(),
+            },
+            task: Some(args.task.clone()),
+            args: args.pytest_args.clone(),
+        };
+        let job = api.submit_git(&request).await?;
+        return follow_new_job(api, job, args.detach, args.json, interrupt).await;
+    }
     let dir = args.dir.clone();
     // The folder's own name (`.` and `..` resolved): the project's name when nothing else names it.
     let folder = std::fs::canonicalize(&dir)

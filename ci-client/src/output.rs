@@ -727,7 +727,7 @@ where
         (None, true) => "- (out of memory)".to_owned(),
         (None, false) => dash(),
     };
-    let rows = [
+    let mut rows = vec![
         ("Job ID", job.job_id.to_string()),
         ("Task", job.task.clone()),
         (
@@ -750,6 +750,13 @@ where
         ("End time", format_time(job.end_time, tz)),
         ("Log lines", log),
     ];
+    if let Some(git) = &job.git {
+        let commit = git.commit.as_deref().unwrap_or("not fetched yet");
+        rows.insert(
+            3,
+            ("Git", format!("{} at {} ({commit})", git.url, git.git_ref)),
+        );
+    }
     let mut text: String = rows
         .iter()
         .map(|(name, value)| format!("{:<12}{value}\n", format!("{name}:")))
@@ -796,6 +803,7 @@ mod tests {
             project: None,
             image: None,
             host: None,
+            git: None,
             reason: None,
             exit_code: None,
             oom_killed: false,

@@ -39,6 +39,10 @@ pub struct JobView {
     /// absent until it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Where a job from git fetches its project, and the commit once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub git: Option<crate::git::GitView>,
     /// Why the job ended the way it did, for everything but `passed`/`failed`.
     pub reason: Option<String>,
     pub exit_code: Option<i64>,

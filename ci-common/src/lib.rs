@@ -6,6 +6,7 @@ pub mod api;
 pub mod archive;
 pub mod cache;
 pub mod config;
+pub mod git;
 pub mod ids;
 pub mod job;
 pub mod keys;

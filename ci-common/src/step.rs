@@ -23,6 +23,26 @@ pub enum Network {
     Online,
     /// The operator's test network (`--test-network`, `none` by default: loopback only).
     Offline,
+    /// The operator's git network (`--git-network`, `bridge` by default): the fetch step of a
+    /// job from git. Projects cannot ask for it ([`TaskNetwork`]).
+    Git,
+}
+
+/// The networks a project's task may ask for (`network` under `[tool.ci.tasks.NAME]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskNetwork {
+    Online,
+    Offline,
+}
+
+impl From<TaskNetwork> for Network {
+    fn from(network: TaskNetwork) -> Self {
+        match network {
+            TaskNetwork::Online => Network::Online,
+            TaskNetwork::Offline => Network::Offline,
+        }
+    }
 }
 
 /// What a step's exit code means.

@@ -27,7 +27,9 @@ use serde::Deserialize;
 use crate::api::DEFAULT_TASK;
 use crate::config::parse_duration;
 use crate::project::{ConfigError, Install, Installer, Project, RootFiles};
-use crate::step::{check_step_name, test_steps, ExitRule, Network, StepSpec, INSTALL_STEP};
+use crate::step::{
+    check_step_name, test_steps, ExitRule, Network, StepSpec, TaskNetwork, INSTALL_STEP,
+};
 use crate::JobStatus;
 
 /// One task under `[tool.ci.tasks.<name>]`.
@@ -49,7 +51,7 @@ pub struct TaskConfig {
     pub env: BTreeMap<String, String>,
     /// `"offline"` (the default: the operator's test network) or `"online"` (the operator's
     /// install network).
-    pub network: Option<Network>,
+    pub network: Option<TaskNetwork>,
     /// Tasks that run first, in this order (each once per job).
     #[serde(default)]
     pub needs: Vec<String>,
@@ -395,7 +397,7 @@ pub fn plan_task(
                         .map(|s| s.to_string())
                         .chain(params.iter().cloned())
                         .collect(),
-                    network: config.network.unwrap_or(Network::Offline),
+                    network: config.network.map_or(Network::Offline, Network::from),
                     env,
                     timeout_secs: config
                         .timeout

@@ -159,6 +159,33 @@ pub fn zip_to_tar(
     })
 }
 
+/// A zip of `files` (`(path, bytes)`, paths relative to the project folder), stored with mode
+/// 0755 for the paths in `executable` and 0644 for the others, as an upload of the same tree
+/// would be: the source of a job from git, made from what its fetch step checked out.
+pub fn files_to_zip(
+    files: &[(String, Vec<u8>)],
+    executable: &[String],
+) -> Result<Vec<u8>, ArchiveError> {
+    use std::io::Write;
+    let executable: BTreeSet<&str> = executable.iter().map(String::as_str).collect();
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (path, data) in files {
+        let mode = if executable.contains(path.as_str()) {
+            0o755
+        } else {
+            0o644
+        };
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1))
+            .large_file(data.len() as u64 >= u64::from(u32::MAX))
+            .unix_permissions(mode);
+        writer.start_file(path.as_str(), options)?;
+        writer.write_all(data)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +203,31 @@ mod tests {
             }
         }
         writer.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn files_zip_with_their_modes_and_unpack_as_an_upload_would() {
+        let files = vec![
+            ("run.sh".to_owned(), b"#!/bin/sh\n".to_vec()),
+            (
+                "pkg/m\u{fc}.py".to_owned(),
+                "x = '\u{e9}'\n".as_bytes().to_vec(),
+            ),
+        ];
+        let zip = files_to_zip(&files, &["run.sh".to_owned()]).unwrap();
+        let ws = zip_to_tar(&zip, 1000, 1000, 1 << 20, MountDirs::default()).unwrap();
+        let got = entries(&ws.tar);
+        assert!(
+            got.contains(&("src/run.sh".into(), false, 0o755)),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&("src/pkg/m\u{fc}.py".into(), false, 0o644)),
+            "{got:?}"
+        );
+        let empty = files_to_zip(&[], &[]).unwrap();
+        let ws = zip_to_tar(&empty, 1000, 1000, 1, MountDirs::default()).unwrap();
+        assert!(entries(&ws.tar).contains(&("src/".into(), true, 0o755)));
     }
 
     /// (path, is_dir, mode) of every tar entry, in order.

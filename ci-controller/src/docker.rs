@@ -76,6 +76,8 @@ pub struct FileCaps {
 pub struct Downloaded {
     pub files: Vec<(String, Vec<u8>)>,
     pub left_out: Vec<String>,
+    /// The paths of `files` with an executable bit in their mode.
+    pub executable: Vec<String>,
 }
 
 /// Which files [`Docker::download_files`] keeps, by their path relative to the folder.
@@ -464,6 +466,9 @@ impl Docker for BollardDocker {
                 if out.files.len() >= caps.max_files || bytes + size > caps.max_bytes {
                     out.left_out.push(relative.to_owned());
                     continue;
+                }
+                if entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0) {
+                    out.executable.push(relative.to_owned());
                 }
                 let mut data = Vec::with_capacity(size as usize);
                 std::io::Read::read_to_end(&mut entry, &mut data).map_err(unreadable)?;

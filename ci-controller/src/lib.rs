@@ -135,6 +135,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         installer: args.installer,
         source_retain: args.source_retain,
         artifact_retain: args.artifact_retain,
+        git_timeout: args.git_timeout,
         uid,
         gid,
     };

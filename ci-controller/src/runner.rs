@@ -16,10 +16,11 @@ use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
 use ci_common::db::{uploads, Db};
+use ci_common::git::{self, FETCH_STEP};
 use ci_common::policy::Policy;
 use ci_common::project::{Install, Installer, RootFiles};
 use ci_common::results::{read_report, ReportCaps, TestOutcome};
-use ci_common::step::{ExitRule, StepCache, StepSpec, INSTALL_STEP};
+use ci_common::step::{ExitRule, Network, StepCache, StepSpec, INSTALL_STEP};
 use ci_common::tasks::{
     artifact_matcher, plan_task, ARTIFACTS_PREFIX, MAX_ARTIFACT_BYTES, MAX_ARTIFACT_FILES,
 };
@@ -28,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::archive::{zip_to_tar, MountDirs};
+use crate::archive::{files_to_zip, zip_to_tar, MountDirs};
 use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError, FileCaps, Select};
 use crate::error::{self, JobError};
@@ -57,6 +58,8 @@ pub struct JobSettings {
     pub source_retain: Duration,
     /// How long artifacts are kept (zero: with the job's record).
     pub artifact_retain: Duration,
+    /// Time limit of the fetch step of a job from git.
+    pub git_timeout: Duration,
     pub uid: u64,
     pub gid: u64,
 }
@@ -192,6 +195,12 @@ pub fn plan_steps(
     policy.check_image(&image).map_err(|e| e.to_string())?;
     let (steps, skipped) =
         plan_task(root, &job.task, &image, &job.args(), installer).map_err(|e| e.to_string())?;
+    if job.git_url.is_some() && steps.iter().any(|s| s.name == FETCH_STEP) {
+        return Err(format!(
+            "the project has a task named {FETCH_STEP:?}, the name of the step that fetches a \
+             job from git: rename the task in pyproject.toml"
+        ));
+    }
     // A task may name its own image: every step's must be allowed.
     for step in &steps {
         policy.check_image(&step.image).map_err(|e| e.to_string())?;
@@ -434,22 +443,51 @@ impl<D: Docker> Ctx<D> {
         };
         let mut rows = steps::list(&self.db, job.id).await?;
         let mut tar = None;
-        // No container has been made yet: the workspace is made now (and, on the job's first
-        // run, its plan).
-        let untouched = found.is_empty() && rows.iter().all(|r| r.state == StepState::Pending);
-        if rows.is_empty() || untouched {
-            match self
-                .prepare(job, found.is_empty(), rows.is_empty(), sink)
-                .await?
-            {
-                Ok((planned, workspace)) => {
-                    rows = planned;
-                    tar = workspace;
+        // A job from git first fetches its project (a step of its own); the rest of its plan
+        // is made from what that step checked out.
+        let is_fetch = |name: &str| job.git_url.is_some() && name == FETCH_STEP;
+        let fetched = rows
+            .iter()
+            .any(|r| is_fetch(&r.name) && r.state == StepState::Passed);
+        if job.needs_fetch() && !fetched {
+            if rows.is_empty() {
+                match self.plan_fetch(job).await? {
+                    Ok((planned, workspace)) => {
+                        rows = planned;
+                        tar = Some(workspace);
+                    }
+                    Err(flow) => return Ok(flow),
                 }
-                Err(flow) => return Ok(flow),
+            } else {
+                info!(job.id = %job.id, step = ?job.step, "reattaching to the job's fetch step");
             }
         } else {
-            info!(job.id = %job.id, step = ?job.step, "reattaching to the job's steps");
+            if job.needs_fetch() {
+                if let Err(flow) = self.store_fetched(job).await? {
+                    return Ok(flow);
+                }
+            }
+            // No container of the plan has been made yet: the workspace is made now (and, on
+            // the job's first run, its plan).
+            let rest: Vec<&StepRow> = rows.iter().filter(|r| !is_fetch(&r.name)).collect();
+            let no_containers = found
+                .iter()
+                .all(|c| step_of(&c.labels).is_some_and(is_fetch));
+            let untouched = no_containers && rest.iter().all(|r| r.state == StepState::Pending);
+            if rest.is_empty() || untouched {
+                match self
+                    .prepare(job, no_containers, rest.is_empty(), sink)
+                    .await?
+                {
+                    Ok((planned, workspace)) => {
+                        rows = planned;
+                        tar = workspace;
+                    }
+                    Err(flow) => return Ok(flow),
+                }
+            } else {
+                info!(job.id = %job.id, step = ?job.step, "reattaching to the job's steps");
+            }
         }
         let db_cursor = job.log_cursor.clone().map(|ts| Cursor {
             ts,
@@ -572,6 +610,19 @@ impl<D: Docker> Ctx<D> {
             if retry.is_some() {
                 continue;
             }
+            if is_fetch(&row.name) && state == StepState::Passed {
+                if let Err(flow) = self.store_fetched(job).await? {
+                    return Ok(flow);
+                }
+                match self.prepare(job, true, true, sink).await? {
+                    Ok((planned, workspace)) => {
+                        rows = planned;
+                        tar = workspace;
+                    }
+                    Err(flow) => return Ok(flow),
+                }
+                continue;
+            }
             if let Some(cache) = spec.cache.as_ref().filter(|c| c.write) {
                 if state == StepState::Passed {
                     self.publish_cache(job, row, cache, sink).await?;
@@ -668,6 +719,146 @@ impl<D: Docker> Ctx<D> {
         }
         sink.notice(what).await?;
         Ok(outcome)
+    }
+
+    /// The first step of a job from git: checks its remote against the operator's rules (again:
+    /// the server did at submission, and the rules or the host's addresses may have changed),
+    /// stores the fetch step as its plan, and makes its workspace volume. Returns the plan and
+    /// the empty workspace for the step's container. `Err` ends the job (a refused remote).
+    async fn plan_fetch(&self, job: &Job) -> anyhow::Result<Result<(Vec<StepRow>, Bytes), Flow>> {
+        let Some(git) = job.git() else {
+            return Ok(Err(error("the job has no git source")));
+        };
+        let rules = match self.policy.git_allowlist() {
+            Ok(rules) => rules,
+            Err(e) => return Ok(Err(error(e.to_string()))),
+        };
+        let target = match rules.check(&git.url).await {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(error(e.to_string()))),
+        };
+        // Git connects to the addresses checked here, not to what a second lookup would give.
+        let addr = target.addrs[0];
+        let (url, resolve) = if target.url.scheme() == "git" {
+            let mut url = target.url.clone();
+            url.set_ip_host(addr)
+                .map_err(|()| anyhow::anyhow!("cannot put {addr} into {}", target.url))?;
+            (url.to_string(), None)
+        } else {
+            let addr = match addr {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            (
+                git.url.clone(),
+                Some(format!("{}:{}:{addr}", target.host, target.port)),
+            )
+        };
+        let spec = StepSpec {
+            name: FETCH_STEP.to_owned(),
+            title: "git fetch".to_owned(),
+            notice: format!("fetching {} at {}", git.url, git.git_ref),
+            image: self.sandbox.image.clone(),
+            command: git::fetch_command(&url, &git.git_ref, resolve.as_deref()),
+            network: Network::Git,
+            env: git::FETCH_ENV.iter().map(|e| (*e).to_owned()).collect(),
+            timeout_secs: Some(self.settings.git_timeout.as_secs().max(1)),
+            exit: ExitRule::Zero {
+                failure: JobStatus::Error,
+            },
+            stops_job: true,
+            attempt: 1,
+            rerun: Vec::new(),
+            cache: None,
+            pip_cache: None,
+            artifacts: Vec::new(),
+            deps_dir: None,
+        };
+        let rows = steps::plan(&self.db, job.id, self.epoch, &[spec]).await?;
+        let volume = self.sandbox.volume_name(job.id);
+        if let Err(e) = self
+            .docker
+            .create_volume(&volume, self.sandbox.labels(job.id, None))
+            .await
+        {
+            self.metrics.docker_error();
+            return Ok(Err(error(format!(
+                "could not create the workspace volume: {e}"
+            ))));
+        }
+        let (uid, gid) = (self.settings.uid, self.settings.gid);
+        let dirs = MountDirs {
+            deps: false,
+            pip_cache: false,
+        };
+        let tar = tokio::task::spawn_blocking(move || {
+            files_to_zip(&[], &[]).and_then(|zip| zip_to_tar(&zip, uid, gid, 0, dirs))
+        })
+        .await
+        .context("making the workspace failed")??;
+        Ok(Ok((rows, Bytes::from(tar.tar))))
+    }
+
+    /// After the fetch step of a job from git passed: reads the tree it checked out (without
+    /// `.git`) from its container, within the workspace limits, and stores it as the job's
+    /// source with the commit. `Err` ends the job (a tree past the limits, no commit).
+    async fn store_fetched(&self, job: &Job) -> anyhow::Result<Result<(), Flow>> {
+        let name = self.sandbox.container_name(job.id, FETCH_STEP);
+        let head = self
+            .docker
+            .read_file(&name, &format!("{WORKDIR}/.git/HEAD"), 4096)
+            .await;
+        let commit = match head {
+            Ok(Some(head)) => String::from_utf8_lossy(&head).trim().to_owned(),
+            Ok(None) => return Ok(Err(error("the fetch step checked out no commit"))),
+            Err(e) => {
+                self.metrics.docker_error();
+                return Ok(Err(error(format!(
+                    "the fetched project cannot be read from the fetch step's container: {e}"
+                ))));
+            }
+        };
+        if commit.len() < 40 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(Err(error(format!(
+                "the fetch step left HEAD at {commit:?}, not at a commit"
+            ))));
+        }
+        let caps = FileCaps {
+            max_files: usize::try_from(self.policy.max_entries).unwrap_or(usize::MAX),
+            max_bytes: self.settings.workspace_size,
+        };
+        let select: Select =
+            std::sync::Arc::new(|path: &str| path != ".git" && !path.starts_with(".git/"));
+        let found = match self
+            .docker
+            .download_files(&name, WORKDIR, select, caps)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.docker_error();
+                return Ok(Err(error(format!(
+                    "the fetched project cannot be read from the fetch step's container: {e}"
+                ))));
+            }
+        };
+        if !found.left_out.is_empty() {
+            return Ok(Err(error(format!(
+                "the fetched project is larger than the workspace limits ({} files, {}): {} \
+                 file(s) past them, such as {}",
+                caps.max_files,
+                human_bytes(caps.max_bytes),
+                found.left_out.len(),
+                found.left_out[0]
+            ))));
+        }
+        let zip =
+            tokio::task::spawn_blocking(move || files_to_zip(&found.files, &found.executable))
+                .await
+                .context("storing the fetched project failed")??;
+        jobs::record_fetched(&self.db, job.id, self.epoch, &zip, &commit).await?;
+        info!(job.id = %job.id, commit, bytes = zip.len(), "fetched the job's project");
+        Ok(Ok(()))
     }
 
     /// A job's first run: its workspace volume and project (when `fresh`: no container exists

@@ -57,6 +57,7 @@ fn sandbox() -> Sandbox {
         tmp_size_bytes: 1 << 20,
         install_network: "bridge".into(),
         test_network: "none".into(),
+        git_network: "bridge".into(),
         runtimes: Default::default(),
         log_max_size_bytes: 1 << 20,
         identity_dir: "/nonexistent/identity".into(),
@@ -83,6 +84,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             installer: Default::default(),
             source_retain: Duration::from_secs(3600),
             artifact_retain: Duration::ZERO,
+            git_timeout: Duration::from_secs(60),
             uid: 1000,
             gid: 1000,
         },
@@ -848,7 +850,7 @@ async fn claim_with(w: &World, retries: u32, flaky: ci_common::project::FlakyRul
             args: &[],
             options: &options,
             concurrency_key: None,
-            archive: &zip_of(&[("test_a.py", "")]),
+            source: jobs::NewSource::Archive(&zip_of(&[("test_a.py", "")])),
         },
     )
     .await
@@ -1124,7 +1126,7 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
                 ..Default::default()
             },
             concurrency_key: None,
-            archive: &zip_of(&files),
+            source: jobs::NewSource::Archive(&zip_of(&files)),
         },
     )
     .await

@@ -74,6 +74,8 @@ pub struct Sandbox {
     pub tmp_size_bytes: u64,
     pub install_network: String,
     pub test_network: String,
+    /// The network of the fetch step of jobs from git (`--git-network`).
+    pub git_network: String,
     /// The OCI runtimes of steps without and with network.
     pub runtimes: Runtimes,
     /// `max-size` of Docker's log of each container.
@@ -236,7 +238,7 @@ impl Runtimes {
     /// The runtime of a step with or without network.
     pub fn of(&self, network: Network) -> &Runtime {
         match network {
-            Network::Online => &self.online,
+            Network::Online | Network::Git => &self.online,
             Network::Offline => &self.offline,
         }
     }
@@ -255,6 +257,7 @@ impl Sandbox {
             tmp_size_bytes: args.tmp_size,
             install_network: args.install_network.clone(),
             test_network: args.test_network.clone(),
+            git_network: args.git_network.clone(),
             runtimes,
             log_max_size_bytes: log_max_size(args.log_cap_bytes, args.log_cap_lines),
             identity_dir: args.identity_dir(),
@@ -475,6 +478,7 @@ pub fn container_config(sandbox: &Sandbox, run: &Run<'_>) -> Config<String> {
     let network = match step.network {
         Network::Online => &sandbox.install_network,
         Network::Offline => &sandbox.test_network,
+        Network::Git => &sandbox.git_network,
     };
     let runtime = sandbox.runtimes.of(step.network);
     let identity = |name: &str, target: &str| Mount {
@@ -601,6 +605,7 @@ mod tests {
             tmp_size_bytes: 256 << 20,
             install_network: "bridge".into(),
             test_network: "none".into(),
+            git_network: "bridge".into(),
             runtimes: Runtimes::default(),
             log_max_size_bytes: 64 << 20,
             identity_dir: "/var/lib/ci/identity".into(),

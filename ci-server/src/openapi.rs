@@ -93,6 +93,9 @@ pub const SESSION_SCHEME: &str = "session";
             blobs::BlobList,
             blobs::ArtifactList,
             blobs::Artifact,
+            ci_common::git::GitJobRequest,
+            ci_common::git::GitSource,
+            ci_common::git::GitView,
         ),
         responses(
             Unauthorized,

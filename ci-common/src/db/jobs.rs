@@ -57,12 +57,34 @@ pub struct Job {
     /// The Docker host it runs (or ran) on: its name in the controller's host list, set when
     /// it is claimed.
     pub host: Option<String>,
+    /// The git remote of a job from git (`ci submit --git`), with the ref asked for and the
+    /// commit fetched (once its fetch step has passed).
+    pub git_url: Option<String>,
+    pub git_ref: Option<String>,
+    pub git_commit: Option<String>,
 }
 
 impl Job {
     /// The extra pytest arguments the job was submitted with.
     pub fn args(&self) -> Vec<String> {
         serde_json::from_str(&self.args).unwrap_or_default()
+    }
+
+    /// The job's git source, for a job from git.
+    pub fn git(&self) -> Option<crate::git::GitView> {
+        Some(crate::git::GitView {
+            url: self.git_url.clone()?,
+            git_ref: self
+                .git_ref
+                .clone()
+                .unwrap_or_else(|| crate::git::DEFAULT_REF.to_owned()),
+            commit: self.git_commit.clone(),
+        })
+    }
+
+    /// Whether the job still has to fetch its project with git before anything else runs.
+    pub fn needs_fetch(&self) -> bool {
+        self.git_url.is_some() && self.source_sha256.is_none()
     }
 
     pub fn view(&self) -> JobView {
@@ -75,6 +97,7 @@ impl Job {
             project: self.project.clone(),
             image: self.image.clone(),
             host: self.host.clone(),
+            git: self.git(),
             reason: self.reason.clone(),
             exit_code: self.exit_code,
             oom_killed: self.oom_killed,
@@ -109,8 +132,18 @@ pub struct NewJob<'a> {
     pub options: &'a JobOptions,
     /// Jobs of the same user with the same key run one at a time.
     pub concurrency_key: Option<&'a str>,
-    /// The project, as the validated zip archive.
-    pub archive: &'a [u8],
+    /// The project: the validated zip archive, or where to fetch it with git.
+    pub source: NewSource<'a>,
+}
+
+/// Where a new job's project comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum NewSource<'a> {
+    /// The validated zip archive, stored with the job.
+    Archive(&'a [u8]),
+    /// A git remote and ref (checked against the operator's rules): the job's first step
+    /// fetches it, and [`record_fetched`] stores the tree as its source.
+    Git { url: &'a str, git_ref: &'a str },
 }
 
 /// Creates a queued job of `task` with its uploaded archive, no image choice and no extra
@@ -130,7 +163,7 @@ pub async fn create(
             args: &[],
             options: &JobOptions::default(),
             concurrency_key: None,
-            archive,
+            source: NewSource::Archive(archive),
         },
     )
     .await
@@ -140,23 +173,29 @@ pub async fn create(
 /// returns, the job and its files are durable and any replica or the controller can read them.
 pub async fn create_job(ex: impl Into<Exec<'_>>, new: &NewJob<'_>) -> Result<Job, DbError> {
     let now = super::now();
-    let archive = new.archive;
+    let (archive, git_url, git_ref) = match new.source {
+        NewSource::Archive(archive) => (Some(archive), None, None),
+        NewSource::Git { url, git_ref } => (None, Some(url), Some(git_ref)),
+    };
     let args = serde_json::to_string(new.args).expect("strings serialize");
     Ok(on_exec!(ex, |e| {
         let mut tx = e.begin_write().await?;
-        let source = uploads::store(&mut *tx, archive, now).await?;
+        let source = match archive {
+            Some(archive) => Some(uploads::store(&mut *tx, archive, now).await?),
+            None => None,
+        };
         let job: Job = sqlx::query_as(
             "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
                                retries, fail_on_flaky, project, use_cache, concurrency_key,
-                               source_sha256)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                               source_sha256, git_url, git_ref)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              RETURNING *",
         )
         .bind(JobId::new())
         .bind(new.user_id)
         .bind(new.task)
         .bind(now)
-        .bind(archive.len() as i64)
+        .bind(archive.map_or(0, |a| a.len() as i64))
         .bind(new.image)
         .bind(&args)
         .bind(i64::from(new.options.retries))
@@ -165,6 +204,8 @@ pub async fn create_job(ex: impl Into<Exec<'_>>, new: &NewJob<'_>) -> Result<Job
         .bind(!new.options.no_cache)
         .bind(new.concurrency_key)
         .bind(source)
+        .bind(git_url)
+        .bind(git_ref)
         .fetch_one(&mut *tx)
         .await?;
         super::changes::notify(&mut *tx).await?;
@@ -200,7 +241,8 @@ pub async fn retry(ex: impl Into<Exec<'_>>, user_id: UserId, id: JobId) -> Resul
         };
         let kept = match &old.source_sha256 {
             Some(sha) => uploads::touch(&mut *tx, sha, now).await?,
-            None => false,
+            // A job from git that never fetched fetches again.
+            None => old.git_url.is_some(),
         };
         if !kept {
             return Err(RetryError::SourceExpired(id));
@@ -208,9 +250,10 @@ pub async fn retry(ex: impl Into<Exec<'_>>, user_id: UserId, id: JobId) -> Resul
         let job: Job = sqlx::query_as(
             "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
                                retries, fail_on_flaky, project, use_cache, concurrency_key,
-                               source_sha256)
+                               source_sha256, git_url, git_ref, git_commit)
              SELECT $1, user_id, task, 'queued', $2, upload_bytes, image, args, retries,
-                    fail_on_flaky, project, use_cache, concurrency_key, source_sha256
+                    fail_on_flaky, project, use_cache, concurrency_key, source_sha256,
+                    git_url, git_ref, CASE WHEN source_sha256 IS NULL THEN NULL ELSE git_commit END
              FROM jobs WHERE id = $3 RETURNING *",
         )
         .bind(JobId::new())
@@ -221,6 +264,41 @@ pub async fn retry(ex: impl Into<Exec<'_>>, user_id: UserId, id: JobId) -> Resul
         .map_err(DbError::from)?;
         super::changes::notify(&mut *tx).await?;
         tx.commit().await.map_err(DbError::from)?;
+        job
+    }))
+}
+
+/// Stores the tree a job's fetch step checked out (`archive`, a zip of the project without
+/// `.git`) as the job's source, with the `commit` it is at, for the controller holding the lease
+/// `epoch`. Returns the job as it is now.
+///
+/// # Errors
+///
+/// [`DbError::LeaseLost`] for a controller that lost the lease (nothing is written).
+pub async fn record_fetched(
+    ex: impl Into<Exec<'_>>,
+    id: JobId,
+    epoch: i64,
+    archive: &[u8],
+    commit: &str,
+) -> Result<Job, DbError> {
+    let now = super::now();
+    Ok(on_exec!(ex, |e| {
+        let mut tx = e.begin_write().await?;
+        lease::check(&mut *tx, epoch).await?;
+        let source = uploads::store(&mut *tx, archive, now).await?;
+        let job: Job = sqlx::query_as(
+            "UPDATE jobs SET source_sha256 = $1, upload_bytes = $2, git_commit = $3
+             WHERE id = $4 RETURNING *",
+        )
+        .bind(source)
+        .bind(archive.len() as i64)
+        .bind(commit)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        super::changes::notify(&mut *tx).await?;
+        tx.commit().await?;
         job
     }))
 }
@@ -756,7 +834,7 @@ mod concurrency_tests {
             args: &[],
             options: Box::leak(Box::new(JobOptions::default())),
             concurrency_key: key,
-            archive: b"zip",
+            source: NewSource::Archive(b"zip"),
         };
         let first = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();
         let second = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();

@@ -49,8 +49,9 @@ impl StepRow {
     }
 }
 
-/// Stores a job's plan as pending steps, unless it already has one (a restarted controller
-/// keeps the plan the job started with). Fenced by the lease epoch. Returns the job's steps.
+/// Stores a job's plan as pending steps after the steps it has (a job from git has its fetch
+/// step first), unless it has one of them already (a restarted controller keeps the plan the job
+/// started with). Fenced by the lease epoch. Returns the job's steps.
 pub async fn plan(
     ex: impl Into<Exec<'_>>,
     job: JobId,
@@ -61,14 +62,19 @@ pub async fn plan(
         let mut tx = e.begin_write().await?;
         lease::check(&mut *tx, epoch).await?;
         jobs::lock_row(&mut *tx, job).await?;
-        if list(&mut *tx, job).await?.is_empty() {
+        let existing = list(&mut *tx, job).await?;
+        let after = existing.last().map_or(0, |r| r.position);
+        if specs
+            .iter()
+            .all(|spec| existing.iter().all(|r| r.name != spec.name))
+        {
             for (i, spec) in specs.iter().enumerate() {
                 sqlx::query(
                     "INSERT INTO job_steps (job_id, position, name, state, spec)
                      VALUES ($1, $2, $3, 'pending', $4)",
                 )
                 .bind(job)
-                .bind(i as i64 + 1)
+                .bind(after + i as i64 + 1)
                 .bind(&spec.name)
                 .bind(serde_json::to_string(spec).expect("a step spec serializes"))
                 .execute(&mut *tx)

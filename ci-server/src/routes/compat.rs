@@ -199,6 +199,7 @@ mod tests {
             project: None,
             image: None,
             host: None,
+            git: None,
             reason: (status == JobStatus::TimedOut).then(|| "timed out after 600s".into()),
             exit_code: ended.then_some(1),
             oom_killed: false,

@@ -17,19 +17,24 @@ use crate::AppState;
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
-/// `POST /api/v1/jobs`: multipart `file` (zip) and optional `task` → 201 with the queued job.
+/// `POST /api/v1/jobs`: multipart `file` (zip) and optional `task` → 201 with the queued job;
+/// or JSON `{"git": {"url", "ref"}, "task", "args"}` for a job whose project is fetched from
+/// git (see [`ci_common::git`]).
 ///
-/// The archive, the project's `[tool.ci]`, the image and the retries are checked against the
-/// operator's policy first; nothing is stored when anything is wrong.
+/// The archive, the project's `[tool.ci]`, the image and the retries (or the git remote) are
+/// checked against the operator's policy first; nothing is stored when anything is wrong.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs",
     operation_id = "create_job",
     tag = "jobs",
     request_body(
-        content = inline(super::UploadForm),
-        content_type = "multipart/form-data",
-        description = "The project's zip and the job's options."
+        content(
+            (inline(super::UploadForm) = "multipart/form-data"),
+            (ci_common::git::GitJobRequest = "application/json"),
+        ),
+        description = "The project's zip and the job's options; or, as JSON, the git remote \
+            and ref to fetch the project from, the task and its arguments."
     ),
     responses(
         (status = 201, description = "The job, queued (`last_seq` 0).", body = JobView),
@@ -43,7 +48,8 @@ pub const MAX_LIMIT: i64 = 500;
         (status = 422, description = "A field is invalid (`invalid`), the archive is refused \
             for its content (`not_a_zip`, `corrupt_archive`, `unsafe_path`, `symlink`, \
             `no_files`, ...), the project's `[tool.ci]` cannot be used \
-            (`invalid_project_config`), or the image is not allowed (`image_not_allowed`).",
+            (`invalid_project_config`), the image is not allowed (`image_not_allowed`), or the \
+            git remote or ref is invalid or not allowed (`invalid`).",
             body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = []))
@@ -51,9 +57,31 @@ pub const MAX_LIMIT: i64 = 500;
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = accept_upload(&state, &user, multipart).await?;
+    use axum::extract::FromRequest as _;
+    let json = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let job = if json {
+        let Json(body) = Json::<ci_common::git::GitJobRequest>::from_request(request, &state)
+            .await
+            .map_err(|rejection| {
+                ApiError::BadRequest(format!(
+                    "{}: send a job from git as JSON {{\"git\": {{\"url\": URL, \"ref\": \
+                     REF}}, \"task\": TASK, \"args\": [...]}}, or upload the project as \
+                     multipart/form-data with the zip in the field `file`",
+                    rejection.body_text()
+                ))
+            })?;
+        super::create_git_job(&state, &user, body).await?
+    } else {
+        let multipart: Result<Multipart, MultipartRejection> =
+            Multipart::from_request(request, &state).await;
+        accept_upload(&state, &user, multipart).await?
+    };
     let mut view = job.view();
     view.last_seq = Some(0);
     view.controller = controller_state(&state, job.status).await?;

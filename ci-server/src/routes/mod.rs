@@ -220,15 +220,9 @@ async fn read_upload(
                 image = (!text.is_empty()).then(|| text.to_owned());
             }
             Some("arg") => {
-                let invalid = || {
-                    ApiError::Invalid(format!(
-                        "invalid `arg`: at most {MAX_ARGS} pytest arguments of up to \
-                         {ARG_MAX_LEN} bytes each, without NUL bytes"
-                    ))
-                };
-                let text = text_field(&mut field, ARG_MAX_LEN, invalid, field_error).await?;
+                let text = text_field(&mut field, ARG_MAX_LEN, invalid_arg, field_error).await?;
                 if args.len() >= MAX_ARGS || text.contains('\0') {
-                    return Err(invalid());
+                    return Err(invalid_arg());
                 }
                 args.push(text);
             }
@@ -296,16 +290,7 @@ async fn read_upload(
                 .into(),
         ));
     };
-    let task = task
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| DEFAULT_TASK.to_owned());
-    if !task
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-    {
-        return Err(invalid_task());
-    }
+    let task = task_name(task)?;
     let policy = ci_common::db::policy::current(&state.db).await?;
     let limits = state.config.limits(&policy);
     let (archive, checked) = tokio::task::spawn_blocking(move || {
@@ -346,7 +331,7 @@ async fn read_upload(
             args: &args,
             options: &options,
             concurrency_key: concurrency_key.as_deref(),
-            archive: &archive,
+            source: db_jobs::NewSource::Archive(&archive),
         },
     )
     .await?;
@@ -373,6 +358,79 @@ async fn drain(multipart: &mut Multipart) {
 }
 
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Creates a job from git (`POST /api/v1/jobs` with JSON): checks the remote's URL and ref,
+/// the task and arguments, and the remote against the operator's `--git-allow` rules (resolving
+/// its host: an address on a private range must be allowed by name), then queues the job. Its
+/// project is fetched by its first step; the task is checked against the project then.
+pub async fn create_git_job(
+    state: &AppState,
+    user: &AuthUser,
+    request: ci_common::git::GitJobRequest,
+) -> Result<Job, ApiError> {
+    let git = &request.git;
+    ci_common::git::check_url_text(&git.url).map_err(ApiError::Invalid)?;
+    let git_ref = git.reference();
+    ci_common::git::check_ref(git_ref).map_err(ApiError::Invalid)?;
+    let task = task_name(request.task)?;
+    if request.args.len() > MAX_ARGS
+        || request
+            .args
+            .iter()
+            .any(|a| a.len() > ARG_MAX_LEN || a.contains('\0'))
+    {
+        return Err(invalid_arg());
+    }
+    let policy = ci_common::db::policy::current(&state.db).await?;
+    let rules = policy
+        .git_allowlist()
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("the published policy")))?;
+    rules
+        .check(&git.url)
+        .await
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let job = db_jobs::create_job(
+        &state.db,
+        &db_jobs::NewJob {
+            user_id: user.user_id,
+            task: &task,
+            image: None,
+            args: &request.args,
+            options: &ci_common::project::JobOptions::default(),
+            concurrency_key: None,
+            source: db_jobs::NewSource::Git {
+                url: &git.url,
+                git_ref,
+            },
+        },
+    )
+    .await?;
+    tracing::info!(job.id = %job.id, git.url = %git.url, git.r#ref = git_ref, "job from git queued");
+    Ok(job)
+}
+
+/// The task a job asks for, checked: [`DEFAULT_TASK`] when it names none.
+fn task_name(task: Option<String>) -> Result<String, ApiError> {
+    let task = task
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_TASK.to_owned());
+    if task.len() > TASK_MAX_LEN
+        || !task
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(invalid_task());
+    }
+    Ok(task)
+}
+
+fn invalid_arg() -> ApiError {
+    ApiError::Invalid(format!(
+        "invalid `arg`: at most {MAX_ARGS} pytest arguments of up to {ARG_MAX_LEN} bytes each, \
+         without NUL bytes"
+    ))
+}
 
 fn invalid_task() -> ApiError {
     ApiError::Invalid(format!(

@@ -1,0 +1,373 @@
+//! Jobs from git (`ci submit --git URL --ref REF`) with the real `ci`, server and controller: a
+//! repository served by `git daemon` in a container on a Docker network this test creates, the
+//! controller's fetch step joining that network (`--git-network`) and allowed that one address
+//! (`--git-allow git://ADDR`).
+//!
+//! The repository holds the `kinds_exec_bits` fixture (executables two folders down, plain
+//! files, a script without the bit) tagged `v1.0`, and on `main` one more commit that adds a test
+//! checking the checkout's `.git` is in the project folder. A job at `main` runs 7 tests, at the
+//! tag 6; each records and shows the commit it ran.
+
+#[path = "support/client.rs"]
+mod support;
+
+#[path = "support/projects.rs"]
+mod projects;
+
+#[path = "common_server/mod.rs"]
+mod common_server;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ci_tests::ci_common::JobStatus;
+use ci_tests::{client, docker_lines, fixture, test_image, wait_for, Controller, Server, TestDb};
+use projects::job_id;
+use support::{run, wait_until_finished, CiEnv, Stack};
+
+/// `git ARGS` in `dir` on this machine, as a fixed author; its trimmed stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A `git daemon` serving a bare repository from a container on a network of its own; both are
+/// removed when it is dropped.
+struct GitServer {
+    network: String,
+    container: String,
+    addr: String,
+    /// Commits of `main` and of the tag `v1.0`.
+    main: String,
+    tag: String,
+    _dir: tempfile::TempDir,
+}
+
+impl GitServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        copy_dir(&fixture("kinds_exec_bits"), &work);
+        use std::os::unix::fs::PermissionsExt as _;
+        for script in ["tools/bin/lint.sh", "scripts/release/bump_version.py"] {
+            std::fs::set_permissions(work.join(script), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        for plain in ["data/notes.txt", "data/not_a_tool.sh"] {
+            std::fs::set_permissions(work.join(plain), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(
+            &work,
+            &["commit", "-q", "-m", "Exec bits: ünïcode in the subject"],
+        );
+        git(&work, &["tag", "-a", "v1.0", "-m", "one point oh"]);
+        let tag = git(&work, &["rev-parse", "v1.0^{commit}"]);
+        std::fs::write(
+            work.join("tests/test_checkout.py"),
+            "import pathlib\n\n\ndef test_the_checkout_keeps_its_git_folder():\n    \
+             root = pathlib.Path(__file__).resolve().parent.parent\n    \
+             assert (root / '.git' / 'HEAD').is_file()\n",
+        )
+        .unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "A test of the checkout"]);
+        let main = git(&work, &["rev-parse", "HEAD"]);
+        let srv = dir.path().join("srv");
+        std::fs::create_dir_all(&srv).unwrap();
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                "srv/project.git",
+            ],
+        );
+
+        let name = format!(
+            "citest-git-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let created = docker_lines(&["network", "create", &name]);
+        assert!(!created.is_empty(), "docker network create {name}");
+        let mount = format!("{}:/srv:ro", srv.display());
+        let started = docker_lines(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &name,
+            "-v",
+            &mount,
+            &test_image(),
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--informative-errors",
+            "--base-path=/srv",
+            "/srv",
+        ]);
+        assert!(!started.is_empty(), "git daemon container {name} started");
+        let addr = docker_lines(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &name,
+        ])
+        .pop()
+        .expect("the git daemon's address");
+        let server = Self {
+            network: name.clone(),
+            container: name,
+            addr,
+            main,
+            tag,
+            _dir: dir,
+        };
+        // Ready once it answers (the bridge network is reachable from this machine).
+        let url = server.url();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("git")
+                .args(["ls-remote", &url])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "git daemon at {url} did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("git://{}/project.git", self.addr)
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_from_git_run_at_a_branch_and_a_tag_and_refuse_what_is_not_allowed() {
+    let git_server = GitServer::start();
+    let db = TestDb::new().await;
+    let ada = db.user("ada").await;
+    let server = Server::start(&db);
+    let allow = format!("git://{}", git_server.addr);
+    let controller = Controller::start_with(
+        &db,
+        &[
+            "--git-network",
+            &git_server.network,
+            "--git-allow",
+            &allow,
+            "--git-allow",
+            "https://*",
+        ],
+    );
+    let stack = Stack {
+        db,
+        server,
+        controller,
+        ada,
+        env: CiEnv::new(),
+    };
+    let nowhere = tempfile::tempdir().unwrap();
+    let url = git_server.url();
+
+    // A branch: the fetched tree runs as an upload of it would, executables and all.
+    let out =
+        run(stack.ci(nowhere.path(), &["submit", "--git", &url, "--ref", "main"])).expect_code(0);
+    assert!(out.stdout.contains("7 passed"), "{}", out.stdout);
+    let sha_line = format!("checked out {}", git_server.main);
+    assert!(
+        out.stdout.contains(&sha_line),
+        "the log names the commit: {}",
+        out.stdout
+    );
+    let id = job_id(&out);
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    assert_eq!(job.status, JobStatus::Passed);
+    let git = job.git.expect("the job shows its git source");
+    assert_eq!(
+        (
+            git.url.as_str(),
+            git.git_ref.as_str(),
+            git.commit.as_deref()
+        ),
+        (url.as_str(), "main", Some(git_server.main.as_str()))
+    );
+    let steps: Vec<&str> = job
+        .steps
+        .as_deref()
+        .unwrap()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(steps[0], "fetch", "{steps:?}");
+    let status = run(stack.ci(nowhere.path(), &["status", &id])).expect_code(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("{url} at main ({})", git_server.main)),
+        "{}",
+        status.stdout
+    );
+
+    // A tag, and `ci retry` of it runs the same commit again.
+    let out =
+        run(stack.ci(nowhere.path(), &["submit", "--git", &url, "--ref", "v1.0"])).expect_code(0);
+    assert!(out.stdout.contains("6 passed"), "{}", out.stdout);
+    let tag_job = job_id(&out);
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &tag_job).await;
+    assert_eq!(
+        job.git.and_then(|g| g.commit).as_deref(),
+        Some(git_server.tag.as_str())
+    );
+    let again = run(stack.ci(nowhere.path(), &["retry", &tag_job])).expect_code(0);
+    assert!(again.stdout.contains("6 passed"), "{}", again.stdout);
+    let again = job_id(&again);
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &again).await;
+    assert_eq!(
+        job.git.and_then(|g| g.commit).as_deref(),
+        Some(git_server.tag.as_str())
+    );
+
+    // A ref the remote does not have: the job ends with git's own words in its log.
+    let out = run(stack.ci(
+        nowhere.path(),
+        &["submit", "--git", &url, "--ref", "no-such-branch"],
+    ));
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("no-such-branch"),
+        "git says which ref: {}",
+        out.stdout
+    );
+    let missing = job_id(&out);
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &missing).await;
+    assert_eq!(job.status, JobStatus::Error, "{job:?}");
+    assert!(job.git.unwrap().commit.is_none());
+
+    // Refused at submission, nothing queued: a private address no rule names, a loopback one
+    // under `https://*`, a scheme no rule has, and a ref that is an option.
+    let before = list_count(&stack).await;
+    for (url, git_ref, says) in [
+        ("git://10.255.0.1/x.git", "main", "--git-allow"),
+        (
+            "https://127.0.0.1/x.git",
+            "main",
+            "loopback, private or link-local",
+        ),
+        ("file:///etc", "main", "not allowed"),
+        (url.as_str(), "--upload-pack=touch", "invalid git ref"),
+    ] {
+        let ref_arg = format!("--ref={git_ref}");
+        let out = run(stack.ci(nowhere.path(), &["submit", "--git", url, &ref_arg]));
+        assert_ne!(out.code, Some(0), "{url} {git_ref} refused");
+        assert!(
+            out.stderr.contains(says),
+            "{url} {git_ref}: the refusal says {says:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(list_count(&stack).await, before, "nothing queued");
+
+    // The API: JSON for a job from git, and a malformed body says what to send.
+    let response = client()
+        .post(format!("{}/api/v1/jobs", stack.server.url))
+        .bearer_auth(&stack.ada.key)
+        .json(&serde_json::json!({"git": {"url": url, "ref": "v1.0"}, "args": ["-k", "modes"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let view: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(view["git"]["ref"], "v1.0");
+    assert_eq!(view["args"], serde_json::json!(["-k", "modes"]));
+    let id = view["job_id"].as_str().unwrap().to_owned();
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    assert_eq!(job.status, JobStatus::Passed, "{job:?}");
+    let response = client()
+        .post(format!("{}/api/v1/jobs", stack.server.url))
+        .bearer_auth(&stack.ada.key)
+        .header("content-type", "application/json")
+        .body(r#"{"git": "nope"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains(r#"\"git\": {\"url\""#), "{body}");
+
+    // Everything the jobs made is gone once they ended, the fetch containers included.
+    wait_for(
+        "the jobs' containers to go",
+        Duration::from_secs(30),
+        || async { stack.controller.containers().is_empty().then_some(()) },
+    )
+    .await;
+}
+
+async fn list_count(stack: &Stack) -> usize {
+    let list: serde_json::Value = client()
+        .get(format!("{}/api/v1/jobs?limit=500", stack.server.url))
+        .bearer_auth(&stack.ada.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["jobs"].as_array().unwrap().len()
+}
