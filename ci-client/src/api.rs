@@ -228,6 +228,28 @@ impl Api {
         json(response, "the server rejected the upload").await
     }
 
+    /// `POST`, `GET` or `DELETE` of `/api/v1/{path}` with an optional JSON body, answered with
+    /// JSON (the trigger routes, whose shapes the server's OpenAPI document gives).
+    pub async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        context: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let response = self
+            .send(
+                path,
+                |r| match body {
+                    Some(body) => r.json(body),
+                    None => r,
+                },
+                method,
+            )
+            .await?;
+        json(response, context).await
+    }
+
     /// Queues a job whose project the service fetches from git (`ci submit --git`).
     pub async fn submit_git(
         &self,

@@ -57,6 +57,10 @@ pub enum Command {
     /// List the project's tasks (built-in `test` and those under [tool.ci.tasks] in
     /// pyproject.toml) with what each runs first; reads only the local files.
     Tasks(TasksArgs),
+    /// Trigger tokens: start a task on a git repository from another system (a URL and a
+    /// token, no API key), or from a signed push webhook (--push).
+    #[command(subcommand)]
+    Triggers(TriggersCommand),
     /// Print a shell completion script (e.g. `ci completions bash > ~/.local/share/bash-completion/completions/ci`).
     Completions {
         #[arg(value_enum)]
@@ -118,6 +122,35 @@ pub struct SubmitArgs {
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggersCommand {
+    /// Make a trigger token bound to a task and a git source; prints the token (and, with
+    /// --push, the webhook's secret) once.
+    Create {
+        /// The git remote its jobs fetch (one the operator allows).
+        #[arg(long, value_name = "URL")]
+        git: String,
+        /// The branch, tag or commit (default: the remote's default branch); with --push, the
+        /// branch whose pushes start jobs (default: any).
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// The task its jobs run.
+        #[arg(long, default_value = DEFAULT_TASK)]
+        task: String,
+        /// A push webhook (GitHub or Gitea style, signed with the secret shown) instead of a
+        /// plain trigger URL.
+        #[arg(long)]
+        push: bool,
+    },
+    /// List your triggers (never their tokens).
+    List,
+    /// Revoke a trigger: its token starts nothing from then on.
+    Revoke {
+        /// The trigger's id (`ci triggers list`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]

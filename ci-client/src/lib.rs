@@ -116,6 +116,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Cancel(args) => cancel(&api, args).await,
         Command::Artifacts(args) => artifacts(&api, args).await,
         Command::Retry(args) => retry(&api, args, &mut Interrupt::new()?).await,
+        Command::Triggers(command) => triggers(&api, command).await,
         Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
 }
@@ -335,6 +336,97 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     stop(uploading);
     let job = submitted?;
     follow_new_job(api, job, args.detach, args.json, interrupt).await
+}
+
+/// `ci triggers create|list|revoke`.
+async fn triggers(api: &Api, command: cli::TriggersCommand) -> Result<Exit> {
+    use reqwest::Method;
+    match command {
+        cli::TriggersCommand::Create {
+            git,
+            git_ref,
+            task,
+            push,
+        } => {
+            let body = serde_json::json!({
+                "kind": if push { "push" } else { "run" },
+                "git": {"url": git, "ref": git_ref},
+                "task": task,
+            });
+            let created = api
+                .call_json(
+                    Method::POST,
+                    "triggers",
+                    Some(&body),
+                    "the server refused the trigger",
+                )
+                .await?;
+            let server = api
+                .current_server()
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned();
+            let field = |name: &str| created[name].as_str().unwrap_or_default().to_owned();
+            println!(
+                "Trigger: {}",
+                created["trigger"]["id"].as_str().unwrap_or_default()
+            );
+            println!("URL:     {server}{}", field("url"));
+            println!("Token:   {}", field("token"));
+            if let Some(secret) = created["secret"].as_str() {
+                println!("Secret:  {secret}");
+                say!(
+                    "Set the URL as the push webhook's address and the secret as its secret \
+                     (content type application/json). Neither is shown again."
+                );
+            } else {
+                say!(
+                    "POST to the URL to start a job (optional JSON body {{\"ref\": ..., \
+                     \"args\": [...]}}). The token is not shown again."
+                );
+            }
+            Ok(Exit::Ok)
+        }
+        cli::TriggersCommand::List => {
+            let list = api
+                .call_json(Method::GET, "triggers", None, "cannot list triggers")
+                .await?;
+            let triggers = list["triggers"].as_array().cloned().unwrap_or_default();
+            if triggers.is_empty() {
+                say!("No triggers: `ci triggers create --git URL` makes one.");
+            }
+            for t in triggers {
+                let text = |name: &str| t[name].as_str().unwrap_or("-").to_owned();
+                let state = if t["revoked_at"].is_string() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}  {:<4}  {:<7}  {}  {} at {}  last used {}",
+                    text("id"),
+                    text("kind"),
+                    state,
+                    text("task"),
+                    text("git_url"),
+                    t["git_ref"].as_str().unwrap_or("HEAD"),
+                    text("last_used_at"),
+                );
+            }
+            Ok(Exit::Ok)
+        }
+        cli::TriggersCommand::Revoke { id } => {
+            api.call_json(
+                Method::DELETE,
+                &format!("triggers/{id}"),
+                None,
+                "cannot revoke the trigger",
+            )
+            .await?;
+            say!("Trigger {id} revoked.");
+            Ok(Exit::Ok)
+        }
+    }
 }
 
 /// `ci retry`: queues the job again (same source, task, arguments and options) and follows the

@@ -20,6 +20,15 @@ pub enum ApiError {
     JobNotFound,
     #[error("no such endpoint: {0} (the API lives under /api/v1)")]
     RouteNotFound(String),
+    /// Another missing thing of the caller's (a trigger); the message says where to look.
+    #[error("{0}")]
+    NotFound(String),
+    /// Past a rate; answered with `Retry-After` (seconds).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("{method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("{0}")]
@@ -76,7 +85,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::JobNotFound | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::JobNotFound | ApiError::RouteNotFound(_) | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
@@ -99,7 +111,8 @@ impl ApiError {
         match self {
             ApiError::Unauthorized { code, .. } => code,
             ApiError::JobNotFound => "job_not_found",
-            ApiError::RouteNotFound(_) => "not_found",
+            ApiError::RouteNotFound(_) | ApiError::NotFound(_) => "not_found",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::CrossOrigin(_) => "cross_origin_request",
@@ -131,6 +144,14 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
         let mut response = (self.status(), Json(self.body())).into_response();
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if matches!(self, ApiError::Unauthorized { .. }) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

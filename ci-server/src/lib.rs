@@ -12,7 +12,7 @@ use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use ci_common::api::API_PREFIX;
 use ci_common::db::Db;
@@ -154,7 +154,7 @@ pub fn router(state: AppState) -> Router {
 /// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
 /// all, and [`openapi::ApiDoc`] must document each (a test checks it).
 pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
-    use routes::{blobs, events, jobs, log, session, tests};
+    use routes::{blobs, events, jobs, log, session, tests, triggers};
     vec![
         (
             "/jobs",
@@ -163,6 +163,15 @@ pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRoute
                 .merge(limits.upload(post(jobs::create))),
         ),
         ("/jobs/{id}", limits.quick(get(jobs::get))),
+        (
+            "/triggers",
+            limits
+                .quick(get(triggers::list))
+                .merge(limits.quick(post(triggers::create))),
+        ),
+        ("/triggers/{id}", limits.quick(delete(triggers::revoke))),
+        ("/trigger/{token}", limits.quick(post(triggers::run))),
+        ("/hooks/{token}", limits.quick(post(triggers::push))),
         ("/jobs/{id}/cancel", limits.quick(post(jobs::cancel))),
         ("/jobs/{id}/retry", limits.quick(post(jobs::retry))),
         ("/jobs/{id}/events", limits.quick(get(events::follow))),

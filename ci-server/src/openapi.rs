@@ -22,7 +22,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
 
 use crate::auth::SESSION_COOKIE;
-use crate::routes::{blobs, events, health, jobs, log, session, tests};
+use crate::routes::{blobs, events, health, jobs, log, session, tests, triggers};
 
 /// The name of the security scheme of the API key in the document.
 pub const SECURITY_SCHEME: &str = "api_key";
@@ -37,8 +37,9 @@ pub const SESSION_SCHEME: &str = "session";
         title = "ci",
         description = "The HTTP API of ci: upload a Python project, follow its job's log as \
             server-sent events, and read its test results, log and artifacts. Every endpoint but \
-            `/health`, `/ready`, this document and signing in takes `Authorization: Bearer \
-            ci_...` or a browser's session cookie (`POST /api/v1/session`). Every error is \
+            `/health`, `/ready`, this document, signing in and the trigger token's own \
+            (`/trigger/{token}`, `/hooks/{token}`) takes `Authorization: Bearer ci_...` or a \
+            browser's session cookie (`POST /api/v1/session`). Every error is \
             `{\"error\", \"code\", \"detail\"}`: `code` is stable, `error` says what to do. \
             Another user's job is a 404, as a job that does not exist."
     ),
@@ -65,6 +66,11 @@ pub const SESSION_SCHEME: &str = "session";
         document,
         health::health,
         health::ready,
+        triggers::create,
+        triggers::list,
+        triggers::revoke,
+        triggers::run,
+        triggers::push,
     ),
     components(
         schemas(
@@ -116,6 +122,9 @@ pub const SESSION_SCHEME: &str = "session";
         (name = "artifacts", description = "The files a job's tasks kept."),
         (name = "session", description = "Browser sign-in: a session cookie made from an API \
             key."),
+        (name = "triggers", description = "Trigger tokens bound to a task and a git source, \
+            and what they start: a run (`/trigger/{token}`) or a signed push webhook \
+            (`/hooks/{token}`), without an API key."),
         (name = "health", description = "Liveness and readiness of a replica (no key)."),
         (name = "openapi", description = "This document (no key)."),
     )
@@ -446,7 +455,8 @@ mod document_tests {
                 );
                 let id = operation.operation_id.clone().expect("an operation id");
                 assert!(operation_ids.insert(id.clone()), "operation id {id} twice");
-                let secured = operation.security.is_some();
+                // A trigger token in the path is the credential of its routes.
+                let secured = operation.security.is_some() || path.contains("{token}");
                 assert_eq!(
                     secured,
                     status == StatusCode::UNAUTHORIZED,

@@ -21,6 +21,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ci_tests::ci_common::results::TestOutcome;
 use ci_tests::ci_common::JobStatus;
 use ci_tests::{client, docker_lines, fixture, test_image, wait_for, Controller, Server, TestDb};
 use projects::job_id;
@@ -118,6 +119,11 @@ impl GitServer {
                 "srv/project.git",
             ],
         );
+        // A push webhook names a commit: let clients fetch one by its id, as hosting services do.
+        git(
+            &srv.join("project.git"),
+            &["config", "uploadpack.allowReachableSHA1InWant", "true"],
+        );
 
         let name = format!(
             "citest-git-{}",
@@ -197,9 +203,8 @@ impl Drop for GitServer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_from_git_run_at_a_branch_and_a_tag_and_refuse_what_is_not_allowed() {
-    let git_server = GitServer::start();
+/// A stack whose controller's fetch step joins the git server's network and may reach it.
+async fn stack_for(git_server: &GitServer) -> Stack {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
     let server = Server::start(&db);
@@ -215,13 +220,19 @@ async fn jobs_from_git_run_at_a_branch_and_a_tag_and_refuse_what_is_not_allowed(
             "https://*",
         ],
     );
-    let stack = Stack {
+    Stack {
         db,
         server,
         controller,
         ada,
         env: CiEnv::new(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_from_git_run_at_a_branch_and_a_tag_and_refuse_what_is_not_allowed() {
+    let git_server = GitServer::start();
+    let stack = stack_for(&git_server).await;
     let nowhere = tempfile::tempdir().unwrap();
     let url = git_server.url();
 
@@ -370,4 +381,158 @@ async fn list_count(stack: &Stack) -> usize {
         .await
         .unwrap();
     list["jobs"].as_array().unwrap().len()
+}
+
+/// `ci triggers create ARGS` as ada; the values it printed by label (`URL`, `Token`, ...).
+fn create_trigger(
+    stack: &Stack,
+    dir: &Path,
+    args: &[&str],
+) -> std::collections::HashMap<String, String> {
+    let mut all = vec!["triggers", "create"];
+    all.extend_from_slice(args);
+    let out = run(stack.ci(dir, &all)).expect_code(0);
+    out.stdout
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_tokens_and_signed_push_hooks_start_jobs_until_revoked() {
+    let git_server = GitServer::start();
+    let stack = stack_for(&git_server).await;
+    let nowhere = tempfile::tempdir().unwrap();
+    let url = git_server.url();
+    let http = client();
+
+    // A run trigger: a POST with the token and no API key starts the task with the args given.
+    let run_trigger = create_trigger(&stack, nowhere.path(), &["--git", &url, "--ref", "v1.0"]);
+    let trigger_url = run_trigger["URL"].clone();
+    assert!(
+        trigger_url.starts_with(&stack.server.url),
+        "{run_trigger:?}"
+    );
+    assert!(run_trigger["Token"].starts_with("cit_"), "{run_trigger:?}");
+    let response = http
+        .post(&trigger_url)
+        .json(&serde_json::json!({"args": ["-k", "lint"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let started: serde_json::Value = response.json().await.unwrap();
+    let id = started["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(started["url"], format!("/api/v1/jobs/{id}"));
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    assert_eq!(job.status, JobStatus::Passed, "{job:?}");
+    assert_eq!(job.args, ["-k", "lint"]);
+    assert_eq!(
+        job.tests.map(|t| t.get(TestOutcome::Passed)),
+        Some(1),
+        "only the lint test ran"
+    );
+    assert_eq!(
+        job.git.unwrap().commit.as_deref(),
+        Some(git_server.tag.as_str())
+    );
+
+    // Listed without its token; revoked, it is refused.
+    let list = run(stack.ci(nowhere.path(), &["triggers", "list"])).expect_code(0);
+    assert!(
+        list.stdout.contains(&run_trigger["Trigger"]),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        !list.stdout.contains(&run_trigger["Token"]),
+        "{}",
+        list.stdout
+    );
+    run(stack.ci(
+        nowhere.path(),
+        &["triggers", "revoke", &run_trigger["Trigger"]],
+    ))
+    .expect_code(0);
+    let response = http.post(&trigger_url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("unknown or revoked trigger token"), "{body}");
+
+    // A push trigger on main: a signed push to main starts the task at the pushed commit.
+    let push = create_trigger(
+        &stack,
+        nowhere.path(),
+        &["--git", &url, "--ref", "main", "--push"],
+    );
+    let hook_url = push["URL"].clone();
+    assert!(hook_url.contains("/api/v1/hooks/cit_"), "{push:?}");
+    let secret = push["Secret"].clone();
+    let event = |git_ref: &str, after: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "ref": git_ref,
+            "before": "0000000000000000000000000000000000000000",
+            "after": after,
+            "repository": {"clone_url": url},
+            "pusher": {"name": "ada"},
+        }))
+        .unwrap()
+    };
+    let send = |body: Vec<u8>, signature: String| {
+        http.post(&hook_url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+    };
+    // The tag's commit is on main too: the job runs it, not main's head.
+    let body = event("refs/heads/main", &git_server.tag);
+    let response = send(body.clone(), format!("sha256={}", hmac_hex(&secret, &body)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let started: serde_json::Value = response.json().await.unwrap();
+    let id = started["job_id"].as_str().unwrap().to_owned();
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    assert_eq!(job.status, JobStatus::Passed, "{job:?}");
+    let git = job.git.unwrap();
+    assert_eq!(git.commit.as_deref(), Some(git_server.tag.as_str()));
+    assert_eq!(job.tests.map(|t| t.get(TestOutcome::Passed)), Some(6));
+
+    // A wrong signature is refused; a push to another branch starts nothing.
+    let before = list_count(&stack).await;
+    let response = send(
+        body.clone(),
+        format!("sha256={}", hmac_hex("whsec_wrong", &body)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("signature does not match"));
+    let other = event("refs/heads/feature", &git_server.main);
+    let response = send(
+        other.clone(),
+        format!("sha256={}", hmac_hex(&secret, &other)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(list_count(&stack).await, before, "nothing started");
 }

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod sessions;
 pub mod steps;
 pub mod test_results;
+pub mod triggers;
 pub mod uploads;
 pub mod url;
 pub mod users;

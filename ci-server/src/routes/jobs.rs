@@ -76,7 +76,7 @@ pub async fn create(
                     rejection.body_text()
                 ))
             })?;
-        super::create_git_job(&state, &user, body).await?
+        super::create_git_job(&state, user.user_id, body).await?
     } else {
         let multipart: Result<Multipart, MultipartRejection> =
             Multipart::from_request(request, &state).await;

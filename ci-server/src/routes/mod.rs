@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod log;
 pub mod session;
 pub mod tests;
+pub mod triggers;
 
 /// The `{id}` of a job route. A malformed id is answered like a missing job (404).
 pub struct JobPath(pub JobId);
@@ -365,13 +366,10 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// project is fetched by its first step; the task is checked against the project then.
 pub async fn create_git_job(
     state: &AppState,
-    user: &AuthUser,
+    user_id: ci_common::UserId,
     request: ci_common::git::GitJobRequest,
 ) -> Result<Job, ApiError> {
     let git = &request.git;
-    ci_common::git::check_url_text(&git.url).map_err(ApiError::Invalid)?;
-    let git_ref = git.reference();
-    ci_common::git::check_ref(git_ref).map_err(ApiError::Invalid)?;
     let task = task_name(request.task)?;
     if request.args.len() > MAX_ARGS
         || request
@@ -381,18 +379,12 @@ pub async fn create_git_job(
     {
         return Err(invalid_arg());
     }
-    let policy = ci_common::db::policy::current(&state.db).await?;
-    let rules = policy
-        .git_allowlist()
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("the published policy")))?;
-    rules
-        .check(&git.url)
-        .await
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    check_git_source(state, git).await?;
+    let git_ref = git.reference();
     let job = db_jobs::create_job(
         &state.db,
         &db_jobs::NewJob {
-            user_id: user.user_id,
+            user_id,
             task: &task,
             image: None,
             args: &request.args,
@@ -407,6 +399,25 @@ pub async fn create_git_job(
     .await?;
     tracing::info!(job.id = %job.id, git.url = %git.url, git.r#ref = git_ref, "job from git queued");
     Ok(job)
+}
+
+/// Checks a git source: the URL's text, the ref, and the remote against the operator's
+/// `--git-allow` rules (resolving its host).
+pub async fn check_git_source(
+    state: &AppState,
+    git: &ci_common::git::GitSource,
+) -> Result<(), ApiError> {
+    ci_common::git::check_url_text(&git.url).map_err(ApiError::Invalid)?;
+    ci_common::git::check_ref(git.reference()).map_err(ApiError::Invalid)?;
+    let policy = ci_common::db::policy::current(&state.db).await?;
+    let rules = policy
+        .git_allowlist()
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("the published policy")))?;
+    rules
+        .check(&git.url)
+        .await
+        .map(drop)
+        .map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 /// The task a job asks for, checked: [`DEFAULT_TASK`] when it names none.
