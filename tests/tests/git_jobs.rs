@@ -535,4 +535,27 @@ async fn trigger_tokens_and_signed_push_hooks_start_jobs_until_revoked() {
     .unwrap();
     assert_eq!(response.status(), 202);
     assert_eq!(list_count(&stack).await, before, "nothing started");
+
+    // A token is rate-limited: past its burst, a 429 that says when to come back.
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = http.post(&trigger_url).send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 401);
+    }
+    let limited = limited.expect("a 429 within 20 requests");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body = limited.text().await.unwrap();
+    assert!(
+        body.contains("too many requests with this trigger token"),
+        "{body}"
+    );
 }
