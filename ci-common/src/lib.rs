@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod policy;
 pub mod project;
 pub mod results;
+pub mod secrets;
 pub mod step;
 pub mod tasks;
 

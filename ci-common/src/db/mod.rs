@@ -18,6 +18,7 @@ pub mod changes;
 pub mod copy;
 pub mod docker_hosts;
 pub mod events;
+pub mod git_credentials;
 pub mod jobs;
 pub mod lease;
 pub mod legacy;
