@@ -15,6 +15,7 @@ pub mod project;
 pub mod results;
 pub mod step;
 pub mod tasks;
+pub mod webhooks;
 
 #[cfg(feature = "db")]
 pub mod db;
@@ -22,6 +23,6 @@ pub mod db;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use ids::{ApiKeyId, JobId, UserId};
+pub use ids::{ApiKeyId, DeliveryId, JobId, UserId, WebhookId};
 pub use job::{EventKind, JobStatus, LogStream};
 pub use step::StepState;

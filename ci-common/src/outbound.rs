@@ -54,7 +54,11 @@ impl FromStr for AllowRule {
         };
         let (scheme, host) = rule.trim().split_once("://").ok_or_else(|| err("no ://"))?;
         let scheme = scheme.to_ascii_lowercase();
-        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
             return Err(err("the scheme is not a word such as https"));
         }
         let host = host.trim_end_matches('/').to_ascii_lowercase();
@@ -76,7 +80,9 @@ impl FromStr for AllowRule {
         } else if valid_name(host) {
             HostPattern::Name(host.to_owned())
         } else {
-            return Err(err("the host is neither a name, a wildcard, an address nor a block"));
+            return Err(err(
+                "the host is neither a name, a wildcard, an address nor a block",
+            ));
         };
         Ok(Self {
             scheme,
@@ -169,10 +175,7 @@ impl Allowlist {
     /// The first rule that cannot be read.
     pub fn parse(rules: &[String], flag: &'static str) -> Result<Self, RuleError> {
         Ok(Self {
-            rules: rules
-                .iter()
-                .map(|r| r.parse())
-                .collect::<Result<_, _>>()?,
+            rules: rules.iter().map(|r| r.parse()).collect::<Result<_, _>>()?,
             flag,
         })
     }
@@ -229,9 +232,7 @@ impl Allowlist {
             why: e.to_string(),
         })?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(Refused::Credentials {
-                url: redact(&url),
-            });
+            return Err(Refused::Credentials { url: redact(&url) });
         }
         if !self.rules.iter().any(|rule| rule.scheme == url.scheme()) {
             return Err(self.not_allowed(raw));
@@ -394,7 +395,13 @@ mod tests {
         ] {
             assert_eq!(rule.parse::<AllowRule>().unwrap().to_string(), rule);
         }
-        for bad in ["github.com", "https://", "https://exa mple.com", "://x", "https://*.*"] {
+        for bad in [
+            "github.com",
+            "https://",
+            "https://exa mple.com",
+            "://x",
+            "https://*.*",
+        ] {
             let err = bad.parse::<AllowRule>().unwrap_err();
             assert!(err.to_string().contains("SCHEME://HOST"), "{err}");
         }
@@ -402,7 +409,11 @@ mod tests {
 
     #[test]
     fn scheme_and_host_must_match_a_rule() {
-        let rules = list(&["https://*.example.com", "git://git.corp", "https://github.com"]);
+        let rules = list(&[
+            "https://*.example.com",
+            "git://git.corp",
+            "https://github.com",
+        ]);
         assert!(rules.check_url("https://a.example.com/x.git").is_ok());
         assert!(rules.check_url("https://github.com/a/b").is_ok());
         assert!(rules.check_url("git://git.corp/repo").is_ok());
@@ -414,7 +425,10 @@ mod tests {
             "https://evilgithub.com/a",
         ] {
             let err = rules.check_url(refused).unwrap_err();
-            assert!(matches!(err, Refused::NotAllowed { .. }), "{refused}: {err}");
+            assert!(
+                matches!(err, Refused::NotAllowed { .. }),
+                "{refused}: {err}"
+            );
             assert!(err.to_string().contains("--git-allow"), "{err}");
         }
         let err = rules
@@ -430,7 +444,7 @@ mod tests {
 
     #[test]
     fn internal_addresses_need_a_rule_that_names_them() {
-        let any = list(&DEFAULT_RULES.iter().map(|r| *r).collect::<Vec<_>>());
+        let any = list(DEFAULT_RULES);
         let url = url::Url::parse("https://h.example/x").unwrap();
         assert!(any.check_addrs("u", &url, &[ip("140.82.112.3")]).is_ok());
         for addr in [

@@ -28,6 +28,7 @@ pub mod test_results;
 pub mod uploads;
 pub mod url;
 pub mod users;
+pub mod webhooks;
 
 pub use args::DatabaseArgs;
 pub use url::{DatabaseUrl, DatabaseUrlError};
