@@ -55,10 +55,22 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
         return;
     }
     // Jobs as users run them: test results (with a failure), an install with a dependency
-    // cache entry, artifacts of reports, sources, steps, events, the lease and the policy.
+    // cache entry, artifacts of reports, sources, steps, events, the lease, the policy and
+    // webhook deliveries.
     let db = TestDb::sqlite().await;
     let ada = db.user("Ada").await;
     let bob = db.user("Bob").await;
+    // A webhook (its deliveries stay pending: the default rules refuse its URL, and nothing
+    // leaves the machine).
+    ci_common::db::webhooks::create(
+        &db.pool,
+        ada.id,
+        "http://127.0.0.1:9/hook",
+        "whsec_copy",
+        &ci_common::webhooks::WebhookEvent::ALL,
+    )
+    .await
+    .unwrap();
     let controller = Controller::start_with(&db, &[]);
     let results = queue(&db, ada.id, "results_mix").await;
     let cached = queue(&db, bob.id, "cache_greetkit").await;
