@@ -11,7 +11,8 @@ use ci_common::api::TestList;
 use ci_common::api::{ErrorBody, JobList, JobView, API_PREFIX};
 use ci_common::keys::SecretKey;
 use ci_common::results::TestOutcome;
-use ci_common::JobId;
+use ci_common::webhooks::{CreatedWebhook, DeliveryList, NewWebhook, WebhookList};
+use ci_common::{JobId, WebhookId};
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 
 use crate::config::KEY_HELP;
@@ -421,6 +422,56 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Registers a webhook for `url` and `events` (names; none: all); the answer carries its
+    /// secret.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        events: &[String],
+    ) -> Result<CreatedWebhook, ApiError> {
+        let body = NewWebhook {
+            url: url.to_owned(),
+            events: events.to_vec(),
+        };
+        let response = self
+            .send("webhooks", |r| r.json(&body), Method::POST)
+            .await?;
+        json(response, "the server refused the webhook").await
+    }
+
+    /// The caller's webhooks.
+    pub async fn webhooks(&self) -> Result<WebhookList, ApiError> {
+        let response = self.send("webhooks", |r| r, Method::GET).await?;
+        json(response, "cannot list webhooks").await
+    }
+
+    /// Removes the caller's webhook `id`.
+    pub async fn remove_webhook(&self, id: WebhookId) -> Result<(), ApiError> {
+        let response = self
+            .send(&format!("webhooks/{id}"), |r| r, Method::DELETE)
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(error_from(response, &webhook_hint(id)).await)
+        }
+    }
+
+    /// The latest deliveries (at most `limit`) of the caller's webhook `id`, newest first.
+    pub async fn deliveries(&self, id: WebhookId, limit: u32) -> Result<DeliveryList, ApiError> {
+        let build = |r: RequestBuilder| r.query(&[("limit", limit.to_string())]);
+        let response = self
+            .send(&format!("webhooks/{id}/deliveries"), build, Method::GET)
+            .await?;
+        json(response, &webhook_hint(id)).await
+    }
+}
+
+fn webhook_hint(id: WebhookId) -> String {
+    format!("webhook {id}")
+}
+
 fn not_found_hint(id: JobId) -> String {
     format!("job {id}")
 }
@@ -457,6 +508,9 @@ async fn error_from(response: Response, what: &str) -> ApiError {
     let context = match status {
         StatusCode::NOT_FOUND if what.starts_with("job ") => format!(
             "{what} was not found: check the ID (`ci list` shows your jobs; other users' jobs are not visible)"
+        ),
+        StatusCode::NOT_FOUND if what.starts_with("webhook ") => format!(
+            "{what} was not found: check the ID (`ci webhooks list` shows yours; other users' webhooks are not visible)"
         ),
         StatusCode::NOT_FOUND if what.starts_with("a job of task ") => format!(
             "you have no {} yet: submit one with `ci submit TASK`",

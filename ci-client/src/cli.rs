@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use ci_common::api::DEFAULT_TASK;
-use ci_common::JobId;
+use ci_common::webhooks::WebhookEvent;
+use ci_common::{JobId, WebhookId};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
 /// Run a Python project's tests on the ci service and follow their log.
@@ -61,11 +63,64 @@ pub enum Command {
     /// token, no API key), or from a signed push webhook (--push).
     #[command(subcommand)]
     Triggers(TriggersCommand),
+    /// Manage your outgoing webhooks: URLs that are sent your jobs' events, signed with a
+    /// secret (see the README's "Webhooks").
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Print a shell completion script (e.g. `ci completions bash > ~/.local/share/bash-completion/completions/ci`).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register a URL that is sent your jobs' events (both unless --event says which); prints
+    /// its id and its secret, which is not shown again.
+    Add(WebhookAddArgs),
+    /// List your webhooks: id, events, when added, URL.
+    List {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a webhook; its deliveries not sent yet are dropped.
+    Remove {
+        /// The webhook (as `ci webhooks list` shows it).
+        id: WebhookId,
+    },
+    /// Show a webhook's latest deliveries, newest first: event, job, state, attempts, times
+    /// and the last answer or error.
+    Deliveries(DeliveriesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookAddArgs {
+    /// Where to POST the events: a URL the operator allows (any public HTTPS host by default).
+    pub url: String,
+
+    /// An event to send (repeat for several; default: all of them).
+    #[arg(long = "event", value_name = "EVENT", value_parser = PossibleValuesParser::new(WebhookEvent::ALL.map(WebhookEvent::as_str)))]
+    pub events: Vec<String>,
+
+    /// Print the API's JSON (with the secret).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeliveriesArgs {
+    /// The webhook (as `ci webhooks list` shows it).
+    pub id: WebhookId,
+
+    /// How many deliveries to show at most.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+
+    /// Print the API's JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +360,36 @@ mod tests {
         assert_eq!(args.task, "test");
         assert_eq!(args.image.as_deref(), Some("py:3"));
         assert_eq!(args.pytest_args, ["tests/a.py"]);
+    }
+
+    #[test]
+    fn webhook_commands_parse_and_unknown_events_are_usage_errors() {
+        let cli = Cli::try_parse_from([
+            "ci",
+            "webhooks",
+            "add",
+            "https://hooks.example.com/ci",
+            "--event",
+            "job.finished",
+        ])
+        .unwrap();
+        let Command::Webhooks(WebhooksCommand::Add(args)) = cli.command else {
+            panic!("not webhooks add")
+        };
+        assert_eq!(args.url, "https://hooks.example.com/ci");
+        assert_eq!(args.events, ["job.finished"]);
+        let err =
+            Cli::try_parse_from(["ci", "webhooks", "add", "https://h", "--event", "job.done"])
+                .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("job.started"), "{err}");
+        let id = WebhookId::new();
+        let cli = Cli::try_parse_from(["ci", "webhooks", "deliveries", &id.to_string(), "--json"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Webhooks(WebhooksCommand::Deliveries(ref a)) if a.id == id && a.json
+        ));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use reqwest::StatusCode;
 use crate::api::{Api, ApiError};
 use crate::cli::{
     ArtifactsArgs, CancelArgs, Cli, Command, ListArgs, RetryArgs, StatusArgs, SubmitArgs,
-    TasksArgs, TestsArgs, WaitArgs,
+    TasksArgs, TestsArgs, WaitArgs, WebhooksCommand,
 };
 use crate::config::{Env, FileConfig, Settings};
 use crate::follow::{follow, Backoff, Finished, HttpEvents};
@@ -117,6 +117,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Artifacts(args) => artifacts(&api, args).await,
         Command::Retry(args) => retry(&api, args, &mut Interrupt::new()?).await,
         Command::Triggers(command) => triggers(&api, command).await,
+        Command::Webhooks(command) => webhooks(&api, command).await,
         Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
 }
@@ -199,6 +200,51 @@ async fn artifacts(api: &Api, args: ArtifactsArgs) -> Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// `ci webhooks add|list|remove|deliveries`.
+async fn webhooks(api: &Api, command: WebhooksCommand) -> Result<Exit> {
+    let text = match command {
+        WebhooksCommand::Add(args) => {
+            let created = api.add_webhook(&args.url, &args.events).await?;
+            if args.json {
+                json_text(&created)?
+            } else {
+                say!(
+                    "Keep the secret where your receiver can read it: it signs every delivery \
+                     (X-CI-Signature) and is not shown again."
+                );
+                output::created_webhook(&created)
+            }
+        }
+        WebhooksCommand::List { json } => {
+            let list = api.webhooks().await?;
+            if json {
+                json_text(&list)?
+            } else {
+                output::webhooks_table(&list.webhooks, &chrono::Local)
+            }
+        }
+        WebhooksCommand::Remove { id } => {
+            api.remove_webhook(id).await?;
+            format!("Webhook {id} removed.\n")
+        }
+        WebhooksCommand::Deliveries(args) => {
+            let list = api.deliveries(args.id, args.limit).await?;
+            if args.json {
+                json_text(&list)?
+            } else {
+                output::deliveries_table(&list.deliveries, &chrono::Local)
+            }
+        }
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+/// An answer as `--json` prints it: pretty, with a final newline.
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string_pretty(value).context("cannot write JSON")? + "\n")
 }
 
 /// The project's configuration as `ci` reads it from the folder's `pyproject.toml` (the default

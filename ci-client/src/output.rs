@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ci_common::api::{JobView, StepView, StreamEvent};
 use ci_common::results::{TestCounts, TestOutcome, TestResult, TestSummary};
+use ci_common::webhooks::{CreatedWebhook, DeliveryView, WebhookView};
 use ci_common::{JobId, JobStatus, StepState};
 
 use crate::follow::{Finished, Sink};
@@ -786,11 +787,166 @@ pub fn step_line(step: &StepView) -> String {
     line
 }
 
+/// A plain table: a header and rows, columns two spaces apart, the last one not padded.
+fn plain_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            text.push_str(cell);
+            if i + 1 < cells.len() {
+                text.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        text.trim_end().to_owned() + "\n"
+    };
+    let mut table = line(header.to_vec());
+    for row in rows {
+        table.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    table
+}
+
+/// What `ci webhooks add` prints (on stdout): the new webhook and its secret.
+pub fn created_webhook(created: &CreatedWebhook) -> String {
+    let events: Vec<&str> = created.events.iter().map(|e| e.as_str()).collect();
+    format!(
+        "Webhook added: {}\nURL:     {}\nEvents:  {}\nSecret:  {}\n",
+        created.id,
+        created.url,
+        events.join(", "),
+        created.secret
+    )
+}
+
+/// The `ci webhooks list` table.
+pub fn webhooks_table<Tz: TimeZone>(webhooks: &[WebhookView], tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    if webhooks.is_empty() {
+        return "No webhooks (add one with `ci webhooks add URL`).\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = webhooks
+        .iter()
+        .map(|w| {
+            let events: Vec<&str> = w.events.iter().map(|e| e.as_str()).collect();
+            vec![
+                w.id.to_string(),
+                events.join(","),
+                format_time(Some(w.created_at), tz),
+                w.url.clone(),
+            ]
+        })
+        .collect();
+    plain_table(&["WEBHOOK ID", "EVENTS", "ADDED", "URL"], &rows)
+}
+
+/// The `ci webhooks deliveries` table: the last column is the last answer's status, or what
+/// went wrong.
+pub fn deliveries_table<Tz: TimeZone>(deliveries: &[DeliveryView], tz: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    if deliveries.is_empty() {
+        return "No deliveries yet (one is made when a job of yours starts or ends).\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = deliveries
+        .iter()
+        .map(|d| {
+            let last = match (&d.last_error, d.last_status) {
+                (Some(error), _) => error.clone(),
+                (None, Some(status)) => status.to_string(),
+                (None, None) => "-".to_owned(),
+            };
+            vec![
+                d.id.to_string(),
+                d.event.to_string(),
+                d.job_id.to_string(),
+                d.state.to_string(),
+                d.attempts.to_string(),
+                format_time(Some(d.created_at), tz),
+                format_time(d.last_attempt_at, tz),
+                format_time(d.next_attempt_at, tz),
+                last,
+            ]
+        })
+        .collect();
+    plain_table(
+        &[
+            "DELIVERY ID",
+            "EVENT",
+            "JOB ID",
+            "STATE",
+            "ATTEMPTS",
+            "CREATED",
+            "LAST ATTEMPT",
+            "NEXT ATTEMPT",
+            "LAST ANSWER",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::FixedOffset;
     use uuid::Uuid;
+
+    #[test]
+    fn webhook_tables() {
+        use ci_common::webhooks::DeliveryState;
+        let at = |secs: i64| DateTime::from_timestamp(1_750_000_000 + secs, 0).unwrap();
+        let tz = FixedOffset::east_opt(2 * 3600).unwrap();
+        let hook = WebhookView {
+            id: ci_common::WebhookId(Uuid::from_u128(7)),
+            url: "https://hooks.example.com/ci".into(),
+            events: ci_common::webhooks::WebhookEvent::ALL.to_vec(),
+            created_at: at(0),
+        };
+        let delivery = |n: u128, state, attempts, status, error: Option<&str>| DeliveryView {
+            id: ci_common::DeliveryId(Uuid::from_u128(n)),
+            event: ci_common::webhooks::WebhookEvent::JobFinished,
+            job_id: JobId(Uuid::from_u128(99)),
+            state,
+            attempts,
+            last_status: status,
+            last_error: error.map(str::to_owned),
+            created_at: at(10),
+            last_attempt_at: (attempts > 0).then(|| at(12)),
+            next_attempt_at: (state == DeliveryState::Pending).then(|| at(40)),
+            delivered_at: (state == DeliveryState::Delivered).then(|| at(12)),
+        };
+        let deliveries = [
+            delivery(
+                3,
+                DeliveryState::Pending,
+                2,
+                None,
+                Some("no answer within 10s"),
+            ),
+            delivery(2, DeliveryState::Delivered, 3, Some(200), None),
+            delivery(
+                1,
+                DeliveryState::Failed,
+                8,
+                Some(500),
+                Some("the receiver answered 500"),
+            ),
+        ];
+        insta::assert_snapshot!(format!(
+            "{}\n{}\n{}",
+            webhooks_table(&[hook], &tz),
+            deliveries_table(&deliveries, &tz),
+            deliveries_table(&[], &tz)
+        ));
+    }
 
     fn job(n: u128, status: JobStatus, started: Option<i64>, ended: Option<i64>) -> JobView {
         let at = |secs: i64| DateTime::from_timestamp(1_750_000_000 + secs, 0).unwrap();

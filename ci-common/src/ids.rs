@@ -112,6 +112,15 @@ uuid_id!(
     /// An API key's public identifier (used to list and revoke it; not the secret).
     ApiKeyId
 );
+uuid_id!(
+    /// An outgoing webhook of a user (`ci webhooks list`).
+    WebhookId
+);
+uuid_id!(
+    /// One delivery of an event to a webhook: the same on every attempt, for receivers to drop
+    /// repeats.
+    DeliveryId
+);
 
 #[cfg(test)]
 mod tests {

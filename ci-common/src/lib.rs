@@ -17,6 +17,7 @@ pub mod results;
 pub mod secrets;
 pub mod step;
 pub mod tasks;
+pub mod webhooks;
 
 #[cfg(feature = "db")]
 pub mod db;
@@ -24,6 +25,6 @@ pub mod db;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use ids::{ApiKeyId, JobId, UserId};
+pub use ids::{ApiKeyId, DeliveryId, JobId, UserId, WebhookId};
 pub use job::{EventKind, JobStatus, LogStream};
 pub use step::StepState;

@@ -83,6 +83,21 @@ pub struct Args {
     )]
     pub webhook_allow: Vec<String>,
 
+    /// Time limit of one webhook delivery attempt, connecting included: `10s`, `500ms`. A
+    /// receiver that does not answer in time gets the delivery again later.
+    #[arg(long, env = "CI_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub webhook_timeout: Duration,
+
+    /// The delay before a failed webhook delivery is tried again, doubled after each failure
+    /// (30s, 1m, 2m, ...): `30s`, `50ms`.
+    #[arg(long, env = "CI_WEBHOOK_RETRY_BASE", default_value = "30s", value_parser = parse_positive_duration)]
+    pub webhook_retry_base: Duration,
+
+    /// How long after its first attempt a failing webhook delivery is last tried; then it is
+    /// `failed`.
+    #[arg(long, env = "CI_WEBHOOK_GIVE_UP_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub webhook_give_up_after: Duration,
+
     /// Folder for the controller's own files (the passwd and group files mounted into jobs);
     /// default: `controller/` beside an SQLite database, else in the default data folder
     /// ($XDG_DATA_HOME/ci, else ~/.local/share/ci).
@@ -259,6 +274,18 @@ impl Args {
         .with_outbound(self.git_allow.clone(), self.webhook_allow.clone())
     }
 
+    /// How the webhook sender sends (see [`crate::webhooks`]).
+    pub fn webhook_settings(&self) -> crate::webhooks::SenderSettings {
+        crate::webhooks::SenderSettings {
+            timeout: self.webhook_timeout,
+            schedule: ci_common::webhooks::RetrySchedule {
+                base: self.webhook_retry_base,
+                give_up_after: self.webhook_give_up_after,
+            },
+            concurrency: WEBHOOK_CONCURRENCY,
+        }
+    }
+
     /// Where ci's pytest plugin lives (mounted into job containers).
     pub fn plugins_dir(&self) -> PathBuf {
         self.identity_dir().with_file_name("plugins")
@@ -369,6 +396,17 @@ fn parse_line_bytes(s: &str) -> Result<u64, String> {
 
 pub use ci_common::config::parse_duration;
 
+/// Webhook deliveries sent at once (each waits for its receiver at most `--webhook-timeout`).
+pub const WEBHOOK_CONCURRENCY: usize = 8;
+
+/// A duration longer than zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: give a duration longer than zero, e.g. 10s")),
+        d => Ok(d),
+    }
+}
+
 /// `256m`, `1g`, `512k`, `1GiB` or plain bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -445,6 +483,16 @@ mod tests {
         assert_eq!(args.runtime_with_network, None);
         assert_eq!(args.stop_grace, Duration::from_secs(10));
         assert_eq!(args.user, "1000:1000");
+        let webhooks = args.webhook_settings();
+        assert_eq!(webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(
+            webhooks.schedule,
+            ci_common::webhooks::RetrySchedule::default()
+        );
+        let quick =
+            Args::try_parse_from(["ci-controller", "--webhook-retry-base", "50ms"]).unwrap();
+        assert_eq!(quick.webhook_retry_base, Duration::from_millis(50));
+        assert!(Args::try_parse_from(["ci-controller", "--webhook-timeout", "0"]).is_err());
         assert_eq!(args.uid_gid(), (1000, 1000));
         assert!(args.max_concurrent() >= 1);
     }

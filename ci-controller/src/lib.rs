@@ -16,6 +16,7 @@ pub mod runner;
 pub mod sandbox;
 mod scheduler;
 mod singleton;
+pub mod webhooks;
 
 #[cfg(test)]
 mod docker_double;
@@ -196,7 +197,22 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         .await
         .context("startup reconciliation failed")?;
     println!("controller ready (epoch {epoch})");
+    // Webhooks are sent while this controller holds the lease, beside the scheduler and
+    // never in its way.
+    let allow = policy
+        .webhook_allowlist()
+        .context("cannot read the --webhook-allow rules")?;
+    let sending = shutdown.child_token();
+    let sender = tokio::spawn(webhooks::run(
+        db.clone(),
+        epoch,
+        allow,
+        args.webhook_settings(),
+        sending.clone(),
+    ));
     let result = scheduler.run().await;
+    sending.cancel();
+    let _ = sender.await;
     scheduler.detach_all().await;
     if let Err(e) = lease::release(&db, epoch).await {
         warn!("cannot release the lease: {e}");

@@ -18,6 +18,12 @@ pub enum ApiError {
     /// No such job for this user (another user's job looks exactly the same).
     #[error("no job with this id: check the id (`ci list` shows your jobs)")]
     JobNotFound,
+    /// No such webhook for this user (another user's looks exactly the same).
+    #[error("no webhook with this id: check the id (`ci webhooks list` shows yours)")]
+    WebhookNotFound,
+    /// A webhook's URL that the operator's rules (or the address it leads to) refuse.
+    #[error("{0}")]
+    WebhookRefused(String),
     #[error("no such endpoint: {0} (the API lives under /api/v1)")]
     RouteNotFound(String),
     /// Another missing thing of the caller's (a trigger); the message says where to look.
@@ -85,10 +91,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::JobNotFound | ApiError::RouteNotFound(_) | ApiError::NotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::JobNotFound
+            | ApiError::WebhookNotFound
+            | ApiError::RouteNotFound(_)
+            | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WebhookRefused(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::CrossOrigin(_) => StatusCode::FORBIDDEN,
@@ -111,6 +119,8 @@ impl ApiError {
         match self {
             ApiError::Unauthorized { code, .. } => code,
             ApiError::JobNotFound => "job_not_found",
+            ApiError::WebhookNotFound => "webhook_not_found",
+            ApiError::WebhookRefused(_) => "webhook_url_refused",
             ApiError::RouteNotFound(_) | ApiError::NotFound(_) => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

@@ -154,7 +154,7 @@ pub fn router(state: AppState) -> Router {
 /// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
 /// all, and [`openapi::ApiDoc`] must document each (a test checks it).
 pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
-    use routes::{blobs, events, jobs, log, session, tests, triggers};
+    use routes::{blobs, events, jobs, log, session, tests, triggers, webhooks};
     vec![
         (
             "/jobs",
@@ -195,6 +195,18 @@ pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRoute
         (
             "/jobs/{id}/artifacts/{*path}",
             limits.quick(get(blobs::artifact)),
+        ),
+        (
+            "/webhooks",
+            limits.quick(get(webhooks::list).post(webhooks::create)),
+        ),
+        (
+            "/webhooks/{id}",
+            limits.quick(axum::routing::delete(webhooks::delete)),
+        ),
+        (
+            "/webhooks/{id}/deliveries",
+            limits.quick(get(webhooks::deliveries)),
         ),
         ("/openapi.json", limits.quick(get(openapi::document))),
     ]

@@ -22,7 +22,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
 
 use crate::auth::SESSION_COOKIE;
-use crate::routes::{blobs, events, health, jobs, log, session, tests, triggers};
+use crate::routes::{blobs, events, health, jobs, log, session, tests, triggers, webhooks};
 
 /// The name of the security scheme of the API key in the document.
 pub const SECURITY_SCHEME: &str = "api_key";
@@ -63,6 +63,10 @@ pub const SESSION_SCHEME: &str = "session";
         session::create,
         session::current,
         session::delete,
+        webhooks::create,
+        webhooks::list,
+        webhooks::delete,
+        webhooks::deliveries,
         document,
         health::health,
         health::ready,
@@ -102,11 +106,24 @@ pub const SESSION_SCHEME: &str = "session";
             ci_common::git::GitJobRequest,
             ci_common::git::GitSource,
             ci_common::git::GitView,
+            ci_common::webhooks::NewWebhook,
+            ci_common::webhooks::CreatedWebhook,
+            ci_common::webhooks::WebhookView,
+            ci_common::webhooks::WebhookList,
+            ci_common::webhooks::WebhookEvent,
+            ci_common::webhooks::DeliveryView,
+            ci_common::webhooks::DeliveryList,
+            ci_common::webhooks::DeliveryState,
+            ci_common::webhooks::Payload,
+            ci_common::webhooks::PayloadJob,
+            ci_common::WebhookId,
+            ci_common::DeliveryId,
         ),
         responses(
             Unauthorized,
             CrossOrigin,
             JobNotFound,
+            WebhookNotFound,
             Timeout,
             BlobBytes,
             BlobRange,
@@ -120,6 +137,10 @@ pub const SESSION_SCHEME: &str = "session";
         (name = "tests", description = "A job's test results."),
         (name = "blobs", description = "A job's stored files: raw reports and artifacts."),
         (name = "artifacts", description = "The files a job's tasks kept."),
+        (name = "webhooks", description = "Outgoing webhooks: the caller's receivers of job \
+            events, and their deliveries. A delivery POSTs a `Payload` as JSON, signed in \
+            `X-CI-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">` with the \
+            webhook's secret; `X-CI-Delivery` (the body's `id`) is the same on every attempt."),
         (name = "session", description = "Browser sign-in: a session cookie made from an API \
             key."),
         (name = "triggers", description = "Trigger tokens bound to a task and a git source, \
@@ -199,6 +220,15 @@ pub struct JobIdParam {
     pub id: JobId,
 }
 
+/// The `{id}` of a webhook's path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WebhookIdParam {
+    /// The webhook's id. Another user's webhook, or an id that is not a UUID, is a 404 like a
+    /// webhook that does not exist.
+    pub id: ci_common::WebhookId,
+}
+
 /// The `Range` header of a blob's or artifact's bytes.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -226,6 +256,11 @@ pub struct CrossOrigin(pub ErrorBody);
 /// user, or the id is not a UUID.
 #[derive(ToResponse)]
 pub struct JobNotFound(pub ErrorBody);
+
+/// No webhook with this id for the caller (`webhook_not_found`): it does not exist, belongs to
+/// another user, or the id is not a UUID.
+#[derive(ToResponse)]
+pub struct WebhookNotFound(pub ErrorBody);
 
 /// The request took longer than the server's time limit (`timeout`): the request time limit,
 /// or the upload time limit for an upload.

@@ -19,6 +19,7 @@ pub use ci_common;
 pub mod browser;
 pub mod docker_engine;
 pub mod tls;
+pub mod webhook_receiver;
 pub use ci_common::testing::postgres;
 
 pub use postgres::Postgres;

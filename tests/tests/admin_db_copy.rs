@@ -55,10 +55,22 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
         return;
     }
     // Jobs as users run them: test results (with a failure), an install with a dependency
-    // cache entry, artifacts of reports, sources, steps, events, the lease and the policy.
+    // cache entry, artifacts of reports, sources, steps, events, the lease, the policy and
+    // webhook deliveries.
     let db = TestDb::sqlite().await;
     let ada = db.user("Ada").await;
     let bob = db.user("Bob").await;
+    // A webhook (its deliveries stay pending: the default rules refuse its URL, and nothing
+    // leaves the machine).
+    ci_common::db::webhooks::create(
+        &db.pool,
+        ada.id,
+        "http://127.0.0.1:9/hook",
+        "whsec_copy",
+        &ci_common::webhooks::WebhookEvent::ALL,
+    )
+    .await
+    .unwrap();
     let controller = Controller::start_with(&db, &[]);
     let results = queue(&db, ada.id, "results_mix").await;
     let cached = queue(&db, bob.id, "cache_greetkit").await;
@@ -91,6 +103,31 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     .bind(&b"old zip"[..])
     .bind(Utc::now())
     .execute(db.sqlite_pool())
+    .await
+    .unwrap();
+
+    // A push trigger and a git credential (sealed with a key of this test).
+    ci_common::db::triggers::create(
+        db.sqlite_pool(),
+        &ci_common::db::triggers::NewTrigger {
+            user_id: ada.id,
+            kind: ci_common::db::triggers::TriggerKind::Push,
+            task: "test",
+            git_url: "https://git.example.com/app.git",
+            git_ref: Some("main"),
+        },
+    )
+    .await
+    .unwrap();
+    let secrets = ci_common::secrets::SecretsKey::from_hex(&"5a".repeat(32)).unwrap();
+    ci_common::db::git_credentials::set(
+        db.sqlite_pool(),
+        &secrets,
+        ada.id,
+        "git.example.com",
+        "ada",
+        "token",
+    )
     .await
     .unwrap();
 

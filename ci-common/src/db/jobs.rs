@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 
 use super::events::{self, NewEvent};
-use super::{lease, on_exec, steps, uploads, BeginWrite as _, DbError, Exec};
+use super::{lease, on_exec, steps, uploads, webhooks, BeginWrite as _, DbError, Exec};
 use crate::api::{JobView, Outcome};
 use crate::project::{FlakyRule, JobOptions};
 use crate::results::TestCounts;
+use crate::webhooks::WebhookEvent;
 use crate::{JobId, JobStatus, UserId};
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -511,6 +512,7 @@ pub async fn claim_next(
                 &[NewEvent::status(JobStatus::Running, None)],
             )
             .await?;
+            webhooks::enqueue(&mut *tx, job, WebhookEvent::JobStarted, super::now()).await?;
             super::changes::notify(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -652,7 +654,8 @@ pub async fn finish(
     })
 }
 
-/// Sets a terminal state with its events and drops the upload (caller holds the transaction).
+/// Sets a terminal state with its events and its webhooks' `job.finished` deliveries, and drops
+/// the upload (caller holds the transaction). Every end of a job comes here.
 async fn end(
     ex: impl Into<Exec<'_>>,
     id: JobId,
@@ -668,11 +671,11 @@ async fn end(
         .map(|r| super::stored_text(ex.is_postgres(), &r).into_owned());
     steps::close_open(ex.reborrow(), id, outcome.status, now).await?;
     // The `complete` event carries the job's test counts, if its results were collected.
-    let counts: Option<String> = on_exec!(ex.reborrow(), |e| sqlx::query_scalar(
+    let job: Job = on_exec!(ex.reborrow(), |e| sqlx::query_as(
         "UPDATE jobs SET status = $1, reason = $2, exit_code = $3, oom_killed = $4,
              finished_at = $5, step = NULL
          WHERE id = $6
-         RETURNING test_counts",
+         RETURNING *",
     )
     .bind(outcome.status)
     .bind(&outcome.reason)
@@ -682,8 +685,12 @@ async fn end(
     .bind(id)
     .fetch_one(e)
     .await?);
-    outcome.tests = counts.and_then(|json| serde_json::from_str(&json).ok());
+    outcome.tests = job
+        .test_counts
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok());
     events::append(ex.reborrow(), id, &NewEvent::job_end(&outcome)).await?;
+    webhooks::enqueue(ex.reborrow(), &job, WebhookEvent::JobFinished, now).await?;
     uploads::delete(ex, id).await?;
     Ok(())
 }

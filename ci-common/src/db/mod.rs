@@ -30,6 +30,7 @@ pub mod triggers;
 pub mod uploads;
 pub mod url;
 pub mod users;
+pub mod webhooks;
 
 pub use args::DatabaseArgs;
 pub use url::{DatabaseUrl, DatabaseUrlError};

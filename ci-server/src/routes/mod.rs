@@ -22,6 +22,7 @@ pub mod log;
 pub mod session;
 pub mod tests;
 pub mod triggers;
+pub mod webhooks;
 
 /// The `{id}` of a job route. A malformed id is answered like a missing job (404).
 pub struct JobPath(pub JobId);

@@ -338,7 +338,10 @@ the controller runs `python3 -m pytest` without `-s`.
    `start_time` (claimed by the controller).
 3. **Log latency** — a job prints `lat <i> <time.time_ns()>` every 10 ms, flushing each line; one
    SSE follower (`GET /api/v1/jobs/{id}/events`) connected right after the 201 takes the arrival
-   time of the network chunk that carried each line. Latency = arrival − print, every line.
+   time of the network chunk that carried each line. Latency = arrival − print, every line. The
+   same jobs run again once the user has a webhook whose receiver (on 127.0.0.1) never answers:
+   each delivery holds a sender slot for the controller's `--webhook-timeout` (10 s), beside the
+   job, never on its log's path.
 4. **Log throughput** — a job prints N lines of 51 bytes as fast as Python can, then its own count
    and SHA-256. The controller runs with the log cap off. Stored rate: `MAX(seq)` of the job polled
    every 10 ms in SQLite, from the first flood line being visible to the last one (also: by the

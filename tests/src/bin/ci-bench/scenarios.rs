@@ -546,23 +546,95 @@ async fn pickup(ctx: &Ctx) -> Result<Findings> {
 // ---------------------------------------------------------------------------------------------
 // 3. Log latency
 
+/// Log latency twice on one stack: as it is, then with a webhook of the user's whose receiver
+/// never answers (each delivery holds a sender slot for `--webhook-timeout`), to show that
+/// sending webhooks stays off the log's path.
 async fn log_latency(ctx: &Ctx) -> Result<Findings> {
-    let mut stack = Stack::start(ctx.stack_options(1, &[])).await?;
+    use ci_tests::webhook_receiver::{Answer, Receiver};
+    let mut stack =
+        Stack::start(ctx.stack_options(1, &["--webhook-allow", "http://127.0.0.1"])).await?;
     let user = stack.db.user("Bench").await;
     let lines = ctx.sizes.latency_lines;
     let zip = fixtures::latency(&ctx.work, lines, ctx.sizes.latency_interval_ms)?.zip();
-    let base = stack.server(0).url.clone();
     let mut f = Findings::default();
+    let plain = latency_runs(ctx, &mut stack, &user.key, &zip, &mut f, "").await?;
+    f.metrics.push(Metric::new(
+        format!(
+            "print → SSE arrival (a line every {} ms)",
+            ctx.sizes.latency_interval_ms
+        ),
+        Unit::Ms,
+        Goal::AtMost(100.0),
+        plain,
+    ));
+
+    let receiver = Receiver::start(|_| Answer::Hang).await;
+    let base = stack.server(0).url.clone();
+    let response = ctx
+        .http
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(&user.key)
+        .json(&serde_json::json!({ "url": receiver.url }))
+        .send()
+        .await
+        .context("POST /api/v1/webhooks")?;
+    if response.status().as_u16() != 201 {
+        bail!(
+            "adding the webhook answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let hanging = latency_runs(
+        ctx,
+        &mut stack,
+        &user.key,
+        &zip,
+        &mut f,
+        " (hanging webhook)",
+    )
+    .await?;
+    let runs = ctx.sizes.latency_runs;
+    let reached = receiver.received().len();
+    f.check(
+        reached >= runs,
+        format!("the hanging receiver was sent deliveries while the jobs ran ({reached} requests)"),
+    );
+    f.metrics.push(Metric::new(
+        format!(
+            "print → SSE arrival, with a webhook whose receiver never answers (a line every {} ms)",
+            ctx.sizes.latency_interval_ms
+        ),
+        Unit::Ms,
+        Goal::AtMost(100.0),
+        hanging,
+    ));
+    Ok(f)
+}
+
+/// Runs the latency job `latency_runs` times as the user with `key`, following each; returns
+/// every line's latency (ms) and records a check (named with `label`) that every job passed
+/// with all its lines in order.
+async fn latency_runs(
+    ctx: &Ctx,
+    stack: &mut Stack,
+    key: &str,
+    zip: &[u8],
+    f: &mut Findings,
+    label: &str,
+) -> Result<Vec<f64>> {
+    let lines = ctx.sizes.latency_lines;
+    let base = stack.server(0).url.clone();
     let mut latencies = Vec::new();
     let mut complete_runs = 0;
     for _ in 0..ctx.sizes.latency_runs {
-        let job = submit(&ctx.http, &base, &user.key, zip.clone()).await?;
+        let job = submit(&ctx.http, &base, key, zip.to_vec()).await?;
         let mut seen = 0usize;
         let mut in_order = true;
         let followed = follow(
             &ctx.http,
             &base,
-            &user.key,
+            key,
             &job.job_id,
             ctx.job_timeout(),
             |text, arrived| {
@@ -588,7 +660,7 @@ async fn log_latency(ctx: &Ctx) -> Result<Findings> {
             complete_runs += 1;
         } else {
             f.notes.push(format!(
-                "job {}: {seen}/{lines} lines, in order: {in_order}, id gaps: {}, complete: {:?}",
+                "job {}{label}: {seen}/{lines} lines, in order: {in_order}, id gaps: {}, complete: {:?}",
                 job.job_id, followed.id_gaps, followed.complete_status
             ));
         }
@@ -597,18 +669,9 @@ async fn log_latency(ctx: &Ctx) -> Result<Findings> {
     let runs = ctx.sizes.latency_runs;
     f.check(
         complete_runs == runs,
-        format!("{complete_runs}/{runs} jobs passed with all {lines} lines streamed in order, no seq gaps"),
+        format!("{complete_runs}/{runs} jobs{label} passed with all {lines} lines streamed in order, no seq gaps"),
     );
-    f.metrics.push(Metric::new(
-        format!(
-            "print → SSE arrival (a line every {} ms)",
-            ctx.sizes.latency_interval_ms
-        ),
-        Unit::Ms,
-        Goal::AtMost(100.0),
-        latencies,
-    ));
-    Ok(f)
+    Ok(latencies)
 }
 
 // ---------------------------------------------------------------------------------------------
