@@ -251,6 +251,21 @@ impl Api {
         json(response, context).await
     }
 
+    /// A request whose success has no body (`204 No Content`).
+    pub async fn call_empty(
+        &self,
+        method: Method,
+        path: &str,
+        context: &str,
+    ) -> Result<(), ApiError> {
+        let response = self.send(path, |r| r, method).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(error_from(response, context).await)
+        }
+    }
+
     /// Queues a job whose project the service fetches from git (`ci submit --git`).
     pub async fn submit_git(
         &self,

@@ -59,6 +59,10 @@ pub enum Command {
     /// List the project's tasks (built-in `test` and those under [tool.ci.tasks] in
     /// pyproject.toml) with what each runs first; reads only the local files.
     Tasks(TasksArgs),
+    /// Your credentials for private git remotes (`ci submit --git`), one per host: stored
+    /// sealed, never shown again, given only to the fetch of your jobs from that host.
+    #[command(subcommand, name = "git-credentials")]
+    GitCredentials(GitCredentialsCommand),
     /// Trigger tokens: start a task on a git repository from another system (a URL and a
     /// token, no API key), or from a signed push webhook (--push).
     #[command(subcommand)]
@@ -177,6 +181,22 @@ pub struct SubmitArgs {
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GitCredentialsCommand {
+    /// Store (or replace) your credential for HOST; the password or token is read from
+    /// standard input (e.g. `echo "$TOKEN" | ci git-credentials set github.com --username me`).
+    Set {
+        /// The remote's host, as in its URLs (github.com).
+        host: String,
+        #[arg(long)]
+        username: String,
+    },
+    /// List your credentials by host (never their secrets).
+    List,
+    /// Forget your credential for HOST.
+    Remove { host: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -117,6 +117,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Artifacts(args) => artifacts(&api, args).await,
         Command::Retry(args) => retry(&api, args, &mut Interrupt::new()?).await,
         Command::Triggers(command) => triggers(&api, command).await,
+        Command::GitCredentials(command) => git_credentials(&api, command).await,
         Command::Webhooks(command) => webhooks(&api, command).await,
         Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
@@ -382,6 +383,67 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     stop(uploading);
     let job = submitted?;
     follow_new_job(api, job, args.detach, args.json, interrupt).await
+}
+
+/// `ci git-credentials set|list|remove`.
+async fn git_credentials(api: &Api, command: cli::GitCredentialsCommand) -> Result<Exit> {
+    use reqwest::Method;
+    match command {
+        cli::GitCredentialsCommand::Set { host, username } => {
+            let mut password = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+                .context("cannot read the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            anyhow::ensure!(
+                !password.is_empty(),
+                "no password on standard input: pipe the password or token in, e.g. \
+                 `echo \"$TOKEN\" | ci git-credentials set {host} --username {username}`"
+            );
+            let body = serde_json::json!({"username": username, "password": password});
+            api.call_json(
+                Method::PUT,
+                &format!("git-credentials/{host}"),
+                Some(&body),
+                "the server did not store the credential",
+            )
+            .await?;
+            say!("Stored your credential for {host} (user {username}).");
+        }
+        cli::GitCredentialsCommand::List => {
+            let list = api
+                .call_json(
+                    Method::GET,
+                    "git-credentials",
+                    None,
+                    "cannot list credentials",
+                )
+                .await?;
+            let credentials = list["credentials"].as_array().cloned().unwrap_or_default();
+            if credentials.is_empty() {
+                say!(
+                    "No git credentials: `ci git-credentials set HOST --username USER` stores one."
+                );
+            }
+            for c in credentials {
+                println!(
+                    "{}  {}  updated {}",
+                    c["host"].as_str().unwrap_or("-"),
+                    c["username"].as_str().unwrap_or("-"),
+                    c["updated_at"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        cli::GitCredentialsCommand::Remove { host } => {
+            api.call_empty(
+                Method::DELETE,
+                &format!("git-credentials/{host}"),
+                "cannot remove the credential",
+            )
+            .await?;
+            say!("Removed your credential for {host}.");
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 /// `ci triggers create|list|revoke`.

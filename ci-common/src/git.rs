@@ -128,6 +128,7 @@ pub fn fetch_command(url: &str, git_ref: &str, resolve: Option<&str>) -> Vec<Str
 git init -q .
 git -c protocol.allow=never -c protocol.https.allow=always -c protocol.http.allow=always \
     -c protocol.git.allow=always ${3:+-c http.curloptResolve="$3"} \
+    -c credential.helper= -c credential.helper='!f() { test "$1" = get && test -n "${CI_GIT_PASSWORD:-}" || exit 0; echo "username=$CI_GIT_USERNAME"; echo "password=$CI_GIT_PASSWORD"; }; f' \
     fetch --quiet --depth 1 --no-tags --no-recurse-submodules "$1" "$2"
 git -c advice.detachedHead=false checkout -q --detach FETCH_HEAD
 git log -1 --format='checked out %H (%s)'
@@ -146,8 +147,11 @@ git log -1 --format='checked out %H (%s)'
     argv
 }
 
-/// The environment of the fetch step: no prompt for credentials (a private remote fails at
-/// once), no system or user git configuration.
+/// The environment of the fetch step: no prompt for credentials (a private remote without a
+/// stored credential fails at once), no system or user git configuration. The owner's
+/// credential for the host, if any, comes as `CI_GIT_USERNAME` and `CI_GIT_PASSWORD` (given
+/// when the container is made, never stored with the plan) and is read by a credential helper
+/// of the fetch command, so it is in no URL, argument or log line.
 pub const FETCH_ENV: &[&str] = &[
     "GIT_TERMINAL_PROMPT=0",
     "GIT_CONFIG_NOSYSTEM=1",

@@ -67,6 +67,12 @@ pub struct Args {
     #[arg(long, env = "CI_GIT_NETWORK", default_value = "bridge")]
     pub git_network: String,
 
+    /// The key that seals users' git credentials in the database, the same file as the
+    /// server's (64 hex digits, e.g. from `openssl rand -hex 32`): the fetch step of a job from
+    /// git gets its owner's credential for the remote's host. Without it, none is used.
+    #[arg(long, env = "CI_SECRETS_KEY_FILE", value_name = "PATH")]
+    pub secrets_key_file: Option<PathBuf>,
+
     /// Time limit of that fetch step: `90s`, `5m` or plain seconds.
     #[arg(long, env = "CI_GIT_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub git_timeout: Duration,

@@ -137,6 +137,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         source_retain: args.source_retain,
         artifact_retain: args.artifact_retain,
         git_timeout: args.git_timeout,
+        secrets: args
+            .secrets_key_file
+            .as_deref()
+            .map(ci_common::secrets::SecretsKey::from_file)
+            .transpose()?,
         uid,
         gid,
     };

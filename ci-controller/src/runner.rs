@@ -15,7 +15,7 @@ use ci_common::db::cache::{self, CacheBounds, Published};
 use ci_common::db::jobs::{self, Job};
 use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
-use ci_common::db::{uploads, Db};
+use ci_common::db::{git_credentials, uploads, Db};
 use ci_common::git::{self, FETCH_STEP};
 use ci_common::policy::Policy;
 use ci_common::project::{Install, Installer, RootFiles};
@@ -60,6 +60,8 @@ pub struct JobSettings {
     pub artifact_retain: Duration,
     /// Time limit of the fetch step of a job from git.
     pub git_timeout: Duration,
+    /// The key that opens users' git credentials (`--secrets-key-file`).
+    pub secrets: Option<ci_common::secrets::SecretsKey>,
     pub uid: u64,
     pub gid: u64,
 }
@@ -861,6 +863,37 @@ impl<D: Docker> Ctx<D> {
         Ok(Ok(()))
     }
 
+    /// The environment a step gets beside its stored plan, never stored or logged: for the fetch
+    /// step of a job from git over HTTP(S), its owner's credential for the remote's host
+    /// (`CI_GIT_USERNAME`, `CI_GIT_PASSWORD`, read by the fetch's credential helper), when the
+    /// owner stored one and the controller has the secrets key.
+    async fn secret_env(&self, job: &Job, spec: &StepSpec) -> anyhow::Result<Vec<String>> {
+        let (Some(key), Some(url)) = (&self.settings.secrets, &job.git_url) else {
+            return Ok(Vec::new());
+        };
+        if spec.network != Network::Git {
+            return Ok(Vec::new());
+        }
+        let Some(host) = url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .and_then(|u| u.host_str().map(str::to_owned))
+        else {
+            return Ok(Vec::new());
+        };
+        match git_credentials::get(&self.db, key, job.user_id, &host).await? {
+            None => Ok(Vec::new()),
+            Some(Ok((username, password))) => Ok(vec![
+                format!("CI_GIT_USERNAME={username}"),
+                format!("CI_GIT_PASSWORD={password}"),
+            ]),
+            Some(Err(e)) => {
+                warn!(job.id = %job.id, host, "the owner's git credential cannot be used: {e}");
+                Ok(Vec::new())
+            }
+        }
+    }
+
     /// A job's first run: its workspace volume and project (when `fresh`: no container exists
     /// yet; the tar is returned for the first container), and its plan stored as steps (kept
     /// if it has one; `new_plan` says whether it had none, and only then is a skipped install
@@ -1423,7 +1456,9 @@ impl<D: Docker> Ctx<D> {
                     return Ok(StepEnd::StoppedBefore(StopKind::Timeout));
                 }
                 sink.notice(self.sandbox.step_notice(spec)).await?;
+                let secret_env = self.secret_env(job, spec).await?;
                 let run = Run {
+                    secret_env: &secret_env,
                     job: id,
                     task: &job.task,
                     step: spec,

@@ -85,6 +85,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             source_retain: Duration::from_secs(3600),
             artifact_retain: Duration::ZERO,
             git_timeout: Duration::from_secs(60),
+            secrets: None,
             uid: 1000,
             gid: 1000,
         },
@@ -488,6 +489,7 @@ async fn crashed_in(
         job: id,
         task: "test",
         step: spec,
+        secret_env: &[],
     };
     let script = Script {
         messages,

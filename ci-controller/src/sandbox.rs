@@ -423,6 +423,8 @@ pub struct Run<'a> {
     /// The job's task (`CI_JOB_TASK`).
     pub task: &'a str,
     pub step: &'a StepSpec,
+    /// `KEY=VALUE` after the step's own, that the stored plan must not hold (a git credential).
+    pub secret_env: &'a [String],
 }
 
 /// The environment of every step: what a developer's shell has (`USER`, `LOGNAME`, a writable
@@ -469,6 +471,7 @@ pub fn environment(run: &Run<'_>) -> Vec<String> {
         env.push(format!("CI_RERUN={}", step.rerun.join("\n")));
     }
     env.extend(step.env.iter().cloned());
+    env.extend(run.secret_env.iter().cloned());
     env
 }
 
@@ -626,6 +629,7 @@ mod tests {
             job,
             task: "test",
             step,
+            secret_env: &[],
         }
     }
 

@@ -33,6 +33,12 @@ pub struct Config {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
+    /// The key that seals users' git credentials in the database (64 hex digits, e.g. from
+    /// `openssl rand -hex 32`); the controller needs the same. Without it, storing credentials
+    /// is refused (503).
+    #[arg(long, env = "CI_SECRETS_KEY_FILE", value_name = "PATH")]
+    pub secrets_key_file: Option<std::path::PathBuf>,
+
     /// Largest accepted upload (the zip archive), in bytes.
     #[arg(long, env = "CI_MAX_UPLOAD_BYTES", default_value_t = 100 * MIB)]
     pub max_upload_bytes: u64,
@@ -99,6 +105,20 @@ fn parse_origin(text: &str) -> Result<String, String> {
 }
 
 impl Config {
+    /// The secrets key of `--secrets-key-file`, read (`None` without the flag).
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or does not hold a key.
+    pub fn secrets_key(
+        &self,
+    ) -> Result<Option<ci_common::secrets::SecretsKey>, ci_common::secrets::SecretsError> {
+        self.secrets_key_file
+            .as_deref()
+            .map(ci_common::secrets::SecretsKey::from_file)
+            .transpose()
+    }
+
     /// The defaults (and `CI_*` environment variables) with another database (for tests).
     pub fn for_db(db_path: impl Into<PathBuf>) -> Self {
         let mut config = Config::parse_from(["ci-server"]);

@@ -12,7 +12,7 @@ use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use ci_common::api::API_PREFIX;
 use ci_common::db::Db;
@@ -51,6 +51,8 @@ pub struct AppState {
     pub hub: hub::Hub,
     pub touches: Arc<auth::Touches>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The key of `--secrets-key-file`, if given (checked at start by [`run`]).
+    pub secrets: Option<ci_common::secrets::SecretsKey>,
 }
 
 impl AppState {
@@ -63,7 +65,9 @@ impl AppState {
             shutdown.clone(),
             hub::CHANNEL_CAPACITY,
         );
+        let secrets = config.secrets_key().ok().flatten();
         Self {
+            secrets,
             db,
             config: Arc::new(config),
             shutdown,
@@ -82,6 +86,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.secrets_key()?;
     let db = config.db.open(config::DB_CONNECTIONS).await?;
     let addr = listener
         .local_addr()
@@ -154,7 +159,7 @@ pub fn router(state: AppState) -> Router {
 /// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
 /// all, and [`openapi::ApiDoc`] must document each (a test checks it).
 pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
-    use routes::{blobs, events, jobs, log, session, tests, triggers, webhooks};
+    use routes::{blobs, events, git_credentials, jobs, log, session, tests, triggers, webhooks};
     vec![
         (
             "/jobs",
@@ -171,6 +176,13 @@ pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRoute
         ),
         ("/triggers/{id}", limits.quick(delete(triggers::revoke))),
         ("/trigger/{token}", limits.quick(post(triggers::run))),
+        ("/git-credentials", limits.quick(get(git_credentials::list))),
+        (
+            "/git-credentials/{host}",
+            limits
+                .quick(put(git_credentials::set))
+                .merge(limits.quick(delete(git_credentials::remove))),
+        ),
         ("/hooks/{token}", limits.quick(post(triggers::push))),
         ("/jobs/{id}/cancel", limits.quick(post(jobs::cancel))),
         ("/jobs/{id}/retry", limits.quick(post(jobs::retry))),

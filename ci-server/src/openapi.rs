@@ -22,7 +22,9 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
 
 use crate::auth::SESSION_COOKIE;
-use crate::routes::{blobs, events, health, jobs, log, session, tests, triggers, webhooks};
+use crate::routes::{
+    blobs, events, git_credentials, health, jobs, log, session, tests, triggers, webhooks,
+};
 
 /// The name of the security scheme of the API key in the document.
 pub const SECURITY_SCHEME: &str = "api_key";
@@ -70,6 +72,9 @@ pub const SESSION_SCHEME: &str = "session";
         document,
         health::health,
         health::ready,
+        git_credentials::list,
+        git_credentials::set,
+        git_credentials::remove,
         triggers::create,
         triggers::list,
         triggers::revoke,
@@ -143,6 +148,8 @@ pub const SESSION_SCHEME: &str = "session";
             webhook's secret; `X-CI-Delivery` (the body's `id`) is the same on every attempt."),
         (name = "session", description = "Browser sign-in: a session cookie made from an API \
             key."),
+        (name = "git-credentials", description = "Your credentials for private git remotes, \
+            one per host, sealed at rest; never returned."),
         (name = "triggers", description = "Trigger tokens bound to a task and a git source, \
             and what they start: a run (`/trigger/{token}`) or a signed push webhook \
             (`/hooks/{token}`), without an API key."),

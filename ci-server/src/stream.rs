@@ -483,6 +483,7 @@ mod tests {
             hub,
             touches: Arc::default(),
             metrics: Arc::default(),
+            secrets: None,
         };
         Setup {
             _db: db,

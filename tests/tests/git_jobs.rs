@@ -205,21 +205,29 @@ impl Drop for GitServer {
 
 /// A stack whose controller's fetch step joins the git server's network and may reach it.
 async fn stack_for(git_server: &GitServer) -> Stack {
+    stack_with(git_server, &[], &[]).await
+}
+
+/// [`stack_for`], with more flags for the server and the controller.
+async fn stack_with(
+    git_server: &GitServer,
+    server_args: &[&str],
+    controller_args: &[&str],
+) -> Stack {
     let db = TestDb::new().await;
     let ada = db.user("ada").await;
-    let server = Server::start(&db);
+    let server = Server::start_with(&db, server_args);
     let allow = format!("git://{}", git_server.addr);
-    let controller = Controller::start_with(
-        &db,
-        &[
-            "--git-network",
-            &git_server.network,
-            "--git-allow",
-            &allow,
-            "--git-allow",
-            "https://*",
-        ],
-    );
+    let mut args = vec![
+        "--git-network",
+        &git_server.network,
+        "--git-allow",
+        &allow,
+        "--git-allow",
+        "https://*",
+    ];
+    args.extend_from_slice(controller_args);
+    let controller = Controller::start_with(&db, &args);
     Stack {
         db,
         server,
@@ -558,4 +566,224 @@ async fn trigger_tokens_and_signed_push_hooks_start_jobs_until_revoked() {
         body.contains("too many requests with this trigger token"),
         "{body}"
     );
+}
+
+/// A smart-HTTP git server that asks for a user name and password (`git http-backend` behind
+/// HTTP basic authentication, in Python), serving the same repositories from a container on the
+/// git server's network; removed when dropped.
+struct PrivateRemote {
+    container: String,
+    addr: String,
+}
+
+const HTTP_BACKEND: &str = r#"
+import base64, os, subprocess, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+EXPECTED = "Basic " + base64.b64encode(f"{sys.argv[1]}:{sys.argv[2]}".encode()).decode()
+class Handler(BaseHTTPRequestHandler):
+    def serve(self):
+        if self.headers.get("Authorization") != EXPECTED:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        env = dict(os.environ, GIT_PROJECT_ROOT="/srv", GIT_HTTP_EXPORT_ALL="1",
+                   PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD=self.command,
+                   CONTENT_TYPE=self.headers.get("Content-Type", ""),
+                   CONTENT_LENGTH=str(len(body)), REMOTE_USER=sys.argv[1],
+                   HTTP_CONTENT_ENCODING=self.headers.get("Content-Encoding", ""),
+                   HTTP_GIT_PROTOCOL=self.headers.get("Git-Protocol", ""))
+        out = subprocess.run(["git", "http-backend"], input=body, env=env,
+                             capture_output=True).stdout
+        head, _, rest = out.partition(b"\r\n\r\n")
+        status, headers = 200, []
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        self.wfile.write(rest)
+    do_GET = do_POST = serve
+ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"#;
+
+impl PrivateRemote {
+    fn start(git_server: &GitServer, user: &str, password: &str) -> Self {
+        let container = format!("{}-http", git_server.container);
+        let mount = format!("{}:/srv:ro", git_server._dir.path().join("srv").display());
+        let started = docker_lines(&[
+            "run",
+            "-d",
+            "--name",
+            &container,
+            "--network",
+            &git_server.network,
+            "-v",
+            &mount,
+            &test_image(),
+            "python3",
+            "-c",
+            HTTP_BACKEND,
+            user,
+            password,
+        ]);
+        assert!(
+            !started.is_empty(),
+            "the private remote {container} started"
+        );
+        let addr = docker_lines(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &container,
+        ])
+        .pop()
+        .expect("the private remote's address");
+        let remote = Self { container, addr };
+        // Ready once it answers with the credential (the bridge network is reachable from here).
+        let url = format!("http://{user}:{password}@{}:8080/project.git", remote.addr);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !Command::new("git")
+            .args(["ls-remote", &url])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private remote at {} did not answer",
+                remote.addr
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        remote
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:8080/project.git", self.addr)
+    }
+}
+
+impl Drop for PrivateRemote {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.container])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_remote_is_fetched_with_the_owners_sealed_credential_and_never_shows_it() {
+    const TOKEN: &str = "glpat-s3cr3t-t0ken-never-logged";
+    let git_server = GitServer::start();
+    let remote = PrivateRemote::start(&git_server, "ada-bot", TOKEN);
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("secrets.key");
+    std::fs::write(&key_file, "7e".repeat(32)).unwrap();
+    let key_file = key_file.to_str().unwrap().to_owned();
+    let allow = format!("http://{}", remote.addr);
+    let stack = stack_with(
+        &git_server,
+        &["--secrets-key-file", &key_file],
+        &["--secrets-key-file", &key_file, "--git-allow", &allow],
+    )
+    .await;
+    let nowhere = tempfile::tempdir().unwrap();
+    let url = remote.url();
+
+    // Without a credential the fetch fails at once (no prompt), saying why.
+    let out = run(stack.ci(nowhere.path(), &["submit", "--git", &url, "--ref", "main"]));
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("terminal prompts disabled") || out.stdout.contains("Authentication"),
+        "git says it needs a credential: {}",
+        out.stdout
+    );
+
+    // Stored from standard input, the credential fetches the private remote.
+    let mut set = stack.ci(
+        nowhere.path(),
+        &[
+            "git-credentials",
+            "set",
+            &remote.addr,
+            "--username",
+            "ada-bot",
+        ],
+    );
+    set.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{TOKEN}\n").as_bytes(),
+    )
+    .unwrap();
+    let stored = child.wait_with_output().unwrap();
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    let list = run(stack.ci(nowhere.path(), &["git-credentials", "list"])).expect_code(0);
+    assert!(list.stdout.contains(&remote.addr) && list.stdout.contains("ada-bot"));
+    assert!(!list.stdout.contains(TOKEN));
+
+    let out =
+        run(stack.ci(nowhere.path(), &["submit", "--git", &url, "--ref", "main"])).expect_code(0);
+    assert!(out.stdout.contains("7 passed"), "{}", out.stdout);
+    assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN));
+    let id = job_id(&out);
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    assert_eq!(
+        job.git.unwrap().commit.as_deref(),
+        Some(git_server.main.as_str())
+    );
+
+    // The token is nowhere in the job's log, its stored plan or the database but sealed.
+    let log = client()
+        .get(format!("{}/api/v1/jobs/{id}/log.txt", stack.server.url))
+        .bearer_auth(&stack.ada.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("checked out"), "{log}");
+    assert!(!log.contains(TOKEN));
+    let dump = Command::new("sqlite3")
+        .arg(&stack.db.path)
+        .arg(".dump")
+        .output();
+    if let Some(dump) = dump.ok().filter(|d| d.status.success()) {
+        let dump = String::from_utf8_lossy(&dump.stdout);
+        assert!(dump.contains("git_credentials"));
+        assert!(!dump.contains(TOKEN), "the token is stored sealed");
+    }
+
+    // Another user's jobs do not get it.
+    let bob = stack.db.user("bob").await;
+    let out = run(stack.env.ci(
+        &stack.server.url,
+        &bob.key,
+        nowhere.path(),
+        &["submit", "--git", &url, "--ref", "main"],
+    ));
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+
+    // Removed, it is no longer used.
+    run(stack.ci(nowhere.path(), &["git-credentials", "remove", &remote.addr])).expect_code(0);
+    let out = run(stack.ci(nowhere.path(), &["submit", "--git", &url, "--ref", "main"]));
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
 }

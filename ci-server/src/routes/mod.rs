@@ -16,6 +16,7 @@ use crate::AppState;
 pub mod blobs;
 pub mod compat;
 pub mod events;
+pub mod git_credentials;
 pub mod health;
 pub mod jobs;
 pub mod log;
