@@ -63,7 +63,8 @@ cargo build --workspace --bins "${locked[@]}"
 # (admin_import, admin_db_copy's source, admin_cache's hand-aged entries) and the tests that name PostgreSQL already.
 postgres_e2e='(binary(/^server_/) | binary(/^client_/) | binary(compat_prototype) | binary(tasks)
   | binary(test_results) | binary(controller_recovery) | binary(controller_singleton)
-  | binary(controller_fixtures) | binary(dependency_cache) | binary(ui_pages) | binary(admin))
+  | binary(controller_fixtures) | binary(dependency_cache) | binary(ui_pages) | binary(admin)
+  | binary(git_jobs) | binary(webhooks))
   & !test(/_on_postgres$/)'
 
 status=0

@@ -762,15 +762,25 @@ async fn a_private_remote_is_fetched_with_the_owners_sealed_credential_and_never
         .unwrap();
     assert!(log.contains("checked out"), "{log}");
     assert!(!log.contains(TOKEN));
-    let dump = Command::new("sqlite3")
-        .arg(&stack.db.path)
-        .arg(".dump")
-        .output();
-    if let Some(dump) = dump.ok().filter(|d| d.status.success()) {
-        let dump = String::from_utf8_lossy(&dump.stdout);
-        assert!(dump.contains("git_credentials"));
-        assert!(!dump.contains(TOKEN), "the token is stored sealed");
-    }
+    const STORED: &str = "SELECT secret FROM git_credentials
+         UNION ALL SELECT spec FROM job_steps
+         UNION ALL SELECT text FROM job_events";
+    let stored: Vec<String> = match &stack.db.pool {
+        ci_tests::ci_common::db::Db::Sqlite(pool) => {
+            sqlx::query_scalar(STORED).fetch_all(pool).await.unwrap()
+        }
+        ci_tests::ci_common::db::Db::Postgres(pool) => {
+            sqlx::query_scalar(STORED).fetch_all(pool).await.unwrap()
+        }
+    };
+    assert!(
+        stored.iter().any(|s| s.starts_with("v1:")),
+        "a sealed credential"
+    );
+    assert!(
+        stored.iter().all(|s| !s.contains(TOKEN)),
+        "the token is stored sealed only"
+    );
 
     // Another user's jobs do not get it.
     let bob = stack.db.user("bob").await;

@@ -33,7 +33,7 @@ pub struct CredentialList {
 
 fn key(state: &AppState) -> Result<&SecretsKey, ApiError> {
     state.secrets.as_ref().ok_or_else(|| {
-        ApiError::Unavailable(
+        ApiError::Disabled(
             "this service keeps no git credentials: the operator has not set \
              --secrets-key-file on the server and the controller"
                 .into(),
@@ -71,7 +71,7 @@ fn check_host(host: &str) -> Result<String, ApiError> {
         (status = 400, description = "Not the JSON asked for (`bad_request`).", body = ci_common::api::ErrorBody),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 422, description = "An invalid host, user name or password (`invalid`).", body = ci_common::api::ErrorBody),
-        (status = 503, description = "The service has no secrets key (`unavailable`).", body = ci_common::api::ErrorBody),
+        (status = 403, description = "The operator has not set a secrets key (`disabled`).", body = ci_common::api::ErrorBody),
     ),
     security(("api_key" = []), ("session" = []))
 )]
