@@ -298,9 +298,11 @@ impl App {
             .iter()
             .map(|l| NewEvent::log(ci_common::LogStream::Stdout, chrono::Utc::now(), *l))
             .collect();
-        let mut tx = self.db.pool.begin().await.unwrap();
-        events::append(&mut tx, job.id, &events).await.unwrap();
-        tx.commit().await.unwrap();
+        // Each statement in a transaction of its own (a deferred transaction that other writers,
+        // such as a key's last use, get ahead of could not take the write lock).
+        events::append(&self.db.pool, job.id, &events)
+            .await
+            .unwrap();
         job.id
     }
 }
