@@ -577,8 +577,9 @@ struct PrivateRemote {
 }
 
 const HTTP_BACKEND: &str = r#"
-import base64, os, subprocess, sys
+import base64, os, subprocess, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+DELAY = float(sys.argv[3]) if len(sys.argv) > 3 else 0
 EXPECTED = "Basic " + base64.b64encode(f"{sys.argv[1]}:{sys.argv[2]}".encode()).decode()
 class Handler(BaseHTTPRequestHandler):
     def serve(self):
@@ -589,6 +590,8 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         path, _, query = self.path.partition("?")
+        if self.command == "POST":
+            time.sleep(DELAY)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         env = dict(os.environ, GIT_PROJECT_ROOT="/srv", GIT_HTTP_EXPORT_ALL="1",
                    PATH_INFO=path, QUERY_STRING=query, REQUEST_METHOD=self.command,
@@ -618,7 +621,17 @@ ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 
 impl PrivateRemote {
     fn start(git_server: &GitServer, user: &str, password: &str) -> Self {
-        let container = format!("{}-http", git_server.container);
+        Self::start_slow(git_server, user, password, 0.0)
+    }
+
+    /// A remote that waits `delay` seconds before each answer to a fetch's POST.
+    fn start_slow(git_server: &GitServer, user: &str, password: &str, delay: f64) -> Self {
+        let delay = delay.to_string();
+        let container = format!(
+            "{}-http-{}",
+            git_server.container,
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
         let mount = format!("{}:/srv:ro", git_server._dir.path().join("srv").display());
         let started = docker_lines(&[
             "run",
@@ -635,6 +648,7 @@ impl PrivateRemote {
             HTTP_BACKEND,
             user,
             password,
+            &delay,
         ]);
         assert!(
             !started.is_empty(),
@@ -796,4 +810,100 @@ async fn a_private_remote_is_fetched_with_the_owners_sealed_credential_and_never
     run(stack.ci(nowhere.path(), &["git-credentials", "remove", &remote.addr])).expect_code(0);
     let out = run(stack.ci(nowhere.path(), &["submit", "--git", &url, "--ref", "main"]));
     assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_during_the_fetch_is_replaced_and_the_job_goes_on_once() {
+    let git_server = GitServer::start();
+    // Each fetch request waits 3 s at the remote: long enough to kill the controller meanwhile.
+    let remote = PrivateRemote::start_slow(&git_server, "ada-bot", "pw", 3.0);
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("secrets.key");
+    std::fs::write(&key_file, "3c".repeat(32)).unwrap();
+    let key_file = key_file.to_str().unwrap().to_owned();
+    let allow = format!("http://{}", remote.addr);
+    let controller_args = [
+        "--secrets-key-file",
+        key_file.as_str(),
+        "--git-allow",
+        allow.as_str(),
+    ];
+    let mut stack = stack_with(
+        &git_server,
+        &["--secrets-key-file", &key_file],
+        &controller_args,
+    )
+    .await;
+    let nowhere = tempfile::tempdir().unwrap();
+    let mut set = stack.ci(
+        nowhere.path(),
+        &[
+            "git-credentials",
+            "set",
+            &remote.addr,
+            "--username",
+            "ada-bot",
+        ],
+    );
+    set.stdin(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"pw\n").unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let out = run(stack.ci(
+        nowhere.path(),
+        &["submit", "--async", "--git", &remote.url(), "--ref", "main"],
+    ))
+    .expect_code(0);
+    let id = support::job_id_in(out.stdout.trim());
+    // The fetch step runs: kill -9 the controller while git waits for the remote.
+    wait_for("the fetch step to run", Duration::from_secs(60), || async {
+        let job = support::job_view(&stack.server.url, &stack.ada.key, &id).await;
+        let steps = job.steps.unwrap_or_default();
+        steps
+            .first()
+            .filter(|s| s.name == "fetch" && s.state == ci_tests::ci_common::StepState::Running)
+            .map(drop)
+    })
+    .await;
+    let prefix = stack.controller.prefix.clone();
+    stack.controller.keep_caches();
+    stack.controller.proc.signal("KILL");
+    stack.controller.proc.wait_exit(Duration::from_secs(10));
+    let mut args = vec![
+        "--git-network",
+        git_server.network.as_str(),
+        "--git-allow",
+        "https://*",
+    ];
+    args.extend_from_slice(&controller_args);
+    // The killed one is dropped at the end: dropping it removes its prefix's containers.
+    let _killed = std::mem::replace(
+        &mut stack.controller,
+        Controller::start_with_prefix(&stack.db, &prefix, &args),
+    );
+
+    let job = wait_until_finished(&stack.server.url, &stack.ada.key, &id).await;
+    let log = client()
+        .get(format!("{}/api/v1/jobs/{id}/log.txt", stack.server.url))
+        .bearer_auth(&stack.ada.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Passed, "{job:?}\n{log}");
+    assert_eq!(
+        job.git.unwrap().commit.as_deref(),
+        Some(git_server.main.as_str())
+    );
+    let checked_out = format!("checked out {}", git_server.main);
+    assert_eq!(log.matches(&checked_out).count(), 1, "{log}");
+    let steps = job.steps.unwrap();
+    assert_eq!(
+        (steps[0].name.as_str(), steps[0].state),
+        ("fetch", ci_tests::ci_common::StepState::Passed)
+    );
+    assert_eq!(steps.iter().filter(|s| s.name == "fetch").count(), 1);
 }
