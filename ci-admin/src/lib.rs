@@ -131,6 +131,10 @@ pub enum KeyCommand {
         /// Make the key expire after this many days.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// What the key may do: `submit` (everything its user may) or `read` (list, follow and
+        /// download; not submit, cancel or change anything).
+        #[arg(long, default_value = "submit", value_parser = parse_scope)]
+        scope: api_keys::KeyScope,
     },
     /// List API keys (all, or one user's).
     List {
@@ -316,6 +320,7 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
             user,
             name,
             expires_in_days,
+            scope,
         } => {
             let user = resolve_user(pool, user.email, user.user_id).await?;
             let name = name.trim();
@@ -324,11 +329,13 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
             }
             let expires_at = expires_in_days.map(|days| Utc::now() + Duration::days(days.into()));
             let secret = SecretKey::generate();
-            let key = api_keys::create(pool, user.id, name, &secret, expires_at).await?;
+            let key =
+                api_keys::create_scoped(pool, user.id, name, &secret, expires_at, scope).await?;
             writeln!(out, "✓ API key created successfully")?;
             writeln!(out, "Key ID: {}", key.id)?;
             writeln!(out, "Name: {}", key.name)?;
             writeln!(out, "User: {} ({})", user.email, user.id)?;
+            writeln!(out, "Scope: {}", key.scope.as_str())?;
             if let Some(at) = key.expires_at {
                 writeln!(out, "Expires: {}", local_time(at))?;
             }
@@ -356,6 +363,7 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
                         hint_cell(k),
                         k.name.clone(),
                         emails.get(&k.user_id).cloned().unwrap_or_default(),
+                        k.scope.as_str().to_owned(),
                         k.state(now).label().to_owned(),
                         local_time(k.created_at),
                         k.last_used_at
@@ -368,6 +376,7 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
                     "HINT",
                     "NAME",
                     "USER",
+                    "SCOPE",
                     "STATUS",
                     "CREATED",
                     "LAST USED",
@@ -762,6 +771,10 @@ fn hint_cell(key: &ApiKey) -> String {
 
 /// A key as `--json` shows it: our fields, plus the prototype's `is_active` (true while the key
 /// can be used: not revoked, not expired). No part of the secret but its last four characters.
+fn parse_scope(s: &str) -> Result<api_keys::KeyScope, String> {
+    s.parse()
+}
+
 fn key_json(
     key: &ApiKey,
     emails: &HashMap<UserId, String>,
@@ -773,6 +786,7 @@ fn key_json(
         "user_email": emails.get(&key.user_id),
         "name": key.name,
         "hint": key.hint,
+        "scope": key.scope,
         "status": key.state(now),
         "is_active": key.state(now) == api_keys::KeyState::Active,
         "created_at": key.created_at,

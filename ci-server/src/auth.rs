@@ -13,7 +13,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use chrono::{DateTime, Utc};
-use ci_common::db::api_keys::{self, ApiKey, KeyState};
+use ci_common::db::api_keys::{self, ApiKey, KeyScope, KeyState};
 use ci_common::db::sessions::{self, Session, SessionToken};
 use ci_common::db::users::User;
 use ci_common::keys::{KeyShape, SecretKey};
@@ -39,8 +39,24 @@ pub struct AuthUser {
     pub user_id: UserId,
     pub user_name: String,
     pub key_id: ApiKeyId,
+    /// What the caller's key allows (a session has its key's).
+    pub scope: KeyScope,
     /// `Some` when the caller signed in with a browser session rather than a key.
     pub session: Option<SignedIn>,
+}
+
+/// The one rule of key scopes: a `read` key (or a session made from one) may make safe requests
+/// (GET, HEAD, OPTIONS) and sign out, nothing else.
+fn check_scope(scope: KeyScope, method: &Method, path: &str) -> Result<(), ApiError> {
+    if scope == KeyScope::Read && !is_safe(method) && path != "/api/v1/session" {
+        return Err(ApiError::ReadOnlyKey(
+            "this API key is read-only (scope read): it can list, follow and download, but not \
+             submit, cancel or change anything; use a key of scope submit (an administrator \
+             creates one with `ci-admin key create --scope submit`)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A browser session the request came with.
@@ -75,10 +91,12 @@ impl FromRequestParts<AppState> for AuthUser {
                 ));
             };
             let (key, user) = authenticate_key(state, key).await?;
+            check_scope(key.scope, &parts.method, parts.uri.path())?;
             return Ok(AuthUser {
                 user_id: user.id,
                 user_name: user.name,
                 key_id: key.id,
+                scope: key.scope,
                 session: None,
             });
         }
@@ -93,6 +111,7 @@ impl FromRequestParts<AppState> for AuthUser {
         if !is_safe(&parts.method) {
             check_same_origin(&parts.headers)?;
         }
+        check_scope(user.scope, &parts.method, parts.uri.path())?;
         Ok(user)
     }
 }
@@ -204,6 +223,7 @@ async fn authenticate_session(
         user_id: user.id,
         user_name: user.name,
         key_id: key.id,
+        scope: key.scope,
         session: Some(SignedIn {
             token_hash: session.token_hash,
             expires_at: session.expires_at,

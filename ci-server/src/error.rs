@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Another missing thing of the caller's (a trigger); the message says where to look.
     #[error("{0}")]
     NotFound(String),
+    /// A read-only key (or its session) asked to change something.
+    #[error("{0}")]
+    ReadOnlyKey(String),
     /// Something the operator has not turned on (stored git credentials without a secrets key).
     #[error("{0}")]
     Disabled(String),
@@ -99,7 +102,7 @@ impl ApiError {
             | ApiError::RouteNotFound(_)
             | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Disabled(_) => StatusCode::FORBIDDEN,
+            ApiError::Disabled(_) | ApiError::ReadOnlyKey(_) => StatusCode::FORBIDDEN,
             ApiError::WebhookRefused(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -128,6 +131,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) | ApiError::NotFound(_) => "not_found",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Disabled(_) => "disabled",
+            ApiError::ReadOnlyKey(_) => "read_only_key",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::CrossOrigin(_) => "cross_origin_request",

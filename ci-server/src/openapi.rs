@@ -509,6 +509,83 @@ mod document_tests {
         }
     }
 
+    /// The status and error code of `method path` with `key`.
+    async fn answer_with(
+        state: &AppState,
+        method: &Method,
+        path: &str,
+        key: &str,
+    ) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = crate::router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 24).await.unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        (status, code)
+    }
+
+    #[tokio::test]
+    async fn a_read_key_may_read_every_route_and_change_none() {
+        use ci_common::db::api_keys::{self, KeyScope};
+        use ci_common::keys::SecretKey;
+        let db = TempDb::new().await;
+        let state = AppState::new(
+            db.pool.clone(),
+            Config::for_db(&db.path),
+            CancellationToken::new(),
+        );
+        let user = ci_common::db::users::create(&db.pool, "Ada", "ada@example.com")
+            .await
+            .unwrap();
+        let mut keys = Vec::new();
+        for scope in [KeyScope::Read, KeyScope::Submit] {
+            let secret = SecretKey::generate();
+            api_keys::create_scoped(&db.pool, user.id, "k", &secret, None, scope)
+                .await
+                .unwrap();
+            keys.push((scope, secret.expose().to_owned()));
+        }
+        let doc = ApiDoc::openapi();
+        let mut refused = 0;
+        for (path, item) in &doc.paths.paths {
+            for method in &METHODS {
+                let Some(operation) = operation(item, method) else {
+                    continue;
+                };
+                if operation.security.is_none() {
+                    continue;
+                }
+                for (scope, key) in &keys {
+                    let (status, code) = answer_with(&state, method, &concrete(path), key).await;
+                    let changes = *method != Method::GET && path != "/api/v1/session";
+                    let expect_refusal = *scope == KeyScope::Read && changes;
+                    assert_eq!(
+                        code == "read_only_key",
+                        expect_refusal,
+                        "{method} {path} with a {scope:?} key answered {status} {code:?}"
+                    );
+                    if expect_refusal {
+                        assert_eq!(status, StatusCode::FORBIDDEN);
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            refused >= 9,
+            "every route that changes something: {refused}"
+        );
+    }
+
     #[tokio::test]
     async fn the_document_is_served_without_a_key_as_openapi_3_1() {
         let db = TempDb::new().await;

@@ -628,6 +628,7 @@ mod tests {
             user_id: ci_common::UserId::new(),
             user_name: "Ada".into(),
             key_id: ci_common::ApiKeyId::new(),
+            scope: Default::default(),
             session: None,
         };
         let response = sse_response(&state, &user, stream::empty());

@@ -22,6 +22,43 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What the key may do (and the browser sessions made from it).
+    pub scope: KeyScope,
+}
+
+/// What a key may do: `submit` (the default) everything its user may; `read` list, follow and
+/// download, but not submit, cancel or change anything.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "TEXT", rename_all = "snake_case")]
+pub enum KeyScope {
+    Read,
+    #[default]
+    Submit,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Read => "read",
+            KeyScope::Submit => "submit",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read" => Ok(KeyScope::Read),
+            "submit" => Ok(KeyScope::Submit),
+            other => Err(format!(
+                "unknown scope {other:?}: `read` (list, follow, download) or `submit` (also \
+                 submit and cancel)"
+            )),
+        }
+    }
 }
 
 /// Whether a key can be used now.
@@ -64,8 +101,10 @@ impl ApiKey {
     }
 }
 
-const COLUMNS: &str = "id, user_id, name, hint, created_at, last_used_at, expires_at, revoked_at";
+const COLUMNS: &str =
+    "id, user_id, name, hint, created_at, last_used_at, expires_at, revoked_at, scope";
 
+/// Creates a key of scope `submit` (see [`create_scoped`]).
 pub async fn create(
     ex: impl Into<Exec<'_>>,
     user_id: UserId,
@@ -73,7 +112,20 @@ pub async fn create(
     secret: &SecretKey,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<ApiKey, DbError> {
+    create_scoped(ex, user_id, name, secret, expires_at, KeyScope::Submit).await
+}
+
+/// Creates a key of `user_id` with the secret's hash (never the secret), its hint and `scope`.
+pub async fn create_scoped(
+    ex: impl Into<Exec<'_>>,
+    user_id: UserId,
+    name: &str,
+    secret: &SecretKey,
+    expires_at: Option<DateTime<Utc>>,
+    scope: KeyScope,
+) -> Result<ApiKey, DbError> {
     let key = ApiKey {
+        scope,
         id: ApiKeyId::new(),
         user_id,
         name: name.to_owned(),
@@ -85,8 +137,9 @@ pub async fn create(
     };
     on_exec!(ex, |e| {
         sqlx::query(
-            "INSERT INTO api_keys (id, user_id, name, hint, key_hash, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, user_id, name, hint, key_hash, created_at, expires_at,
+                                   scope)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(key.id)
         .bind(key.user_id)
@@ -95,6 +148,7 @@ pub async fn create(
         .bind(secret.hash())
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(key.scope)
         .execute(e)
         .await
         .map(drop)?
@@ -149,7 +203,7 @@ pub async fn find_by_secret(
     let row: Option<KeyAndUser> = on_exec!(ex, |e| {
         sqlx::query_as(
             "SELECT k.id, k.user_id, k.name, k.hint, k.created_at, k.last_used_at, k.expires_at,
-                    k.revoked_at, u.name AS user_name, u.email, u.active,
+                    k.revoked_at, k.scope, u.name AS user_name, u.email, u.active,
                     u.created_at AS user_created_at
              FROM api_keys k JOIN users u ON u.id = k.user_id
              WHERE k.key_hash = $1",
@@ -307,6 +361,7 @@ mod tests {
             last_used_at: None,
             expires_at: Some(now),
             revoked_at: None,
+            scope: KeyScope::Submit,
         };
         assert_eq!(key.state(now), KeyState::Expired);
         assert_eq!(key.state(now - Duration::seconds(1)), KeyState::Active);

@@ -112,7 +112,7 @@ pub async fn find(
         "SELECT s.token_hash, s.user_id, s.key_id, s.created_at, s.expires_at,
                 k.id AS k_id, k.name AS k_name, k.hint AS k_hint, k.created_at AS k_created_at,
                 k.last_used_at AS k_last_used_at, k.expires_at AS k_expires_at,
-                k.revoked_at AS k_revoked_at,
+                k.revoked_at AS k_revoked_at, k.scope AS k_scope,
                 u.name AS u_name, u.email AS u_email, u.active AS u_active,
                 u.created_at AS u_created_at
          FROM sessions s
@@ -149,6 +149,7 @@ struct Row {
     k_last_used_at: Option<DateTime<Utc>>,
     k_expires_at: Option<DateTime<Utc>>,
     k_revoked_at: Option<DateTime<Utc>>,
+    k_scope: super::api_keys::KeyScope,
     u_name: String,
     u_email: String,
     u_active: bool,
@@ -166,6 +167,7 @@ impl Row {
             last_used_at: self.k_last_used_at,
             expires_at: self.k_expires_at,
             revoked_at: self.k_revoked_at,
+            scope: self.k_scope,
         };
         let user = User {
             id: self.session.user_id,
