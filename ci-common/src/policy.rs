@@ -42,6 +42,9 @@ pub struct Policy {
     /// `ci-controller --webhook-allow`).
     #[serde(default = "default_outbound_rules")]
     pub webhook_allow: Vec<String>,
+    /// Most queued jobs one user may have (`ci-controller --max-queued-per-user`); 0: no limit.
+    #[serde(default)]
+    pub max_queued_per_user: u64,
 }
 
 fn default_outbound_rules() -> Vec<String> {
@@ -62,6 +65,7 @@ impl Default for Policy {
             max_retries: DEFAULT_MAX_RETRIES,
             git_allow: default_outbound_rules(),
             webhook_allow: default_outbound_rules(),
+            max_queued_per_user: 0,
         }
     }
 }
@@ -102,12 +106,19 @@ impl Policy {
             max_retries: DEFAULT_MAX_RETRIES,
             git_allow: default_outbound_rules(),
             webhook_allow: default_outbound_rules(),
+            max_queued_per_user: 0,
         }
     }
 
     /// The same policy with another maximum of retries.
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
+        self
+    }
+
+    /// The same policy with another maximum of queued jobs per user (0: no limit).
+    pub fn with_max_queued_per_user(mut self, max: u64) -> Self {
+        self.max_queued_per_user = max;
         self
     }
 

@@ -47,6 +47,12 @@ pub struct Args {
     #[arg(long, env = "CI_MAX_RETRIES", default_value_t = ci_common::policy::DEFAULT_MAX_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub max_retries: u32,
 
+    /// Most queued jobs one user may have; the server refuses more with 429 `queue_full`
+    /// (checked at submission: submissions at the same moment on several replicas may pass it by
+    /// a few). 0: no limit.
+    #[arg(long, env = "CI_MAX_QUEUED_PER_USER", default_value_t = 0)]
+    pub max_queued_per_user: u64,
+
     /// Where jobs may fetch their project from with git (`ci submit --git URL`), one allow
     /// rule per value or comma-separated: SCHEME://HOST, HOST a name (github.com), a wildcard
     /// (*.example.com, or * for any public host), an address or a CIDR block. Loopback, private
@@ -278,6 +284,7 @@ impl Args {
         )
         .with_max_retries(self.max_retries)
         .with_outbound(self.git_allow.clone(), self.webhook_allow.clone())
+        .with_max_queued_per_user(self.max_queued_per_user)
     }
 
     /// How the webhook sender sends (see [`crate::webhooks`]).

@@ -38,6 +38,8 @@ pub enum ApiError {
     /// Past a rate; answered with `Retry-After` (seconds).
     #[error("{message}")]
     RateLimited {
+        /// `rate_limited` (requests) or `queue_full` (queued jobs).
+        code: &'static str,
         message: String,
         retry_after_secs: u64,
     },
@@ -129,7 +131,7 @@ impl ApiError {
             ApiError::WebhookNotFound => "webhook_not_found",
             ApiError::WebhookRefused(_) => "webhook_url_refused",
             ApiError::RouteNotFound(_) | ApiError::NotFound(_) => "not_found",
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { code, .. } => code,
             ApiError::Disabled(_) => "disabled",
             ApiError::ReadOnlyKey(_) => "read_only_key",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",

@@ -745,6 +745,16 @@ pub async fn count_by_status(ex: impl Into<Exec<'_>>) -> Result<Vec<(JobStatus, 
     .await?))
 }
 
+/// How many queued jobs the user has (for the operator's `--max-queued-per-user`).
+pub async fn count_queued(ex: impl Into<Exec<'_>>, user_id: UserId) -> Result<i64, DbError> {
+    Ok(on_exec!(ex, |e| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE user_id = $1 AND status = 'queued'"
+    )
+    .bind(user_id)
+    .fetch_one(e)
+    .await?))
+}
+
 /// Whether a job is waiting to be claimed (a cheap read, for waking the claim loop).
 pub async fn any_queued(ex: impl Into<Exec<'_>>) -> Result<bool, DbError> {
     Ok(on_exec!(ex, |e| sqlx::query_scalar(

@@ -51,6 +51,8 @@ pub const MAX_LIMIT: i64 = 500;
             (`invalid_project_config`), the image is not allowed (`image_not_allowed`), or the \
             git remote or ref is invalid or not allowed (`invalid`).",
             body = ErrorBody),
+        (status = 429, description = "The caller has as many queued jobs as the operator \
+            allows (`queue_full`, with `Retry-After`).", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = []))
 )]
@@ -228,6 +230,8 @@ pub async fn get(
         (status = 404, response = crate::openapi::JobNotFound),
         (status = 410, description = "The job's source is no longer kept \
             (`source_expired`): submit the project again.", body = ErrorBody),
+        (status = 429, description = "The caller has as many queued jobs as the operator \
+            allows (`queue_full`, with `Retry-After`).", body = ErrorBody),
     ),
     security(("api_key" = []), ("session" = []))
 )]
@@ -236,6 +240,8 @@ pub async fn retry(
     user: AuthUser,
     JobPath(id): JobPath,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let policy = ci_common::db::policy::current(&state.db).await?;
+    super::check_queue_quota(&state, &policy, user.user_id).await?;
     let job = db_jobs::retry(&state.db, user.user_id, id)
         .await
         .map_err(|e| match e {

@@ -295,6 +295,7 @@ async fn read_upload(
     };
     let task = task_name(task)?;
     let policy = ci_common::db::policy::current(&state.db).await?;
+    check_queue_quota(state, &policy, user.user_id).await?;
     let limits = state.config.limits(&policy);
     let (archive, checked) = tokio::task::spawn_blocking(move || {
         let checked = crate::upload::validate(&archive, &limits).map(|summary| {
@@ -381,7 +382,8 @@ pub async fn create_git_job(
     {
         return Err(invalid_arg());
     }
-    check_git_source(state, git).await?;
+    let policy = check_git_source(state, git).await?;
+    check_queue_quota(state, &policy, user_id).await?;
     let git_ref = git.reference();
     let job = db_jobs::create_job(
         &state.db,
@@ -404,11 +406,11 @@ pub async fn create_git_job(
 }
 
 /// Checks a git source: the URL's text, the ref, and the remote against the operator's
-/// `--git-allow` rules (resolving its host).
+/// `--git-allow` rules (resolving its host). Returns the operator's policy it read.
 pub async fn check_git_source(
     state: &AppState,
     git: &ci_common::git::GitSource,
-) -> Result<(), ApiError> {
+) -> Result<ci_common::policy::Policy, ApiError> {
     ci_common::git::check_url_text(&git.url).map_err(ApiError::Invalid)?;
     ci_common::git::check_ref(git.reference()).map_err(ApiError::Invalid)?;
     let policy = ci_common::db::policy::current(&state.db).await?;
@@ -418,8 +420,34 @@ pub async fn check_git_source(
     rules
         .check(&git.url)
         .await
-        .map(drop)
-        .map_err(|e| ApiError::Invalid(e.to_string()))
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    Ok(policy)
+}
+
+/// Refuses a new queued job of `user_id` past the operator's `--max-queued-per-user` (429
+/// `queue_full`, to try again once some have started).
+pub async fn check_queue_quota(
+    state: &AppState,
+    policy: &ci_common::policy::Policy,
+    user_id: ci_common::UserId,
+) -> Result<(), ApiError> {
+    let max = policy.max_queued_per_user;
+    if max == 0 {
+        return Ok(());
+    }
+    let queued = db_jobs::count_queued(&state.db, user_id).await?;
+    if queued as u64 >= max {
+        return Err(ApiError::RateLimited {
+            code: "queue_full",
+            message: format!(
+                "you have {queued} queued jobs, the most this service queues for one user \
+                 (ci-controller --max-queued-per-user {max}): wait for some to start, or cancel \
+                 some (`ci list` shows them)"
+            ),
+            retry_after_secs: 10,
+        });
+    }
+    Ok(())
 }
 
 /// The task a job asks for, checked: [`DEFAULT_TASK`] when it names none.

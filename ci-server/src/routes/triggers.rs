@@ -208,6 +208,7 @@ pub async fn revoke(
 async fn trigger_of(state: &AppState, token: &str) -> Result<Trigger, ApiError> {
     if LIMITER.check_key(&token.to_owned()).is_err() {
         return Err(ApiError::RateLimited {
+            code: "rate_limited",
             message: format!(
                 "too many requests with this trigger token: at most {TOKEN_RATE_PER_MINUTE} a \
                  minute (bursts of {TOKEN_BURST})"
