@@ -45,6 +45,42 @@ pub struct AuthUser {
     pub session: Option<SignedIn>,
 }
 
+/// The operator's limit of requests per key and minute on this replica (`--key-rate-per-minute`),
+/// a token bucket per key (`governor`).
+pub struct KeyRate {
+    limiter: governor::DefaultKeyedRateLimiter<ApiKeyId>,
+    per_minute: u32,
+}
+
+impl KeyRate {
+    /// `None` for 0 (no limit).
+    pub fn new(per_minute: u32) -> Option<Self> {
+        let rate = std::num::NonZeroU32::new(per_minute)?;
+        Some(Self {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(rate)),
+            per_minute,
+        })
+    }
+
+    /// Counts a request of `key`; past the rate, a 429 with the seconds until the next one may
+    /// come.
+    fn check(&self, key: ApiKeyId) -> Result<(), ApiError> {
+        use governor::clock::Clock as _;
+        self.limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            ApiError::RateLimited {
+                code: "rate_limited",
+                message: format!(
+                    "too many requests with this API key: at most {} a minute on this server; \
+                     slow down, and try again after the time in Retry-After",
+                    self.per_minute
+                ),
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
+    }
+}
+
 /// The one rule of key scopes: a `read` key (or a session made from one) may make safe requests
 /// (GET, HEAD, OPTIONS) and sign out, nothing else.
 fn check_scope(scope: KeyScope, method: &Method, path: &str) -> Result<(), ApiError> {
@@ -92,6 +128,9 @@ impl FromRequestParts<AppState> for AuthUser {
             };
             let (key, user) = authenticate_key(state, key).await?;
             check_scope(key.scope, &parts.method, parts.uri.path())?;
+            if let Some(rate) = &state.key_rate {
+                rate.check(key.id)?;
+            }
             return Ok(AuthUser {
                 user_id: user.id,
                 user_name: user.name,
@@ -112,6 +151,9 @@ impl FromRequestParts<AppState> for AuthUser {
             check_same_origin(&parts.headers)?;
         }
         check_scope(user.scope, &parts.method, parts.uri.path())?;
+        if let Some(rate) = &state.key_rate {
+            rate.check(user.key_id)?;
+        }
         Ok(user)
     }
 }

@@ -59,6 +59,13 @@ pub struct Config {
     #[arg(long, env = "CI_UPLOAD_TIMEOUT_SECS", default_value_t = 600)]
     pub upload_timeout_secs: u64,
 
+    /// Requests one API key (or a browser session made from it) may make a minute on this
+    /// replica, in bursts of as many; more are answered 429 `rate_limited` with `Retry-After`.
+    /// Counted per replica (behind a balancer over N replicas a key gets up to N times as many).
+    /// 0: no limit.
+    #[arg(long, env = "CI_KEY_RATE_PER_MINUTE", default_value_t = 0)]
+    pub key_rate_per_minute: u32,
+
     /// How often live streams check the database for new events, in milliseconds.
     #[arg(long, env = "CI_POLL_MS", default_value_t = 15)]
     pub poll_ms: u64,

@@ -53,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The key of `--secrets-key-file`, if given (checked at start by [`run`]).
     pub secrets: Option<ci_common::secrets::SecretsKey>,
+    /// Requests per key, with `--key-rate-per-minute` (see [`auth::KeyRate`]).
+    pub key_rate: Option<Arc<auth::KeyRate>>,
 }
 
 impl AppState {
@@ -66,8 +68,10 @@ impl AppState {
             hub::CHANNEL_CAPACITY,
         );
         let secrets = config.secrets_key().ok().flatten();
+        let key_rate = auth::KeyRate::new(config.key_rate_per_minute).map(Arc::new);
         Self {
             secrets,
+            key_rate,
             db,
             config: Arc::new(config),
             shutdown,

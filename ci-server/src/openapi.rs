@@ -130,12 +130,13 @@ pub const SESSION_SCHEME: &str = "session";
             JobNotFound,
             WebhookNotFound,
             Timeout,
+            KeyRateLimited,
             BlobBytes,
             BlobRange,
             RangeNotSatisfiable
         )
     ),
-    modifiers(&BearerKey, &TimeLimits),
+    modifiers(&BearerKey, &TimeLimits, &KeyRates),
     tags(
         (name = "jobs", description = "Upload, list, show, follow, cancel and retry jobs."),
         (name = "log", description = "A job's log as text: by line range, whole, searched."),
@@ -274,6 +275,11 @@ pub struct WebhookNotFound(pub ErrorBody);
 #[derive(ToResponse)]
 pub struct Timeout(pub ErrorBody);
 
+/// The caller's key made more requests than this replica allows a minute
+/// (`ci-server --key-rate-per-minute`; `rate_limited`, with `Retry-After` in seconds).
+#[derive(ToResponse)]
+pub struct KeyRateLimited(pub ErrorBody);
+
 /// The whole blob, streamed, with its stored content type (`application/octet-stream` when it
 /// has none).
 #[derive(ToResponse)]
@@ -364,6 +370,35 @@ impl Modify for TimeLimits {
                     .responses
                     .entry("503".to_owned())
                     .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Timeout")));
+            }
+        }
+    }
+}
+
+/// Every route that takes a key may answer 429 past the key's rate (see [`KeyRateLimited`]):
+/// adds that answer to every operation with a security requirement that does not document its
+/// own 429.
+struct KeyRates;
+
+impl Modify for KeyRates {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|operation| operation.security.is_some())
+            {
+                operation
+                    .responses
+                    .responses
+                    .entry("429".to_owned())
+                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name("KeyRateLimited")));
             }
         }
     }

@@ -484,6 +484,7 @@ mod tests {
             touches: Arc::default(),
             metrics: Arc::default(),
             secrets: None,
+            key_rate: None,
         };
         Setup {
             _db: db,

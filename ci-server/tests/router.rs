@@ -688,3 +688,35 @@ async fn cors_answers_only_the_configured_origins() {
     let (_, headers, _) = on.send(preflight("https://other.example.com")).await;
     assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
 }
+
+#[tokio::test]
+async fn past_its_rate_a_key_gets_429_with_retry_after_and_other_keys_do_not() {
+    let app = App::with_config(|config| config.key_rate_per_minute = 5).await;
+    for _ in 0..5 {
+        let (status, _, _) = app.send_authorized(Method::GET, "/api/v1/jobs").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, body) = app.send_authorized(Method::GET, "/api/v1/jobs").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=13).contains(&retry_after), "{retry_after}");
+    let error = error_body(&headers, &body);
+    assert_eq!(error.code, "rate_limited");
+    assert!(
+        error.error.contains("at most 5 a minute"),
+        "{}",
+        error.error
+    );
+    // Another key of the same user has a bucket of its own.
+    let (_, other) = app.db.user_with_key("Bob").await;
+    let request = Request::get("/api/v1/jobs")
+        .header(header::AUTHORIZATION, format!("Bearer {}", other.expose()))
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, _) = app.send(request).await;
+    assert_eq!(status, StatusCode::OK);
+}
