@@ -64,7 +64,8 @@ cargo build --workspace --bins "${locked[@]}"
 postgres_e2e='(binary(/^server_/) | binary(/^client_/) | binary(compat_prototype) | binary(tasks)
   | binary(test_results) | binary(controller_recovery) | binary(controller_singleton)
   | binary(controller_fixtures) | binary(dependency_cache) | binary(ui_pages) | binary(admin)
-  | binary(git_jobs) | binary(webhooks) | binary(key_scopes) | binary(quotas))
+  | binary(git_jobs) | binary(webhooks) | binary(key_scopes) | binary(quotas)
+  | binary(retention))
   & !test(/_on_postgres$/)'
 
 status=0

@@ -48,6 +48,23 @@ pub enum Command {
     /// Move the database between backends.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Delete jobs that ended more than --older-than ago, with their logs, results and
+    /// artifacts, in small batches (as `ci-controller --retain` does on its own). Queued and
+    /// running jobs are never touched.
+    Prune {
+        /// How long ago a job must have ended: `30d`, `12h`, ...
+        #[arg(long, value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Keep each user's N newest jobs however old.
+        #[arg(long, default_value_t = 0)]
+        keep_last: u32,
+        /// Only say which jobs would go.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the controller's Docker hosts as it last saw them: health, capacity, running jobs,
     /// and the CPU and memory their job containers use.
     Hosts {
@@ -222,6 +239,12 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         Command::Key(command) => key_command(&pool, command, out).await,
         Command::Cache(command) => cache_command(&pool, command, out).await,
         Command::Hosts { json } => hosts_command(&pool, json, out).await,
+        Command::Prune {
+            older_than,
+            keep_last,
+            dry_run,
+            json,
+        } => prune_command(&pool, older_than, keep_last, dry_run, json, out).await,
         Command::ImportLegacy(args) => {
             let prototype = prototype.expect("opened above");
             import_legacy(&pool, prototype, args, out).await
@@ -563,6 +586,40 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?} has no unit: use s, m, h or d, e.g. 7d"));
     }
     ci_common::config::parse_duration(s)
+}
+
+async fn prune_command(
+    pool: &Db,
+    older_than: std::time::Duration,
+    keep_last: u32,
+    dry_run: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let rule = ci_common::db::retention::Rule {
+        older_than: Duration::from_std(older_than).context("--older-than is too long")?,
+        keep_last,
+    };
+    let pruned = ci_common::db::retention::prune(pool, rule, Utc::now(), dry_run).await?;
+    if json {
+        let mut value = serde_json::to_value(&pruned)?;
+        value["dry_run"] = serde_json::json!(dry_run);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else if dry_run {
+        writeln!(
+            out,
+            "Would delete {} job(s) with {} log line(s) (dry run: nothing deleted).",
+            pruned.jobs, pruned.events
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Deleted {} job(s) with {} log line(s). On SQLite the freed pages are reused by new \
+             rows; `VACUUM` (with the service stopped) gives them back to the file system.",
+            pruned.jobs, pruned.events
+        )?;
+    }
+    Ok(())
 }
 
 async fn db_command(command: DbCommand, out: &mut impl Write) -> Result<()> {

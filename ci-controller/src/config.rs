@@ -47,6 +47,15 @@ pub struct Args {
     #[arg(long, env = "CI_MAX_RETRIES", default_value_t = ci_common::policy::DEFAULT_MAX_RETRIES, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub max_retries: u32,
 
+    /// Delete jobs that ended longer ago than this (`30d`, `12h`), with their logs, results and
+    /// artifacts, in small batches, checking once a minute; 0: keep them (the default).
+    #[arg(long, env = "CI_RETAIN", default_value = "0", value_parser = parse_duration)]
+    pub retain: Duration,
+
+    /// With --retain: keep each user's N newest jobs however old.
+    #[arg(long, env = "CI_RETAIN_KEEP_LAST", default_value_t = 0)]
+    pub retain_keep_last: u32,
+
     /// Most queued jobs one user may have; the server refuses more with 429 `queue_full`
     /// (checked at submission: submissions at the same moment on several replicas may pass it by
     /// a few). 0: no limit.

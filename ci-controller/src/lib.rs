@@ -48,6 +48,35 @@ pub const DB_CONNECTIONS: u32 = 8;
 /// **leaves running job containers alone**: the next controller reattaches to them and continues
 /// their logs from the stored cursor, so a restart (an upgrade, a deploy) neither kills the
 /// users' jobs nor loses output. It then releases its lease and its lock and returns `Ok`.
+/// How often `--retain` looks for jobs to delete.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `--retain`: deletes the jobs `rule` selects now and then every [`PRUNE_EVERY`], until `stop`
+/// (see [`ci_common::db::retention`]: small batches, never a queued or running job).
+async fn prune_old_jobs(
+    db: ci_common::db::Db,
+    rule: ci_common::db::retention::Rule,
+    stop: CancellationToken,
+) {
+    loop {
+        match ci_common::db::retention::prune(&db, rule, chrono::Utc::now(), false).await {
+            Ok(pruned) if pruned.jobs > 0 => {
+                info!(
+                    jobs = pruned.jobs,
+                    events = pruned.events,
+                    "deleted jobs past --retain"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!("cannot delete jobs past --retain: {e}"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}
+
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let specs = args.hosts().map_err(anyhow::Error::msg)?;
     let mut engines = Vec::with_capacity(specs.len());
@@ -215,9 +244,23 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         args.webhook_settings(),
         sending.clone(),
     ));
+    let pruner = (!args.retain.is_zero()).then(|| {
+        tokio::spawn(prune_old_jobs(
+            db.clone(),
+            ci_common::db::retention::Rule {
+                older_than: chrono::Duration::from_std(args.retain)
+                    .unwrap_or(chrono::Duration::MAX),
+                keep_last: args.retain_keep_last,
+            },
+            sending.clone(),
+        ))
+    });
     let result = scheduler.run().await;
     sending.cancel();
     let _ = sender.await;
+    if let Some(pruner) = pruner {
+        let _ = pruner.await;
+    }
     scheduler.detach_all().await;
     if let Err(e) = lease::release(&db, epoch).await {
         warn!("cannot release the lease: {e}");

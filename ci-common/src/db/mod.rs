@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod lease;
 pub mod legacy;
 pub mod policy;
+pub mod retention;
 pub mod sessions;
 pub mod steps;
 pub mod test_results;

@@ -1,0 +1,217 @@
+//! Retention: deleting jobs that ended long ago with everything they own (events, steps, test
+//! results, blobs, uploads, webhook deliveries), for `ci-controller --retain` and
+//! `ci-admin prune`. Off unless asked for.
+//!
+//! A job's events and blob chunks go first, [`BATCH`] rows per statement, each statement a short
+//! write transaction of its own, so that a running job's log is never kept waiting behind a
+//! prune for long; then the job's row, whose deletion cascades to the rest. A job is deleted only
+//! once it has ended; what the queue and the running jobs need is never touched.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::{on_exec, timestamp, Db, DbError};
+use crate::JobId;
+
+/// Rows deleted per statement.
+pub const BATCH: i64 = 2000;
+
+/// Which jobs go: those that ended more than `older_than` ago, but for each user's `keep_last`
+/// newest jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub older_than: Duration,
+    pub keep_last: u32,
+}
+
+/// What a prune removed (or, dry, would remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub jobs: u64,
+    pub events: u64,
+    /// The jobs' ids, oldest first.
+    pub job_ids: Vec<JobId>,
+}
+
+/// Up to `limit` jobs `rule` removes at `now`, oldest first.
+pub async fn candidates(
+    db: &Db,
+    rule: Rule,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<JobId>, DbError> {
+    let cutoff = timestamp(now - rule.older_than);
+    Ok(on_exec!(db.exec(), |e| sqlx::query_scalar(
+        "SELECT j.id FROM jobs j
+         WHERE j.finished_at IS NOT NULL AND j.finished_at < $1
+           AND j.status NOT IN ('queued', 'running')
+           AND (SELECT COUNT(*) FROM jobs k WHERE k.user_id = j.user_id AND k.num > j.num) >= $2
+         ORDER BY j.num LIMIT $3",
+    )
+    .bind(cutoff)
+    .bind(i64::from(rule.keep_last))
+    .bind(limit)
+    .fetch_all(e)
+    .await?))
+}
+
+/// Deletes one ended job and everything it owns, in batches; returns how many of its events
+/// went. A job that has not ended is left alone (0).
+pub async fn delete_job(db: &Db, id: JobId) -> Result<u64, DbError> {
+    let ended: bool = on_exec!(db.exec(), |e| {
+        sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status NOT IN ('queued', 'running'))"
+    )
+    .bind(id)
+    .fetch_one(e)
+    .await?
+    });
+    if !ended {
+        return Ok(0);
+    }
+    let mut events = 0;
+    loop {
+        let n = on_exec!(db.exec(), |e| sqlx::query(
+            "DELETE FROM job_events WHERE job_id = $1 AND seq IN (
+                 SELECT seq FROM job_events WHERE job_id = $1 ORDER BY seq LIMIT $2)",
+        )
+        .bind(id)
+        .bind(BATCH)
+        .execute(e)
+        .await?
+        .rows_affected());
+        events += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    loop {
+        // Chunks are up to 256 KiB each: fewer a statement.
+        let n = on_exec!(db.exec(), |e| sqlx::query(
+            "DELETE FROM blob_chunks WHERE job_id = $1 AND (name, idx) IN (
+                 SELECT name, idx FROM blob_chunks WHERE job_id = $1 LIMIT 16)",
+        )
+        .bind(id)
+        .execute(e)
+        .await?
+        .rows_affected());
+        if n < 16 {
+            break;
+        }
+    }
+    on_exec!(db.exec(), |e| sqlx::query(
+        "DELETE FROM jobs WHERE id = $1 AND status NOT IN ('queued', 'running')"
+    )
+    .bind(id)
+    .execute(e)
+    .await
+    .map(drop)?);
+    Ok(events)
+}
+
+/// Removes every job `rule` selects at `now` (or, `dry`, only says which), oldest first.
+pub async fn prune(db: &Db, rule: Rule, now: DateTime<Utc>, dry: bool) -> Result<Pruned, DbError> {
+    let mut pruned = Pruned::default();
+    if dry {
+        pruned.job_ids = candidates(db, rule, now, i64::MAX).await?;
+        pruned.jobs = pruned.job_ids.len() as u64;
+        for id in &pruned.job_ids {
+            let n: i64 = on_exec!(db.exec(), |e| sqlx::query_scalar(
+                "SELECT COUNT(*) FROM job_events WHERE job_id = $1"
+            )
+            .bind(id)
+            .fetch_one(e)
+            .await?);
+            pruned.events += n as u64;
+        }
+        return Ok(pruned);
+    }
+    loop {
+        let ids = candidates(db, rule, now, 100).await?;
+        if ids.is_empty() {
+            break;
+        }
+        for id in ids {
+            pruned.events += delete_job(db, id).await?;
+            pruned.jobs += 1;
+            pruned.job_ids.push(id);
+        }
+    }
+    Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::events::{self, NewEvent};
+    use crate::db::{jobs, users};
+    use crate::testing::backends;
+    use crate::LogStream;
+
+    #[tokio::test]
+    async fn old_ended_jobs_go_whole_and_the_rest_stay_on_every_backend() {
+        for backend in backends().await {
+            let db = backend.db();
+            let ada = users::create(&db, "Ada", "ada@example.com").await.unwrap();
+            let mut ids = Vec::new();
+            for i in 0..4 {
+                let job = jobs::create(&db, ada.id, "test", format!("zip {i}").as_bytes())
+                    .await
+                    .unwrap();
+                let lines: Vec<NewEvent> = (0..(BATCH as usize + 5))
+                    .map(|n| NewEvent::log(LogStream::Stdout, Utc::now(), format!("line {n}")))
+                    .collect();
+                events::append(&db, job.id, &lines).await.unwrap();
+                ids.push(job.id);
+            }
+            // Jobs 0 and 1 ended long ago, job 2 just now, job 3 is still queued.
+            let ended = |id: JobId, at: DateTime<Utc>| {
+                let db = db.clone();
+                async move {
+                    on_exec!(db.exec(), |e| sqlx::query(
+                        "UPDATE jobs SET status = 'passed', finished_at = $1 WHERE id = $2"
+                    )
+                    .bind(timestamp(at))
+                    .bind(id)
+                    .execute(e)
+                    .await
+                    .map(drop)
+                    .unwrap());
+                }
+            };
+            for id in &ids[..2] {
+                ended(*id, Utc::now() - Duration::days(40)).await;
+            }
+            ended(ids[2], Utc::now()).await;
+            let rule = Rule {
+                older_than: Duration::days(30),
+                keep_last: 0,
+            };
+            let dry = prune(&db, rule, Utc::now(), true).await.unwrap();
+            assert_eq!(dry.job_ids, ids[..2], "{backend:?}");
+            assert!(
+                jobs::get(&db, ids[0]).await.unwrap().is_some(),
+                "dry deletes nothing"
+            );
+            // Keeping each user's 3 newest keeps job 1.
+            let kept = Rule {
+                keep_last: 3,
+                ..rule
+            };
+            assert_eq!(
+                candidates(&db, kept, Utc::now(), 10).await.unwrap(),
+                ids[..1]
+            );
+            let done = prune(&db, rule, Utc::now(), false).await.unwrap();
+            assert_eq!((done.jobs, done.events), (2, 2 * (BATCH as u64 + 5)));
+            for id in &ids[..2] {
+                assert!(jobs::get(&db, *id).await.unwrap().is_none());
+                assert_eq!(events::last_seq(&db, *id).await.unwrap(), 0);
+            }
+            for id in &ids[2..] {
+                assert!(jobs::get(&db, *id).await.unwrap().is_some());
+                assert_eq!(events::last_seq(&db, *id).await.unwrap(), BATCH + 5);
+            }
+        }
+    }
+}
