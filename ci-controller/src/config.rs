@@ -56,6 +56,11 @@ pub struct Args {
     #[arg(long, env = "CI_RETAIN_KEEP_LAST", default_value_t = 0)]
     pub retain_keep_last: u32,
 
+    /// Most running jobs one user may have at once (on all Docker hosts); the user's other jobs
+    /// wait in the queue while other users' run. 0: no limit beyond the fair claim.
+    #[arg(long, env = "CI_MAX_RUNNING_PER_USER", default_value_t = 0)]
+    pub max_running_per_user: u32,
+
     /// Most queued jobs one user may have; the server refuses more with 429 `queue_full`
     /// (checked at submission: submissions at the same moment on several replicas may pass it by
     /// a few). 0: no limit.

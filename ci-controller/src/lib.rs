@@ -166,6 +166,7 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> 
         source_retain: args.source_retain,
         artifact_retain: args.artifact_retain,
         git_timeout: args.git_timeout,
+        max_running_per_user: args.max_running_per_user,
         secrets: args
             .secrets_key_file
             .as_deref()

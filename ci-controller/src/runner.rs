@@ -60,6 +60,8 @@ pub struct JobSettings {
     pub artifact_retain: Duration,
     /// Time limit of the fetch step of a job from git.
     pub git_timeout: Duration,
+    /// Most running jobs one user may have (0: no limit beyond the fair claim).
+    pub max_running_per_user: u32,
     /// The key that opens users' git credentials (`--secrets-key-file`).
     pub secrets: Option<ci_common::secrets::SecretsKey>,
     pub uid: u64,

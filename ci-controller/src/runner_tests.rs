@@ -85,6 +85,7 @@ fn ctx(w: &World, timeout: Duration, cap: LogCap) -> Arc<Ctx<FakeDocker>> {
             source_retain: Duration::from_secs(3600),
             artifact_retain: Duration::ZERO,
             git_timeout: Duration::from_secs(60),
+            max_running_per_user: 0,
             secrets: None,
             uid: 1000,
             gid: 1000,

@@ -221,7 +221,15 @@ impl<D: Docker> Scheduler<D> {
                 break;
             };
             let on = &self.hosts[host].ctx;
-            match jobs::claim_next(&ctx.db, ctx.epoch, &on.sandbox.image, &on.host).await? {
+            let claimed = jobs::claim_next_within(
+                &ctx.db,
+                ctx.epoch,
+                &on.sandbox.image,
+                &on.host,
+                ctx.settings.max_running_per_user,
+            )
+            .await?;
+            match claimed {
                 Some(job) => {
                     info!(job.id = %job.id, host = on.host, "claimed job");
                     self.spawn(job, Vec::new(), host);

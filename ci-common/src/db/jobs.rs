@@ -493,6 +493,18 @@ pub async fn claim_next(
     default_image: &str,
     host: &str,
 ) -> Result<Option<Job>, DbError> {
+    claim_next_within(ex, epoch, default_image, host, 0).await
+}
+
+/// [`claim_next`], passing over the users who already have `max_running_per_user` running jobs
+/// (the operator's `--max-running-per-user`; 0: no limit).
+pub async fn claim_next_within(
+    ex: impl Into<Exec<'_>>,
+    epoch: i64,
+    default_image: &str,
+    host: &str,
+    max_running_per_user: u32,
+) -> Result<Option<Job>, DbError> {
     let ex = ex.into();
     let sql = claim_sql(ex.is_postgres());
     on_exec!(ex, |e| {
@@ -503,6 +515,7 @@ pub async fn claim_next(
             .bind(epoch)
             .bind(default_image)
             .bind(host)
+            .bind(i64::from(max_running_per_user))
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(job) = &job {
@@ -521,7 +534,7 @@ pub async fn claim_next(
 }
 
 /// The one statement of [`claim_next`]: `$1` now, `$2` the epoch, `$3` the default image, `$4`
-/// the host.
+/// the host, `$5` the most running jobs a user may have (0: no limit).
 ///
 /// Both backends choose the same job: among each user's first claimable job (FIFO within a
 /// user, skipping a job whose concurrency key has a job running), the one of the user with the
@@ -539,7 +552,10 @@ fn claim_sql(postgres: bool) -> String {
                -- A job whose task runs one at a time waits while another of its key runs.
                AND NOT ({q}.concurrency_key IS NOT NULL AND EXISTS (
                    SELECT 1 FROM jobs c WHERE c.user_id = {q}.user_id AND c.status = 'running'
-                     AND c.concurrency_key = {q}.concurrency_key))"
+                     AND c.concurrency_key = {q}.concurrency_key))
+               -- A user at the operator's limit of running jobs waits.
+               AND ($5 = 0 OR (SELECT COUNT(*) FROM jobs m
+                               WHERE m.user_id = {q}.user_id AND m.status = 'running') < $5)"
         )
     };
     let fairness =
@@ -771,6 +787,37 @@ mod queue_watch_tests {
     use crate::db::changes::Watcher;
     use crate::db::{lease, users};
     use crate::testing::backends;
+
+    #[tokio::test]
+    async fn a_user_at_the_running_limit_waits_while_others_are_claimed_on_every_backend() {
+        for backend in backends().await {
+            let db = backend.db();
+            let epoch = lease::acquire(&db, "test").await.unwrap().epoch;
+            let ada = users::create(&db, "Ada", "ada@example.com").await.unwrap();
+            let bob = users::create(&db, "Bob", "bob@example.com").await.unwrap();
+            for _ in 0..3 {
+                create(&db, ada.id, "test", b"zip").await.unwrap();
+            }
+            let claim = || claim_next_within(&db, epoch, "img", "local", 2);
+            let first = claim().await.unwrap().unwrap();
+            let second = claim().await.unwrap().unwrap();
+            assert_eq!(
+                (first.user_id, second.user_id),
+                (ada.id, ada.id),
+                "{backend:?}"
+            );
+            // Ada has 2 running: her third job waits, though nobody else's is queued.
+            assert!(claim().await.unwrap().is_none(), "{backend:?}");
+            let bobs = create(&db, bob.id, "test", b"zip").await.unwrap();
+            assert_eq!(claim().await.unwrap().unwrap().id, bobs.id);
+            // Without a limit her third is claimed.
+            let third = claim_next(&db, epoch, "img", "local")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(third.user_id, ada.id);
+        }
+    }
 
     #[tokio::test]
     async fn a_queued_job_wakes_the_watcher_and_a_claim_or_cancel_clears_the_queue() {
