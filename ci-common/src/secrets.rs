@@ -44,19 +44,7 @@ pub enum SecretsError {
     Open,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+use crate::keys::{hex, unhex};
 
 impl SecretsKey {
     /// Reads the key from `path` (64 hex digits, surrounding whitespace ignored).

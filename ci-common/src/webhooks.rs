@@ -190,9 +190,9 @@ pub fn verify(
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    let matches = signatures
-        .iter()
-        .any(|hex| decode_hex(hex).is_some_and(|bytes| mac.clone().verify_slice(&bytes).is_ok()));
+    let matches = signatures.iter().any(|hex| {
+        crate::keys::unhex(hex).is_some_and(|bytes| mac.clone().verify_slice(&bytes).is_ok())
+    });
     if !matches {
         return Err(BadSignature::Mismatch);
     }
@@ -202,16 +202,6 @@ pub fn verify(
         return Err(BadSignature::Stale { age, tolerance });
     }
     Ok(())
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The JSON body of a delivery (the same bytes on every attempt):

@@ -354,24 +354,7 @@ struct TimeLimits;
 
 impl Modify for TimeLimits {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                operation
-                    .responses
-                    .responses
-                    .entry("503".to_owned())
-                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name("Timeout")));
-            }
-        }
+        add_response(openapi, "503", "Timeout", |_| true);
     }
 }
 
@@ -382,24 +365,37 @@ struct KeyRates;
 
 impl Modify for KeyRates {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            .filter(|operation| operation.security.is_some())
-            {
-                operation
-                    .responses
-                    .responses
-                    .entry("429".to_owned())
-                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name("KeyRateLimited")));
-            }
+        add_response(openapi, "429", "KeyRateLimited", |operation| {
+            operation.security.is_some()
+        });
+    }
+}
+
+/// Adds the response component `name` under `status` to every operation `applies` to that does
+/// not document that status itself.
+fn add_response(
+    openapi: &mut utoipa::openapi::OpenApi,
+    status: &str,
+    name: &str,
+    applies: impl Fn(&utoipa::openapi::path::Operation) -> bool,
+) {
+    for item in openapi.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|operation| applies(operation))
+        {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
         }
     }
 }

@@ -63,6 +63,36 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The address of a container on its (one) network.
+fn container_addr(name: &str) -> String {
+    docker_lines(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        name,
+    ])
+    .pop()
+    .unwrap_or_else(|| panic!("the address of container {name}"))
+}
+
+/// Waits until `git ls-remote URL` answers from this machine (a container's bridge network is
+/// reachable from here), at most 30 s.
+fn wait_until_served(url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !Command::new("git")
+        .args(["ls-remote", url])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the git server at {url} did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A `git daemon` serving a bare repository from a container on a network of its own; both are
 /// removed when it is dropped.
 struct GitServer {
@@ -151,14 +181,7 @@ impl GitServer {
             "/srv",
         ]);
         assert!(!started.is_empty(), "git daemon container {name} started");
-        let addr = docker_lines(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &name,
-        ])
-        .pop()
-        .expect("the git daemon's address");
+        let addr = container_addr(&name);
         let server = Self {
             network: name.clone(),
             container: name,
@@ -167,23 +190,7 @@ impl GitServer {
             tag,
             _dir: dir,
         };
-        // Ready once it answers (the bridge network is reachable from this machine).
-        let url = server.url();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = Command::new("git")
-                .args(["ls-remote", &url])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "git daemon at {url} did not answer"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_served(&server.url());
         server
     }
 
@@ -411,11 +418,7 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
     use hmac::Mac as _;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ci_tests::ci_common::keys::hex(&mac.finalize().into_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -654,31 +657,12 @@ impl PrivateRemote {
             !started.is_empty(),
             "the private remote {container} started"
         );
-        let addr = docker_lines(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &container,
-        ])
-        .pop()
-        .expect("the private remote's address");
+        let addr = container_addr(&container);
         let remote = Self { container, addr };
-        // Ready once it answers with the credential (the bridge network is reachable from here).
-        let url = format!("http://{user}:{password}@{}:8080/project.git", remote.addr);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !Command::new("git")
-            .args(["ls-remote", &url])
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the private remote at {} did not answer",
-                remote.addr
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_served(&format!(
+            "http://{user}:{password}@{}:8080/project.git",
+            remote.addr
+        ));
         remote
     }
 

@@ -313,22 +313,12 @@ fn signature_ok(headers: &HeaderMap, secret: &str, body: &[u8]) -> bool {
                 .get("x-gitea-signature")
                 .and_then(|v| v.to_str().ok())
         });
-    let Some(given) = given.and_then(|hex| decode_hex(hex.trim())) else {
+    let Some(given) = given.and_then(|hex| ci_common::keys::unhex(hex.trim())) else {
         return false;
     };
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
     mac.verify_slice(&given).is_ok()
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// `POST /api/v1/hooks/{token}`: a push webhook (GitHub or Gitea style) for a `push` trigger.
@@ -426,12 +416,7 @@ mod tests {
         let body = br#"{"ref":"refs/heads/main","after":"abc"}"#;
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"whsec_x").unwrap();
         mac.update(body);
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = ci_common::keys::hex(&mac.finalize().into_bytes());
         let mut github = HeaderMap::new();
         github.insert(
             "x-hub-signature-256",
