@@ -15,11 +15,14 @@ use ci_common::keys::SecretKey;
 use ci_common::{ApiKeyId, UserId};
 use clap::{Args, Parser, Subcommand};
 
+mod team;
+pub use team::TeamCommand;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ci-admin",
     version,
-    about = "Manage ci users, API keys and the dependency cache"
+    about = "Manage ci users, API keys, teams and the dependency cache"
 )]
 pub struct Cli {
     /// The database (the same default as ci-server and ci-controller).
@@ -38,6 +41,9 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Create, list, show and delete teams, and add and remove their members.
+    #[command(subcommand)]
+    Team(TeamCommand),
     /// List and prune the dependency cache (the Docker volumes of installed packages that jobs
     /// reuse instead of installing).
     #[command(subcommand)]
@@ -237,6 +243,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     let result = match cli.command {
         Command::User(command) => user_command(&pool, command, out).await,
         Command::Key(command) => key_command(&pool, command, out).await,
+        Command::Team(command) => team::run(&pool, command, out).await,
         Command::Cache(command) => cache_command(&pool, command, out).await,
         Command::Hosts { json } => hosts_command(&pool, json, out).await,
         Command::Prune {

@@ -85,6 +85,8 @@ pub struct Submission<'a> {
     pub folder: Option<&'a str>,
     /// Neither use nor fill the dependency cache (`--no-cache`).
     pub no_cache: bool,
+    /// The team to submit the job to (`--team`).
+    pub team: Option<&'a str>,
 }
 
 pub struct Api {
@@ -191,6 +193,7 @@ impl Api {
             project,
             folder,
             no_cache,
+            team,
         } = *job;
         let build = |request: RequestBuilder| {
             let mut form = reqwest::multipart::Form::new()
@@ -222,6 +225,9 @@ impl Api {
             }
             if no_cache {
                 form = form.text("cache", "false");
+            }
+            if let Some(team) = team {
+                form = form.text("team", team.to_owned());
             }
             request.multipart(form)
         };
@@ -300,13 +306,22 @@ impl Api {
         json(response, &not_found_hint(id)).await
     }
 
-    pub async fn list(&self, limit: u32, before: Option<JobId>) -> Result<JobList, ApiError> {
+    /// One page of the jobs the caller sees (of `team` only, when given), newest first.
+    pub async fn list(
+        &self,
+        limit: u32,
+        before: Option<JobId>,
+        team: Option<&str>,
+    ) -> Result<JobList, ApiError> {
         let build = |r: RequestBuilder| {
-            let r = r.query(&[("limit", limit.to_string())]);
-            match before {
-                Some(before) => r.query(&[("before", before.to_string())]),
-                None => r,
+            let mut r = r.query(&[("limit", limit.to_string())]);
+            if let Some(before) = before {
+                r = r.query(&[("before", before.to_string())]);
             }
+            if let Some(team) = team {
+                r = r.query(&[("team", team)]);
+            }
+            r
         };
         let response = self.send("jobs", build, Method::GET).await?;
         json(response, "cannot list jobs").await

@@ -42,7 +42,7 @@ pub enum Command {
     ///
     /// Exits 0 if the job passed and 1 otherwise. Ctrl-C detaches; the job keeps running.
     Wait(WaitArgs),
-    /// List your jobs, newest first.
+    /// List your jobs and your teams' jobs, newest first.
     List(ListArgs),
     /// Show one job: status, reason, exit code, times and log size.
     Status(StatusArgs),
@@ -59,6 +59,17 @@ pub enum Command {
     /// List the project's tasks (built-in `test` and those under [tool.ci.tasks] in
     /// pyproject.toml) with what each runs first; reads only the local files.
     Tasks(TasksArgs),
+    /// The teams you are a member of, with their members (administrators manage teams with
+    /// `ci-admin team`).
+    Teams {
+        /// Print the API's JSON (`{"teams": [{"name", "created_at", "members"}]}`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Secret variables of yours or of a team: sealed at rest, never shown again, given to the
+    /// steps of the tasks that list them (`secrets = [...]`) and masked in the log.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Your credentials for private git remotes (`ci submit --git`), one per host: stored
     /// sealed, never shown again, given only to the fetch of your jobs from that host.
     #[command(subcommand, name = "git-credentials")]
@@ -178,9 +189,42 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Submit the job to a team you are a member of: every member sees it (list, wait, status,
+    /// tests, artifacts, cancel, retry), and it uses the team's dependency cache.
+    #[arg(long, value_name = "NAME", env = "CI_TEAM")]
+    pub team: Option<String>,
+
     /// Extra arguments for pytest, after `--` (e.g. `ci submit test -- -k slow -x`).
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store (or replace) a secret variable; the value is read from standard input (e.g.
+    /// `echo "$TOKEN" | ci secrets set PYPI_TOKEN`). Tasks that list NAME under `secrets`
+    /// get it as an environment variable, masked in the log.
+    Set {
+        /// An environment variable's name (letters, digits and `_`), e.g. PYPI_TOKEN.
+        name: String,
+        /// A team's secret (given to the team's jobs) instead of yours.
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
+    },
+    /// List the names of your (or a team's) secret variables; values are never shown.
+    List {
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret variable.
+    Remove {
+        name: String,
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +329,10 @@ pub struct ListArgs {
     /// How many jobs to show at most.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
+
+    /// Only the jobs of this team (one you are a member of).
+    #[arg(long, value_name = "NAME")]
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Args)]

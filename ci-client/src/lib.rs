@@ -118,6 +118,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Retry(args) => retry(&api, args, &mut Interrupt::new()?).await,
         Command::Triggers(command) => triggers(&api, command).await,
         Command::GitCredentials(command) => git_credentials(&api, command).await,
+        Command::Teams { json } => teams(&api, json).await,
+        Command::Secrets(command) => secrets(&api, command).await,
         Command::Webhooks(command) => webhooks(&api, command).await,
         Command::Completions { .. } | Command::Tasks(_) => unreachable!("handled above"),
     }
@@ -332,6 +334,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
             },
             task: Some(args.task.clone()),
             args: args.pytest_args.clone(),
+            team: args.team.clone(),
         };
         let job = api.submit_git(&request).await?;
         return follow_new_job(api, job, args.detach, args.json, interrupt).await;
@@ -371,6 +374,7 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
         project: args.project.as_deref(),
         folder: folder.as_deref(),
         no_cache: args.no_cache,
+        team: args.team.as_deref(),
     };
     let submitted = tokio::select! {
         result = api.submit(zipped.bytes, &submission) => result,
@@ -383,6 +387,121 @@ async fn submit(api: &Api, args: SubmitArgs, interrupt: &mut Interrupt) -> Resul
     stop(uploading);
     let job = submitted?;
     follow_new_job(api, job, args.detach, args.json, interrupt).await
+}
+
+/// `ci teams`: the caller's teams and their members.
+async fn teams(api: &Api, json: bool) -> Result<Exit> {
+    let list = api
+        .call_json(
+            reqwest::Method::GET,
+            "teams",
+            None,
+            "cannot list your teams",
+        )
+        .await?;
+    if json {
+        write_stdout((serde_json::to_string_pretty(&list)? + "\n").as_bytes())?;
+        return Ok(Exit::Ok);
+    }
+    let teams = list["teams"].as_array().cloned().unwrap_or_default();
+    if teams.is_empty() {
+        say!("You are in no team (an administrator adds members with `ci-admin team add-member`).");
+        return Ok(Exit::Ok);
+    }
+    let mut out = String::new();
+    for team in &teams {
+        let members: Vec<&str> = team["members"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}: {}\n",
+            team["name"].as_str().unwrap_or_default(),
+            members.join(", ")
+        ));
+    }
+    write_stdout(out.as_bytes())?;
+    Ok(Exit::Ok)
+}
+
+/// `ci secrets set|list|remove`.
+async fn secrets(api: &Api, command: cli::SecretsCommand) -> Result<Exit> {
+    use reqwest::Method;
+    let path = |name: &str, team: &Option<String>| {
+        let mut path = format!("secrets/{name}");
+        if let Some(team) = team {
+            path.push_str("?");
+            path.push_str(
+                &url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("team", team)
+                    .finish(),
+            );
+        }
+        path
+    };
+    match command {
+        cli::SecretsCommand::Set { name, team } => {
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .context("cannot read the value from standard input")?;
+            let value = value.trim_end_matches(['\r', '\n']).to_owned();
+            anyhow::ensure!(
+                !value.is_empty(),
+                "no value on standard input: pipe it in, e.g. \
+                 `echo \"$TOKEN\" | ci secrets set {name}`"
+            );
+            let body = serde_json::json!({ "value": value });
+            api.call_json(
+                Method::PUT,
+                &path(&name, &team),
+                Some(&body),
+                "the server did not store the secret",
+            )
+            .await?;
+            match &team {
+                Some(team) => say!("Stored the secret variable {name} of team {team}."),
+                None => say!("Stored your secret variable {name}."),
+            }
+        }
+        cli::SecretsCommand::List { team, json } => {
+            let list = api
+                .call_json(
+                    Method::GET,
+                    &path("", &team).replacen("secrets/", "secrets", 1),
+                    None,
+                    "cannot list secret variables",
+                )
+                .await?;
+            if json {
+                write_stdout((serde_json::to_string_pretty(&list)? + "\n").as_bytes())?;
+                return Ok(Exit::Ok);
+            }
+            let secrets = list["secrets"].as_array().cloned().unwrap_or_default();
+            if secrets.is_empty() {
+                say!("No secret variables: `ci secrets set NAME` stores one.");
+            }
+            let mut out = String::new();
+            for secret in &secrets {
+                out.push_str(&format!(
+                    "{}  (set by {} at {})\n",
+                    secret["name"].as_str().unwrap_or_default(),
+                    secret["updated_by"].as_str().unwrap_or_default(),
+                    secret["updated_at"].as_str().unwrap_or_default(),
+                ));
+            }
+            write_stdout(out.as_bytes())?;
+        }
+        cli::SecretsCommand::Remove { name, team } => {
+            api.call_empty(
+                Method::DELETE,
+                &path(&name, &team),
+                "cannot remove the secret variable",
+            )
+            .await?;
+            say!("Removed the secret variable {name}.");
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 /// `ci git-credentials set|list|remove`.
@@ -726,7 +845,7 @@ async fn list(api: &Api, args: ListArgs) -> Result<Exit> {
     let mut before = None;
     loop {
         let want = args.limit - jobs.len() as u32;
-        let page = api.list(want, before).await?;
+        let page = api.list(want, before, args.team.as_deref()).await?;
         let got = page.jobs.len();
         jobs.extend(page.jobs);
         match page.next_before {

@@ -626,7 +626,10 @@ where
     if jobs.is_empty() {
         return "No jobs found.\n".to_owned();
     }
-    let header = [
+    // A TEAM column (the team, and who submitted the job) only when a job shown has one, so
+    // that the table of someone in no team stays as it always was.
+    let teams = jobs.iter().any(|job| job.team.is_some());
+    let mut header = vec![
         "JOB ID",
         "STATUS",
         "START TIME",
@@ -634,27 +637,39 @@ where
         "SUCCESS",
         "TESTS",
     ];
-    let rows: Vec<[String; 6]> = jobs
+    if teams {
+        header.insert(1, "TEAM");
+    }
+    let team_cell = |job: &JobView| match (&job.team, &job.submitted_by) {
+        (Some(team), Some(by)) => format!("{team} ({by})"),
+        (Some(team), None) => team.clone(),
+        (None, _) => "-".to_owned(),
+    };
+    let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|job| {
-            [
+            let mut row = vec![
                 job.job_id.to_string(),
                 job.status.to_string(),
                 format_time(job.start_time, tz),
                 format_time(job.end_time, tz),
                 success_mark(job.status).to_owned(),
                 tests_cell(job.tests.as_ref(), Style::default()),
-            ]
+            ];
+            if teams {
+                row.insert(1, team_cell(job));
+            }
+            row
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut table = String::new();
-    let line = |cells: [&str; 6], styled: [String; 6]| {
+    let line = |cells: &[&str], styled: Vec<String>| {
         let mut text = String::new();
         for (i, (cell, shown)) in cells.iter().zip(styled).enumerate() {
             if i + 1 == cells.len() {
@@ -667,23 +682,29 @@ where
         }
         text.trim_end().to_owned() + "\n"
     };
-    table.push_str(&line(header, header.map(|h| style.bold(h))));
+    table.push_str(&line(
+        &header,
+        header.iter().map(|h| style.bold(h)).collect(),
+    ));
     for (job, row) in jobs.iter().zip(&rows) {
-        let cells = row.each_ref().map(String::as_str);
-        let mark = match row[4].as_str() {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let mark = match success_mark(job.status) {
             "✓" => style.green("✓"),
             "✗" => style.red("✗"),
             other => other.to_owned(),
         };
-        let styled = [
+        let mut styled = vec![
             row[0].clone(),
             style.status(job.status),
-            row[2].clone(),
-            row[3].clone(),
+            format_time(job.start_time, tz),
+            format_time(job.end_time, tz),
             mark,
             tests_cell(job.tests.as_ref(), style),
         ];
-        table.push_str(&line(cells, styled));
+        if teams {
+            styled.insert(1, row[1].clone());
+        }
+        table.push_str(&line(&cells, styled));
     }
     table
 }
@@ -757,6 +778,10 @@ where
             3,
             ("Git", format!("{} at {} ({commit})", git.url, git.git_ref)),
         );
+    }
+    if let Some(team) = &job.team {
+        let by = job.submitted_by.as_deref().unwrap_or("-");
+        rows.insert(3, ("Team", format!("{team} (submitted by {by})")));
     }
     let mut text: String = rows
         .iter()
@@ -960,6 +985,8 @@ mod tests {
             image: None,
             host: None,
             git: None,
+            team: None,
+            submitted_by: None,
             reason: None,
             exit_code: None,
             oom_killed: false,

@@ -43,6 +43,14 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub git: Option<crate::git::GitView>,
+    /// The team the job was submitted to (`ci submit --team`): every member sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub team: Option<String>,
+    /// Who submitted a team's job (its member's name); absent for jobs of no team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub submitted_by: Option<String>,
     /// Why the job ended the way it did, for everything but `passed`/`failed`.
     pub reason: Option<String>,
     pub exit_code: Option<i64>,

@@ -53,6 +53,10 @@ pub struct GitJobRequest {
     /// Extra arguments of the task's last command (pytest's for `test`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// The team to submit the job to (the caller must be a member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub team: Option<String>,
 }
 
 /// A job's git source as the API shows it: what was asked for and, once fetched, the commit.

@@ -113,6 +113,10 @@ uuid_id!(
     ApiKeyId
 );
 uuid_id!(
+    /// A team: a named group of users who share jobs (`ci submit --team T`).
+    TeamId
+);
+uuid_id!(
     /// An outgoing webhook of a user (`ci webhooks list`).
     WebhookId
 );

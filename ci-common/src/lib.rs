@@ -25,6 +25,6 @@ pub mod db;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use ids::{ApiKeyId, DeliveryId, JobId, UserId, WebhookId};
+pub use ids::{ApiKeyId, DeliveryId, JobId, TeamId, UserId, WebhookId};
 pub use job::{EventKind, JobStatus, LogStream};
 pub use step::StepState;

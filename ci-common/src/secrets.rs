@@ -108,6 +108,57 @@ impl SecretsKey {
     }
 }
 
+// Secret variables (`ci secrets`, `secrets = [...]` of a task): what their names and values
+// may be; the values are sealed with [`SecretsKey`] (see `db::secret_variables`).
+
+/// The longest name of a secret variable (`ci secrets set NAME`), in bytes.
+pub const NAME_MAX_LEN: usize = 64;
+/// The shortest value, in bytes: shorter values would be masked in the log where they are
+/// merely part of other words.
+pub const VALUE_MIN_LEN: usize = 8;
+/// The longest value, in bytes.
+pub const VALUE_MAX_LEN: usize = 4096;
+
+/// Checks a secret's name: an environment variable's name (`A-Z`, `a-z`, digits and `_`, not
+/// starting with a digit), at most 64 bytes, not starting with `CI_` (the service's own).
+pub fn check_variable_name(name: &str) -> Result<(), String> {
+    let shaped = !name.is_empty()
+        && name.len() <= NAME_MAX_LEN
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !shaped {
+        return Err(format!(
+            "invalid secret name {name:?}: use an environment variable's name of up to \
+             {NAME_MAX_LEN} letters, digits and '_', not starting with a digit (e.g. PYPI_TOKEN)"
+        ));
+    }
+    if name.to_ascii_uppercase().starts_with("CI_") {
+        return Err(format!(
+            "invalid secret name {name:?}: names starting with CI_ are the service's own"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a secret's value: one line of 8 to 4096 bytes (so that masking it in the log is
+/// reliable), without NUL.
+pub fn check_variable_value(value: &str) -> Result<(), String> {
+    if value.len() < VALUE_MIN_LEN || value.len() > VALUE_MAX_LEN {
+        return Err(format!(
+            "a secret's value must be {VALUE_MIN_LEN} to {VALUE_MAX_LEN} bytes long (shorter \
+             values cannot be masked in the log reliably)"
+        ));
+    }
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(
+            "a secret's value must be one line (no line breaks or NUL), so that it can be \
+             masked in the log; encode a multi-line value (e.g. base64) and decode it in the task"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +197,19 @@ mod tests {
         let err = SecretsKey::from_file(&bad).unwrap_err();
         assert!(err.to_string().contains("openssl rand -hex 32"), "{err}");
         assert!(SecretsKey::from_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn variable_names_and_values() {
+        for good in ["PYPI_TOKEN", "a", "_X1"] {
+            assert!(check_variable_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1X", "A-B", "CI_TOKEN", "ci_x", &"A".repeat(65)] {
+            assert!(check_variable_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_variable_value("12345678").is_ok());
+        for bad in ["short", "two\nlines", &"x".repeat(4097)] {
+            assert!(check_variable_value(bad).is_err(), "{bad:?}");
+        }
     }
 }

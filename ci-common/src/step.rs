@@ -103,6 +103,11 @@ pub struct StepSpec {
     /// instead of the job's (`deps`): a task in another image installs its own there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deps_dir: Option<String>,
+    /// Names of the secret variables the step gets as environment variables (its task's
+    /// `secrets`): the controller opens their values when it creates the container; they are
+    /// never part of the stored plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// How a step uses a dependency cache entry: the install step of a miss writes the packages
@@ -384,6 +389,7 @@ pub fn install_step(
         pip_cache: None,
         artifacts: Vec::new(),
         deps_dir: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -450,6 +456,7 @@ pub fn test_steps(
         pip_cache: None,
         artifacts: Vec::new(),
         deps_dir: None,
+        secrets: Vec::new(),
     });
     (steps, skipped)
 }

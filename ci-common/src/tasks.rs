@@ -62,6 +62,11 @@ pub struct TaskConfig {
     /// `1`: at most one running job of this task per user and project; later ones wait in the
     /// queue (never dropped). No value: no limit.
     pub concurrency: Option<u32>,
+    /// Names of secret variables (`ci secrets set NAME`) the task's steps get as environment
+    /// variables: the submitter's for a personal job, the team's for a team's job. Masked in
+    /// the log.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// The key jobs of `task` share when the task runs one at a time (`concurrency = 1`): the
@@ -202,6 +207,15 @@ pub fn check_tasks(tasks: &BTreeMap<String, TaskConfig>) -> Result<(), String> {
                 "task {name:?}: `concurrency` can be 1 (one running job of the task at a time per \
                  user and project) or left out (no limit)"
             ));
+        }
+        for secret in &task.secrets {
+            crate::secrets::check_variable_name(secret)
+                .map_err(|e| format!("task {name:?}: `secrets`: {e}"))?;
+            if task.env.contains_key(secret) {
+                return Err(format!(
+                    "task {name:?}: {secret:?} is both in `env` and in `secrets`; keep one"
+                ));
+            }
         }
         for key in task.env.keys() {
             let ok = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
@@ -347,8 +361,19 @@ pub fn plan_task(
         let is_target = name == task;
         match config.and_then(|c| c.run.as_ref()) {
             None => {
-                // The built-in test (`test` without `run`).
-                steps.extend(built_in.iter().filter(|s| s.name != INSTALL_STEP).cloned());
+                // The built-in test (`test` without `run`), with the secrets `[tool.ci.tasks.test]`
+                // lists.
+                let secrets = config.map(|c| c.secrets.clone()).unwrap_or_default();
+                steps.extend(
+                    built_in
+                        .iter()
+                        .filter(|s| s.name != INSTALL_STEP)
+                        .cloned()
+                        .map(|s| StepSpec {
+                            secrets: secrets.clone(),
+                            ..s
+                        }),
+                );
             }
             Some(run) => {
                 let config = config.expect("a task with run is configured");
@@ -415,6 +440,7 @@ pub fn plan_task(
                     pip_cache: None,
                     artifacts: config.artifacts.clone(),
                     deps_dir,
+                    secrets: config.secrets.clone(),
                 });
             }
         }

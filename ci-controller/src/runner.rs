@@ -2,6 +2,7 @@
 //! its container (the same code for every kind of step: start, reattach, log, cancel, timeout,
 //! exit code), and the job's outcome.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use ci_common::config::human_bytes;
 use ci_common::db::blobs::{self, BlobCaps, BlobError};
 use ci_common::db::cache::{self, CacheBounds, Published};
 use ci_common::db::jobs::{self, Job};
+use ci_common::db::secret_variables::{self, SecretOwner};
 use ci_common::db::steps::{self, StepRow};
 use ci_common::db::test_results::{self, Attempts};
 use ci_common::db::{git_credentials, uploads, Db};
@@ -33,7 +35,7 @@ use crate::archive::{files_to_zip, zip_to_tar, MountDirs};
 use crate::config::human_size;
 use crate::docker::{ContainerState, ContainerSummary, Docker, DockerError, FileCaps, Select};
 use crate::error::{self, JobError};
-use crate::logs::{Cursor, LogCap, LogParser, LogSink};
+use crate::logs::{Cursor, LogCap, LogParser, LogSink, Masker};
 use crate::metrics::Metrics;
 use crate::sandbox::{
     container_config, results_file, step_of, Run, Sandbox, DEPS, LABEL_JOB, WORKDIR, WORKSPACE,
@@ -493,6 +495,13 @@ impl<D: Docker> Ctx<D> {
                 info!(job.id = %job.id, step = ?job.step, "reattaching to the job's steps");
             }
         }
+        // The job's secret variables: opened once per run of the job (again after a restart),
+        // masked in every line from now on.
+        let secrets = match self.open_secrets(job, &rows).await? {
+            Ok(secrets) => secrets,
+            Err(flow) => return Ok(flow),
+        };
+        sink.mask(Masker::new(secrets.values().cloned()));
         let db_cursor = job.log_cursor.clone().map(|ts| Cursor {
             ts,
             count: job.log_cursor_skip,
@@ -549,7 +558,7 @@ impl<D: Docker> Ctx<D> {
                 self.hold_pip_cache(job);
             }
             let end = self
-                .run_step(job, row, &spec, start, sink, control, deadline)
+                .run_step(job, row, &spec, &secrets, start, sink, control, deadline)
                 .await?;
             if spec.pip_cache.is_some() && !matches!(end, StepEnd::Detached) {
                 self.release_pip_cache(job);
@@ -777,6 +786,7 @@ impl<D: Docker> Ctx<D> {
             pip_cache: None,
             artifacts: Vec::new(),
             deps_dir: None,
+            secrets: Vec::new(),
         };
         let rows = steps::plan(&self.db, job.id, self.epoch, &[spec]).await?;
         let volume = self.sandbox.volume_name(job.id);
@@ -865,35 +875,115 @@ impl<D: Docker> Ctx<D> {
         Ok(Ok(()))
     }
 
-    /// The environment a step gets beside its stored plan, never stored or logged: for the fetch
-    /// step of a job from git over HTTP(S), its owner's credential for the remote's host
-    /// (`CI_GIT_USERNAME`, `CI_GIT_PASSWORD`, read by the fetch's credential helper), when the
-    /// owner stored one and the controller has the secrets key.
-    async fn secret_env(&self, job: &Job, spec: &StepSpec) -> anyhow::Result<Vec<String>> {
+    /// The secret variables the steps of a job's plan list (`secrets = [...]` of their tasks),
+    /// opened: the team's for a team's job, else the submitter's. A name with no stored value,
+    /// a value that does not open, or a controller without the secrets key ends the job
+    /// (`error`) with what to do.
+    async fn open_secrets(
+        &self,
+        job: &Job,
+        rows: &[StepRow],
+    ) -> anyhow::Result<Result<BTreeMap<String, String>, Flow>> {
+        let mut names: Vec<String> = Vec::new();
+        for row in rows {
+            let spec = row
+                .spec()
+                .with_context(|| format!("the stored plan of step {} cannot be read", row.name))?;
+            names.extend(spec.secrets);
+        }
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Ok(BTreeMap::new()));
+        }
+        let Some(key) = &self.settings.secrets else {
+            return Ok(Err(error(format!(
+                "the job's tasks need the secret variables {}, but this controller has no \
+                 secrets key: the operator starts ci-controller with --secrets-key-file",
+                names.join(", ")
+            ))));
+        };
+        let owner = SecretOwner::of(job);
+        let whose = match owner {
+            SecretOwner::User(_) => "you have",
+            SecretOwner::Team(_) => "the job's team has",
+        };
+        let set = match owner {
+            SecretOwner::User(_) => String::new(),
+            SecretOwner::Team(team) => {
+                let name = ci_common::db::teams::get(&self.db, team).await?;
+                format!(
+                    " --team {}",
+                    name.map_or_else(|| team.to_string(), |t| t.name)
+                )
+            }
+        };
+        let mut opened = BTreeMap::new();
+        for (name, value) in secret_variables::open(&self.db, key, owner, &names).await? {
+            match value {
+                Some(Ok(value)) => {
+                    opened.insert(name, value);
+                }
+                None => {
+                    return Ok(Err(error(format!(
+                        "the job's tasks need the secret variable {name}, which {whose} not \
+                         set: set it with `ci secrets set {name}{set}` (the value is read from \
+                         standard input)"
+                    ))))
+                }
+                Some(Err(e)) => {
+                    return Ok(Err(error(format!(
+                        "the secret variable {name} cannot be opened ({e}): set it again with \
+                         `ci secrets set {name}{set}`"
+                    ))))
+                }
+            }
+        }
+        Ok(Ok(opened))
+    }
+
+    /// The environment a step gets beside its stored plan, never stored or logged: the secret
+    /// variables its task lists (`NAME=value`, from `secrets`), and, for the fetch step of a job
+    /// from git over HTTP(S), its owner's credential for the remote's host (`CI_GIT_USERNAME`,
+    /// `CI_GIT_PASSWORD`, read by the fetch's credential helper), when the owner stored one and
+    /// the controller has the secrets key.
+    async fn secret_env(
+        &self,
+        job: &Job,
+        spec: &StepSpec,
+        secrets: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut env = Vec::new();
+        for name in &spec.secrets {
+            let value = secrets
+                .get(name)
+                .with_context(|| format!("the secret variable {name} was not opened"))?;
+            env.push(format!("{name}={value}"));
+        }
         let (Some(key), Some(url)) = (&self.settings.secrets, &job.git_url) else {
-            return Ok(Vec::new());
+            return Ok(env);
         };
         if spec.network != Network::Git {
-            return Ok(Vec::new());
+            return Ok(env);
         }
         let Some(host) = url::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "https" | "http"))
             .and_then(|u| u.host_str().map(str::to_owned))
         else {
-            return Ok(Vec::new());
+            return Ok(env);
         };
         match git_credentials::get(&self.db, key, job.user_id, &host).await? {
-            None => Ok(Vec::new()),
-            Some(Ok((username, password))) => Ok(vec![
-                format!("CI_GIT_USERNAME={username}"),
-                format!("CI_GIT_PASSWORD={password}"),
-            ]),
+            None => {}
+            Some(Ok((username, password))) => {
+                env.push(format!("CI_GIT_USERNAME={username}"));
+                env.push(format!("CI_GIT_PASSWORD={password}"));
+            }
             Some(Err(e)) => {
                 warn!(job.id = %job.id, host, "the owner's git credential cannot be used: {e}");
-                Ok(Vec::new())
             }
         }
+        Ok(env)
     }
 
     /// A job's first run: its workspace volume and project (when `fresh`: no container exists
@@ -1038,7 +1128,8 @@ impl<D: Docker> Ctx<D> {
             write,
             key: key.short().to_owned(),
         };
-        let found = cache::find_ready(&self.db, &self.host, job.user_id, &key.hex).await?;
+        let scope = cache::CacheScope::of(job);
+        let found = cache::find_ready(&self.db, &self.host, scope, &key.hex).await?;
         let mut chosen = None;
         if let Some(entry) = found {
             // Not served when it was evicted or pruned since it was found.
@@ -1054,9 +1145,14 @@ impl<D: Docker> Ctx<D> {
                 spec.cache = Some(mount(&entry.volume, false));
             }
             sink.notice(format!(
-                "dependency cache hit (key {}): using the packages an earlier job of yours \
+                "dependency cache hit (key {}): using the packages an earlier job of {} \
                  installed ({}); skipping the install step",
                 key.short(),
+                if scope.team.is_some() {
+                    "your team"
+                } else {
+                    "yours"
+                },
                 human_bytes(entry.size_bytes.max(0) as u64)
             ))
             .await?;
@@ -1066,13 +1162,7 @@ impl<D: Docker> Ctx<D> {
             .sandbox
             .cache_volume_name(&uuid::Uuid::new_v4().simple().to_string());
         cache::begin(
-            &self.db,
-            self.epoch,
-            &self.host,
-            job.user_id,
-            &key.hex,
-            job.id,
-            &volume,
+            &self.db, self.epoch, &self.host, scope, &key.hex, job.id, &volume,
         )
         .await?;
         if let Err(e) = self
@@ -1419,6 +1509,7 @@ impl<D: Docker> Ctx<D> {
         job: &Job,
         row: &StepRow,
         spec: &StepSpec,
+        secrets: &BTreeMap<String, String>,
         start: Start,
         sink: &mut LogSink,
         control: &JobControl,
@@ -1458,7 +1549,15 @@ impl<D: Docker> Ctx<D> {
                     return Ok(StepEnd::StoppedBefore(StopKind::Timeout));
                 }
                 sink.notice(self.sandbox.step_notice(spec)).await?;
-                let secret_env = self.secret_env(job, spec).await?;
+                if !spec.secrets.is_empty() {
+                    sink.notice(format!(
+                        "step {} gets the secret variables {} (masked in the log)",
+                        row.name,
+                        spec.secrets.join(", ")
+                    ))
+                    .await?;
+                }
+                let secret_env = self.secret_env(job, spec, secrets).await?;
                 let run = Run {
                     secret_env: &secret_env,
                     job: id,

@@ -437,6 +437,7 @@ fn plain_step(name: &str) -> StepSpec {
         pip_cache: None,
         artifacts: Vec::new(),
         deps_dir: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -854,6 +855,7 @@ async fn claim_with(w: &World, retries: u32, flaky: ci_common::project::FlakyRul
             options: &options,
             concurrency_key: None,
             source: jobs::NewSource::Archive(&zip_of(&[("test_a.py", "")])),
+            team_id: None,
         },
     )
     .await
@@ -1130,6 +1132,7 @@ async fn the_second_job_of_a_user_with_the_same_requirements_skips_the_install()
             },
             concurrency_key: None,
             source: jobs::NewSource::Archive(&zip_of(&files)),
+            team_id: None,
         },
     )
     .await

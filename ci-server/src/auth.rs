@@ -29,8 +29,9 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// The cookie that holds a browser's session token.
 pub const SESSION_COOKIE: &str = "ci_session";
 
-/// How often an open stream of a browser session checks that the session still counts: a
-/// sign-out, a revoked key or a deactivated user ends the stream within this time.
+/// How often an open stream checks that its caller may still follow it: a sign-out, a revoked
+/// key or a deactivated user ends a browser session's stream, and a member's removal from the
+/// team ends their streams of the team's jobs, within this time.
 pub const SESSION_RECHECK: Duration = Duration::from_secs(2);
 
 /// The authenticated caller.
@@ -303,31 +304,52 @@ async fn session_counts(state: &AppState, token_hash: &str) -> bool {
     }
 }
 
-/// `stream`, ended within [`SESSION_RECHECK`] of the caller's browser session ending (sign-out,
-/// expiry, a revoked key, a deactivated user). Streams of API-key callers are not changed.
-pub fn until_signed_out<S>(
+/// `stream` of job `job`, ended within [`SESSION_RECHECK`] of the caller losing access to it:
+/// their browser session ending (sign-out, expiry, a revoked key, a deactivated user), or, for a
+/// team's job they did not submit, their removal from the team. Other streams are not changed.
+pub fn until_access_ends<S>(
     state: &AppState,
     user: &AuthUser,
+    job: &ci_common::db::jobs::Job,
     stream: S,
 ) -> impl Stream<Item = S::Item> + Send + 'static
 where
     S: Stream + Send + 'static,
 {
     let session = user.session.as_ref().map(|s| s.token_hash.clone());
-    let state = state.clone();
+    let through_team = job.team_id.is_some() && job.user_id != user.user_id;
+    let (state, user_id, job_id) = (state.clone(), user.user_id, job.id);
     let ended = async move {
-        let Some(token_hash) = session else {
+        if session.is_none() && !through_team {
             return std::future::pending().await;
-        };
+        }
         loop {
             tokio::time::sleep(SESSION_RECHECK).await;
-            if !session_counts(&state, &token_hash).await {
-                tracing::info!("a signed-out session's stream ends");
+            if let Some(token_hash) = &session {
+                if !session_counts(&state, token_hash).await {
+                    tracing::info!("a signed-out session's stream ends");
+                    return;
+                }
+            }
+            if through_team && !still_sees(&state, user_id, job_id).await {
+                tracing::info!(job.id = %job_id, "a stream ends: its caller left the job's team");
                 return;
             }
         }
     };
     stream.take_until(Box::pin(ended))
+}
+
+/// Whether `user` still sees `job` (the visibility rule of [`ci_common::db::jobs`]).
+async fn still_sees(state: &AppState, user: UserId, job: ci_common::JobId) -> bool {
+    match ci_common::db::jobs::get_for_user(&state.db, job, user).await {
+        Ok(found) => found.is_some(),
+        // The database is unreachable: keep the stream; it will fail on its own if that lasts.
+        Err(err) => {
+            tracing::warn!(error = format!("{err:#}"), "cannot check a stream's access");
+            true
+        }
+    }
 }
 
 fn is_safe(method: &Method) -> bool {

@@ -163,7 +163,10 @@ pub fn router(state: AppState) -> Router {
 /// Every route of the versioned API, by its path under [`API_PREFIX`]. [`router`] serves them
 /// all, and [`openapi::ApiDoc`] must document each (a test checks it).
 pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRouter<AppState>)> {
-    use routes::{blobs, events, git_credentials, jobs, log, session, tests, triggers, webhooks};
+    use routes::{
+        blobs, events, git_credentials, jobs, log, secrets, session, teams, tests, triggers,
+        webhooks,
+    };
     vec![
         (
             "/jobs",
@@ -180,6 +183,14 @@ pub(crate) fn api_routes(limits: &RouteLimits) -> Vec<(&'static str, MethodRoute
         ),
         ("/triggers/{id}", limits.quick(delete(triggers::revoke))),
         ("/trigger/{token}", limits.quick(post(triggers::run))),
+        ("/teams", limits.quick(get(teams::list))),
+        ("/secrets", limits.quick(get(secrets::list))),
+        (
+            "/secrets/{name}",
+            limits
+                .quick(put(secrets::set))
+                .merge(limits.quick(delete(secrets::remove))),
+        ),
         ("/git-credentials", limits.quick(get(git_credentials::list))),
         (
             "/git-credentials/{host}",

@@ -23,7 +23,8 @@ use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
 
 use crate::auth::SESSION_COOKIE;
 use crate::routes::{
-    blobs, events, git_credentials, health, jobs, log, session, tests, triggers, webhooks,
+    blobs, events, git_credentials, health, jobs, log, secrets, session, teams, tests, triggers,
+    webhooks,
 };
 
 /// The name of the security scheme of the API key in the document.
@@ -72,6 +73,10 @@ pub const SESSION_SCHEME: &str = "session";
         document,
         health::health,
         health::ready,
+        teams::list,
+        secrets::list,
+        secrets::set,
+        secrets::remove,
         git_credentials::list,
         git_credentials::set,
         git_credentials::remove,
@@ -108,6 +113,11 @@ pub const SESSION_SCHEME: &str = "session";
             blobs::BlobList,
             blobs::ArtifactList,
             blobs::Artifact,
+            teams::TeamList,
+            secrets::SecretList,
+            secrets::SetSecret,
+            ci_common::db::secret_variables::SecretVariable,
+            teams::TeamView,
             ci_common::git::GitJobRequest,
             ci_common::git::GitSource,
             ci_common::git::GitView,
@@ -149,6 +159,11 @@ pub const SESSION_SCHEME: &str = "session";
             webhook's secret; `X-CI-Delivery` (the body's `id`) is the same on every attempt."),
         (name = "session", description = "Browser sign-in: a session cookie made from an API \
             key."),
+        (name = "teams", description = "The teams you are a member of. A job submitted to a \
+            team (`team` in the upload or the JSON request) is visible to all its members."),
+        (name = "secrets", description = "Secret variables of yours or of a team \
+            (`?team=NAME`): sealed at rest, never returned, given to the steps of the tasks that \
+            list them (`secrets = [...]`) and masked in the log."),
         (name = "git-credentials", description = "Your credentials for private git remotes, \
             one per host, sealed at rest; never returned."),
         (name = "triggers", description = "Trigger tokens bound to a task and a git source, \

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ci_common::api::{StepView, StreamEvent};
 use ci_common::db::events;
+use ci_common::db::jobs::Job;
 use ci_common::results::TestSummary;
 use ci_common::{JobId, LogStream};
 use futures_util::stream::{self, Stream};
@@ -367,15 +368,15 @@ pub fn ascii_json(value: &impl Serialize) -> String {
     out
 }
 
-/// An SSE response for `user` whose body is `frames` (complete SSE frames), with a keep-alive
-/// comment after `keepalive` without one, and headers that stop proxies from buffering it. A
-/// browser session's stream ends soon after the session does
-/// ([`crate::auth::until_signed_out`]).
-pub fn sse_response<S>(state: &AppState, user: &AuthUser, frames: S) -> Response
+/// An SSE response for `user` whose body is `frames` (complete SSE frames) of `job`, with a
+/// keep-alive comment after `keepalive` without one, and headers that stop proxies from
+/// buffering it. The stream ends soon after the caller loses access to the job
+/// ([`crate::auth::until_access_ends`]).
+pub fn sse_response<S>(state: &AppState, user: &AuthUser, job: &Job, frames: S) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    let frames = crate::auth::until_signed_out(state, user, frames);
+    let frames = crate::auth::until_access_ends(state, user, job, frames);
     let open = state.metrics.stream_opened();
     let body = KeepAlive::new(frames, state.config.keepalive(), open);
     (
@@ -624,7 +625,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_stream_declares_utf8() {
-        let Setup { _db, state, .. } = setup(16).await;
+        let Setup {
+            _db, state, job, ..
+        } = setup(16).await;
         let user = AuthUser {
             user_id: ci_common::UserId::new(),
             user_name: "Ada".into(),
@@ -632,7 +635,11 @@ mod tests {
             scope: Default::default(),
             session: None,
         };
-        let response = sse_response(&state, &user, stream::empty());
+        let job = ci_common::db::jobs::get(&state.db, job)
+            .await
+            .unwrap()
+            .unwrap();
+        let response = sse_response(&state, &user, &job, stream::empty());
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
             "text/event-stream; charset=utf-8"

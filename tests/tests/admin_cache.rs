@@ -75,7 +75,13 @@ impl Seeded {
     async fn building(&self, user: UserId, input: &str, volume: &str) -> CacheEntry {
         let key = format!("{:x}", Sha256::digest(input));
         cache::begin(
-            &self.pool, self.epoch, "local", user, &key, self.job, volume,
+            &self.pool,
+            self.epoch,
+            "local",
+            user.into(),
+            &key,
+            self.job,
+            volume,
         )
         .await
         .unwrap()

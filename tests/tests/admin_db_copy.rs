@@ -130,6 +130,23 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     )
     .await
     .unwrap();
+    // A team with a member and a secret variable.
+    let team = ci_common::db::teams::create(db.sqlite_pool(), "platform")
+        .await
+        .unwrap();
+    ci_common::db::teams::add_member(db.sqlite_pool(), team.id, bob.id)
+        .await
+        .unwrap();
+    ci_common::db::secret_variables::set(
+        db.sqlite_pool(),
+        &secrets,
+        ci_common::db::secret_variables::SecretOwner::Team(team.id),
+        "PYPI_TOKEN",
+        "pypi-token-value",
+        "Bob",
+    )
+    .await
+    .unwrap();
 
     // A table that nothing above fills is a table this test does not prove is copied.
     let before = sqlite_counts(&db).await;

@@ -757,3 +757,42 @@ async fn no_cache_installs_without_using_or_filling_the_cache() {
     );
     assert_eq!(w.cache_volumes(), [before[0].volume.clone()]);
 }
+
+/// A team's jobs share the team's cache: one member's team job reuses what another member's
+/// team job installed, while a personal job of the same requirements installs afresh (team
+/// entries are never served to personal jobs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_teams_jobs_share_its_cache_and_personal_jobs_do_not() {
+    use ci_tests::ci_common::db::teams;
+    let w = World::start(&[]).await;
+    let ada = w.ada();
+    let bob = w.stack.db.user("bob").await;
+    let team = teams::create(&w.stack.db.pool, "platform").await.unwrap();
+    for user in [&ada, &bob] {
+        teams::add_member(&w.stack.db.pool, team.id, user.id)
+            .await
+            .unwrap();
+    }
+    let project = copy_fixture("cache_greetkit");
+
+    let first = w.submit(&ada, &project.path, &["--team", "platform"]);
+    expect_outcome("ada's team job", &first.out, 0, "4 passed");
+    let key = first.missed("ada's team job");
+    assert_eq!(first.kept("ada's team job"), key);
+
+    let second = w.submit(&bob, &project.path, &["--team", "platform"]);
+    expect_outcome("bob's team job", &second.out, 0, "4 passed");
+    assert_eq!(second.hit("bob's team job"), key);
+    assert!(
+        second
+            .out
+            .stderr
+            .contains("an earlier job of your team installed"),
+        "{}",
+        second.out.stderr
+    );
+
+    let personal = w.submit(&bob, &project.path, &[]);
+    expect_outcome("bob's own job", &personal.out, 0, "4 passed");
+    assert_eq!(personal.missed("bob's own job"), key);
+}

@@ -1,5 +1,6 @@
 //! The `cache_entries` table: the dependency cache's entries (see [`crate::cache`] for keys).
-//! An entry is one Docker volume holding an install step's result, owned by one user:
+//! An entry is one Docker volume holding an install step's result, owned by one user, or by a
+//! team when a team's job built it ([`CacheScope`]):
 //! `building` while a job installs into it, `ready` once that install passed (published, served
 //! only to its owner's jobs with the same key), `removing` when the controller is to remove its
 //! volume (the install failed, another entry won the race, or it was evicted or pruned).
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use super::{lease, on_exec, BeginWrite as _, DbError, Exec};
-use crate::{JobId, UserId};
+use crate::{JobId, TeamId, UserId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -21,12 +22,42 @@ pub enum CacheState {
     Removing,
 }
 
+/// Whose jobs an entry is served to: a user's own jobs, or the jobs of a team (whoever of its
+/// members submitted them). Never served across scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheScope {
+    /// The user whose job builds or uses the entry (for a team's entry, the member who built
+    /// it; eviction counts it against them).
+    pub user: UserId,
+    /// The team, for a team's job.
+    pub team: Option<TeamId>,
+}
+
+impl CacheScope {
+    /// The scope of a job's cache: its team's, or its submitter's.
+    pub fn of(job: &super::jobs::Job) -> Self {
+        Self {
+            user: job.user_id,
+            team: job.team_id,
+        }
+    }
+}
+
+impl From<UserId> for CacheScope {
+    /// A user's own scope.
+    fn from(user: UserId) -> Self {
+        Self { user, team: None }
+    }
+}
+
 /// A stored cache entry.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct CacheEntry {
     /// A random id (UUID).
     pub id: String,
     pub user_id: UserId,
+    /// The team whose jobs it serves (`None`: its user's own jobs).
+    pub team_id: Option<TeamId>,
     /// SHA-256 (hex) of the install's input.
     pub key: String,
     /// The Docker volume that holds the installed packages.
@@ -44,21 +75,23 @@ pub struct CacheEntry {
     pub last_used_at: DateTime<Utc>,
 }
 
-/// The published entry of `user` for `key` on the Docker host `host` (a volume lives on one
+/// The published entry of `scope` for `key` on the Docker host `host` (a volume lives on one
 /// host), if there is one.
 pub async fn find_ready(
     ex: impl Into<Exec<'_>>,
     host: &str,
-    user: UserId,
+    scope: CacheScope,
     key: &str,
 ) -> Result<Option<CacheEntry>, DbError> {
     Ok(on_exec!(ex, |e| sqlx::query_as(
         "SELECT * FROM cache_entries
-         WHERE host = $1 AND user_id = $2 AND key = $3 AND state = 'ready'",
+         WHERE host = $1 AND key = $3 AND state = 'ready'
+           AND ((team_id IS NULL AND $4 IS NULL AND user_id = $2) OR team_id = $4)",
     )
     .bind(host)
-    .bind(user)
+    .bind(scope.user)
     .bind(key)
+    .bind(scope.team)
     .fetch_optional(e)
     .await?))
 }
@@ -84,14 +117,14 @@ pub async fn hit(ex: impl Into<Exec<'_>>, epoch: i64, id: &str) -> Result<bool, 
     }))
 }
 
-/// Starts an entry for `user` and `key` that `job` installs into, in the volume `volume` on the
+/// Starts an entry for `scope` and `key` that `job` installs into, in the volume `volume` on the
 /// Docker host `host` (`building`: served to nobody until [`publish`]). Fenced by the lease
 /// epoch.
 pub async fn begin(
     ex: impl Into<Exec<'_>>,
     epoch: i64,
     host: &str,
-    user: UserId,
+    scope: CacheScope,
     key: &str,
     job: JobId,
     volume: &str,
@@ -102,17 +135,19 @@ pub async fn begin(
         lease::check(&mut *tx, epoch).await?;
         let entry = sqlx::query_as(
             "INSERT INTO cache_entries
-                 (id, user_id, key, volume, state, job_id, created_at, last_used_at, host)
-             VALUES ($1, $2, $3, $4, 'building', $5, $6, $7, $8) RETURNING *",
+                 (id, user_id, key, volume, state, job_id, created_at, last_used_at, host,
+                  team_id)
+             VALUES ($1, $2, $3, $4, 'building', $5, $6, $7, $8, $9) RETURNING *",
         )
         .bind(uuid::Uuid::new_v4().to_string())
-        .bind(user)
+        .bind(scope.user)
         .bind(key)
         .bind(volume)
         .bind(job)
         .bind(now)
         .bind(now)
         .bind(host)
+        .bind(scope.team)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -135,9 +170,10 @@ pub enum Published {
 /// Publishes the `building` entry whose volume is `volume` after its install passed, with its
 /// size in bytes. Fenced by the lease epoch; one transaction, so two jobs with the same key
 /// never both publish: on SQLite the transaction holds the database's write lock; on
-/// PostgreSQL, whose writers do not exclude each other, the owner's row is locked first (to the
-/// end of the transaction), so that two publishes of one user wait for each other instead of
-/// both finding no published entry (the second would break `cache_entries_ready`).
+/// PostgreSQL, whose writers do not exclude each other, the owner's row (the team's for a
+/// team's entry, else the user's) is locked first (to the end of the transaction), so that two
+/// publishes in one scope wait for each other instead of both finding no published entry (the
+/// second would break `cache_entries_ready`).
 pub async fn publish(
     ex: impl Into<Exec<'_>>,
     epoch: i64,
@@ -153,7 +189,15 @@ pub async fn publish(
         if postgres {
             sqlx::query(
                 "SELECT 1 FROM users WHERE id =
-                     (SELECT user_id FROM cache_entries WHERE volume = $1)
+                     (SELECT user_id FROM cache_entries WHERE volume = $1 AND team_id IS NULL)
+                 FOR NO KEY UPDATE",
+            )
+            .bind(volume)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "SELECT 1 FROM teams WHERE id =
+                     (SELECT team_id FROM cache_entries WHERE volume = $1)
                  FOR NO KEY UPDATE",
             )
             .bind(volume)
@@ -168,7 +212,11 @@ pub async fn publish(
         else {
             return Ok(Published::Gone);
         };
-        let taken = find_ready(&mut *tx, &entry.host, entry.user_id, &entry.key)
+        let scope = CacheScope {
+            user: entry.user_id,
+            team: entry.team_id,
+        };
+        let taken = find_ready(&mut *tx, &entry.host, scope, &entry.key)
             .await?
             .is_some();
         let state = if taken {
@@ -464,7 +512,7 @@ mod tests {
         for db in backends().await {
             let (job, epoch, ada) = job(&db).await;
             for (host, volume) in [("a", "vol-on-a"), ("b", "vol-on-b")] {
-                begin(db.exec(), epoch, host, ada, "k", job, volume)
+                begin(db.exec(), epoch, host, ada.into(), "k", job, volume)
                     .await
                     .unwrap();
                 assert_eq!(
@@ -474,13 +522,16 @@ mod tests {
                 );
             }
             for host in ["a", "b"] {
-                let found = find_ready(db.exec(), host, ada, "k")
+                let found = find_ready(db.exec(), host, ada.into(), "k")
                     .await
                     .unwrap()
                     .unwrap();
                 assert_eq!(found.volume, format!("vol-on-{host}"), "{db:?}");
             }
-            assert_eq!(find_ready(db.exec(), "c", ada, "k").await.unwrap(), None);
+            assert_eq!(
+                find_ready(db.exec(), "c", ada.into(), "k").await.unwrap(),
+                None
+            );
             prune(db.exec(), None, None).await.unwrap();
             assert_eq!(
                 volumes(removable(db.exec(), "b", Duration::ZERO).await.unwrap()),
@@ -497,7 +548,7 @@ mod tests {
             let other = users::create(db.exec(), "Bob", &format!("bob-{job}@example.com"))
                 .await
                 .unwrap();
-            let entry = begin(db.exec(), epoch, "local", ada, "k1", job, "vol-a")
+            let entry = begin(db.exec(), epoch, "local", ada.into(), "k1", job, "vol-a")
                 .await
                 .unwrap();
             assert_eq!(
@@ -520,7 +571,9 @@ mod tests {
                 "{db:?}"
             );
             assert_eq!(
-                find_ready(db.exec(), "local", ada, "k1").await.unwrap(),
+                find_ready(db.exec(), "local", ada.into(), "k1")
+                    .await
+                    .unwrap(),
                 None,
                 "{db:?}"
             );
@@ -531,7 +584,7 @@ mod tests {
                 Published::Ready,
                 "{db:?}"
             );
-            let ready = find_ready(db.exec(), "local", ada, "k1")
+            let ready = find_ready(db.exec(), "local", ada.into(), "k1")
                 .await
                 .unwrap()
                 .unwrap();
@@ -546,7 +599,7 @@ mod tests {
                 "{db:?}"
             );
             assert_eq!(
-                find_ready(db.exec(), "local", other.id, "k1")
+                find_ready(db.exec(), "local", other.id.into(), "k1")
                     .await
                     .unwrap(),
                 None,
@@ -558,7 +611,7 @@ mod tests {
             assert!(used[0].last_used_at >= ready.last_used_at, "{db:?}");
 
             // A second build of the same key loses the race and is to be removed.
-            begin(db.exec(), epoch, "local", ada, "k1", job, "vol-b")
+            begin(db.exec(), epoch, "local", ada.into(), "k1", job, "vol-b")
                 .await
                 .unwrap();
             assert_eq!(
@@ -577,7 +630,7 @@ mod tests {
                 "{db:?}"
             );
             // A failed build is abandoned, and nothing in use is removable.
-            begin(db.exec(), epoch, "local", ada, "k2", job, "vol-c")
+            begin(db.exec(), epoch, "local", ada.into(), "k2", job, "vol-c")
                 .await
                 .unwrap();
             assert_eq!(abandon(db.exec(), epoch, job).await.unwrap(), 1, "{db:?}");
@@ -596,7 +649,7 @@ mod tests {
             take_over_lease(&db).await;
             assert!(
                 matches!(
-                    begin(db.exec(), epoch, "local", ada, "k3", job, "vol-d").await,
+                    begin(db.exec(), epoch, "local", ada.into(), "k3", job, "vol-d").await,
                     Err(DbError::LeaseLost(_))
                 ),
                 "{db:?}"
@@ -616,7 +669,7 @@ mod tests {
                 "{db:?}"
             );
             assert!(!knows_volume(db.exec(), "vol-d").await.unwrap(), "{db:?}");
-            let a = find_ready(db.exec(), "local", ada, "k1")
+            let a = find_ready(db.exec(), "local", ada.into(), "k1")
                 .await
                 .unwrap()
                 .unwrap();
@@ -631,10 +684,10 @@ mod tests {
             for round in 0..10 {
                 let key = format!("k{round}");
                 let (a, b) = (format!("a{round}"), format!("b{round}"));
-                begin(db.exec(), epoch, "local", ada, &key, job, &a)
+                begin(db.exec(), epoch, "local", ada.into(), &key, job, &a)
                     .await
                     .unwrap();
-                begin(db.exec(), epoch, "local", ada, &key, job, &b)
+                begin(db.exec(), epoch, "local", ada.into(), &key, job, &b)
                     .await
                     .unwrap();
                 let (x, y) = tokio::join!(
@@ -660,7 +713,7 @@ mod tests {
                     db.exec(),
                     epoch,
                     "local",
-                    ada,
+                    ada.into(),
                     &format!("k{i}"),
                     job,
                     &volume,
@@ -706,7 +759,7 @@ mod tests {
             assert_eq!(evict(db.exec(), &aged).await.unwrap(), [], "{db:?}");
             assert_eq!(ready_bytes(db.exec()).await.unwrap(), 0, "{db:?}");
             // Pruning marks what is left; building entries of ended jobs are abandoned.
-            begin(db.exec(), epoch, "local", ada, "k9", job, "v9")
+            begin(db.exec(), epoch, "local", ada.into(), "k9", job, "v9")
                 .await
                 .unwrap();
             assert_eq!(
@@ -750,7 +803,7 @@ mod tests {
             );
 
             // A building entry of a job that ended is abandoned.
-            begin(db.exec(), epoch, "local", ada, "k10", job, "v10")
+            begin(db.exec(), epoch, "local", ada.into(), "k10", job, "v10")
                 .await
                 .unwrap();
             set_status(&db, job, "failed").await;
@@ -767,12 +820,28 @@ mod tests {
     async fn a_volume_a_running_job_mounts_is_not_removable_on_every_backend() {
         for db in backends().await {
             let (job, epoch, ada) = job(&db).await;
-            begin(db.exec(), epoch, "local", ada, "k", job, "ci-cache-mounted")
-                .await
-                .unwrap();
-            begin(db.exec(), epoch, "local", ada, "k2", job, "ci-cache-free")
-                .await
-                .unwrap();
+            begin(
+                db.exec(),
+                epoch,
+                "local",
+                ada.into(),
+                "k",
+                job,
+                "ci-cache-mounted",
+            )
+            .await
+            .unwrap();
+            begin(
+                db.exec(),
+                epoch,
+                "local",
+                ada.into(),
+                "k2",
+                job,
+                "ci-cache-free",
+            )
+            .await
+            .unwrap();
             abandon(db.exec(), epoch, job).await.unwrap();
             on_exec!(db.exec(), |e| sqlx::query(
                 "INSERT INTO job_steps (job_id, position, name, state, spec)

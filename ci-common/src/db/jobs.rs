@@ -9,7 +9,7 @@ use crate::api::{JobView, Outcome};
 use crate::project::{FlakyRule, JobOptions};
 use crate::results::TestCounts;
 use crate::webhooks::WebhookEvent;
-use crate::{JobId, JobStatus, UserId};
+use crate::{JobId, JobStatus, TeamId, UserId};
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct Job {
@@ -63,6 +63,15 @@ pub struct Job {
     pub git_url: Option<String>,
     pub git_ref: Option<String>,
     pub git_commit: Option<String>,
+    /// The team the job was submitted to (`ci submit --team`): every member sees it.
+    pub team_id: Option<TeamId>,
+    /// The team's name, filled in by the queries that show jobs to users ([`get_for_user`],
+    /// [`list_filtered`]).
+    #[sqlx(default)]
+    pub team: Option<String>,
+    /// The name of the user who submitted the job, filled in with `team`.
+    #[sqlx(default)]
+    pub submitted_by: Option<String>,
 }
 
 impl Job {
@@ -99,6 +108,8 @@ impl Job {
             image: self.image.clone(),
             host: self.host.clone(),
             git: self.git(),
+            team: self.team.clone(),
+            submitted_by: self.team.as_ref().and(self.submitted_by.clone()),
             reason: self.reason.clone(),
             exit_code: self.exit_code,
             oom_killed: self.oom_killed,
@@ -135,6 +146,9 @@ pub struct NewJob<'a> {
     pub concurrency_key: Option<&'a str>,
     /// The project: the validated zip archive, or where to fetch it with git.
     pub source: NewSource<'a>,
+    /// The team it is submitted to (the submitter must be a member: see
+    /// [`super::teams::membership`]).
+    pub team_id: Option<TeamId>,
 }
 
 /// Where a new job's project comes from.
@@ -165,6 +179,7 @@ pub async fn create(
             options: &JobOptions::default(),
             concurrency_key: None,
             source: NewSource::Archive(archive),
+            team_id: None,
         },
     )
     .await
@@ -188,8 +203,9 @@ pub async fn create_job(ex: impl Into<Exec<'_>>, new: &NewJob<'_>) -> Result<Job
         let job: Job = sqlx::query_as(
             "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
                                retries, fail_on_flaky, project, use_cache, concurrency_key,
-                               source_sha256, git_url, git_ref)
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                               source_sha256, git_url, git_ref, team_id)
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                     $16)
              RETURNING *",
         )
         .bind(JobId::new())
@@ -207,6 +223,7 @@ pub async fn create_job(ex: impl Into<Exec<'_>>, new: &NewJob<'_>) -> Result<Job
         .bind(source)
         .bind(git_url)
         .bind(git_ref)
+        .bind(new.team_id)
         .fetch_one(&mut *tx)
         .await?;
         super::changes::notify(&mut *tx).await?;
@@ -226,8 +243,8 @@ pub enum RetryError {
     Db(#[from] DbError),
 }
 
-/// Queues a new job of `user` that runs job `id` again: the same source, task, arguments,
-/// image and options. The source must still be kept (see [`uploads::expire`]).
+/// Queues a new job of `user` that runs job `id` (one the user sees: theirs or their team's)
+/// again: the same source, task, arguments, image, options and team, submitted by `user`. The source must still be kept (see [`uploads::expire`]).
 ///
 /// # Errors
 ///
@@ -251,15 +268,17 @@ pub async fn retry(ex: impl Into<Exec<'_>>, user_id: UserId, id: JobId) -> Resul
         let job: Job = sqlx::query_as(
             "INSERT INTO jobs (id, user_id, task, status, created_at, upload_bytes, image, args,
                                retries, fail_on_flaky, project, use_cache, concurrency_key,
-                               source_sha256, git_url, git_ref, git_commit)
-             SELECT $1, user_id, task, 'queued', $2, upload_bytes, image, args, retries,
+                               source_sha256, git_url, git_ref, git_commit, team_id)
+             SELECT $1, $4, task, 'queued', $2, upload_bytes, image, args, retries,
                     fail_on_flaky, project, use_cache, concurrency_key, source_sha256,
-                    git_url, git_ref, CASE WHEN source_sha256 IS NULL THEN NULL ELSE git_commit END
+                    git_url, git_ref, CASE WHEN source_sha256 IS NULL THEN NULL ELSE git_commit END,
+                    team_id
              FROM jobs WHERE id = $3 RETURNING *",
         )
         .bind(JobId::new())
         .bind(now)
         .bind(id)
+        .bind(user_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(DbError::from)?;
@@ -313,37 +332,58 @@ pub async fn get(ex: impl Into<Exec<'_>>, id: JobId) -> Result<Option<Job>, DbEr
     .await?))
 }
 
-/// The job if it belongs to `user_id`; another user's job is indistinguishable from no job.
+/// The one rule of who sees a job, as an SQL condition on `jobs` for the user in parameter
+/// `$n`: its submitter, and every member of the team it was submitted to. Membership is read in
+/// the same statement, so a member removed from a team loses access with the next request.
+fn visible_to(n: u8) -> String {
+    format!(
+        "(jobs.user_id = ${n} OR jobs.team_id IN
+             (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = ${n}))"
+    )
+}
+
+/// The columns that show a job to users: the job's own, its team's name and its submitter's.
+const SHOWN: &str = "jobs.*,
+     (SELECT t.name FROM teams t WHERE t.id = jobs.team_id) AS team,
+     (SELECT u.name FROM users u WHERE u.id = jobs.user_id) AS submitted_by";
+
+/// The job if `user_id` may see it ([`visible_to`]: theirs, or their team's); any other job is
+/// indistinguishable from no job.
 pub async fn get_for_user(
     ex: impl Into<Exec<'_>>,
     id: JobId,
     user_id: UserId,
 ) -> Result<Option<Job>, DbError> {
-    Ok(on_exec!(ex, |e| sqlx::query_as(
-        "SELECT * FROM jobs WHERE id = $1 AND user_id = $2"
-    )
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(e)
-    .await?))
+    let sql = format!(
+        "SELECT {SHOWN} FROM jobs WHERE id = $1 AND {}",
+        visible_to(2)
+    );
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(e)
+        .await?))
 }
 
-/// A user's latest job of `task` (in `project` when given), if any.
+/// A user's latest job of `task` (in `project` when given), if any: one they submitted, not
+/// their team's.
 pub async fn latest_of_task(
     ex: impl Into<Exec<'_>>,
     user_id: UserId,
     task: &str,
     project: Option<&str>,
 ) -> Result<Option<Job>, DbError> {
-    Ok(on_exec!(ex, |e| sqlx::query_as(
-        "SELECT * FROM jobs WHERE user_id = $1 AND task = $2 AND ($3 IS NULL OR project = $3)
-         ORDER BY num DESC LIMIT 1",
-    )
-    .bind(user_id)
-    .bind(task)
-    .bind(project)
-    .fetch_optional(e)
-    .await?))
+    let sql = format!(
+        "SELECT {SHOWN} FROM jobs WHERE user_id = $1 AND task = $2
+             AND ($3 IS NULL OR project = $3)
+         ORDER BY num DESC LIMIT 1"
+    );
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(user_id)
+        .bind(task)
+        .bind(project)
+        .fetch_optional(e)
+        .await?))
 }
 
 /// A user's jobs, newest first; `before` continues a listing after that job.
@@ -363,10 +403,12 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Only jobs of this task.
     pub task: Option<String>,
+    /// Only jobs of this team.
+    pub team: Option<TeamId>,
 }
 
-/// The user's jobs that pass `filter`, newest first, at most `limit`, continuing after
-/// `before` (the last job of the previous page).
+/// The jobs `user_id` sees ([`visible_to`]) that pass `filter`, newest first, at most `limit`,
+/// continuing after `before` (the last job of the previous page).
 pub async fn list_filtered(
     ex: impl Into<Exec<'_>>,
     user_id: UserId,
@@ -374,21 +416,29 @@ pub async fn list_filtered(
     before: Option<JobId>,
     filter: &JobFilter,
 ) -> Result<Vec<Job>, DbError> {
-    Ok(on_exec!(ex, |e| sqlx::query_as(
-        "SELECT * FROM jobs
-         WHERE user_id = $1
-           AND ($2 IS NULL OR num < (SELECT num FROM jobs WHERE id = $2 AND user_id = $1))
-           AND ($4 IS NULL OR status = $4)
-           AND ($5 IS NULL OR task = $5)
-         ORDER BY num DESC LIMIT $3",
-    )
-    .bind(user_id)
-    .bind(before)
-    .bind(limit)
-    .bind(filter.status)
-    .bind(filter.task.as_deref())
-    .fetch_all(e)
-    .await?))
+    // Two branches, each walking its own index newest first (the user's jobs; their teams'
+    // jobs that others submitted), merged by `num`: the same rows as `visible_to`.
+    let filters = "($2 IS NULL OR jobs.num < (SELECT b.num FROM jobs b WHERE b.id = $2))
+           AND ($4 IS NULL OR jobs.status = $4)
+           AND ($5 IS NULL OR jobs.task = $5)
+           AND ($6 IS NULL OR jobs.team_id = $6)";
+    let sql = format!(
+        "SELECT {SHOWN} FROM jobs WHERE jobs.user_id = $1 AND {filters}
+         UNION ALL
+         SELECT {SHOWN} FROM jobs
+         WHERE jobs.team_id IN (SELECT tm.team_id FROM team_members tm WHERE tm.user_id = $1)
+           AND jobs.user_id <> $1 AND {filters}
+         ORDER BY num DESC LIMIT $3"
+    );
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .bind(filter.status)
+        .bind(filter.task.as_deref())
+        .bind(filter.team)
+        .fetch_all(e)
+        .await?))
 }
 
 /// Asks for a job to be cancelled. A queued job is cancelled at once (no controller owns it
@@ -423,7 +473,7 @@ pub async fn request_cancel(
             _ => return Ok(Some(job)),
         }
         super::changes::notify(&mut *tx).await?;
-        let job = get(&mut *tx, id).await?;
+        let job = get_for_user(&mut *tx, id, user_id).await?;
         tx.commit().await?;
         Ok(job)
     })
@@ -462,13 +512,15 @@ async fn get_for_user_locked(
     if !ex.is_postgres() {
         return get_for_user(ex, id, user_id).await;
     }
-    Ok(on_exec!(ex, |e| sqlx::query_as(
-        "SELECT * FROM jobs WHERE id = $1 AND user_id = $2 FOR UPDATE"
-    )
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(e)
-    .await?))
+    let sql = format!(
+        "SELECT * FROM jobs WHERE id = $1 AND {} FOR UPDATE",
+        visible_to(2)
+    );
+    Ok(on_exec!(ex, |e| sqlx::query_as(&sql)
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(e)
+        .await?))
 }
 
 /// The states that [`JobStatus::can_become`] `next`, as an SQL list (`'queued'`), so that a
@@ -899,6 +951,7 @@ mod concurrency_tests {
             options: Box::leak(Box::new(JobOptions::default())),
             concurrency_key: key,
             source: NewSource::Archive(b"zip"),
+            team_id: None,
         };
         let first = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();
         let second = create_job(&pool, &new(Some("shop:deploy"))).await.unwrap();

@@ -24,8 +24,10 @@ pub mod lease;
 pub mod legacy;
 pub mod policy;
 pub mod retention;
+pub mod secret_variables;
 pub mod sessions;
 pub mod steps;
+pub mod teams;
 pub mod test_results;
 pub mod triggers;
 pub mod uploads;
@@ -245,6 +247,8 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a user with the email {0} already exists")]
     EmailTaken(String),
+    #[error("a team named {0} already exists")]
+    TeamNameTaken(String),
     #[error("this controller's lease (epoch {0}) was taken over by another controller")]
     LeaseLost(i64),
     #[error("a database query failed")]

@@ -6,14 +6,17 @@
 //!
 //! - `parser.rs`: Docker log messages into [`LogLine`]s, and the resume [`Cursor`];
 //! - `cap.rs`: the [`LogCap`], and how a log past it keeps its head and its tail;
+//! - `mask.rs`: the [`Masker`] that hides a job's secret variables in its lines;
 //! - `sink.rs`: the [`LogSink`] the runner pushes lines and notices into;
 //! - `writer.rs`: the task that stores the sink's batches, and the sink's handle to it.
 
 mod cap;
+mod mask;
 mod parser;
 mod sink;
 mod writer;
 
 pub use cap::LogCap;
+pub use mask::{Masker, MASK};
 pub use parser::{Cursor, LogLine, LogParser, DOCKER_PIECE_BYTES};
 pub use sink::{LogSink, BATCH_BYTES, BATCH_DELAY, BATCH_LINES};

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::error::JobError;
 
 use super::cap::{CappedLog, LogCap};
+use super::mask::Masker;
 use super::parser::{Cursor, LogLine};
 use super::writer::{PendingWrite, Writer};
 
@@ -35,6 +36,8 @@ pub struct LogSink {
     /// The log's head and tail (past its cap).
     log: CappedLog,
     latest_cursor: Option<Cursor>,
+    /// The job's secret values, masked in every line.
+    masker: Masker,
 }
 
 impl LogSink {
@@ -56,12 +59,18 @@ impl LogSink {
             first_pending: None,
             log: CappedLog::new(cap, lines, bytes),
             latest_cursor: None,
+            masker: Masker::default(),
         }
+    }
+
+    /// Masks these values in every line pushed from now on (the job's secret variables).
+    pub fn mask(&mut self, masker: Masker) {
+        self.masker = masker;
     }
 
     /// Adds a line to the batch, or (past the head of a capped log) to the kept tail.
     pub fn push_line(&mut self, line: LogLine) {
-        let event = NewEvent::log(line.stream, line.ts, line.text);
+        let event = NewEvent::log(line.stream, line.ts, self.masker.mask(line.text));
         if let Some(event) = self.log.admit(event) {
             let len = event.text.len();
             self.progress.lines += 1;

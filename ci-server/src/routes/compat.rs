@@ -48,7 +48,10 @@ pub async fn submit(
 ) -> Result<Response, ApiError> {
     let job = accept_upload(&state, &user, multipart).await?;
     let frames = follow_original(&state, job.id, 0, true);
-    Ok(with_job_header(sse_response(&state, &user, frames), job.id))
+    Ok(with_job_header(
+        sse_response(&state, &user, &job, frames),
+        job.id,
+    ))
 }
 
 /// `POST /submit-stream`: like `/submit`, but first sends `{"type":"job_id","job_id":...}`.
@@ -60,7 +63,10 @@ pub async fn submit_stream(
     let job = accept_upload(&state, &user, multipart).await?;
     let first = OriginalEvent::JobId { job_id: job.id }.frame();
     let frames = stream::once(async move { first }).chain(follow_original(&state, job.id, 0, true));
-    Ok(with_job_header(sse_response(&state, &user, frames), job.id))
+    Ok(with_job_header(
+        sse_response(&state, &user, &job, frames),
+        job.id,
+    ))
 }
 
 /// `POST /submit-async` → `{"job_id": "..."}`.
@@ -168,7 +174,7 @@ pub async fn stream(
     let live = !job.status.is_terminal();
     if live || from_beginning || resume {
         let frames = follow_original(&state, id, after, live);
-        return Ok(sse_response(&state, &user, frames));
+        return Ok(sse_response(&state, &user, &job, frames));
     }
     let notice = OriginalEvent::message("Job already completed.").frame();
     // The job's last event is its `complete` event.
@@ -178,7 +184,7 @@ pub async fn stream(
         (after - 1).max(0),
         false,
     ));
-    Ok(sse_response(&state, &user, frames))
+    Ok(sse_response(&state, &user, &job, frames))
 }
 
 #[cfg(test)]
@@ -200,6 +206,8 @@ mod tests {
             image: None,
             host: None,
             git: None,
+            team: None,
+            submitted_by: None,
             reason: (status == JobStatus::TimedOut).then(|| "timed out after 600s".into()),
             exit_code: ended.then_some(1),
             oom_killed: false,

@@ -93,5 +93,5 @@ pub async fn follow(
     let job = owned_job(&state, &user, id).await?;
     let live = !job.status.is_terminal();
     let frames = follow_events(&state, id, after, live, Framing::Named);
-    Ok(sse_response(&state, &user, frames))
+    Ok(sse_response(&state, &user, &job, frames))
 }

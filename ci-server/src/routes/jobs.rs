@@ -105,6 +105,8 @@ pub struct ListParams {
     pub status: Option<String>,
     /// Only jobs of this task (`GET /api/v1/jobs` only).
     pub task: Option<String>,
+    /// Only jobs of this team, one the caller is a member of (`GET /api/v1/jobs` only).
+    pub team: Option<String>,
 }
 
 impl ListParams {
@@ -150,7 +152,11 @@ impl ListParams {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(str::to_owned);
-        Ok(db_jobs::JobFilter { status, task })
+        Ok(db_jobs::JobFilter {
+            status,
+            task,
+            team: None,
+        })
     }
 }
 
@@ -158,8 +164,9 @@ pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
     ApiError::BadRequest(format!("bad query string: {}", err.body_text()))
 }
 
-/// `GET /api/v1/jobs?limit=N&before=<id>&status=S&task=T`: the caller's jobs, newest first,
-/// only those in state `S` and of task `T` when given.
+/// `GET /api/v1/jobs?limit=N&before=<id>&status=S&task=T&team=NAME`: the jobs the caller sees
+/// (theirs and their teams'), newest first, only those in state `S`, of task `T` and of team
+/// `NAME` when given.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs",
@@ -167,7 +174,10 @@ pub fn query_error(err: axum::extract::rejection::QueryRejection) -> ApiError {
     tag = "jobs",
     params(ListParams),
     responses(
-        (status = 200, description = "One page of the caller's jobs, newest first.", body = JobList),
+        (status = 200, description = "One page of the jobs the caller sees (theirs and their \
+            teams'), newest first.", body = JobList),
+        (status = 404, description = "`team` names no team the caller is a member of \
+            (`not_found`).", body = ErrorBody),
         (status = 400, description = "`limit`, `before` or `status` is not what it should be, \
             or the query string cannot be read (`bad_request`).", body = ErrorBody),
         (status = 401, response = crate::openapi::Unauthorized),
@@ -181,7 +191,8 @@ pub async fn list(
 ) -> Result<Json<JobList>, ApiError> {
     let Query(params) = params.map_err(query_error)?;
     let (limit, before) = params.parse(DEFAULT_LIMIT)?;
-    let filter = params.filter()?;
+    let mut filter = params.filter()?;
+    filter.team = super::member_team(&state, user.user_id, params.team.as_deref()).await?;
     let jobs = db_jobs::list_filtered(&state.db, user.user_id, limit, before, &filter).await?;
     let next_before = (jobs.len() as i64 == limit)
         .then(|| jobs.last().map(|job| job.id))

@@ -20,7 +20,9 @@ pub mod git_credentials;
 pub mod health;
 pub mod jobs;
 pub mod log;
+pub mod secrets;
 pub mod session;
+pub mod teams;
 pub mod tests;
 pub mod triggers;
 pub mod webhooks;
@@ -126,6 +128,10 @@ pub struct UploadForm {
     /// `false`: neither use nor fill the dependency cache.
     #[schema(nullable = false)]
     pub cache: Option<bool>,
+    /// The team to submit the job to (the caller must be a member): every member sees it, and
+    /// it uses the team's dependency cache.
+    #[schema(nullable = false, min_length = 1, max_length = 64)]
+    pub team: Option<String>,
 }
 
 /// Accepts an upload as `read_upload` does, and counts it: the archive's size once read, and a
@@ -144,7 +150,7 @@ pub async fn accept_upload(
 
 /// Reads a multipart upload (`file`; optional `task`, `image`, repeated `arg`, `retries`,
 /// `flaky` (`pass` or `fail`), `project`, `folder` (the name of the folder the project was
-/// submitted from) and `cache` (`false`: no dependency cache)), validates the archive, the project's `[tool.ci]`, the image and the retries
+/// submitted from), `cache` (`false`: no dependency cache) and `team`), validates the archive, the project's `[tool.ci]`, the image and the retries
 /// against the operator's policy, and creates the job with it in one transaction. Nothing is
 /// stored when anything is wrong.
 async fn read_upload(
@@ -180,6 +186,7 @@ async fn read_upload(
     let mut task: Option<String> = None;
     let mut image: Option<String> = None;
     let mut args: Vec<String> = Vec::new();
+    let mut team: Option<String> = None;
     let mut asked = ci_common::project::Requested::default();
     while let Some(mut field) = multipart.next_field().await.map_err(field_error)? {
         match field.name() {
@@ -282,6 +289,16 @@ async fn read_upload(
                     asked.folder = Some(text);
                 }
             }
+            Some("team") => {
+                let invalid = || {
+                    ApiError::Invalid(format!(
+                        "invalid `team`: a team's name has at most {} characters",
+                        ci_common::db::teams::NAME_MAX_LEN
+                    ))
+                };
+                let max = ci_common::db::teams::NAME_MAX_LEN;
+                team = Some(text_field(&mut field, max, invalid, field_error).await?);
+            }
             // Unknown fields are skipped, as the original system did.
             _ => {}
         }
@@ -294,6 +311,7 @@ async fn read_upload(
         ));
     };
     let task = task_name(task)?;
+    let team_id = member_team(state, user.user_id, team.as_deref()).await?;
     let policy = ci_common::db::policy::current(&state.db).await?;
     check_queue_quota(state, &policy, user.user_id).await?;
     let limits = state.config.limits(&policy);
@@ -336,6 +354,7 @@ async fn read_upload(
             options: &options,
             concurrency_key: concurrency_key.as_deref(),
             source: db_jobs::NewSource::Archive(&archive),
+            team_id,
         },
     )
     .await?;
@@ -382,6 +401,7 @@ pub async fn create_git_job(
     {
         return Err(invalid_arg());
     }
+    let team_id = member_team(state, user_id, request.team.as_deref()).await?;
     let policy = check_git_source(state, git).await?;
     check_queue_quota(state, &policy, user_id).await?;
     let git_ref = git.reference();
@@ -398,6 +418,7 @@ pub async fn create_git_job(
                 url: &git.url,
                 git_ref,
             },
+            team_id,
         },
     )
     .await?;
@@ -422,6 +443,26 @@ pub async fn check_git_source(
         .await
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     Ok(policy)
+}
+
+/// The team a job is submitted to: `None` for none (or a blank name); the team of that name if
+/// `user_id` is one of its members; a 404 otherwise (a team the user is not in is not shown to
+/// exist).
+pub async fn member_team(
+    state: &AppState,
+    user_id: ci_common::UserId,
+    name: Option<&str>,
+) -> Result<Option<ci_common::TeamId>, ApiError> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    match ci_common::db::teams::membership(&state.db, user_id, name).await? {
+        Some(team) => Ok(Some(team.id)),
+        None => Err(ApiError::NotFound(format!(
+            "you are not a member of a team named {name:?}: `ci teams` lists yours (an \
+             administrator adds members with `ci-admin team add-member`)"
+        ))),
+    }
 }
 
 /// Refuses a new queued job of `user_id` past the operator's `--max-queued-per-user` (429

@@ -242,6 +242,7 @@ async fn start(
             },
             task: Some(trigger.task.clone()),
             args,
+            team: None,
         },
     )
     .await?;
