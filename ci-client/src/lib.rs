@@ -430,7 +430,7 @@ async fn secrets(api: &Api, command: cli::SecretsCommand) -> Result<Exit> {
     let path = |name: &str, team: &Option<String>| {
         let mut path = format!("secrets/{name}");
         if let Some(team) = team {
-            path.push_str("?");
+            path.push('?');
             path.push_str(
                 &url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("team", team)
