@@ -631,6 +631,7 @@ mod tests {
             key_id: ci_common::ApiKeyId::new(),
             scope: Default::default(),
             session: None,
+            source: "127.0.0.1".into(),
         };
         let response = sse_response(&state, &user, stream::empty());
         assert_eq!(
