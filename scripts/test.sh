@@ -65,7 +65,7 @@ postgres_e2e='(binary(/^server_/) | binary(/^client_/) | binary(compat_prototype
   | binary(test_results) | binary(controller_recovery) | binary(controller_singleton)
   | binary(controller_fixtures) | binary(dependency_cache) | binary(ui_pages) | binary(admin)
   | binary(git_jobs) | binary(webhooks) | binary(key_scopes) | binary(quotas)
-  | binary(retention) | binary(teams) | binary(secret_variables))
+  | binary(retention) | binary(teams) | binary(secret_variables) | binary(audit))
   & !test(/_on_postgres$/)'
 
 status=0

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Duration, Local, Utc};
 use ci_common::db::api_keys::{self, ApiKey};
+use ci_common::db::audit::{self, Action, Actor, AuditFilter, AuditRecord, Outcome};
 use ci_common::db::cache::{self, CacheEntry, CacheState};
 use ci_common::db::legacy::{self, ImportSummary};
 use ci_common::db::users::{self, User};
@@ -14,6 +15,7 @@ use ci_common::db::{self, DatabaseArgs, Db, DbError};
 use ci_common::keys::SecretKey;
 use ci_common::{ApiKeyId, UserId};
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 
 mod team;
 pub use team::TeamCommand;
@@ -22,7 +24,7 @@ pub use team::TeamCommand;
 #[command(
     name = "ci-admin",
     version,
-    about = "Manage ci users, API keys, teams and the dependency cache"
+    about = "Manage ci users, API keys, teams and the dependency cache, and read the audit log"
 )]
 pub struct Cli {
     /// The database (the same default as ci-server and ci-controller).
@@ -78,6 +80,50 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the audit log: who did what (users, keys, jobs, triggers, webhooks, git
+    /// credentials, sign-ins, and these commands), when, from where, to what, and how it ended;
+    /// the newest entries, oldest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries from then on: a time back from now (`7d`, `12h`, `30m`) or a moment (RFC
+    /// 3339, `2026-12-01T09:00:00Z`, or a day, `2026-12-01`, from its midnight UTC).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    pub since: Option<Since>,
+    /// Only entries of this actor: a user's name, email or ID, or `admin:<OS user>` for
+    /// ci-admin's.
+    #[arg(long, value_name = "ACTOR")]
+    pub actor: Option<String>,
+    /// Only entries of this action (`job.cancel`), or of every action of a kind (`job`).
+    #[arg(long, value_name = "ACTION", value_parser = parse_action)]
+    pub action: Option<String>,
+    /// The newest N entries that match (0: all of them).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: u32,
+    /// Print JSON (an array of entries) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--since`: a time back from when the command runs, or a moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Since {
+    Ago(std::time::Duration),
+    At(DateTime<Utc>),
+}
+
+impl Since {
+    fn at(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Since::At(at) => at,
+            Since::Ago(ago) => Duration::from_std(ago)
+                .ok()
+                .and_then(|ago| now.checked_sub_signed(ago))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +292,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
         Command::Team(command) => team::run(&pool, command, out).await,
         Command::Cache(command) => cache_command(&pool, command, out).await,
         Command::Hosts { json } => hosts_command(&pool, json, out).await,
+        Command::Audit(args) => audit_command(&pool, args, out).await,
         Command::Prune {
             older_than,
             keep_last,
@@ -271,12 +318,27 @@ async fn user_command(pool: &Db, command: UserCommand, out: &mut impl Write) -> 
                 bail!("the name is empty: pass --name \"Full Name\"");
             }
             users::validate_email(email).map_err(|e| anyhow!(e))?;
-            let user = users::create(pool, name, email).await.map_err(|e| match e {
-                DbError::EmailTaken(email) => anyhow!(
-                    "a user with the email {email} already exists (see `ci-admin user get --email {email}`)"
-                ),
-                other => anyhow::Error::new(other).context("cannot create the user"),
-            })?;
+            let entry = admin().entry(Action::UserCreate, format!("user {email}"));
+            let mut tx = pool.begin_write().await?;
+            let user = match users::create(&mut tx, name, email).await {
+                Ok(user) => user,
+                Err(DbError::EmailTaken(email)) => {
+                    drop(tx);
+                    let failed = entry
+                        .outcome(Outcome::Failed)
+                        .detail(json!({ "name": name, "error": "email_taken" }));
+                    audit::record(pool, &failed).await?;
+                    bail!(
+                        "a user with the email {email} already exists (see `ci-admin user get --email {email}`)"
+                    );
+                }
+                Err(other) => {
+                    return Err(anyhow::Error::new(other).context("cannot create the user"))
+                }
+            };
+            let entry = entry.detail(json!({ "user_id": user.id, "name": user.name }));
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
             writeln!(out, "✓ User created successfully")?;
             writeln!(out, "ID: {}", user.id)?;
             writeln!(out, "Name: {}", user.name)?;
@@ -329,9 +391,20 @@ async fn user_command(pool: &Db, command: UserCommand, out: &mut impl Write) -> 
 
 async fn set_active(pool: &Db, id: &str, active: bool, out: &mut impl Write) -> Result<()> {
     let user = find_user_by_id(pool, id).await?;
-    let user = users::set_active(pool, user.id, active)
+    let mut tx = pool.begin_write().await?;
+    let user = users::set_active(&mut tx, user.id, active)
         .await?
         .context("the user vanished")?;
+    let action = if active {
+        Action::UserActivate
+    } else {
+        Action::UserDeactivate
+    };
+    let entry = admin()
+        .entry(action, format!("user {}", user.email))
+        .detail(json!({ "user_id": user.id, "name": user.name }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     let verb = if active { "activated" } else { "deactivated" };
     writeln!(out, "✓ User {} ({}) {verb}", user.email, user.id)?;
     if !active {
@@ -359,8 +432,20 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
             }
             let expires_at = expires_in_days.map(|days| Utc::now() + Duration::days(days.into()));
             let secret = SecretKey::generate();
+            let mut tx = pool.begin_write().await?;
             let key =
-                api_keys::create_scoped(pool, user.id, name, &secret, expires_at, scope).await?;
+                api_keys::create_scoped(&mut tx, user.id, name, &secret, expires_at, scope).await?;
+            let entry = admin()
+                .entry(Action::KeyCreate, format!("key {}", key.label()))
+                .detail(json!({
+                    "key_id": key.id,
+                    "user_id": user.id,
+                    "user": user.email,
+                    "scope": key.scope,
+                    "expires_at": key.expires_at,
+                }));
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
             writeln!(out, "✓ API key created successfully")?;
             writeln!(out, "Key ID: {}", key.id)?;
             writeln!(out, "Name: {}", key.name)?;
@@ -416,9 +501,15 @@ async fn key_command(pool: &Db, command: KeyCommand, out: &mut impl Write) -> Re
         }
         KeyCommand::Revoke { key_id } => {
             let id: ApiKeyId = key_id.parse().map_err(|_| unknown_key(&key_id))?;
-            let key = api_keys::revoke(pool, id, Utc::now())
+            let mut tx = pool.begin_write().await?;
+            let key = api_keys::revoke(&mut tx, id, Utc::now())
                 .await?
                 .ok_or_else(|| unknown_key(&key_id))?;
+            let entry = admin()
+                .entry(Action::KeyRevoke, format!("key {}", key.label()))
+                .detail(json!({ "key_id": key.id, "user_id": key.user_id }));
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
             writeln!(out, "✓ API key revoked: {} ({})", key.label(), key.id)?;
         }
     }
@@ -535,9 +626,20 @@ async fn cache_command(pool: &Db, command: CacheCommand, out: &mut impl Write) -
             json,
         } => {
             let owner = optional_user(pool, user.email, user.user_id).await?;
-            let marked = cache::prune(pool, owner.map(|u| u.id), unused_for)
+            let mut tx = pool.begin_write().await?;
+            let marked = cache::prune(&mut tx, owner.as_ref().map(|u| u.id), unused_for)
                 .await
                 .context("cannot mark the cache entries for removal")?;
+            let target = match &owner {
+                Some(user) => format!("cache of {}", user.email),
+                None => "cache".to_owned(),
+            };
+            let entry = admin().entry(Action::CachePrune, target).detail(json!({
+                "marked": marked,
+                "unused_for_secs": unused_for.map(|d| d.as_secs()),
+            }));
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
             if json {
                 let body = serde_json::json!({ "marked": marked });
                 writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
@@ -557,6 +659,142 @@ async fn cache_command(pool: &Db, command: CacheCommand, out: &mut impl Write) -
         }
     }
     Ok(())
+}
+
+/// This command's actor in the audit log: `admin:<OS user>`, the user who ran it (the one who
+/// ran `sudo`, under sudo), from the machine itself.
+fn admin() -> Actor {
+    Actor::admin(&os_user())
+}
+
+/// The operating system's user running this command: `SUDO_USER` (who ran `sudo`), else `USER`,
+/// else `LOGNAME`; without those (a container's environment), the process's user as
+/// `/etc/passwd` names it, or `uid <N>`.
+fn os_user() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty())
+        .unwrap_or_else(process_user)
+}
+
+/// The name of the user owning this process (the owner of `/proc/self`), or `uid <N>`.
+fn process_user() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".to_owned();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse() == Ok(uid)).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+async fn audit_command(pool: &Db, args: AuditArgs, out: &mut impl Write) -> Result<()> {
+    // An email names its user by ID, which the rows keep beside the name.
+    let actor = match args.actor.as_deref().map(str::trim) {
+        Some(email) if email.contains('@') => {
+            Some(find_user_by_email(pool, email).await?.id.to_string())
+        }
+        other => other.map(str::to_owned),
+    };
+    let filter = AuditFilter {
+        since: args.since.map(|s| s.at(Utc::now())),
+        actor,
+        action: args.action,
+        limit: (args.limit > 0).then_some(i64::from(args.limit)),
+    };
+    let rows = audit::list(pool, &filter).await?;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "No audit entries found.")?;
+        return Ok(());
+    }
+    let table = rows.iter().map(|r: &AuditRecord| {
+        vec![
+            local_time(r.at),
+            r.actor.clone(),
+            r.source.clone(),
+            r.action.clone(),
+            r.target.clone(),
+            r.outcome.as_str().to_owned(),
+            detail_cell(&r.detail),
+        ]
+    });
+    let header = [
+        "TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "OUTCOME", "DETAIL",
+    ];
+    write_table(out, &header, table)?;
+    if filter.limit == Some(rows.len() as i64) {
+        writeln!(
+            out,
+            "(only the newest {} shown: --limit N shows more, --limit 0 all)",
+            rows.len()
+        )?;
+    }
+    Ok(())
+}
+
+/// An entry's detail in a table: `key=value` pairs (`{}`: `-`).
+fn detail_cell(detail: &serde_json::Value) -> String {
+    match detail {
+        serde_json::Value::Object(map) if map.is_empty() => "-".to_owned(),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// `--since`: RFC 3339 (`2026-12-01T09:00:00Z`), a day (`2026-12-01`, midnight UTC), or a
+/// duration back from now ([`parse_duration`]: `7d`).
+fn parse_since(s: &str) -> Result<Since, String> {
+    let text = s.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Since::At(at.with_timezone(&Utc)));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(Since::At(
+            day.and_hms_opt(0, 0, 0).expect("midnight").and_utc(),
+        ));
+    }
+    parse_duration(text)
+        .map(Since::Ago)
+        .map_err(|e| format!("{e}; or give a moment, e.g. 2026-12-01T09:00:00Z or 2026-12-01"))
+}
+
+/// `--action`: an action's dotted name, or the kind before its dot.
+fn parse_action(s: &str) -> Result<String, String> {
+    let text = s.trim();
+    let known = Action::ALL.iter().any(|a| {
+        a.as_str() == text || a.as_str().split_once('.').map(|(kind, _)| kind) == Some(text)
+    });
+    if known {
+        Ok(text.to_owned())
+    } else {
+        let names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        Err(format!(
+            "unknown action {text:?}: give one of {}, or the part before a dot (e.g. job)",
+            names.join(", ")
+        ))
+    }
 }
 
 /// `1 cache entry`, `2 cache entries`.
@@ -607,7 +845,31 @@ async fn prune_command(
         older_than: Duration::from_std(older_than).context("--older-than is too long")?,
         keep_last,
     };
-    let pruned = ci_common::db::retention::prune(pool, rule, Utc::now(), dry_run).await?;
+    let now = Utc::now();
+    let pruned = ci_common::db::retention::prune(pool, rule, now, dry_run).await;
+    if !dry_run {
+        // The prune's small batches are transactions of their own: its row comes after them.
+        let cutoff = ci_common::db::timestamp(now - rule.older_than);
+        let entry = admin().entry(
+            Action::JobPrune,
+            format!(
+                "jobs ended before {}",
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+        let settings = json!({ "older_than_secs": older_than.as_secs(), "keep_last": keep_last });
+        let entry = match &pruned {
+            Ok(p) => {
+                let mut detail = settings;
+                detail["jobs"] = json!(p.jobs);
+                detail["events"] = json!(p.events);
+                entry.detail(detail)
+            }
+            Err(_) => entry.outcome(Outcome::Failed).detail(settings),
+        };
+        audit::record(pool, &entry).await?;
+    }
+    let pruned = pruned?;
     if json {
         let mut value = serde_json::to_value(&pruned)?;
         value["dry_run"] = serde_json::json!(dry_run);
@@ -684,9 +946,23 @@ async fn import_legacy(
     args: ImportLegacyArgs,
     out: &mut impl Write,
 ) -> Result<()> {
+    let mut tx = pool.begin_write().await?;
     let summary = prototype
-        .import_into(pool, args.owner_email.as_deref())
+        .import_into(&mut tx, args.owner_email.as_deref())
         .await?;
+    let entry = admin()
+        .entry(
+            Action::LegacyImport,
+            format!("legacy {}", args.path.display()),
+        )
+        .detail(json!({
+            "users": summary.users.imported,
+            "keys": summary.keys.imported,
+            "jobs": summary.jobs.imported,
+            "owner_email": args.owner_email,
+        }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
@@ -1062,6 +1338,38 @@ mod tests {
                 "{too_long}"
             );
         }
+    }
+
+    #[test]
+    fn since_takes_a_time_back_a_moment_or_a_day() {
+        let now = "2026-12-08T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let at = |s: &str| parse_since(s).map(|since| since.at(now).to_rfc3339());
+        assert_eq!(at("7d"), Ok("2026-12-01T12:00:00+00:00".to_owned()));
+        assert_eq!(
+            at("2026-12-01T09:30:00+01:00"),
+            Ok("2026-12-01T08:30:00+00:00".to_owned())
+        );
+        assert_eq!(at("2026-12-01"), Ok("2026-12-01T00:00:00+00:00".to_owned()));
+        assert!(at("yesterday").unwrap_err().contains("2026-12-01"));
+    }
+
+    #[test]
+    fn actions_are_named_whole_or_by_their_kind() {
+        assert_eq!(parse_action("job.cancel"), Ok("job.cancel".to_owned()));
+        assert_eq!(
+            parse_action("git_credential"),
+            Ok("git_credential".to_owned())
+        );
+        assert!(parse_action("jobs").unwrap_err().contains("job.submit"));
+    }
+
+    #[test]
+    fn details_read_as_pairs_in_tables() {
+        assert_eq!(detail_cell(&json!({})), "-");
+        assert_eq!(
+            detail_cell(&json!({"task": "test", "bytes": 12, "project": null})),
+            "bytes=12 task=test"
+        );
     }
 
     #[test]

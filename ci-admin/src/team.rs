@@ -3,11 +3,13 @@
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ci_common::db::audit::{self, Action, Outcome};
 use ci_common::db::teams::{self, Team};
 use ci_common::db::{Db, DbError};
 use clap::Subcommand;
+use serde_json::json;
 
-use crate::{local_time, resolve_user, write_table, UserRef};
+use crate::{admin, local_time, resolve_user, write_table, UserRef};
 
 #[derive(Debug, Subcommand)]
 pub enum TeamCommand {
@@ -53,12 +55,24 @@ pub async fn run(pool: &Db, command: TeamCommand, out: &mut impl Write) -> Resul
         TeamCommand::Create { name } => {
             let name = name.trim();
             teams::check_name(name).map_err(|e| anyhow!(e))?;
-            let team = teams::create(pool, name).await.map_err(|e| match e {
-                DbError::TeamNameTaken(name) => {
-                    anyhow!("a team named {name} already exists (see `ci-admin team list`)")
+            let entry = admin().entry(Action::TeamCreate, format!("team {name}"));
+            let mut tx = pool.begin_write().await?;
+            let team = match teams::create(&mut tx, name).await {
+                Ok(team) => team,
+                Err(DbError::TeamNameTaken(name)) => {
+                    drop(tx);
+                    let failed = entry
+                        .outcome(Outcome::Failed)
+                        .detail(json!({ "error": "name_taken" }));
+                    audit::record(pool, &failed).await?;
+                    bail!("a team named {name} already exists (see `ci-admin team list`)");
                 }
-                other => anyhow::Error::new(other).context("cannot create the team"),
-            })?;
+                Err(other) => {
+                    return Err(anyhow::Error::new(other).context("cannot create the team"))
+                }
+            };
+            audit::record(&mut tx, &entry.detail(json!({ "team_id": team.id }))).await?;
+            tx.commit().await?;
             writeln!(out, "✓ Team created: {}", team.name)?;
             writeln!(
                 out,
@@ -112,15 +126,27 @@ pub async fn run(pool: &Db, command: TeamCommand, out: &mut impl Write) -> Resul
         }
         TeamCommand::Delete { name } => {
             let team = find(pool, &name).await?;
-            if !teams::delete(pool, team.id).await? {
+            let mut tx = pool.begin_write().await?;
+            if !teams::delete(&mut tx, team.id).await? {
                 bail!("the team {} was deleted meanwhile", team.name);
             }
+            let entry = admin()
+                .entry(Action::TeamDelete, format!("team {}", team.name))
+                .detail(json!({ "team_id": team.id }));
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
             writeln!(out, "✓ Team deleted: {}", team.name)?;
         }
         TeamCommand::AddMember { team, user } => {
             let team = find(pool, &team).await?;
             let user = resolve_user(pool, user.email, user.user_id).await?;
-            if teams::add_member(pool, team.id, user.id).await? {
+            let mut tx = pool.begin_write().await?;
+            if teams::add_member(&mut tx, team.id, user.id).await? {
+                let entry = admin()
+                    .entry(Action::TeamAddMember, format!("team {}", team.name))
+                    .detail(json!({ "user_id": user.id, "email": user.email }));
+                audit::record(&mut tx, &entry).await?;
+                tx.commit().await?;
                 writeln!(out, "✓ {} added to {}", user.email, team.name)?;
             } else {
                 writeln!(out, "{} is already a member of {}", user.email, team.name)?;
@@ -129,7 +155,8 @@ pub async fn run(pool: &Db, command: TeamCommand, out: &mut impl Write) -> Resul
         TeamCommand::RemoveMember { team, user } => {
             let team = find(pool, &team).await?;
             let user = resolve_user(pool, user.email, user.user_id).await?;
-            if !teams::remove_member(pool, team.id, user.id).await? {
+            let mut tx = pool.begin_write().await?;
+            if !teams::remove_member(&mut tx, team.id, user.id).await? {
                 bail!(
                     "{} is not a member of {} (`ci-admin team show {}` lists its members)",
                     user.email,
@@ -137,6 +164,11 @@ pub async fn run(pool: &Db, command: TeamCommand, out: &mut impl Write) -> Resul
                     team.name
                 );
             }
+            let entry = admin()
+                .entry(Action::TeamRemoveMember, format!("team {}", team.name))
+                .detail(json!({ "user_id": user.id, "email": user.email }));
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
             writeln!(out, "✓ {} removed from {}", user.email, team.name)?;
         }
     }

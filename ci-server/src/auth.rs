@@ -5,15 +5,17 @@
 //! (its `Origin`), so that another site cannot act for a signed-in user.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use chrono::{DateTime, Utc};
 use ci_common::db::api_keys::{self, ApiKey, KeyScope, KeyState};
+use ci_common::db::audit::{Action, Actor, AuditEntry};
 use ci_common::db::sessions::{self, Session, SessionToken};
 use ci_common::db::users::User;
 use ci_common::keys::{KeyShape, SecretKey};
@@ -44,6 +46,38 @@ pub struct AuthUser {
     pub scope: KeyScope,
     /// `Some` when the caller signed in with a browser session rather than a key.
     pub session: Option<SignedIn>,
+    /// The address the request came from ([`ClientAddr`]).
+    pub source: String,
+}
+
+impl AuthUser {
+    /// The caller as the audit log names it: its user, from its address.
+    pub fn actor(&self) -> Actor {
+        Actor::user(&self.user_name, self.user_id, &self.source)
+    }
+
+    /// An audit row of the caller: `action` on `target`, done (add detail and outcome to it).
+    pub fn audit(&self, action: Action, target: impl Into<String>) -> AuditEntry {
+        self.actor().entry(action, target)
+    }
+}
+
+/// The address a request came from: the peer of its connection (`ConnectInfo`, which
+/// [`crate::run`] serves with). Proxies are not trusted: behind one, this is the proxy's
+/// address. A router served without connect info (a test's) gives `unknown`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, state).await;
+        Ok(Self(match peer {
+            Ok(ConnectInfo(addr)) => addr.ip().to_canonical().to_string(),
+            Err(_) => "unknown".to_owned(),
+        }))
+    }
 }
 
 /// The operator's limit of requests per key and minute on this replica (`--key-rate-per-minute`),
@@ -115,6 +149,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Ok(ClientAddr(source)) = ClientAddr::from_request_parts(parts, state).await;
         if let Some(header) = parts.headers.get(AUTHORIZATION) {
             let text = header.to_str().unwrap_or_default().trim();
             let Some(key) = text
@@ -138,6 +173,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 key_id: key.id,
                 scope: key.scope,
                 session: None,
+                source,
             });
         }
         let Some(token) = session_cookie(&parts.headers) else {
@@ -147,7 +183,7 @@ impl FromRequestParts<AppState> for AuthUser {
                  at /ui/ in a browser (an administrator creates keys with `ci-admin`)",
             ));
         };
-        let user = authenticate_session(state, &token).await?;
+        let user = authenticate_session(state, &token, source).await?;
         if !is_safe(&parts.method) {
             check_same_origin(&parts.headers)?;
         }
@@ -250,6 +286,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<SessionToken> {
 async fn authenticate_session(
     state: &AppState,
     token: &SessionToken,
+    source: String,
 ) -> Result<AuthUser, ApiError> {
     let signed_out = || {
         unauthorized(
@@ -271,6 +308,7 @@ async fn authenticate_session(
             token_hash: session.token_hash,
             expires_at: session.expires_at,
         }),
+        source,
     })
 }
 

@@ -102,6 +102,8 @@ pub async fn run(
     let app = router(state);
     println!("ci-server listening on http://{addr}");
     tracing::info!(%addr, "listening");
+    // Each request knows its peer's address (`ConnectInfo`): the source of its audit rows.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

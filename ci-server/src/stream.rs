@@ -634,6 +634,7 @@ mod tests {
             key_id: ci_common::ApiKeyId::new(),
             scope: Default::default(),
             session: None,
+            source: "127.0.0.1".into(),
         };
         let job = ci_common::db::jobs::get(&state.db, job)
             .await

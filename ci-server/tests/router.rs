@@ -720,3 +720,75 @@ async fn past_its_rate_a_key_gets_429_with_retry_after_and_other_keys_do_not() {
     let (status, _, _) = app.send(request).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_action_and_its_audit_row_are_one_change_and_refusals_are_not_recorded() {
+    use ci_common::db::audit::{self, AuditFilter, Outcome};
+    let app = App::new().await;
+    let rows = || async {
+        audit::list(&app.db.pool, &AuditFilter::default())
+            .await
+            .unwrap()
+    };
+    let job = ci_common::db::jobs::create(&app.db.pool, app.user_id, "test", b"zip")
+        .await
+        .unwrap();
+    let cancel = format!("/api/v1/jobs/{}/cancel", job.id);
+    // The peer's address is the source (`ci-server` serves with connect info; here a mock).
+    let peer = std::net::SocketAddr::from(([10, 0, 0, 7], 40000));
+    let request = app
+        .authorized(Method::POST, &cancel)
+        .body(Body::empty())
+        .unwrap();
+    let response = app
+        .router()
+        .layer(axum::extract::connect_info::MockConnectInfo(peer))
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let done = rows().await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].action, "job.cancel");
+    assert_eq!(done[0].actor, "Ada");
+    assert_eq!(done[0].actor_user_id, Some(app.user_id));
+    assert_eq!(done[0].source, "10.0.0.7");
+    assert_eq!(done[0].target, format!("job {}", job.id));
+    assert_eq!(done[0].detail["status"], "cancelled");
+
+    // Refused: the job has ended (409), another's webhook (404), a wrong key (401). Nothing
+    // is recorded, and a router without connect info still answers.
+    let (status, ..) = app.send_authorized(Method::POST, &cancel).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let other = format!("/api/v1/webhooks/{}", ci_common::WebhookId::new());
+    let (status, ..) = app.send_authorized(Method::DELETE, &other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stranger = SecretKey::generate();
+    let wrong = Request::post(&cancel)
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", stranger.expose()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(wrong).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(rows().await.len(), 1);
+
+    // At sign-in a wrong key is recorded, alone, as denied, without the key.
+    let sign_in = Request::post("/api/v1/session")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::json!({ "api_key": stranger.expose() }).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(app.send(sign_in).await.0, StatusCode::UNAUTHORIZED);
+    let all = rows().await;
+    assert_eq!(all.len(), 2);
+    let denied = &all[1];
+    assert_eq!(denied.action, "session.sign_in");
+    assert_eq!(denied.outcome, Outcome::Denied);
+    assert_eq!(denied.actor, audit::UNKNOWN_ACTOR);
+    assert_eq!(denied.source, "unknown");
+    assert_eq!(denied.detail["code"], "unknown_api_key");
+    assert!(!format!("{all:?}").contains(stranger.expose()));
+}

@@ -8,7 +8,7 @@ mod support;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, Utc};
-use ci_common::db::{jobs, sessions};
+use ci_common::db::{audit, jobs, sessions};
 use ci_common::JobStatus;
 use ci_tests::postgres::{self, Postgres};
 use ci_tests::{bin, Controller, TestDb};
@@ -148,6 +148,12 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     .await
     .unwrap();
 
+    // An audit entry (what ci-admin and the server write with each action).
+    let entry = audit::Actor::admin("root")
+        .entry(audit::Action::UserCreate, "user ada@example.com")
+        .detail(serde_json::json!({ "name": "Ada" }));
+    audit::record(db.sqlite_pool(), &entry).await.unwrap();
+
     // A table that nothing above fills is a table this test does not prove is copied.
     let before = sqlite_counts(&db).await;
     let empty: Vec<&String> = before
@@ -260,6 +266,12 @@ async fn a_database_filled_by_real_jobs_moves_to_postgres_whole() {
     .await
     .unwrap();
     assert!(num > sqlite_jobs.last().unwrap().0, "{num}");
+    // The audit log reads the same from both, and goes on numbering after the copied entries.
+    let all = audit::AuditFilter::default();
+    let sqlite_audit = audit::list(db.sqlite_pool(), &all).await.unwrap();
+    assert_eq!(audit::list(&pg, &all).await.unwrap(), sqlite_audit);
+    let next = audit::record(&pg, &entry).await.unwrap();
+    assert!(next > sqlite_audit.last().unwrap().id, "{next}");
 
     // Copying again: the target is not empty; it is refused and left as it was.
     let again = admin(&["db", "copy", "--from", &from, "--to", &url]);

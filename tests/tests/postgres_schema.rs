@@ -37,8 +37,8 @@ fn postgres_class(table: &str, column: &str, ty: &str) -> &'static str {
         "text" => "text",
         "timestamp with time zone" => {
             assert!(
-                column.ends_with("_at") || column == "ts",
-                "{table}.{column} is a timestamp on PostgreSQL but not named as one (*_at, ts)"
+                column.ends_with("_at") || column == "ts" || column == "at",
+                "{table}.{column} is a timestamp on PostgreSQL but not named as one (*_at, at, ts)"
             );
             "text"
         }

@@ -12,6 +12,7 @@ pub use sqlx::SqlitePool;
 
 pub mod api_keys;
 pub mod args;
+pub mod audit;
 pub mod blobs;
 pub mod cache;
 pub mod changes;
@@ -106,6 +107,41 @@ impl Exec<'_> {
             Self::Sqlite(conn) => Exec::Sqlite(conn),
             Self::PgPool(pool) => Exec::PgPool(pool),
             Self::Postgres(conn) => Exec::Postgres(conn),
+        }
+    }
+}
+
+/// A write transaction on either backend, begun by [`Db::begin_write`]: what a caller outside
+/// this layer holds to run several of its functions as one change (an action and its
+/// [`audit`] row). `&mut Tx` is an executor of the layer's functions; a function that begins a
+/// transaction of its own runs in a savepoint of this one. Dropped without [`Tx::commit`], it
+/// is rolled back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    /// Where the layer's functions run: this transaction.
+    pub fn exec(&mut self) -> Exec<'_> {
+        self.into()
+    }
+
+    /// Commits everything done in the transaction.
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+impl<'c> From<&'c mut Tx> for Exec<'c> {
+    fn from(tx: &'c mut Tx) -> Self {
+        match tx {
+            Tx::Sqlite(tx) => Self::Sqlite(tx),
+            Tx::Postgres(tx) => Self::Postgres(tx),
         }
     }
 }
@@ -391,6 +427,15 @@ impl Db {
     /// Where the layer's functions run: the pool.
     pub fn exec(&self) -> Exec<'_> {
         self.into()
+    }
+
+    /// Begins a write transaction ([`BeginWrite`]: on SQLite `BEGIN IMMEDIATE`, which holds the
+    /// database's write lock until the transaction ends, so begin it just before the writes).
+    pub async fn begin_write(&self) -> Result<Tx, DbError> {
+        Ok(match self {
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
     }
 
     /// Open connections of the pool, idle or in use.

@@ -5,9 +5,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use ci_common::db::audit::{self, Action};
 use ci_common::db::git_credentials::{self as db_credentials, GitCredential};
 use ci_common::secrets::SecretsKey;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -96,8 +98,9 @@ pub async fn set(
              bytes without control characters"
         )));
     }
+    let mut tx = state.db.begin_write().await?;
     let stored = db_credentials::set(
-        &state.db,
+        &mut tx,
         key,
         user.user_id,
         &host,
@@ -105,6 +108,12 @@ pub async fn set(
         &body.password,
     )
     .await?;
+    // The user name, not the password.
+    let entry = user
+        .audit(Action::GitCredentialSet, format!("git-credential {host}"))
+        .detail(json!({ "username": stored.username }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     tracing::info!(host, "git credential stored");
     Ok(Json(stored))
 }
@@ -149,7 +158,11 @@ pub async fn remove(
     user: AuthUser,
     Path(host): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if db_credentials::remove(&state.db, user.user_id, &host).await? {
+    let mut tx = state.db.begin_write().await?;
+    if db_credentials::remove(&mut tx, user.user_id, &host).await? {
+        let target = format!("git-credential {}", host.to_ascii_lowercase());
+        audit::record(&mut tx, &user.audit(Action::GitCredentialRemove, target)).await?;
+        tx.commit().await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(

@@ -5,9 +5,11 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use ci_common::api::{ControllerState, ErrorBody, JobList, JobView};
+use ci_common::db::audit::{self, Action};
 use ci_common::db::{events, jobs as db_jobs};
 use ci_common::{JobId, JobStatus};
 use serde::Deserialize;
+use serde_json::json;
 
 use super::{accept_upload, owned_job, JobPath};
 use crate::auth::AuthUser;
@@ -78,7 +80,18 @@ pub async fn create(
                     rejection.body_text()
                 ))
             })?;
-        super::create_git_job(&state, user.user_id, body).await?
+        let detail = json!({
+            "task": body.task.as_deref().unwrap_or(ci_common::api::DEFAULT_TASK),
+            "source": "git",
+            "git_url": audit::url_without_secrets(&body.git.url),
+            "ref": body.git.reference(),
+            "team": body.team,
+        });
+        super::create_git_job(&state, user.user_id, body, |job| {
+            user.audit(Action::JobSubmit, format!("job {}", job.id))
+                .detail(detail)
+        })
+        .await?
     } else {
         let multipart: Result<Multipart, MultipartRejection> =
             Multipart::from_request(request, &state).await;
@@ -253,13 +266,19 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let policy = ci_common::db::policy::current(&state.db).await?;
     super::check_queue_quota(&state, &policy, user.user_id).await?;
-    let job = db_jobs::retry(&state.db, user.user_id, id)
+    let mut tx = state.db.begin_write().await?;
+    let job = db_jobs::retry(&mut tx, user.user_id, id)
         .await
         .map_err(|e| match e {
             db_jobs::RetryError::NotFound => ApiError::JobNotFound,
             db_jobs::RetryError::SourceExpired(id) => ApiError::SourceExpired(id),
             db_jobs::RetryError::Db(e) => e.into(),
         })?;
+    let entry = user
+        .audit(Action::JobRetry, format!("job {}", job.id))
+        .detail(json!({ "retry_of": id, "task": job.task }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     tracing::info!(job.id = %job.id, retry_of = %id, "job queued again");
     Ok((StatusCode::CREATED, Json(job.view())))
 }
@@ -371,12 +390,18 @@ pub async fn cancel(
     if job.status.is_terminal() {
         return Err(ended(&job));
     }
-    let job = db_jobs::request_cancel(&state.db, id, user.user_id)
+    let mut tx = state.db.begin_write().await?;
+    let job = db_jobs::request_cancel(&mut tx, id, user.user_id)
         .await?
         .ok_or(ApiError::JobNotFound)?;
     if job.status.is_terminal() && job.status != JobStatus::Cancelled {
         return Err(ended(&job));
     }
+    let entry = user
+        .audit(Action::JobCancel, format!("job {id}"))
+        .detail(json!({ "status": job.status }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     tracing::info!(job.id = %id, status = %job.status, "cancel requested");
     let mut view = job.view();
     view.last_seq = Some(events::last_seq(&state.db, id).await?);

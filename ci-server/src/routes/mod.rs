@@ -6,8 +6,10 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use ci_common::api::DEFAULT_TASK;
+use ci_common::db::audit::{self, Action, AuditEntry};
 use ci_common::db::jobs::{self as db_jobs, Job};
 use ci_common::JobId;
+use serde_json::json;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -344,8 +346,9 @@ async fn read_upload(
         .map_err(ApiError::Invalid)?;
     let concurrency_key =
         ci_common::tasks::concurrency_key(&project, &task, options.project.as_deref());
+    let mut tx = state.db.begin_write().await?;
     let job = db_jobs::create_job(
-        &state.db,
+        &mut tx,
         &db_jobs::NewJob {
             user_id: user.user_id,
             task: &task,
@@ -358,6 +361,17 @@ async fn read_upload(
         },
     )
     .await?;
+    let entry = user
+        .audit(Action::JobSubmit, format!("job {}", job.id))
+        .detail(json!({
+            "task": task,
+            "source": "upload",
+            "bytes": archive.len(),
+            "project": options.project,
+            "team": team.as_deref().map(str::trim).filter(|t| !t.is_empty()),
+        }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     tracing::info!(
         job.id = %job.id,
         bytes = archive.len(),
@@ -384,12 +398,14 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Creates a job from git (`POST /api/v1/jobs` with JSON): checks the remote's URL and ref,
 /// the task and arguments, and the remote against the operator's `--git-allow` rules (resolving
-/// its host: an address on a private range must be allowed by name), then queues the job. Its
-/// project is fetched by its first step; the task is checked against the project then.
+/// its host: an address on a private range must be allowed by name), then queues the job with
+/// the audit row `audit` makes of it, in one transaction. Its project is fetched by its first
+/// step; the task is checked against the project then.
 pub async fn create_git_job(
     state: &AppState,
     user_id: ci_common::UserId,
     request: ci_common::git::GitJobRequest,
+    audit: impl FnOnce(&Job) -> AuditEntry,
 ) -> Result<Job, ApiError> {
     let git = &request.git;
     let task = task_name(request.task)?;
@@ -405,8 +421,9 @@ pub async fn create_git_job(
     let policy = check_git_source(state, git).await?;
     check_queue_quota(state, &policy, user_id).await?;
     let git_ref = git.reference();
+    let mut tx = state.db.begin_write().await?;
     let job = db_jobs::create_job(
-        &state.db,
+        &mut tx,
         &db_jobs::NewJob {
             user_id,
             task: &task,
@@ -422,6 +439,8 @@ pub async fn create_git_job(
         },
     )
     .await?;
+    audit::record(&mut tx, &audit(&job)).await?;
+    tx.commit().await?;
     tracing::info!(job.id = %job.id, git.url = %git.url, git.r#ref = git_ref, "job from git queued");
     Ok(job)
 }

@@ -6,6 +6,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use ci_common::db::audit::{self, Action};
 use ci_common::db::secret_variables::{self as db_secrets, SecretOwner, SecretVariable};
 use ci_common::secrets::SecretsKey;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,19 @@ pub struct SecretScope {
 }
 
 impl SecretScope {
+    /// The audit log's target for the secret `name` of this scope.
+    fn target(&self, name: &str) -> String {
+        match self
+            .team
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            Some(team) => format!("secret {name} of team {team}"),
+            None => format!("secret {name}"),
+        }
+    }
+
     async fn owner(&self, state: &AppState, user: &AuthUser) -> Result<SecretOwner, ApiError> {
         Ok(
             match super::member_team(state, user.user_id, self.team.as_deref()).await? {
@@ -93,7 +107,8 @@ pub async fn set(
     body: Result<Json<SetSecret>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SecretVariable>, ApiError> {
     let key = key(&state)?;
-    let owner = query(scope)?.owner(&state, &user).await?;
+    let scope = query(scope)?;
+    let owner = scope.owner(&state, &user).await?;
     let Json(body) = body.map_err(|rejection| {
         ApiError::BadRequest(format!(
             "{}: send {{\"value\": ...}}",
@@ -102,8 +117,10 @@ pub async fn set(
     })?;
     ci_common::secrets::check_variable_name(&name).map_err(ApiError::Invalid)?;
     ci_common::secrets::check_variable_value(&body.value).map_err(ApiError::Invalid)?;
-    let stored =
-        db_secrets::set(&state.db, key, owner, &name, &body.value, &user.user_name).await?;
+    let mut tx = state.db.begin_write().await?;
+    let stored = db_secrets::set(&mut tx, key, owner, &name, &body.value, &user.user_name).await?;
+    audit::record(&mut tx, &user.audit(Action::SecretSet, scope.target(&name))).await?;
+    tx.commit().await?;
     tracing::info!(name, "secret variable stored");
     Ok(Json(stored))
 }
@@ -154,8 +171,16 @@ pub async fn remove(
     Path(name): Path<String>,
     scope: Result<Query<SecretScope>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let owner = query(scope)?.owner(&state, &user).await?;
-    if db_secrets::remove(&state.db, owner, &name).await? {
+    let scope = query(scope)?;
+    let owner = scope.owner(&state, &user).await?;
+    let mut tx = state.db.begin_write().await?;
+    if db_secrets::remove(&mut tx, owner, &name).await? {
+        audit::record(
+            &mut tx,
+            &user.audit(Action::SecretRemove, scope.target(&name)),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(

@@ -10,11 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use ci_common::api::{ErrorBody, SessionView};
-use ci_common::db::sessions;
+use ci_common::db::audit::{self, Action, Actor, Outcome};
+use ci_common::db::{api_keys, sessions};
+use ci_common::keys::SecretKey;
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
+use serde_json::json;
 
-use crate::auth::{authenticate_key, check_same_origin, AuthUser, SESSION_COOKIE};
+use crate::auth::{authenticate_key, check_same_origin, AuthUser, ClientAddr, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -46,6 +49,7 @@ pub struct SignIn {
 )]
 pub async fn create(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     headers: HeaderMap,
     body: Result<Json<SignIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -59,10 +63,23 @@ pub async fn create(
             rejection.body_text()
         ))
     })?;
-    let (key, user) = authenticate_key(&state, body.api_key.trim()).await?;
+    let text = body.api_key.trim();
+    let (key, user) = match authenticate_key(&state, text).await {
+        Ok(found) => found,
+        Err(refused) => {
+            record_denied_sign_in(&state, &source, text, &refused).await;
+            return Err(refused);
+        }
+    };
     let ttl = chrono::Duration::from_std(state.config.session_ttl)
         .unwrap_or_else(|_| chrono::Duration::days(7));
-    let (token, session) = sessions::create(&state.db, &key, ttl, Utc::now()).await?;
+    let mut tx = state.db.begin_write().await?;
+    let (token, session) = sessions::create(&mut tx, &key, ttl, Utc::now()).await?;
+    let entry = Actor::user(&user.name, user.id, &source)
+        .entry(Action::SessionSignIn, format!("key {}", key.label()))
+        .detail(json!({ "key_id": key.id, "expires_at": session.expires_at }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     tracing::info!(user.id = %user.id, "signed in");
     let cookie = Cookie::build((SESSION_COOKIE, token.expose().to_owned()))
         .path("/")
@@ -125,7 +142,14 @@ pub async fn delete(
     user: AuthUser,
 ) -> Result<Response, ApiError> {
     if let Some(session) = &user.session {
-        sessions::end(&state.db, &session.token_hash).await?;
+        let mut tx = state.db.begin_write().await?;
+        if sessions::end(&mut tx, &session.token_hash).await? {
+            let entry = user
+                .audit(Action::SessionSignOut, "session")
+                .detail(json!({ "key_id": user.key_id }));
+            audit::record(&mut tx, &entry).await?;
+        }
+        tx.commit().await?;
         tracing::info!(user.id = %user.user_id, "signed out");
     }
     let cookie = Cookie::build((SESSION_COOKIE, ""))
@@ -136,6 +160,34 @@ pub async fn delete(
         .max_age(cookie::time::Duration::ZERO)
         .build();
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &cookie))
+}
+
+/// Records a refused sign-in (outcome `denied`) on its own: who the key belongs to when it is
+/// known (a revoked or expired key, a deactivated user), else [`audit::UNKNOWN_ACTOR`]; never
+/// the key. A failure to record is logged; the answer stays the refusal.
+async fn record_denied_sign_in(state: &AppState, source: &str, text: &str, refused: &ApiError) {
+    let known = match SecretKey::parse(text) {
+        Ok(secret) => api_keys::find_by_secret(&state.db, &secret)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let entry = match &known {
+        Some((key, user)) => Actor::user(&user.name, user.id, source)
+            .entry(Action::SessionSignIn, format!("key {}", key.label()))
+            .detail(json!({ "code": refused.code(), "key_id": key.id })),
+        None => Actor::unknown(source)
+            .entry(Action::SessionSignIn, "key (unknown)")
+            .detail(json!({ "code": refused.code() })),
+    };
+    let entry = entry.outcome(Outcome::Denied);
+    if let Err(err) = audit::record(&state.db, &entry).await {
+        tracing::error!(
+            error = format!("{:#}", anyhow::Error::new(err)),
+            "cannot record a refused sign-in"
+        );
+    }
 }
 
 /// Whether the browser reached the server over HTTPS: a TLS proxy in front says so in

@@ -13,14 +13,17 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use ci_common::db::audit::{self, Action, Actor, Outcome};
 use ci_common::db::triggers::{self as db_triggers, NewTrigger, Trigger, TriggerKind};
+use ci_common::db::users;
 use ci_common::git::{GitJobRequest, GitSource};
 use ci_common::JobId;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, ClientAddr};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -128,8 +131,9 @@ pub async fn create(
     let task = super::task_name(body.task)?;
     super::check_git_source(&state, &body.git).await?;
     let kind = body.kind.unwrap_or(TriggerKind::Run);
+    let mut tx = state.db.begin_write().await?;
     let created = db_triggers::create(
-        &state.db,
+        &mut tx,
         &NewTrigger {
             user_id: user.user_id,
             kind,
@@ -139,6 +143,19 @@ pub async fn create(
         },
     )
     .await?;
+    let entry = user
+        .audit(
+            Action::TriggerCreate,
+            format!("trigger {}", created.trigger.id),
+        )
+        .detail(json!({
+            "kind": kind,
+            "task": task,
+            "git_url": audit::url_without_secrets(&body.git.url),
+            "ref": body.git.git_ref,
+        }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     let path = match kind {
         TriggerKind::Run => "trigger",
         TriggerKind::Push => "hooks",
@@ -196,12 +213,18 @@ pub async fn revoke(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Trigger>, ApiError> {
-    db_triggers::revoke(&state.db, user.user_id, &id)
+    let mut tx = state.db.begin_write().await?;
+    let trigger = db_triggers::revoke(&mut tx, user.user_id, &id)
         .await?
-        .map(Json)
         .ok_or_else(|| {
             ApiError::NotFound(format!("no trigger {id}: `ci triggers list` shows yours"))
-        })
+        })?;
+    let entry = user
+        .audit(Action::TriggerRevoke, format!("trigger {}", trigger.id))
+        .detail(json!({ "kind": trigger.kind, "task": trigger.task }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
+    Ok(Json(trigger))
 }
 
 /// The active trigger of `token`, within its rate.
@@ -226,23 +249,48 @@ async fn trigger_of(state: &AppState, token: &str) -> Result<Trigger, ApiError> 
         })
 }
 
+/// The trigger's owner, as its audit rows name the actor of what its token does.
+async fn owner(state: &AppState, trigger: &Trigger, source: &str) -> Result<Actor, ApiError> {
+    let name = users::get(&state.db, trigger.user_id)
+        .await?
+        .map(|u| u.name)
+        .unwrap_or_else(|| audit::UNKNOWN_ACTOR.to_owned());
+    Ok(Actor::user(&name, trigger.user_id, source))
+}
+
 async fn start(
     state: &AppState,
+    source: &str,
     trigger: &Trigger,
     git_ref: Option<String>,
     args: Vec<String>,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
+    let actor = owner(state, trigger, source).await?;
+    let git_ref = git_ref.or_else(|| trigger.git_ref.clone());
+    let detail = json!({
+        "kind": trigger.kind,
+        "task": trigger.task,
+        "git_url": audit::url_without_secrets(&trigger.git_url),
+        "ref": git_ref,
+    });
     let job = super::create_git_job(
         state,
         trigger.user_id,
         GitJobRequest {
             git: GitSource {
                 url: trigger.git_url.clone(),
-                git_ref: git_ref.or_else(|| trigger.git_ref.clone()),
+                git_ref,
             },
             task: Some(trigger.task.clone()),
             args,
             team: None,
+        },
+        |job| {
+            let mut detail = detail;
+            detail["job_id"] = json!(job.id);
+            actor
+                .entry(Action::TriggerRun, format!("trigger {}", trigger.id))
+                .detail(detail)
         },
     )
     .await?;
@@ -275,6 +323,7 @@ async fn start(
 )]
 pub async fn run(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     Path(token): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Started>), ApiError> {
@@ -289,7 +338,7 @@ pub async fn run(
         })?
     };
     let trigger = trigger_of(&state, &token).await?;
-    start(&state, &trigger, request.git_ref, request.args).await
+    start(&state, &source, &trigger, request.git_ref, request.args).await
 }
 
 /// The fields of a GitHub or Gitea push event that matter here.
@@ -342,6 +391,7 @@ fn signature_ok(headers: &HeaderMap, secret: &str, body: &[u8]) -> bool {
 )]
 pub async fn push(
     State(state): State<AppState>,
+    ClientAddr(source): ClientAddr,
     Path(token): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -360,6 +410,13 @@ pub async fn push(
         }
     };
     if !signature_ok(&headers, secret, &body) {
+        // Only who holds the token gets this far: recorded, as a refused sign-in is.
+        let entry = owner(&state, &trigger, &source)
+            .await?
+            .entry(Action::TriggerRun, format!("trigger {}", trigger.id))
+            .outcome(Outcome::Denied)
+            .detail(json!({ "kind": trigger.kind, "code": "bad_signature" }));
+        audit::record(&state.db, &entry).await?;
         return Err(ApiError::Unauthorized {
             code: "bad_signature",
             message: "the webhook's signature does not match: set the trigger's secret (shown \
@@ -403,9 +460,11 @@ pub async fn push(
             ));
         }
     }
-    Ok(start(&state, &trigger, Some(push.after), Vec::new())
-        .await?
-        .into_response())
+    Ok(
+        start(&state, &source, &trigger, Some(push.after), Vec::new())
+            .await?
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
 use ci_common::api::ErrorBody;
+use ci_common::db::audit::{self, Action};
 use ci_common::db::webhooks as db_webhooks;
 use ci_common::webhooks::{
     generate_secret, parse_events, CreatedWebhook, DeliveryList, NewWebhook, WebhookList,
@@ -17,6 +18,7 @@ use ci_common::webhooks::{
 };
 use ci_common::WebhookId;
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -105,7 +107,13 @@ pub async fn create(
         )));
     }
     let secret = generate_secret();
-    let hook = db_webhooks::create(&state.db, user.user_id, url, &secret, &events).await?;
+    let mut tx = state.db.begin_write().await?;
+    let hook = db_webhooks::create(&mut tx, user.user_id, url, &secret, &events).await?;
+    let entry = user
+        .audit(Action::WebhookAdd, format!("webhook {}", hook.id))
+        .detail(json!({ "url": audit::url_origin(url), "events": hook.events }));
+    audit::record(&mut tx, &entry).await?;
+    tx.commit().await?;
     tracing::info!(webhook.id = %hook.id, url = hook.url, events = hook.events, "webhook added");
     let view = hook.view();
     Ok((
@@ -163,9 +171,16 @@ pub async fn delete(
     user: AuthUser,
     WebhookPath(id): WebhookPath,
 ) -> Result<StatusCode, ApiError> {
-    if !db_webhooks::delete_for_user(&state.db, id, user.user_id).await? {
+    let mut tx = state.db.begin_write().await?;
+    if !db_webhooks::delete_for_user(&mut tx, id, user.user_id).await? {
         return Err(ApiError::WebhookNotFound);
     }
+    audit::record(
+        &mut tx,
+        &user.audit(Action::WebhookRemove, format!("webhook {id}")),
+    )
+    .await?;
+    tx.commit().await?;
     tracing::info!(webhook.id = %id, "webhook removed");
     Ok(StatusCode::NO_CONTENT)
 }
