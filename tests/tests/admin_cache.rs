@@ -220,6 +220,7 @@ async fn list_shows_every_entry_most_recently_used_first_with_the_ready_total() 
       "last_used_at": "2026-11-30T09:15:00Z",
       "size_bytes": 1536,
       "state": "ready",
+      "team_id": null,
       "user_email": "ada@example.com",
       "user_id": "[user_id]",
       "volume": "ci-cache-ada-pandas"

@@ -44,6 +44,8 @@ pub const MAX_LIMIT: i64 = 500;
             (`bad_request`), or an empty file (`empty_upload`).", body = ErrorBody),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::CrossOrigin),
+        (status = 404, description = "`team` names no team the caller is a member of \
+            (`not_found`).", body = ErrorBody),
         (status = 413, description = "The upload is larger than the server's limit \
             (`too_large`), or the archive has too many entries (`too_many_entries`) or unpacks \
             to too much (`unpacked_too_large`).", body = ErrorBody),
