@@ -261,8 +261,14 @@ mod tests {
             membership(db.exec(), bob.id, "platform").await.unwrap(),
             None
         );
-        assert_eq!(of_user(db.exec(), ada.id).await.unwrap(), [team.clone()]);
-        assert_eq!(members(db.exec(), team.id).await.unwrap(), [ada.clone()]);
+        assert_eq!(
+            of_user(db.exec(), ada.id).await.unwrap(),
+            std::slice::from_ref(&team)
+        );
+        assert_eq!(
+            members(db.exec(), team.id).await.unwrap(),
+            std::slice::from_ref(&ada)
+        );
         let listed = list(db.exec()).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].members, 1);
