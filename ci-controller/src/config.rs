@@ -87,9 +87,11 @@ pub struct Args {
     #[arg(long, env = "CI_GIT_NETWORK", default_value = "bridge")]
     pub git_network: String,
 
-    /// The key that seals users' git credentials in the database, the same file as the
-    /// server's (64 hex digits, e.g. from `openssl rand -hex 32`): the fetch step of a job from
-    /// git gets its owner's credential for the remote's host. Without it, none is used.
+    /// The key that seals users' git credentials and secret variables in the database, the same
+    /// file as the server's (64 hex digits, e.g. from `openssl rand -hex 32`): the fetch step of
+    /// a job from git gets its owner's credential for the remote's host, and the steps of tasks
+    /// that list `secrets` get them. Without it, no credential is used and such jobs end
+    /// `error`.
     #[arg(long, env = "CI_SECRETS_KEY_FILE", value_name = "PATH")]
     pub secrets_key_file: Option<PathBuf>,
 

@@ -33,9 +33,9 @@ pub struct Config {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
-    /// The key that seals users' git credentials in the database (64 hex digits, e.g. from
-    /// `openssl rand -hex 32`); the controller needs the same. Without it, storing credentials
-    /// is refused (503).
+    /// The key that seals users' git credentials and secret variables in the database (64 hex
+    /// digits, e.g. from `openssl rand -hex 32`); the controller needs the same. Without it,
+    /// storing either is refused (403 `disabled`).
     #[arg(long, env = "CI_SECRETS_KEY_FILE", value_name = "PATH")]
     pub secrets_key_file: Option<std::path::PathBuf>,
 
