@@ -140,6 +140,52 @@ pub async fn prune(db: &Db, rule: Rule, now: DateTime<Utc>, dry: bool) -> Result
     Ok(pruned)
 }
 
+/// How an SQLite database's file is used: its pages, and how many of them are free (left by
+/// deleted rows, such as a prune's, and reused by new rows before the file grows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Space {
+    pub page_size: u64,
+    pub pages: u64,
+    pub free_pages: u64,
+}
+
+impl Space {
+    /// The database's size in bytes: the file's, once the WAL is checkpointed.
+    pub fn bytes(&self) -> u64 {
+        self.pages * self.page_size
+    }
+
+    /// Bytes of free pages.
+    pub fn free_bytes(&self) -> u64 {
+        self.free_pages * self.page_size
+    }
+}
+
+/// The pages of an SQLite database (`None` on PostgreSQL, whose tables keep their free space
+/// for themselves: see `VACUUM` there).
+pub async fn space(db: &Db) -> Result<Option<Space>, DbError> {
+    let Db::Sqlite(pool) = db else {
+        return Ok(None);
+    };
+    let mut conn = pool.acquire().await?;
+    let mut read = [0_u64; 3];
+    for (value, pragma) in read
+        .iter_mut()
+        .zip(["page_size", "page_count", "freelist_count"])
+    {
+        let v: i64 = sqlx::query_scalar(&format!("PRAGMA {pragma}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        *value = u64::try_from(v).unwrap_or(0);
+    }
+    let [page_size, pages, free_pages] = read;
+    Ok(Some(Space {
+        page_size,
+        pages,
+        free_pages,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
