@@ -416,8 +416,8 @@ the controller runs `python3 -m pytest` without `-s`.
    results and an 8 KiB report blob (20 jobs of 1,000 lines with `--quick`), written straight
    into the database through `ci_common::testing::history` (as ended jobs, so the controller
    never claims them). Then the job of 3 prints a line every 10 ms and one SSE follower takes
-   each line's latency as in 3: its first 500 lines (50 with `--quick`) are the idle figure;
-   then the real `ci-admin prune --older-than 30d --json` runs against the same database, and
+   each line's latency as in 3: its first 2,000 lines (20 s, about as long as the prune takes;
+   50 with `--quick`) are the idle figure; then the real `ci-admin prune --older-than 30d --json` runs against the same database, and
    every line printed between its start and its exit is the "during" figure. The job keeps
    printing until 0.3 s after the prune ended, then is cancelled. Target: the p99 during the
    prune under twice the idle p99, per run (each run a fresh stack and database). The prune

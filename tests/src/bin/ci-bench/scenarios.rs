@@ -138,7 +138,7 @@ impl Sizes {
                 prune_runs: heavy,
                 prune_jobs: 400,
                 prune_events_per_job: 2_500,
-                prune_idle_lines: 500,
+                prune_idle_lines: 2_000,
             }
         }
     }
