@@ -52,14 +52,21 @@ pub const DB_CONNECTIONS: u32 = 8;
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `--retain`: deletes the jobs `rule` selects now and then every [`PRUNE_EVERY`], until `stop`
-/// (see [`ci_common::db::retention`]: small batches, never a queued or running job).
+/// (see [`ci_common::db::retention`]: small paced batches, never a queued or running job). A
+/// prune under way stops with `stop` too, so that shutting down never waits for a long one: each
+/// of its statements is a transaction of its own, and the next prune finishes a job it left
+/// half deleted.
 async fn prune_old_jobs(
     db: ci_common::db::Db,
     rule: ci_common::db::retention::Rule,
     stop: CancellationToken,
 ) {
     loop {
-        match ci_common::db::retention::prune(&db, rule, chrono::Utc::now(), false).await {
+        let pruned = tokio::select! {
+            () = stop.cancelled() => return,
+            pruned = ci_common::db::retention::prune(&db, rule, chrono::Utc::now(), false) => pruned,
+        };
+        match pruned {
             Ok(pruned) if pruned.jobs > 0 => {
                 info!(
                     jobs = pruned.jobs,

@@ -7,6 +7,8 @@
 
 use std::io::Write as _;
 
+#[cfg(feature = "db")]
+pub mod history;
 pub mod postgres;
 
 /// A fresh, migrated database in a temporary directory, deleted when this is dropped.

@@ -14,6 +14,8 @@ mod dep_cache;
 mod fixtures;
 #[path = "ci-bench/installer.rs"]
 mod installer;
+#[path = "ci-bench/prune_latency.rs"]
+mod prune_latency;
 #[path = "ci-bench/report.rs"]
 mod report;
 #[path = "ci-bench/report_parse.rs"]
@@ -40,9 +42,9 @@ use crate::scenarios::{Ctx, Sizes, SCENARIOS};
 use crate::stack::Database;
 
 /// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency,
-/// idle footprint, the dependency cache, the installer (uv, pip) and the web UI's page of a big
-/// log (in headless Chromium), measured with the real binaries and Docker; and test report
-/// parsing.
+/// idle footprint, the dependency cache, the installer (uv, pip), the web UI's page of a big
+/// log (in headless Chromium) and log latency during a prune, measured with the real binaries
+/// and Docker; and test report parsing.
 #[derive(Debug, Parser)]
 #[command(name = "ci-bench")]
 struct Args {
@@ -50,7 +52,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
-    /// Repetitions (default 5, or 1 with --quick). Scenarios 4-6 run at most 3 times in full mode.
+    /// Repetitions (default 5, or 1 with --quick). Scenarios 4-6 and 12 run at most 3 times in full
+    /// mode.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: Option<u32>,
 

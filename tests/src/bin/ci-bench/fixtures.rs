@@ -56,6 +56,11 @@ pub fn trivial(root: &Path, name: &str) -> Result<Project> {
 
 /// Prints `lat <i> <time_ns>` every `interval_ms`, flushing each line.
 pub fn latency(root: &Path, lines: usize, interval_ms: u64) -> Result<Project> {
+    latency_named(root, "latency", lines, interval_ms)
+}
+
+/// [`latency`] in the folder `name`.
+pub fn latency_named(root: &Path, name: &str, lines: usize, interval_ms: u64) -> Result<Project> {
     let test = format!(
         r#"import sys
 import time
@@ -79,7 +84,7 @@ def test_steady_output(capsys):
             out.flush()
 "#
     );
-    Project::create(root, "latency", &[("test_latency.py", test)])
+    Project::create(root, name, &[("test_latency.py", test)])
 }
 
 /// The `i`-th line of the flood fixture.

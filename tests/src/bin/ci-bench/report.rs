@@ -319,7 +319,7 @@ const METHOD_HEADING: &str = "## What each scenario measures";
 const METHOD: &str = r#"
 ## What each scenario measures
 
-Scenarios 1-7 and 9-11 start their own `ci-server` (two replicas where noted) and `ci-controller`
+Scenarios 1-7 and 9-12 start their own `ci-server` (two replicas where noted) and `ci-controller`
 on a new temporary database, with default flags except those named here, and the offline runner
 image (`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
 database. No `CI_*` variable of the caller reaches the services. Fixtures are generated at run
@@ -411,6 +411,21 @@ the controller runs `python3 -m pytest` without `-s`.
    `ci:last-line`), set when the log view first shows those lines with their text. The page
    must never hold more than 200 rows (it holds the lines on screen, not the log), and the `#L`
    link must highlight its line.
+12. **Log latency during a prune** — the database is first filled with old jobs: 400 that ended
+   40 days ago, each with 2,500 log lines of about 90 bytes (1,000,000 events in all), 100 test
+   results and an 8 KiB report blob (20 jobs of 1,000 lines with `--quick`), written straight
+   into the database through `ci_common::testing::history` (as ended jobs, so the controller
+   never claims them). Then the job of 3 prints a line every 10 ms and one SSE follower takes
+   each line's latency as in 3: its first 2,000 lines (20 s, about as long as the prune takes;
+   50 with `--quick`) are the idle figure; then the real `ci-admin prune --older-than 30d --json` runs against the same database, and
+   every line printed between its start and its exit is the "during" figure. The job keeps
+   printing until 0.3 s after the prune ended, then is cancelled. Target: the p99 during the
+   prune under twice the idle p99, per run (each run a fresh stack and database). The prune
+   must remove exactly the old jobs with all their events, and the job must stream every line in
+   order without seq gaps. On SQLite the run then writes as many jobs again and reports the
+   database's pages (`PRAGMA page_count`, `freelist_count`): its size after the fill, its free
+   pages after the prune, and how much it grew for the new jobs (the free pages are reused
+   first).
 
 ## How to run
 
@@ -426,6 +441,9 @@ cargo build --release --workspace --bins && target/release/ci-bench --only dep-c
 cargo build --release --workspace --bins && target/release/ci-bench --only installer
 # scenario 11 alone (also needs scripts/ensure-browser.sh), likewise
 cargo build --release --workspace --bins && target/release/ci-bench --only ui-paint
+# scenario 12 alone (log latency during a prune of 1,000,000 events), likewise; also on PostgreSQL
+cargo build --release --workspace --bins && target/release/ci-bench --only prune-latency
+target/release/ci-bench --only prune-latency --database postgres
 # scenario 1 with job containers under gVisor (scripts/ensure-gvisor.sh), in a section of its own
 target/release/ci-bench --only end-to-end --runtime runsc --runtime-with-network runsc-net
 ```

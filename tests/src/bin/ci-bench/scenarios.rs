@@ -1,5 +1,5 @@
-//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`), 10 (`installer.rs`) and 11 (`ui_paint.rs`)
-//! starts its own stack on a fresh database, measures, checks that what it measured is correct
+//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`), 10 (`installer.rs`), 11 (`ui_paint.rs`) and
+//! 12 (`prune_latency.rs`) starts its own stack on a fresh database, measures, checks that what it measured is correct
 //! (every line accounted for, no errors), and returns figures + checks; 8 (`report_parse.rs`)
 //! needs no stack. Targets are reported, never enforced.
 
@@ -67,6 +67,13 @@ pub struct Sizes {
     /// Page loads of the web UI scenario, and the lines of its job's log.
     pub ui_runs: usize,
     pub ui_lines: usize,
+    /// Runs of the prune scenario, each on a database filled with `prune_jobs` old jobs of
+    /// `prune_events_per_job` log lines; the running job's first `prune_idle_lines` lines are
+    /// the idle measurement.
+    pub prune_runs: usize,
+    pub prune_jobs: usize,
+    pub prune_events_per_job: usize,
+    pub prune_idle_lines: usize,
 }
 
 impl Sizes {
@@ -98,6 +105,10 @@ impl Sizes {
                 installer_runs: 2 * runs,
                 ui_runs: runs,
                 ui_lines: 100_000,
+                prune_runs: runs,
+                prune_jobs: 20,
+                prune_events_per_job: 1_000,
+                prune_idle_lines: 50,
             }
         } else {
             Sizes {
@@ -124,6 +135,10 @@ impl Sizes {
                 installer_runs: 2 * runs,
                 ui_runs: runs,
                 ui_lines: 1_000_000,
+                prune_runs: heavy,
+                prune_jobs: 400,
+                prune_events_per_job: 2_500,
+                prune_idle_lines: 2_000,
             }
         }
     }
@@ -154,7 +169,7 @@ pub struct Scenario {
     pub docker: bool,
 }
 
-pub const SCENARIOS: [Scenario; 11] = [
+pub const SCENARIOS: [Scenario; 12] = [
     Scenario {
         number: 1,
         title: "End to end",
@@ -221,6 +236,12 @@ pub const SCENARIOS: [Scenario; 11] = [
         name: "ui-paint",
         docker: true,
     },
+    Scenario {
+        number: 12,
+        title: "Log latency during a prune",
+        name: "prune-latency",
+        docker: true,
+    },
 ];
 
 /// The scenario a `--only` value names, by number or name.
@@ -251,6 +272,7 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
         9 => crate::dep_cache::run(&ctx).await,
         10 => crate::installer::run(&ctx).await,
         11 => crate::ui_paint::run(&ctx).await,
+        12 => crate::prune_latency::run(&ctx).await,
         _ => bail!("no scenario {number}"),
     }
 }
