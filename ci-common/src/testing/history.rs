@@ -102,6 +102,30 @@ pub async fn ended_jobs(
     Ok(ids)
 }
 
+/// Lets a database settle after a large write, so that what is measured next does not pay for
+/// it: on PostgreSQL, `VACUUM (ANALYZE)` (visibility map and statistics for the new rows; the
+/// autovacuum would otherwise start during the measurement) and a `CHECKPOINT` (the write-ahead
+/// log of the fill flushed now rather than by the checkpointer later); on SQLite, a
+/// `wal_checkpoint(TRUNCATE)` (the fill copied into the database file and the WAL emptied).
+///
+/// Errors: the database's, e.g. `CHECKPOINT` needs a superuser or `pg_checkpoint` member.
+pub async fn settle(db: &Db) -> Result<(), DbError> {
+    let statements: &[&str] = if db.exec().is_postgres() {
+        &["VACUUM (ANALYZE)", "CHECKPOINT"]
+    } else {
+        &["PRAGMA wal_checkpoint(TRUNCATE)"]
+    };
+    for statement in statements {
+        on_exec!(db.exec(), |e| {
+            sqlx::query(statement)
+                .execute(e)
+                .await
+                .map_err(DbError::from)?;
+        });
+    }
+    Ok(())
+}
+
 /// The `i`-th of `n` log lines of the `j`-th job: a verbose pytest line, about 90 bytes.
 fn line(j: usize, i: usize, n: usize) -> String {
     format!(

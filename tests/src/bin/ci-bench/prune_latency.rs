@@ -9,6 +9,10 @@
 //! On SQLite it also measures what happens to the freed pages: the database's size after the
 //! fill, its free pages after the prune, and how much it grows when as many jobs are written
 //! again (the free pages are reused first).
+//!
+//! Between the fill and the measurement the database settles (`history::settle`: a vacuum and
+//! checkpoint on PostgreSQL, a WAL checkpoint on SQLite), so that the idle figure is not taken
+//! while the backend is still writing the fill back.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +63,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
     let zip = fixtures::latency_named(&ctx.work, "prune-latency", lines, interval)?.zip();
     let events = s.prune_jobs * s.prune_events_per_job;
     let mut f = Findings::default();
+    let load_start = crate::dep_cache::load_average();
     let (mut idle, mut during) = (Vec::new(), Vec::new());
     let (mut p99_ratio, mut median_ratio) = (Vec::new(), Vec::new());
     let (mut prune_secs, mut during_lines, mut pruned_events) =
@@ -82,6 +87,9 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
             .await
             .map_err(|e| anyhow!("cannot fill the database: {e}"))?;
         fill_secs.push(started.elapsed().as_secs_f64());
+        history::settle(&stack.db.pool)
+            .await
+            .map_err(|e| anyhow!("cannot settle the database after the fill: {e}"))?;
         let filled = retention::space(&stack.db.pool).await?;
 
         let measured = measure(ctx, &mut stack, &user.key, &zip).await?;
@@ -278,6 +286,12 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         BLOB_BYTES / 1024,
         s.prune_idle_lines
     ));
+    let (load, shared) = crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
+    f.notes.push(if shared {
+        format!("{load}: the machine was busy with more than this scenario")
+    } else {
+        load
+    });
     Ok(f)
 }
 
