@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use bollard::container::{
-    Config, CreateContainerOptions, DownloadFromContainerOptions, KillContainerOptions,
-    ListContainersOptions, LogOutput, LogsOptions, RemoveContainerOptions,
+    AttachContainerOptions, Config, CreateContainerOptions, DownloadFromContainerOptions,
+    KillContainerOptions, ListContainersOptions, LogOutput, LogsOptions, RemoveContainerOptions,
     UploadToContainerOptions,
 };
 use bollard::image::CreateImageOptions;
@@ -147,6 +147,14 @@ pub trait Docker: Send + Sync + 'static {
     /// Follows the container's stdout and stderr with timestamps, from `since` (UNIX seconds,
     /// 0 = the beginning); the stream ends when the container stops.
     fn logs(&self, name: &str, since: i64) -> BoxStream<'static, DockerResult<LogChunk>>;
+    /// The container's stdout and stderr as they are written from now on: raw bytes, cut
+    /// anywhere, without timestamps (Docker's attach stream, which carries no JSON and reads
+    /// no file back). Attached before the container starts, it holds all of its output; it
+    /// ends when the container's output closes (normally: it exited).
+    fn attach(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = DockerResult<BoxStream<'static, DockerResult<LogChunk>>>> + Send;
     /// Sends a signal (`SIGTERM`, `SIGKILL`); a container that is not running is not an error.
     fn kill_container(
         &self,
@@ -184,6 +192,25 @@ pub struct Usage {
     pub cpu_ns: u64,
     /// Memory in use, in bytes.
     pub memory_bytes: u64,
+}
+
+/// One frame of Docker's multiplexed stdout/stderr stream (logs or attach) as a [`LogChunk`];
+/// stdin frames are dropped.
+fn log_chunk(item: Result<LogOutput, bollard::errors::Error>) -> Option<DockerResult<LogChunk>> {
+    match item {
+        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+            Some(Ok(LogChunk {
+                stream: LogStream::Stdout,
+                bytes: message,
+            }))
+        }
+        Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
+            stream: LogStream::Stderr,
+            bytes: message,
+        })),
+        Ok(LogOutput::StdIn { .. }) => None,
+        Err(e) => Some(Err(api_error(e))),
+    }
 }
 
 /// The real daemon, through bollard.
@@ -531,23 +558,27 @@ impl Docker for BollardDocker {
         };
         self.docker
             .logs(name, Some(options))
-            .filter_map(|item| async move {
-                match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        Some(Ok(LogChunk {
-                            stream: LogStream::Stdout,
-                            bytes: message,
-                        }))
-                    }
-                    Ok(LogOutput::StdErr { message }) => Some(Ok(LogChunk {
-                        stream: LogStream::Stderr,
-                        bytes: message,
-                    })),
-                    Ok(LogOutput::StdIn { .. }) => None,
-                    Err(e) => Some(Err(api_error(e))),
-                }
-            })
+            .filter_map(|item| async move { log_chunk(item) })
             .boxed()
+    }
+
+    async fn attach(&self, name: &str) -> DockerResult<BoxStream<'static, DockerResult<LogChunk>>> {
+        let options = AttachContainerOptions::<String> {
+            stdout: Some(true),
+            stderr: Some(true),
+            stream: Some(true),
+            logs: Some(false),
+            ..Default::default()
+        };
+        let attached = self
+            .docker
+            .attach_container(name, Some(options))
+            .await
+            .map_err(api_error)?;
+        Ok(attached
+            .output
+            .filter_map(|item| async move { log_chunk(item) })
+            .boxed())
     }
 
     async fn kill_container(&self, name: &str, signal: &str) -> DockerResult<()> {

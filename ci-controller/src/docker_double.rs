@@ -340,6 +340,25 @@ impl Docker for FakeDocker {
         futures_util::stream::iter(chunks).chain(until_exit).boxed()
     }
 
+    async fn attach(&self, name: &str) -> DockerResult<BoxStream<'static, DockerResult<LogChunk>>> {
+        // The scripted messages without their timestamps, as the container wrote them.
+        let messages = self.logs(name, 0);
+        Ok(messages
+            .map(|item| {
+                item.map(|chunk| {
+                    let raw = match chunk.bytes.iter().position(|b| *b == b' ') {
+                        Some(i) => chunk.bytes.slice(i + 1..),
+                        None => chunk.bytes,
+                    };
+                    LogChunk {
+                        stream: chunk.stream,
+                        bytes: raw,
+                    }
+                })
+            })
+            .boxed())
+    }
+
     async fn kill_container(&self, name: &str, signal: &str) -> DockerResult<()> {
         let mut state = self.state.lock().unwrap();
         state.signals.push(signal.to_owned());

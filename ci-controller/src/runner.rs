@@ -502,9 +502,12 @@ impl<D: Docker> Ctx<D> {
             Err(flow) => return Ok(flow),
         };
         sink.mask(Masker::new(secrets.values().cloned()));
-        let db_cursor = job.log_cursor.clone().map(|ts| Cursor {
-            ts,
-            count: job.log_cursor_skip,
+        let db_cursor = job.log_cursor.as_deref().and_then(|text| {
+            let cursor = Cursor::from_stored(text, job.log_cursor_skip);
+            if cursor.is_none() {
+                warn!(job.id = %job.id, "the stored log cursor {text:?} is not one; reading the log from its start");
+            }
+            cursor
         });
         let mut last = Outcome::new(JobStatus::Passed);
         let mut failed: Option<Outcome> = None;
@@ -1521,7 +1524,7 @@ impl<D: Docker> Ctx<D> {
             Some(secs) => deadline.min(Instant::now() + Duration::from_secs(secs)),
             None => deadline,
         };
-        let cursor = match start {
+        let (cursor, live) = match start {
             Start::Resume { cursor } => {
                 let state = self
                     .docker
@@ -1533,13 +1536,15 @@ impl<D: Docker> Ctx<D> {
                     sink.new_container();
                     steps::start(&self.db, id, self.epoch, row.position).await?;
                 }
+                let mut live = None;
                 if state.status == "created" {
+                    live = self.attach(id, &name).await;
                     self.docker
                         .start_container(&name)
                         .await
                         .map_err(|e| anyhow::anyhow!("could not start the container: {e}"))?;
                 }
-                cursor
+                (cursor, live)
             }
             Start::Fresh(tar) => {
                 if control.cancel.is_cancelled() {
@@ -1575,13 +1580,14 @@ impl<D: Docker> Ctx<D> {
                         anyhow::bail!("could not copy the project into the container: {e}");
                     }
                 }
+                let live = self.attach(id, &name).await;
                 sink.new_container();
                 steps::start(&self.db, id, self.epoch, row.position).await?;
                 if let Err(e) = self.docker.start_container(&name).await {
                     self.metrics.docker_error();
                     anyhow::bail!("could not start the {} container: {e}", row.name);
                 }
-                None
+                (None, live)
             }
         };
 
@@ -1612,7 +1618,7 @@ impl<D: Docker> Ctx<D> {
             }
             std::future::pending::<()>().await;
         };
-        let watch = self.follow(&name, cursor, true, sink, &control.shutdown);
+        let watch = self.follow(&name, cursor, live, true, sink, &control.shutdown);
         let state = tokio::select! {
             state = watch => state?,
             () = stopper => unreachable!("the stopper never ends"),
@@ -1633,12 +1639,33 @@ impl<D: Docker> Ctx<D> {
         })
     }
 
-    /// Follows a container's log into the sink until the container stops (returns its state)
-    /// or the controller shuts down (returns `None`). Without `read_log`, only waits for it.
+    /// Attaches to a container that is about to start, for its output as it is written (see
+    /// [`Docker::attach`]); `None` (the log is then read from Docker's log) if that fails.
+    async fn attach(&self, id: JobId, name: &str) -> Option<OutputStream> {
+        match self.docker.attach(name).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                self.metrics.docker_error();
+                warn!(job.id = %id, "cannot attach to {name}, reading its log instead: {e}");
+                None
+            }
+        }
+    }
+
+    /// Follows a container's output into the sink until the container stops (returns its
+    /// state) or the controller shuts down (returns `None`). Without `read_log`, only waits for
+    /// it.
+    ///
+    /// The output is read from `live` (the attach stream, opened before the container
+    /// started) when there is one: raw bytes as they were written. When there is none (a
+    /// controller that took over a running container) or it ends while the container still
+    /// runs, Docker's log is read from the cursor on: the record Docker keeps, with the same
+    /// lines, so the cursor resumes exactly in either.
     async fn follow(
         &self,
         name: &str,
         cursor: Option<Cursor>,
+        mut live: Option<OutputStream>,
         read_log: bool,
         sink: &mut LogSink,
         shutdown: &CancellationToken,
@@ -1646,10 +1673,17 @@ impl<D: Docker> Ctx<D> {
         use futures_util::StreamExt;
         let mut parser = LogParser::new(self.settings.max_line_bytes, cursor);
         let mut lines = Vec::with_capacity(256);
+        // Docker's log must be read once more after the container stopped (a follow of it can
+        // end before everything was read); the attach stream ends only after all of it.
         let mut drained = false;
         loop {
             if read_log {
-                let mut stream = self.docker.logs(name, parser.since());
+                let raw = live.is_some();
+                let mut stream = match live.take() {
+                    Some(stream) => stream,
+                    None => self.docker.logs(name, parser.since()),
+                };
+                let mut broken = false;
                 loop {
                     let deadline = sink.deadline();
                     tokio::select! {
@@ -1663,12 +1697,17 @@ impl<D: Docker> Ctx<D> {
                         }
                         item = stream.next() => match item {
                             Some(Ok(chunk)) => {
-                                let at_line_end = parser.push_lines(&chunk, &mut lines);
+                                let may_store = if raw {
+                                    parser.push_raw(chunk.stream, &chunk.bytes, chrono::Utc::now(), &mut lines);
+                                    true
+                                } else {
+                                    parser.push_lines(&chunk, &mut lines)
+                                };
                                 for line in lines.drain(..) {
                                     sink.push_line(line);
                                 }
-                                if let (true, Some(cursor)) = (at_line_end, parser.cursor()) {
-                                    sink.set_cursor(cursor);
+                                if let (true, Some(cursor)) = (may_store, parser.cursor()) {
+                                    sink.set_cursor(&cursor);
                                 }
                                 if sink.is_full() {
                                     sink.flush().await?;
@@ -1676,12 +1715,16 @@ impl<D: Docker> Ctx<D> {
                             }
                             Some(Err(e)) => {
                                 self.metrics.docker_error();
-                                warn!("reading the log of {name} failed: {e}");
+                                warn!("reading the output of {name} failed: {e}");
+                                broken = true;
                                 break;
                             }
                             None => break,
                         },
                     }
+                }
+                if raw && !broken {
+                    drained = true;
                 }
             }
             let state = self
@@ -1692,9 +1735,6 @@ impl<D: Docker> Ctx<D> {
                 .with_context(|| format!("the container {name} disappeared"))?;
             if !state.running && state.status != "created" {
                 if read_log && !drained {
-                    // A follow can end before everything was read (Docker ends it when the
-                    // container stops, even when the reader is behind a log rotation): read
-                    // what is left once more from the cursor.
                     drained = true;
                     parser.rewind();
                     continue;
@@ -1711,7 +1751,9 @@ impl<D: Docker> Ctx<D> {
                 sink.end_of_log().await?;
                 return Ok(Some(state));
             }
-            // Still running: the log stream broke (or we only wait); look again shortly.
+            // Still running: the stream broke or ended (or we only wait); read Docker's log
+            // from the cursor shortly.
+            drained = false;
             parser.rewind();
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -1723,6 +1765,10 @@ impl<D: Docker> Ctx<D> {
         }
     }
 }
+
+/// A container's output as [`Docker::attach`] and [`Docker::logs`] give it.
+type OutputStream =
+    futures_util::stream::BoxStream<'static, crate::docker::DockerResult<crate::docker::LogChunk>>;
 
 #[cfg(test)]
 #[path = "runner_tests.rs"]

@@ -84,14 +84,7 @@ impl LogSink {
     /// Records how far the log has been read, once the lines before it are pushed.
     pub fn set_cursor(&mut self, cursor: &Cursor) {
         if !self.log.is_truncating() {
-            match &mut self.progress.cursor {
-                Some((ts, count)) => {
-                    ts.clear();
-                    ts.push_str(&cursor.ts);
-                    *count = cursor.count;
-                }
-                None => self.progress.cursor = Some((cursor.ts.clone(), cursor.count)),
-            }
+            self.progress.cursor = Some(cursor.stored());
             self.first_pending.get_or_insert_with(Instant::now);
         }
         match &mut self.latest_cursor {
@@ -142,7 +135,7 @@ impl LogSink {
     pub async fn end_of_log(&mut self) -> Result<(), JobError> {
         if self.log.end(&mut self.batch, &mut self.progress) {
             // The tail's lines end where the log was read up to.
-            self.progress.cursor = self.latest_cursor.as_ref().map(|c| (c.ts.clone(), c.count));
+            self.progress.cursor = self.latest_cursor.as_ref().map(Cursor::stored);
         }
         self.sync().await
     }
@@ -215,7 +208,7 @@ mod tests {
                 ts: parse_ts(&ts).unwrap(),
                 text: format!("line {i}"),
             });
-            sink.set_cursor(&Cursor { ts, count: 1 });
+            sink.set_cursor(&Cursor::Time { ts, count: 1 });
             if sink.is_full() {
                 sink.flush().await.unwrap();
             }
