@@ -9,7 +9,6 @@
 //! another replica never causes a gap.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::stream::{ascii_json, OriginalEvent};
+use crate::stream::{write_ascii_json, OriginalEvent};
 
 /// Events per database read.
 pub const PAGE: i64 = 500;
@@ -72,27 +71,36 @@ pub struct Frames {
 impl Frames {
     /// Renders stored events (in seq order) that follow `from`.
     pub fn render(from: i64, rows: &[EventRow]) -> Self {
-        let mut named = String::with_capacity(rows.len() * 160);
-        let mut unnamed = String::with_capacity(rows.len() * 140);
+        let mut named = Vec::with_capacity(rows.len() * 160);
+        let mut unnamed = Vec::with_capacity(rows.len() * 140);
         let mut seqs = Vec::with_capacity(rows.len());
         let mut named_at = Vec::with_capacity(rows.len());
         let mut unnamed_at = Vec::with_capacity(rows.len());
         let mut complete = None;
+        let mut number = itoa::Buffer::new();
         for row in rows {
             let event = row.to_stream_event();
-            // The JSON has no raw newline, so it is one `data:` line.
-            let json = serde_json::to_string(&event).expect("stream events serialize");
             if complete.is_none() && event.is_complete() {
                 complete = Some(seqs.len());
             }
             seqs.push(row.seq);
             named_at.push(named.len());
             unnamed_at.push(unnamed.len());
-            let seq = row.seq;
-            let kind = event.type_name();
-            let _ = write!(named, "id: {seq}\nevent: {kind}\ndata: {json}\n\n");
-            let original = ascii_json(&OriginalEvent::from(event.clone()));
-            let _ = write!(unnamed, "id: {seq}\ndata: {original}\n\n");
+            let seq = number.format(row.seq).as_bytes();
+            // `id: <seq>`, `event: <type>`, `data: <json>` (the JSON has no raw newline, so it
+            // is one `data:` line), and a blank line.
+            named.extend_from_slice(b"id: ");
+            named.extend_from_slice(seq);
+            named.extend_from_slice(b"\nevent: ");
+            named.extend_from_slice(event.type_name().as_bytes());
+            named.extend_from_slice(b"\ndata: ");
+            serde_json::to_writer(&mut named, &event).expect("stream events serialize");
+            named.extend_from_slice(b"\n\n");
+            unnamed.extend_from_slice(b"id: ");
+            unnamed.extend_from_slice(seq);
+            unnamed.extend_from_slice(b"\ndata: ");
+            write_ascii_json(&mut unnamed, &OriginalEvent::from(event));
+            unnamed.extend_from_slice(b"\n\n");
         }
         Self {
             from,

@@ -7,7 +7,6 @@
 //! follower re-renders the shared frames (see [`OriginalEvent`]).
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -350,22 +349,30 @@ fn with_newline(mut line: String) -> String {
 /// `data:` line in two. (Outside strings JSON is ASCII, so escaping every non-ASCII character
 /// keeps it valid.)
 pub fn ascii_json(value: &impl Serialize) -> String {
-    let json = serde_json::to_string(value).expect("stream events serialize");
-    if json.is_ascii() {
-        return json;
+    let mut out = Vec::new();
+    write_ascii_json(&mut out, value);
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// Appends `value` as JSON to `out` the way [`ascii_json`] renders it, without a copy when the
+/// JSON is ASCII already (the usual case).
+pub fn write_ascii_json(out: &mut Vec<u8>, value: &impl Serialize) {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, value).expect("stream events serialize");
+    if out[start..].is_ascii() {
+        return;
     }
-    let mut out = String::with_capacity(json.len() + json.len() / 2);
+    let json = String::from_utf8(out.split_off(start)).expect("JSON is UTF-8");
     let mut units = [0u16; 2];
     for c in json.chars() {
         if c.is_ascii() {
-            out.push(c);
+            out.push(c as u8);
         } else {
             for unit in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{unit:04x}");
+                out.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
             }
         }
     }
-    out
 }
 
 /// An SSE response for `user` whose body is `frames` (complete SSE frames) of `job`, with a
