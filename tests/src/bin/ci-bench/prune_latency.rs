@@ -286,7 +286,8 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         BLOB_BYTES / 1024,
         s.prune_idle_lines
     ));
-    let (load, shared) = crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
+    let (load, shared) =
+        crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
     f.notes.push(if shared {
         format!("{load}: the machine was busy with more than this scenario")
     } else {
