@@ -1,7 +1,8 @@
-//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`), 10 (`installer.rs`), 11 (`ui_paint.rs`) and
-//! 12 (`prune_latency.rs`) starts its own stack on a fresh database, measures, checks that what it measured is correct
-//! (every line accounted for, no errors), and returns figures + checks; 8 (`report_parse.rs`)
-//! needs no stack. Targets are reported, never enforced.
+//! The scenarios. Each of 1-7, 9 (`dep_cache.rs`), 10 (`installer.rs`), 11 (`ui_paint.rs`),
+//! 12 (`prune_latency.rs`) and 13 (`big_log.rs`) starts its own stack on a fresh database,
+//! measures, checks that what it measured is correct (every line accounted for, no errors), and
+//! returns figures + checks; 8 (`report_parse.rs`) needs no stack. Targets are reported, never
+//! enforced.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +75,9 @@ pub struct Sizes {
     pub prune_jobs: usize,
     pub prune_events_per_job: usize,
     pub prune_idle_lines: usize,
+    /// Interleaved pairs (ours, floor) of the big log scenario, and the lines its job prints.
+    pub big_log_runs: usize,
+    pub big_log_lines: usize,
 }
 
 impl Sizes {
@@ -109,6 +113,8 @@ impl Sizes {
                 prune_jobs: 20,
                 prune_events_per_job: 1_000,
                 prune_idle_lines: 50,
+                big_log_runs: runs,
+                big_log_lines: 5_000,
             }
         } else {
             Sizes {
@@ -139,6 +145,8 @@ impl Sizes {
                 prune_jobs: 400,
                 prune_events_per_job: 2_500,
                 prune_idle_lines: 2_000,
+                big_log_runs: heavy,
+                big_log_lines: 150_000,
             }
         }
     }
@@ -169,7 +177,7 @@ pub struct Scenario {
     pub docker: bool,
 }
 
-pub const SCENARIOS: [Scenario; 12] = [
+pub const SCENARIOS: [Scenario; 13] = [
     Scenario {
         number: 1,
         title: "End to end",
@@ -242,6 +250,12 @@ pub const SCENARIOS: [Scenario; 12] = [
         name: "prune-latency",
         docker: true,
     },
+    Scenario {
+        number: 13,
+        title: "Big log end to end",
+        name: "big-log",
+        docker: true,
+    },
 ];
 
 /// The scenario a `--only` value names, by number or name.
@@ -273,6 +287,7 @@ pub async fn run(number: usize, ctx: Arc<Ctx>) -> Result<Findings> {
         10 => crate::installer::run(&ctx).await,
         11 => crate::ui_paint::run(&ctx).await,
         12 => crate::prune_latency::run(&ctx).await,
+        13 => crate::big_log::run(&ctx).await,
         _ => bail!("no scenario {number}"),
     }
 }
@@ -356,6 +371,49 @@ pub(crate) async fn timed(
 // ---------------------------------------------------------------------------------------------
 // 1. End to end
 
+/// The real `ci submit test` in `dir` against the server at `url` as the user with `key`, with
+/// none of the caller's `CI_*` settings and no config file.
+pub(crate) fn ci_submit_test(
+    url: &str,
+    key: &str,
+    dir: &std::path::Path,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(ci_tests::bin("ci"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CI_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.args(["submit", "test"])
+        .current_dir(dir)
+        .env("CI_SERVER_URL", url)
+        .env("CI_API_KEY", key)
+        .env("CI_CONFIG", dir.join("no-such-config"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// The floor of a job: a bare `docker run` of the runner image (in `--runtime`, if given) that
+/// runs pytest in `dir` as the jobs' user, labelled with the stack's `prefix` so that its
+/// container goes with the stack's.
+pub(crate) fn floor_pytest(
+    ctx: &Ctx,
+    prefix: &str,
+    dir: &std::path::Path,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(["run", "--rm"])
+        .args(ctx.docker_run_runtime())
+        .arg("--label")
+        .arg(format!("ci.prefix={prefix}"))
+        .arg("-v")
+        .arg(format!("{}:/w", dir.display()))
+        .args(["-w", "/w", "--user", "1000:1000", &ctx.image])
+        .args(["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider"]);
+    cmd
+}
+
 async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
     let load_start = crate::dep_cache::load_average();
     let stack = Stack::start(ctx.stack_options(1, &[])).await?;
@@ -365,34 +423,8 @@ async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
     let url = stack.server(0).url.clone();
     let timeout = ctx.job_timeout();
 
-    let ci = |dir: &std::path::Path| {
-        let mut cmd = tokio::process::Command::new(ci_tests::bin("ci"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CI_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["submit", "test"])
-            .current_dir(dir)
-            .env("CI_SERVER_URL", &url)
-            .env("CI_API_KEY", &user.key)
-            .env("CI_CONFIG", dir.join("no-such-config"))
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("NO_COLOR", "1");
-        cmd
-    };
-    let floor = |dir: &std::path::Path| {
-        let mut cmd = tokio::process::Command::new("docker");
-        cmd.args(["run", "--rm"])
-            .args(ctx.docker_run_runtime())
-            .arg("--label")
-            .arg(format!("ci.prefix={}", stack.prefix()))
-            .arg("-v")
-            .arg(format!("{}:/w", dir.display()))
-            .args(["-w", "/w", "--user", "1000:1000", &ctx.image])
-            .args(["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider"]);
-        cmd
-    };
+    let ci = |dir: &std::path::Path| ci_submit_test(&url, &user.key, dir);
+    let floor = |dir: &std::path::Path| floor_pytest(ctx, stack.prefix(), dir);
 
     // One unmeasured pair warms Docker and the page cache.
     let (_, ok, tail) = timed(ci(&ours_dir.dir), timeout).await?;
