@@ -354,12 +354,19 @@ the controller runs `python3 -m pytest` without `-s`.
    peak RSS is `VmHWM` of the followers' replica; latency is sampled on every 10th line of every
    follower. The followers run inside `ci-bench` on the same cores as the server (on 2 cores they
    take about as much CPU as the server does), so the latency is an upper bound.
-6. **Concurrency** — J jobs from U users (round-robin), all submitted at once, each polled until it
-   ends: time to all done, errors, and the order in which the controller claimed the jobs, by
-   user (their `start_time`); fairness figure = distinct users among the first U claims. The
-   container start order (from `docker events`) is noted too: containers of jobs claimed moments
-   apart are set up in parallel and may start in swapped order. The controller runs its default
-   number of concurrent jobs (the number of CPUs).
+6. **Concurrency** — the queue draining. The controller runs `--max-concurrent-jobs C`, C = the
+   machine's cores (its default, passed explicitly). After one unmeasured job, each run first
+   runs the trivial job of 1 alone K times (5; 1 with `--quick`), as a user of its own, then
+   submits J of it from U users (round-robin; 100 from 10, 4 from 2 with `--quick`) all at once.
+   A job's time runs from just before its `POST /api/v1/jobs` to its `end_time` (the
+   controller's clock, on the same host); one job's time is the median of the K. All done = the
+   first submission → the last `end_time`; ideal = J × one job's time ÷ C; target: all done /
+   ideal ≤ 1.2×, per run. The queued jobs are polled once a second (their time does not depend
+   on it; a hundred jobs polled every 20 ms would take the cores they run on). Also: errors, and
+   the order in which the controller claimed the jobs, by user (their `start_time`); fairness
+   figure = distinct users among the first U claims. The container start order (from `docker
+   events`) is noted too: containers of jobs claimed moments apart are set up in parallel and may
+   start in swapped order.
 7. **Idle footprint** — `VmRSS` of the server and the controller 0.5 s after each said it was ready,
    with an empty database.
 8. **Test report parsing** — no Docker, no services: `ci_common::results::read_report` with the
