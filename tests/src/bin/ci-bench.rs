@@ -6,6 +6,8 @@
 //! Exit status: 0 when every scenario completed with its correctness checks passing, 1 otherwise
 //! (targets never change it), 2 for usage errors.
 
+#[path = "ci-bench/big_log.rs"]
+mod big_log;
 #[path = "ci-bench/client.rs"]
 mod client;
 #[path = "ci-bench/dep_cache.rs"]
@@ -43,8 +45,8 @@ use crate::stack::Database;
 
 /// Benchmarks of ci: end to end, pickup and log latency, log throughput, fan-out, concurrency,
 /// idle footprint, the dependency cache, the installer (uv, pip), the web UI's page of a big
-/// log (in headless Chromium) and log latency during a prune, measured with the real binaries
-/// and Docker; and test report parsing.
+/// log (in headless Chromium), log latency during a prune and a big log end to end, measured
+/// with the real binaries and Docker; and test report parsing.
 #[derive(Debug, Parser)]
 #[command(name = "ci-bench")]
 struct Args {
@@ -52,8 +54,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
-    /// Repetitions (default 5, or 1 with --quick). Scenarios 4-6 and 12 run at most 3 times in full
-    /// mode.
+    /// Repetitions (default 5, or 1 with --quick). Scenarios 4-6, 12 and 13 run at most 3 times in
+    /// full mode.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: Option<u32>,
 

@@ -94,13 +94,26 @@ pub async fn job(
     Ok(serde_json::from_str(&body)?)
 }
 
-/// Polls the job until it is in a terminal state and returns its view.
+/// Polls the job every 20 ms until it is in a terminal state and returns its view.
 pub async fn wait_done(
     http: &reqwest::Client,
     base: &str,
     key: &str,
     id: &str,
     timeout: Duration,
+) -> Result<serde_json::Value> {
+    wait_done_every(http, base, key, id, timeout, Duration::from_millis(20)).await
+}
+
+/// [`wait_done`], polling every `interval` (for many jobs at once, whose polls would otherwise
+/// take the CPU the jobs run on).
+pub async fn wait_done_every(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    id: &str,
+    timeout: Duration,
+    interval: Duration,
 ) -> Result<serde_json::Value> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -112,7 +125,7 @@ pub async fn wait_done(
         if Instant::now() >= deadline {
             bail!("job {id} still {status} after {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -109,6 +109,11 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Prints `lines` flood lines as fast as Python can, then
 /// `flood-end <start_ns> <end_ns> <count> <sha256>`.
 pub fn flood(root: &Path, lines: usize) -> Result<Project> {
+    flood_named(root, "flood", lines)
+}
+
+/// [`flood`] in the folder `name`.
+pub fn flood_named(root: &Path, name: &str, lines: usize) -> Result<Project> {
     let test = format!(
         r#"import hashlib
 import sys
@@ -142,7 +147,7 @@ def test_flood(capsys):
         out.flush()
 "#
     );
-    Project::create(root, "flood", &[("test_flood.py", test)])
+    Project::create(root, name, &[("test_flood.py", test)])
 }
 
 /// Waits `delay_ms` (for the followers to connect), then prints `fan <i> <time_ns>` at

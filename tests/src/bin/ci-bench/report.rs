@@ -319,7 +319,7 @@ const METHOD_HEADING: &str = "## What each scenario measures";
 const METHOD: &str = r#"
 ## What each scenario measures
 
-Scenarios 1-7 and 9-12 start their own `ci-server` (two replicas where noted) and `ci-controller`
+Scenarios 1-7 and 9-13 start their own `ci-server` (two replicas where noted) and `ci-controller`
 on a new temporary database, with default flags except those named here, and the offline runner
 image (`ci-runner:bookworm`, or `$CI_TEST_IMAGE`). Users and API keys are created directly in the
 database. No `CI_*` variable of the caller reaches the services. Fixtures are generated at run
@@ -354,12 +354,19 @@ the controller runs `python3 -m pytest` without `-s`.
    peak RSS is `VmHWM` of the followers' replica; latency is sampled on every 10th line of every
    follower. The followers run inside `ci-bench` on the same cores as the server (on 2 cores they
    take about as much CPU as the server does), so the latency is an upper bound.
-6. **Concurrency** — J jobs from U users (round-robin), all submitted at once, each polled until it
-   ends: time to all done, errors, and the order in which the controller claimed the jobs, by
-   user (their `start_time`); fairness figure = distinct users among the first U claims. The
-   container start order (from `docker events`) is noted too: containers of jobs claimed moments
-   apart are set up in parallel and may start in swapped order. The controller runs its default
-   number of concurrent jobs (the number of CPUs).
+6. **Concurrency** — the queue draining. The controller runs `--max-concurrent-jobs C`, C = the
+   machine's cores (its default, passed explicitly). After one unmeasured job, each run first
+   runs the trivial job of 1 alone K times (5; 1 with `--quick`), as a user of its own, then
+   submits J of it from U users (round-robin; 100 from 10, 4 from 2 with `--quick`) all at once.
+   A job's time runs from just before its `POST /api/v1/jobs` to its `end_time` (the
+   controller's clock, on the same host); one job's time is the median of the K. All done = the
+   first submission → the last `end_time`; ideal = J × one job's time ÷ C; target: all done /
+   ideal ≤ 1.2×, per run. The queued jobs are polled once a second (their time does not depend
+   on it; a hundred jobs polled every 20 ms would take the cores they run on). Also: errors, and
+   the order in which the controller claimed the jobs, by user (their `start_time`); fairness
+   figure = distinct users among the first U claims. The container start order (from `docker
+   events`) is noted too: containers of jobs claimed moments apart are set up in parallel and may
+   start in swapped order.
 7. **Idle footprint** — `VmRSS` of the server and the controller 0.5 s after each said it was ready,
    with an empty database.
 8. **Test report parsing** — no Docker, no services: `ci_common::results::read_report` with the
@@ -426,6 +433,13 @@ the controller runs `python3 -m pytest` without `-s`.
    database's pages (`PRAGMA page_count`, `freelist_count`): its size after the fill, its free
    pages after the prune, and how much it grew for the new jobs (the free pages are reused
    first).
+13. **Big log end to end** — as 1, for a project whose test prints the lines of 4: 150,000 lines
+   of 51 bytes (7.8 MB with their newlines; 5,000 with `--quick`), the controller with the log
+   cap off. Wall time of the real `ci submit test`, from process start to exit, its stdout (every
+   log line) read by `ci-bench` through a pipe as it comes. The floor, run alternately with it:
+   the `docker run` of 1 over a copy of the same files, its stdout likewise read through a pipe.
+   The ratio is taken per interleaved pair (target ≤ 2×); one unmeasured pair first warms Docker.
+   Both must exit 0 and print every line in order (the count and SHA-256 of the lines read).
 
 ## How to run
 
@@ -444,6 +458,8 @@ cargo build --release --workspace --bins && target/release/ci-bench --only ui-pa
 # scenario 12 alone (log latency during a prune of 1,000,000 events), likewise; also on PostgreSQL
 cargo build --release --workspace --bins && target/release/ci-bench --only prune-latency
 target/release/ci-bench --only prune-latency --database postgres
+# scenario 13 alone (a 150,000-line log through `ci submit test`), likewise
+cargo build --release --workspace --bins && target/release/ci-bench --only big-log
 # scenario 1 with job containers under gVisor (scripts/ensure-gvisor.sh), in a section of its own
 target/release/ci-bench --only end-to-end --runtime runsc --runtime-with-network runsc-net
 ```

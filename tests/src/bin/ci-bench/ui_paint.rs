@@ -19,7 +19,7 @@ use crate::stats::{Goal, Metric, Unit};
 const MAX_ROWS_IN_PAGE: u64 = 200;
 
 /// `1000000` → `1,000,000`.
-fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
