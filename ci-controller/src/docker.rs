@@ -30,8 +30,9 @@ pub enum DockerError {
 
 pub type DockerResult<T> = Result<T, DockerError>;
 
-/// One log message as Docker returns it with `timestamps`: `"<RFC 3339 nanos> <text>"`, where
-/// the text ends with `\n` unless it is part of a longer line.
+/// Output of one stream: from [`Docker::logs`], one log message as Docker returns it with
+/// `timestamps`, `"<RFC 3339 nanos> <text>"`, where the text ends with `\n` unless it is part of
+/// a longer line; from [`Docker::attach`], raw bytes as written, cut anywhere.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogChunk {
     pub stream: LogStream,

@@ -32,6 +32,9 @@ pub struct Script {
     pub ignores_term: bool,
     /// Files the container holds (path → contents), as `read_file` finds them.
     pub files: HashMap<String, Vec<u8>>,
+    /// The attach stream breaks (an error) after this many of the messages, as a dropped
+    /// connection to the daemon would.
+    pub attach_breaks_after: Option<usize>,
 }
 
 struct Container {
@@ -342,7 +345,23 @@ impl Docker for FakeDocker {
 
     async fn attach(&self, name: &str) -> DockerResult<BoxStream<'static, DockerResult<LogChunk>>> {
         // The scripted messages without their timestamps, as the container wrote them.
+        let breaks_after = {
+            let state = self.state.lock().unwrap();
+            state
+                .containers
+                .get(name)
+                .and_then(|c| c.script.attach_breaks_after)
+        };
         let messages = self.logs(name, 0);
+        let messages = match breaks_after {
+            Some(n) => messages
+                .take(n)
+                .chain(futures_util::stream::iter([Err(DockerError::Api(
+                    "the attach connection broke".into(),
+                ))]))
+                .boxed(),
+            None => messages,
+        };
         Ok(messages
             .map(|item| {
                 item.map(|chunk| {

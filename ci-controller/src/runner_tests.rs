@@ -147,6 +147,37 @@ fn texts(events: &[EventRow], kind: EventKind) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn when_the_attach_stream_breaks_the_log_goes_on_from_dockers_log_without_a_line_lost_or_repeated(
+) {
+    let w = world().await;
+    let n = 2500;
+    w.docker.script(
+        "test",
+        Script {
+            messages: lines(n),
+            attach_breaks_after: Some(1234),
+            ..Default::default()
+        },
+    );
+    let job = claim(&w, &[("test_a.py", "")]).await;
+    let (job, events) = run(
+        &w,
+        ctx(&w, Duration::from_secs(60), NO_CAP),
+        job,
+        JobControl::default(),
+    )
+    .await;
+    assert_eq!(job.status, JobStatus::Passed);
+    let expected: Vec<String> = (0..n).map(|i| format!("line {i}")).collect();
+    assert_eq!(texts(&events, EventKind::Log), expected);
+    assert_eq!(job.log_lines, n as i64);
+    assert_eq!(
+        job.log_cursor.as_deref(),
+        Some(format!("lines out={n}+0 err=0+0").as_str())
+    );
+}
+
+#[tokio::test]
 async fn a_passing_job_stores_its_log_and_leaves_nothing_behind() {
     let w = world().await;
     w.docker.script(
