@@ -53,6 +53,8 @@ struct State {
     volumes: HashMap<String, HashMap<String, String>>,
     scripts: HashMap<String, Script>,
     signals: Vec<String>,
+    /// How many times Docker's log was read (`logs`), as opposed to the attach stream.
+    log_reads: usize,
     /// The daemon does not answer its ping.
     down: bool,
 }
@@ -85,6 +87,36 @@ impl FakeDocker {
 
     pub fn volume_names(&self) -> Vec<String> {
         self.state.lock().unwrap().volumes.keys().cloned().collect()
+    }
+
+    /// How many times a container's log was read through `logs` (not `attach`).
+    pub fn log_reads(&self) -> usize {
+        self.state.lock().unwrap().log_reads
+    }
+
+    /// The scripted messages of a container, then the end of the stream once it exited.
+    fn messages(&self, name: &str) -> BoxStream<'static, DockerResult<LogChunk>> {
+        let state = self.state.lock().unwrap();
+        let Some(c) = state.containers.get(name) else {
+            return futures_util::stream::iter([Err(DockerError::NotFound(name.into()))]).boxed();
+        };
+        let chunks: Vec<DockerResult<LogChunk>> = c
+            .script
+            .messages
+            .iter()
+            .map(|m| {
+                Ok(LogChunk {
+                    stream: LogStream::Stdout,
+                    bytes: Bytes::from(m.clone()),
+                })
+            })
+            .collect();
+        let mut exited = c.exited.subscribe();
+        let until_exit = futures_util::stream::once(async move {
+            let _ = exited.wait_for(|done| *done).await;
+        })
+        .filter_map(|()| async { None });
+        futures_util::stream::iter(chunks).chain(until_exit).boxed()
     }
 
     pub fn signals(&self) -> Vec<String> {
@@ -320,27 +352,8 @@ impl Docker for FakeDocker {
     }
 
     fn logs(&self, name: &str, _since: i64) -> BoxStream<'static, DockerResult<LogChunk>> {
-        let state = self.state.lock().unwrap();
-        let Some(c) = state.containers.get(name) else {
-            return futures_util::stream::iter([Err(DockerError::NotFound(name.into()))]).boxed();
-        };
-        let chunks: Vec<DockerResult<LogChunk>> = c
-            .script
-            .messages
-            .iter()
-            .map(|m| {
-                Ok(LogChunk {
-                    stream: LogStream::Stdout,
-                    bytes: Bytes::from(m.clone()),
-                })
-            })
-            .collect();
-        let mut exited = c.exited.subscribe();
-        let until_exit = futures_util::stream::once(async move {
-            let _ = exited.wait_for(|done| *done).await;
-        })
-        .filter_map(|()| async { None });
-        futures_util::stream::iter(chunks).chain(until_exit).boxed()
+        self.state.lock().unwrap().log_reads += 1;
+        self.messages(name)
     }
 
     async fn attach(&self, name: &str) -> DockerResult<BoxStream<'static, DockerResult<LogChunk>>> {
@@ -352,7 +365,7 @@ impl Docker for FakeDocker {
                 .get(name)
                 .and_then(|c| c.script.attach_breaks_after)
         };
-        let messages = self.logs(name, 0);
+        let messages = self.messages(name);
         let messages = match breaks_after {
             Some(n) => messages
                 .take(n)

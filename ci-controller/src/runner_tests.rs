@@ -175,6 +175,11 @@ async fn when_the_attach_stream_breaks_the_log_goes_on_from_dockers_log_without_
         job.log_cursor.as_deref(),
         Some(format!("lines out={n}+0 err=0+0").as_str())
     );
+    assert_eq!(
+        w.docker.log_reads(),
+        1,
+        "Docker's log read once, after the break"
+    );
 }
 
 #[tokio::test]
@@ -215,6 +220,11 @@ async fn a_passing_job_stores_its_log_and_leaves_nothing_behind() {
         job.log_cursor.as_deref(),
         Some("lines out=3+0 err=0+0"),
         "the cursor counts the lines stored"
+    );
+    assert_eq!(
+        w.docker.log_reads(),
+        0,
+        "the log was read live from the attach stream, not from Docker's log"
     );
     assert!(w.docker.container_names().is_empty(), "containers removed");
     assert!(w.docker.volume_names().is_empty(), "volume removed");
