@@ -206,16 +206,9 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         thousands(bytes),
         bytes as f64 / 1e6
     ));
-    let (load, shared) =
-        crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
-    f.notes.push(format!(
-        "{load}{}",
-        if shared {
-            ": the machine was shared (other work kept more runnable tasks than cores), so \
-             single samples are noisy; compare the per-pair ratios"
-        } else {
-            ""
-        }
+    f.notes.push(crate::dep_cache::load_note(
+        load_start,
+        "; compare the per-pair ratios",
     ));
     if let Some(runtime) = ctx.runtime_text() {
         f.notes.push(format!(

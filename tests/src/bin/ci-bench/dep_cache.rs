@@ -358,16 +358,9 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
          folders, (b) and (c) install them with `requirements.txt` (`--no-index --find-links \
          wheels`, two local wheels, one requiring the other)."
     ));
-    let (load, shared) = load_summary(load_start, load_average());
-    f.notes.push(format!(
-        "{load}{}",
-        if shared {
-            ": the machine was shared (other work, such as other Docker test runs, kept more \
-             runnable tasks than cores), so single samples are noisy; compare the per-pair \
-             ratios, not runs taken apart"
-        } else {
-            ""
-        }
+    f.notes.push(load_note(
+        load_start,
+        "; compare the per-pair ratios, not runs taken apart",
     ));
     Ok(f)
 }
@@ -384,6 +377,21 @@ pub(crate) fn load_summary(start: Option<f64>, end: Option<f64>) -> (String, boo
         text(end)
     );
     (summary, shared)
+}
+
+/// The note on the machine's load for a scenario that started at `start` (see
+/// [`load_summary`]), read now; when the machine was shared it says the samples are noisy and
+/// adds `advice` (such as "; compare the per-pair ratios").
+pub(crate) fn load_note(start: Option<f64>, advice: &str) -> String {
+    let (load, shared) = load_summary(start, load_average());
+    if shared {
+        format!(
+            "{load}: the machine was shared (other work kept more runnable tasks than cores), \
+             so single samples are noisy{advice}"
+        )
+    } else {
+        load
+    }
 }
 
 /// The 1-minute load average (`/proc/loadavg`).

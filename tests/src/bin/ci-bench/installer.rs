@@ -20,7 +20,7 @@ use ci_tests::ci_common::api::StepView;
 use ci_tests::ci_common::db::{events, jobs, Db};
 use ci_tests::ci_common::{EventKind, JobStatus, StepState, UserId};
 
-use crate::dep_cache::{load_average, load_summary, wheel_of, write};
+use crate::dep_cache::{load_average, load_note, wheel_of, write};
 use crate::scenarios::{timed, Ctx, Findings};
 use crate::stack::{now_ns, DockerEvents, Stack};
 use crate::stats::{percentile, Goal, Metric, Unit};
@@ -478,18 +478,12 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         projects.shape,
         PACKAGES.len()
     ));
-    let (load, shared) = load_summary(load_start, load_average());
     f.notes.push(format!(
-        "{load}{}. The \
+        "{}. The \
          five runs of a round follow each other, so that other work on the machine (such as \
          other Docker test runs on a shared machine, which come and go) weighs on all five \
          alike: compare the per-round ratios, not runs taken apart, and mind the ranges.",
-        if shared {
-            ": the machine was shared (other work kept more runnable tasks than cores), so \
-             single samples are noisy"
-        } else {
-            ""
-        }
+        load_note(load_start, "")
     ));
     Ok(f)
 }

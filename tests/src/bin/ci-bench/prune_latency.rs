@@ -286,13 +286,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         BLOB_BYTES / 1024,
         s.prune_idle_lines
     ));
-    let (load, shared) =
-        crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
-    f.notes.push(if shared {
-        format!("{load}: the machine was busy with more than this scenario")
-    } else {
-        load
-    });
+    f.notes.push(crate::dep_cache::load_note(load_start, ""));
     Ok(f)
 }
 

@@ -486,16 +486,9 @@ async fn end_to_end(ctx: &Ctx) -> Result<Findings> {
         Goal::AtMost(1.3),
         ratios,
     ));
-    let (load, shared) =
-        crate::dep_cache::load_summary(load_start, crate::dep_cache::load_average());
-    f.notes.push(format!(
-        "{load}{}",
-        if shared {
-            ": the machine was shared (other work kept more runnable tasks than cores), so \
-             single samples are noisy; compare the per-pair ratios"
-        } else {
-            ""
-        }
+    f.notes.push(crate::dep_cache::load_note(
+        load_start,
+        "; compare the per-pair ratios",
     ));
     if let Some(runtime) = ctx.runtime_text() {
         f.notes.push(format!(
