@@ -40,5 +40,22 @@ if ! ulimit -n "$want" 2>/dev/null; then
 fi
 log "open files limit: $(ulimit -n)"
 
+# Scenario 10 (installer) installs a dozen real packages from local wheels, downloaded once
+# (scripts/fetch-bench-wheels.sh); --quick, or a failed download, installs generated ones.
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --installer-wheels|--installer-wheels=*) quick=1 ;;
+  esac
+done
+if [ "$quick" = 0 ] && [ -z "${CI_BENCH_INSTALLER_WHEELS:-}" ]; then
+  if wheels="$(scripts/fetch-bench-wheels.sh)"; then
+    export CI_BENCH_INSTALLER_WHEELS="$wheels"
+  else
+    log "warning: scenario 10 installs generated packages instead (the wheels could not be fetched)"
+  fi
+fi
+
 log "target/release/ci-bench $*"
 exec target/release/ci-bench "$@"

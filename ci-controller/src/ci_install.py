@@ -10,6 +10,7 @@
 # INSTALLER is `uv`, `pip` or `auto`. `uv` and `auto` use uv (`uv pip install`) when the image has
 # it, and pip otherwise; when uv cannot install the requirements (it refuses some things pip
 # accepts), pip installs them instead. Every choice is said on the first lines of the log.
+import glob
 import os
 import shutil
 import subprocess
@@ -30,23 +31,46 @@ def version(command):
         return "?"
 
 
+def pip_version(python, target):
+    """What `python -m pip --version` would say, read from pip's metadata (the venv's own pip
+    first, then the image's), without starting pip: importing pip takes longer than many
+    installs. Asks pip itself when the metadata cannot be read."""
+    own = glob.glob(os.path.join(target, "lib", "python*", "site-packages"))
+    try:
+        import importlib.metadata  # only pip needs it: uv's jobs do not pay for the import
+
+        found = importlib.metadata.distributions(name="pip", path=own + sys.path)
+        pip = next(iter(found), None)
+        if pip is not None:
+            return f"pip {pip.version} from {pip.locate_file('pip')}"
+    except Exception:  # noqa: BLE001 - an unreadable metadata folder: ask pip
+        pass
+    return version([python or sys.executable, "-m", "pip", "--version"])
+
+
 def make_venv(target):
     python = os.path.join(target, "bin", "python")
     if os.path.exists(python):
         return python
-    done = subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", target]
-    )
-    return python if done.returncode == 0 else None
+    # `python3 -m venv --system-site-packages --without-pip TARGET`, without starting another
+    # Python for it.
+    try:
+        import venv
+
+        venv.EnvBuilder(system_site_packages=True, with_pip=False, symlinks=True).create(target)
+    except Exception as error:  # noqa: BLE001 - no venv module, a read-only target, ...
+        print(f"cannot create a virtual environment: {error}", file=sys.stderr, flush=True)
+        return None
+    return python if os.path.exists(python) else None
 
 
-def with_pip(python, args):
+def with_pip(python, target, args):
     if python is None:
         # No venv module in the image: pip's user scheme installs to the same place.
-        say("installing with " + version([sys.executable, "-m", "pip", "--version"]) + " (--user)")
+        say("installing with " + pip_version(None, target) + " (--user)")
         command = [sys.executable, "-m", "pip", "install", "--user", *args]
     else:
-        say("installing with " + version([python, "-m", "pip", "--version"]))
+        say("installing with " + pip_version(python, target))
         command = [python, "-m", "pip", "install", *args]
     return subprocess.run(command).returncode
 
@@ -77,16 +101,16 @@ def main(argv):
         say(f"cannot create a virtual environment at {target}: installing with pip --user")
     uv = shutil.which("uv")
     if installer == "pip" or python is None:
-        return with_pip(python, args)
+        return with_pip(python, target, args)
     if uv is None:
         if installer == "uv":
             say("uv is not in this image: installing with pip")
-        return with_pip(python, args)
+        return with_pip(python, target, args)
     code = with_uv(uv, python, args)
     if code == 0:
         return 0
     say(f"uv could not install these requirements (exit {code}): installing with pip instead")
-    return with_pip(python, args)
+    return with_pip(python, target, args)
 
 
 if __name__ == "__main__":

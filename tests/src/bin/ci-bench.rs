@@ -89,6 +89,13 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Database::Sqlite)]
     database: Database,
 
+    /// Scenario 10 (installer) installs the wheels in this folder, every one pinned
+    /// (scripts/fetch-bench-wheels.sh downloads the dozen real packages of
+    /// tests/bench/installer-dozen.txt once and prints their folder; scripts/bench.sh passes it
+    /// unless --quick). Default: a dozen generated packages, which need no download.
+    #[arg(long, value_name = "DIR", env = "CI_BENCH_INSTALLER_WHEELS")]
+    installer_wheels: Option<PathBuf>,
+
     /// Keep the services' logs even when everything passed.
     #[arg(long)]
     keep_logs: bool,
@@ -167,6 +174,7 @@ async fn run(args: Args) -> Result<bool> {
         runtime: args.runtime.clone(),
         runtime_with_network: args.runtime_with_network.clone(),
         database: args.database,
+        installer_wheels: args.installer_wheels.clone(),
     });
     let runtime = ctx.runtime_text();
     let mode = format!(

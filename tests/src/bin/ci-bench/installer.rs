@@ -160,7 +160,10 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
     let user = stack.db.user("Bench").await;
     let docker_events =
         DockerEvents::start(stack.prefix(), now_ns().saturating_sub(1_000_000_000))?;
-    let projects = Projects::create(&ctx.work)?;
+    let projects = match &ctx.installer_wheels {
+        Some(wheels) => Projects::from_wheels(&ctx.work, wheels)?,
+        None => Projects::create(&ctx.work)?,
+    };
     let url = stack.server(0).url.clone();
     let pool = stack.db.pool.clone();
     let timeout = ctx.job_timeout();
@@ -306,9 +309,9 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         f.check(
             imported == n,
             format!(
-                "{}: {imported}/{n} tests say \"{tests} passed\" (every package at its pinned \
-                 version in /workspace/deps, every module imported, both console scripts run)",
-                kind.label()
+                "{}: {imported}/{n} tests say \"{tests} passed\" ({})",
+                kind.label(),
+                projects.checks
             ),
         );
     }
@@ -318,7 +321,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
                 r.exited_ok
                     && r.own
                         .as_ref()
-                        .is_some_and(|o| o.installed == PACKAGES.len())
+                        .is_some_and(|o| o.installed == projects.packages)
             })
             .count();
         f.check(
@@ -326,7 +329,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
             format!(
                 "{}: {ok}/{n} `docker run` exited 0 with all {} packages installed",
                 kind.label(),
-                PACKAGES.len()
+                projects.packages
             ),
         );
     }
@@ -453,8 +456,7 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
         "{n} rounds on one stack and one user, each running the five in turn, each round starting \
          one further along ({}, then rotated), after one unmeasured run of each. The project: \
          {}; `requirements.txt` pins all {} (`--no-index`, `--find-links wheels`); its test \
-         imports every module of every package, checks each version and that it comes from \
-         /workspace/deps, and runs the two console scripts ({tests} tests). (1) and (2) are \
+         checks {} ({tests} tests). (1) and (2) are \
          `ci submit test --no-cache` (no dependency cache and no pip/uv cache: a cold install \
          each time) of the same project but for `installer` under `[tool.ci]`; their figure is \
          the install step's `started_at` → `finished_at` (its `step` events; the step starts \
@@ -476,7 +478,8 @@ pub async fn run(ctx: &Ctx) -> Result<Findings> {
          (`PYTHONDONTWRITEBYTECODE` does not stop it); uv does not by default.",
         ORDER.map(Kind::label).join(", "),
         projects.shape,
-        PACKAGES.len()
+        projects.packages,
+        projects.checks
     ));
     f.notes.push(format!(
         "{}. The \
@@ -611,9 +614,9 @@ async fn own_install(
     Ok((wall, output.status.success(), text))
 }
 
-/// Prints how many of the generated distributions the environment has.
-const COUNT_INSTALLED: &str = "import importlib.metadata as m; print('ci-bench-installed', \
-    len({d.metadata['Name'] for d in m.distributions() if (d.metadata['Name'] or '').startswith('benchinst-')}))";
+/// Prints how many distributions the venv at /tmp/v has of its own (not the image's).
+const COUNT_INSTALLED: &str = "import glob, importlib.metadata as m; print('ci-bench-installed', \
+    len(list(m.distributions(path=glob.glob('/tmp/v/lib/python3*/site-packages')))))";
 
 fn parse_own(output: &str) -> Option<OwnRecord> {
     let field = |line: &str, key: &str| -> Option<f64> {
@@ -1250,10 +1253,14 @@ fn table(rng: &mut Rng) -> String {
 struct Projects {
     uv: PathBuf,
     pip: PathBuf,
+    /// How many distributions the requirements pin.
+    packages: usize,
     /// How many tests the test file has.
     tests: usize,
     /// What the requirements install, for the notes.
     shape: String,
+    /// What the test checks, for the notes.
+    checks: &'static str,
 }
 
 impl Projects {
@@ -1318,23 +1325,18 @@ impl Projects {
             .collect();
         let test = test_file(&expected, &scripts);
         let tests = PACKAGES.len() + scripts.len() + 1;
-        let project = |name: &str, installer: &str| -> Result<PathBuf> {
-            let dir = root.join(name);
-            write(
-                &dir.join("pyproject.toml"),
-                format!("[tool.ci]\ninstaller = \"{installer}\"\n").as_bytes(),
-            )?;
-            write(&dir.join("requirements.txt"), requirements.as_bytes())?;
-            write(&dir.join("test_installed.py"), test.as_bytes())?;
-            for (file, bytes) in &wheels {
-                write(&dir.join("wheels").join(file), bytes)?;
-            }
-            Ok(dir)
-        };
+        let wheels: Vec<(&str, &[u8])> = wheels
+            .iter()
+            .map(|(f, b)| (f.as_str(), b.as_slice()))
+            .collect();
+        let (uv, pip) = write_projects(root, &requirements, &test, &wheels)?;
         Ok(Self {
-            uv: project("installer-uv", "uv")?,
-            pip: project("installer-pip", "pip")?,
+            uv,
+            pip,
+            packages: PACKAGES.len(),
             tests,
+            checks: "every package at its pinned version in /workspace/deps, every module \
+                     imported, both console scripts run, the data file read",
             shape: format!(
                 "{} wheels of {} KB in all ({} KB to {} KB each), {files} files and {} KB \
                  installed, {modules} Python modules in {} packages and sub-packages, {} \
@@ -1349,6 +1351,220 @@ impl Projects {
                 scripts.len(),
                 data_bytes / 1024
             ),
+        })
+    }
+}
+
+/// The two projects, the same files but for `installer` under `[tool.ci]`: (uv's, pip's).
+fn write_projects(
+    root: &Path,
+    requirements: &str,
+    test: &str,
+    wheels: &[(&str, &[u8])],
+) -> Result<(PathBuf, PathBuf)> {
+    let project = |name: &str, installer: &str| -> Result<PathBuf> {
+        let dir = root.join(name);
+        write(
+            &dir.join("pyproject.toml"),
+            format!("[tool.ci]\ninstaller = \"{installer}\"\n").as_bytes(),
+        )?;
+        write(&dir.join("requirements.txt"), requirements.as_bytes())?;
+        write(&dir.join("test_installed.py"), test.as_bytes())?;
+        for (file, bytes) in wheels {
+            write(&dir.join("wheels").join(file), bytes)?;
+        }
+        Ok(dir)
+    };
+    Ok((project("installer-uv", "uv")?, project("installer-pip", "pip")?))
+}
+
+/// One downloaded wheel, read back: its distribution, what it installs and imports.
+#[derive(Debug, PartialEq)]
+struct WheelInfo {
+    /// `Name` and `Version` of its METADATA.
+    name: String,
+    version: String,
+    /// Its top-level modules and packages (from its RECORD), to import.
+    modules: Vec<String>,
+    /// Its `[console_scripts]` (from its entry_points.txt).
+    scripts: Vec<String>,
+    /// The files it installs (its RECORD's entries).
+    files: usize,
+}
+
+/// Reads a wheel's METADATA, RECORD and entry_points.txt (the wheel format, PEP 427 and the
+/// packaging specifications: <https://packaging.python.org/en/latest/specifications/>).
+fn read_wheel(bytes: &[u8]) -> Result<WheelInfo> {
+    use std::io::Read as _;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).context("not a zip")?;
+    let mut text = |suffix: &str| -> Result<Option<String>> {
+        let Some(name) = zip
+            .file_names()
+            .find(|n| {
+                n.split_once('/')
+                    .is_some_and(|(d, f)| d.ends_with(".dist-info") && f == suffix)
+            })
+            .map(str::to_owned)
+        else {
+            return Ok(None);
+        };
+        let mut out = String::new();
+        zip.by_name(&name)?.read_to_string(&mut out)?;
+        Ok(Some(out))
+    };
+    let metadata = text("METADATA")?.context("no .dist-info/METADATA")?;
+    let record = text("RECORD")?.context("no .dist-info/RECORD")?;
+    let entry_points = text("entry_points.txt")?.unwrap_or_default();
+    let header = |key: &str| {
+        metadata
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+    };
+    let paths: Vec<&str> = record
+        .lines()
+        .filter_map(|l| l.split(',').next())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut modules: Vec<String> = paths
+        .iter()
+        .filter_map(|p| match p.split_once('/') {
+            Some((dir, _)) if !dir.ends_with(".dist-info") && !dir.ends_with(".data") => {
+                Some(dir.to_owned())
+            }
+            Some(_) => None,
+            None => p.strip_suffix(".py").map(str::to_owned),
+        })
+        .collect();
+    modules.sort();
+    modules.dedup();
+    let mut section = "";
+    let mut scripts = Vec::new();
+    for line in entry_points.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+        } else if section == "console_scripts" {
+            if let Some((script, _)) = line.split_once('=') {
+                scripts.push(script.trim().to_owned());
+            }
+        }
+    }
+    Ok(WheelInfo {
+        name: header("Name:").context("no Name in METADATA")?,
+        version: header("Version:").context("no Version in METADATA")?,
+        modules,
+        scripts,
+        files: paths.len(),
+    })
+}
+
+impl Projects {
+    /// The projects of the wheels in `dir` (`scripts/fetch-bench-wheels.sh`: the dozen real
+    /// packages of `tests/bench/installer-dozen.txt`), every one pinned.
+    fn from_wheels(root: &Path, dir: &Path) -> Result<Self> {
+        let mut wheels = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the wheels in {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "whl"))
+            .collect();
+        entries.sort();
+        for path in &entries {
+            let bytes = std::fs::read(path)?;
+            let info = read_wheel(&bytes).with_context(|| format!("{}", path.display()))?;
+            let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            wheels.push((file, bytes, info));
+        }
+        if wheels.is_empty() {
+            bail!(
+                "no wheels in {}: run scripts/fetch-bench-wheels.sh",
+                dir.display()
+            );
+        }
+        let mut pins: Vec<String> = wheels
+            .iter()
+            .map(|(_, _, i)| format!("{}=={}\n", i.name, i.version))
+            .collect();
+        pins.sort();
+        let requirements = format!(
+            "# ci-bench scenario 10: a dozen pinned packages from local wheels\n\
+             --no-index\n--find-links wheels\n{}",
+            pins.concat()
+        );
+        let mut packages = String::new();
+        let mut scripts = Vec::new();
+        for (_, _, info) in &wheels {
+            let modules: Vec<String> = info.modules.iter().map(|m| format!("\"{m}\"")).collect();
+            let _ = writeln!(
+                packages,
+                "    \"{}\": (\"{}\", [{}]),",
+                info.name,
+                info.version,
+                modules.join(", ")
+            );
+            scripts.extend(info.scripts.iter().map(|s| format!("\"{s}\"")));
+        }
+        scripts.sort();
+        let test = format!(
+            r##"import importlib
+import importlib.metadata
+import os
+
+import pytest
+
+DEPS = "/workspace/deps/"
+
+# distribution: (version, top-level modules)
+PACKAGES = {{
+{packages}}}
+SCRIPTS = [{}]
+
+
+@pytest.mark.parametrize("dist", sorted(PACKAGES))
+def test_installed_and_its_modules_import(dist):
+    version, modules = PACKAGES[dist]
+    assert importlib.metadata.version(dist) == version
+    for name in modules:
+        module = importlib.import_module(name)
+        assert module.__file__.startswith(DEPS), module.__file__
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_console_script(script):
+    path = os.path.join(DEPS, "bin", script)
+    assert os.access(path, os.X_OK), path
+    with open(path) as f:
+        assert f.readline().startswith("#!" + DEPS + "bin/python"), path
+"##,
+            scripts.join(", ")
+        );
+        let tests = wheels.len() + scripts.len();
+        let files: usize = wheels.iter().map(|(_, _, i)| i.files).sum();
+        let wheel_bytes: usize = wheels.iter().map(|(_, b, _)| b.len()).sum();
+        let shape = format!(
+            "{} real wheels from PyPI ({}; `tests/bench/installer-dozen.txt`, fetched once by \
+             `scripts/fetch-bench-wheels.sh`), {} KB in all, {files} files installed, {} \
+             console scripts",
+            wheels.len(),
+            pins.iter().map(|p| p.trim()).collect::<Vec<_>>().join(", "),
+            wheel_bytes / 1024,
+            scripts.len()
+        );
+        let files: Vec<(&str, &[u8])> = wheels
+            .iter()
+            .map(|(f, b, _)| (f.as_str(), b.as_slice()))
+            .collect();
+        let (uv, pip) = write_projects(root, &requirements, &test, &files)?;
+        Ok(Self {
+            uv,
+            pip,
+            packages: wheels.len(),
+            tests,
+            shape,
+            checks: "every package at its pinned version, its top-level modules imported from \
+                     /workspace/deps, every console script installed there with the venv's \
+                     Python",
         })
     }
 }
@@ -1432,6 +1648,30 @@ mod tests {
             (51.0, 250.5, 12)
         );
         assert!(parse_own("ci-bench-installed 12\n").is_none());
+    }
+
+    #[test]
+    fn a_wheel_is_read_back() {
+        let files = [
+            ("demo/__init__.py".to_owned(), "X = 1\n".to_owned()),
+            ("demo/cli.py".to_owned(), "def main(): pass\n".to_owned()),
+            ("_demo_plugin.py".to_owned(), "\n".to_owned()),
+        ];
+        let entry_points = "[console_scripts]\ndemo = demo.cli:main\n\n[pytest11]\ndemo = _demo_plugin\n";
+        let (_, bytes) = wheel_of("demo-kit", "1.2.post3", &[], &files, Some(entry_points)).unwrap();
+        let info = read_wheel(&bytes).unwrap();
+        assert_eq!(
+            info,
+            WheelInfo {
+                name: "demo-kit".into(),
+                version: "1.2.post3".into(),
+                modules: vec!["_demo_plugin".into(), "demo".into()],
+                scripts: vec!["demo".into()],
+                // The three files, METADATA, WHEEL, entry_points.txt, top_level.txt, RECORD.
+                files: 8,
+            }
+        );
+        assert!(read_wheel(b"not a zip").is_err());
     }
 
     #[test]

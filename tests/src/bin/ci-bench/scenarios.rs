@@ -35,6 +35,8 @@ pub struct Ctx {
     pub runtime_with_network: Option<String>,
     /// The backend of the services' database (`--database`).
     pub database: crate::stack::Database,
+    /// Scenario 10's wheels (`--installer-wheels`); `None`: generated ones.
+    pub installer_wheels: Option<PathBuf>,
 }
 
 /// How big each scenario is.
