@@ -705,8 +705,8 @@ impl StepPhases {
         format!(
             "{}: the install step in phases, medians in ms (its `step` events, `docker events` \
              and the log lines' Docker timestamps, one host clock): step started → container \
-             started {}; container started → the driver's first line (Python, `python3 -m \
-             venv`, the installer's `--version`) {}; first line → the installer's last line {}; \
+             started {}; container started → the driver's first line (the supervisor's and \
+             the driver's Python, the venv, the installer's version) {}; first line → the installer's last line {}; \
              last line → step finished (exit, log read, recorded) {}; whole step {}. Then the \
              test step {}",
             kind.label(),
@@ -805,8 +805,8 @@ fn reading(uv: &StepPhases, pip: &StepPhases, runs: &[Run]) -> String {
          (3b): so (1) / (3) sets two disk-bound runs against each other, each slow in its own \
          place; against (3b) the step is {}. For pip: the installers themselves differ {} in \
          the steps (first → last line; pip {} ms, uv {} ms), before the costs both steps share; \
-         pip's step also spends {} ms before its first line, against uv's {} (`python -m pip \
-         --version` imports pip). At {} ms for the pip step, 4× would need the uv step at {} \
+         pip's step spends {} ms before its first line, uv's {} (uv's version is `uv \
+         --version`, pip's is read from its metadata). At {} ms for the pip step, 4× would need the uv step at {} \
          ms or less. After the install, the uv job's test step takes {} ms, the pip job's {}: \
          uv writes no bytecode (pip compiles every module), so the tests compile what they \
          import, in memory (`PYTHONDONTWRITEBYTECODE=1`), every run.",
@@ -1375,7 +1375,10 @@ fn write_projects(
         }
         Ok(dir)
     };
-    Ok((project("installer-uv", "uv")?, project("installer-pip", "pip")?))
+    Ok((
+        project("installer-uv", "uv")?,
+        project("installer-pip", "pip")?,
+    ))
 }
 
 /// One downloaded wheel, read back: its distribution, what it installs and imports.
@@ -1473,7 +1476,11 @@ impl Projects {
         for path in &entries {
             let bytes = std::fs::read(path)?;
             let info = read_wheel(&bytes).with_context(|| format!("{}", path.display()))?;
-            let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             wheels.push((file, bytes, info));
         }
         if wheels.is_empty() {
@@ -1657,8 +1664,10 @@ mod tests {
             ("demo/cli.py".to_owned(), "def main(): pass\n".to_owned()),
             ("_demo_plugin.py".to_owned(), "\n".to_owned()),
         ];
-        let entry_points = "[console_scripts]\ndemo = demo.cli:main\n\n[pytest11]\ndemo = _demo_plugin\n";
-        let (_, bytes) = wheel_of("demo-kit", "1.2.post3", &[], &files, Some(entry_points)).unwrap();
+        let entry_points =
+            "[console_scripts]\ndemo = demo.cli:main\n\n[pytest11]\ndemo = _demo_plugin\n";
+        let (_, bytes) =
+            wheel_of("demo-kit", "1.2.post3", &[], &files, Some(entry_points)).unwrap();
         let info = read_wheel(&bytes).unwrap();
         assert_eq!(
             info,

@@ -393,9 +393,13 @@ the controller runs `python3 -m pytest` without `-s`.
    come first. The ratio warm / no requirements is taken per round (target ≤ 1.15×). Every job
    must pass, the warm ones' logs must say "dependency cache hit" and the cold ones' "miss". The
    notes give each phase's median, from the jobs' database timestamps and `docker events`.
-10. **Installer** — a cold install of a dozen pinned packages from local wheels (generated:
-   realistic shapes, several modules and sub-packages each, dependencies between them, two
-   console scripts, a data file; `--no-index --find-links wheels`), five ways per round, on one
+10. **Installer** — a cold install of a dozen pinned packages from local wheels
+   (`--no-index --find-links wheels`): the real ones of `tests/bench/installer-dozen.txt`
+   (hypothesis, pygments, requests, attrs, typeguard, ... as PyPI ships them), which
+   `scripts/bench.sh` fetches once with `scripts/fetch-bench-wheels.sh` and passes as
+   `--installer-wheels`; with `--quick`, or without that flag, generated ones (realistic shapes,
+   several modules and sub-packages each, dependencies between them, two console scripts, a
+   data file) that need no download. Five ways per round, on one
    stack and one user: the install step of `ci submit test --no-cache` with `installer = "uv"`
    (1) and with `installer = "pip"` (2), from the step's `started_at` to its `finished_at` (its
    `step` events); and the installer command alone for the same file in `docker run --rm` of the
@@ -406,8 +410,9 @@ the controller runs `python3 -m pytest` without `-s`.
    Each round runs the five in turn, starting one further along than the round before; one
    unmeasured run of each comes first. Targets, per round: (1) / (3) ≤ 1.3×, (2) / (1) ≥ 4×.
    Every job must pass, its install log must say `ci-install: installing with uv` (or `pip`),
-   and its test imports every module of every package from /workspace/deps and runs both console
-   scripts. The notes split the install steps into phases (`docker events`, the log lines'
+   and its test must find every package at its pinned version in /workspace/deps (the real
+   ones: their top-level modules imported, their console scripts there; the generated ones:
+   every module imported, both console scripts run). The notes split the install steps into phases (`docker events`, the log lines'
    Docker timestamps) and give uv's own report of its phases.
 11. **Web UI, big log** — a job prints N lines as in 4 (1,000,000; 100,000 with `--quick`; the
    log cap off); once it has ended, Debian's headless Chromium (through chromedriver, window
