@@ -80,14 +80,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// The operator's limit of requests per key and minute on this replica (`--key-rate-per-minute`),
-/// a token bucket per key (`governor`).
-pub struct KeyRate {
-    limiter: governor::DefaultKeyedRateLimiter<ApiKeyId>,
+/// At most `per_minute` a minute for each key `K`, in bursts of as many: a token bucket per key
+/// (`governor`), on this replica. Keys whose bucket is full again are forgotten once more than
+/// [`PerMinute::MAX_KEYS`] are held, so the map stays bounded by those seen in the last minute.
+pub struct PerMinute<K: std::hash::Hash + Eq + Clone> {
+    limiter: governor::DefaultKeyedRateLimiter<K>,
     per_minute: u32,
 }
 
-impl KeyRate {
+impl<K: std::hash::Hash + Eq + Clone> PerMinute<K> {
+    /// Keys held before those at rest are forgotten.
+    pub const MAX_KEYS: usize = 4096;
+
     /// `None` for 0 (no limit).
     pub fn new(per_minute: u32) -> Option<Self> {
         let rate = std::num::NonZeroU32::new(per_minute)?;
@@ -97,22 +101,78 @@ impl KeyRate {
         })
     }
 
+    /// The limit, per minute.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+
+    /// Counts one for `key`; past the rate, `Err` with the whole seconds (at least 1) until the
+    /// next one is allowed, for `Retry-After`.
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        use governor::clock::Clock as _;
+        if self.limiter.len() > Self::MAX_KEYS {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            wait.as_secs() + 1
+        })
+    }
+}
+
+/// The operator's limit of requests per key and minute on this replica (`--key-rate-per-minute`).
+pub struct KeyRate(PerMinute<ApiKeyId>);
+
+impl KeyRate {
+    /// `None` for 0 (no limit).
+    pub fn new(per_minute: u32) -> Option<Self> {
+        PerMinute::new(per_minute).map(Self)
+    }
+
     /// Counts a request of `key`; past the rate, a 429 with the seconds until the next one may
     /// come.
     fn check(&self, key: ApiKeyId) -> Result<(), ApiError> {
-        use governor::clock::Clock as _;
-        self.limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            ApiError::RateLimited {
+        self.0
+            .check(&key)
+            .map_err(|retry_after_secs| ApiError::RateLimited {
                 code: "rate_limited",
                 message: format!(
                     "too many requests with this API key: at most {} a minute on this server; \
                      slow down, and try again after the time in Retry-After",
-                    self.per_minute
+                    self.0.per_minute()
                 ),
-                retry_after_secs: wait.as_secs() + 1,
-            }
-        })
+                retry_after_secs,
+            })
+    }
+}
+
+/// The operator's limit of refused sign-ins per client address and minute on this replica
+/// (`--sign-in-failures-per-minute`): past it, a refused sign-in is answered 429
+/// `too_many_sign_ins` and not recorded in the audit log, so that nobody can fill the log (or
+/// try keys) by posting wrong ones. Sign-ins with a key that works are never held back.
+pub struct SignInFailures(PerMinute<String>);
+
+impl SignInFailures {
+    /// `None` for 0 (no limit).
+    pub fn new(per_minute: u32) -> Option<Self> {
+        PerMinute::new(per_minute).map(Self)
+    }
+
+    /// Counts a refused sign-in from `source` (the [`ClientAddr`]); past the rate, the 429 to
+    /// answer instead of the refusal.
+    pub fn check(&self, source: &str) -> Result<(), ApiError> {
+        self.0
+            .check(&source.to_owned())
+            .map_err(|retry_after_secs| ApiError::RateLimited {
+                code: "too_many_sign_ins",
+                message: format!(
+                    "too many refused sign-ins from this address: at most {} a minute on this \
+                     server; check the API key (`ci-admin key list` shows yours), and try again \
+                     after the time in Retry-After",
+                    self.0.per_minute()
+                ),
+                retry_after_secs,
+            })
     }
 }
 

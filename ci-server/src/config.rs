@@ -66,6 +66,13 @@ pub struct Config {
     #[arg(long, env = "CI_KEY_RATE_PER_MINUTE", default_value_t = 0)]
     pub key_rate_per_minute: u32,
 
+    /// Refused browser sign-ins (`POST /api/v1/session` with a key that cannot be used) one
+    /// client address may make a minute on this replica, in bursts of as many; each is recorded
+    /// in the audit log. More are answered 429 `too_many_sign_ins` with `Retry-After` and not
+    /// recorded. Sign-ins that work are never held back. 0: no limit.
+    #[arg(long, env = "CI_SIGN_IN_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub sign_in_failures_per_minute: u32,
+
     /// How often live streams check the database for new events, in milliseconds.
     #[arg(long, env = "CI_POLL_MS", default_value_t = 15)]
     pub poll_ms: u64,

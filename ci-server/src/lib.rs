@@ -55,6 +55,9 @@ pub struct AppState {
     pub secrets: Option<ci_common::secrets::SecretsKey>,
     /// Requests per key, with `--key-rate-per-minute` (see [`auth::KeyRate`]).
     pub key_rate: Option<Arc<auth::KeyRate>>,
+    /// Refused sign-ins per address, `--sign-in-failures-per-minute` (see
+    /// [`auth::SignInFailures`]).
+    pub sign_in_failures: Option<Arc<auth::SignInFailures>>,
 }
 
 impl AppState {
@@ -69,9 +72,12 @@ impl AppState {
         );
         let secrets = config.secrets_key().ok().flatten();
         let key_rate = auth::KeyRate::new(config.key_rate_per_minute).map(Arc::new);
+        let sign_in_failures =
+            auth::SignInFailures::new(config.sign_in_failures_per_minute).map(Arc::new);
         Self {
             secrets,
             key_rate,
+            sign_in_failures,
             db,
             config: Arc::new(config),
             shutdown,

@@ -141,6 +141,7 @@ pub const SESSION_SCHEME: &str = "session";
             WebhookNotFound,
             Timeout,
             KeyRateLimited,
+            SignInsLimited,
             BlobBytes,
             BlobRange,
             RangeNotSatisfiable
@@ -294,6 +295,12 @@ pub struct Timeout(pub ErrorBody);
 /// (`ci-server --key-rate-per-minute`; `rate_limited`, with `Retry-After` in seconds).
 #[derive(ToResponse)]
 pub struct KeyRateLimited(pub ErrorBody);
+
+/// Too many refused sign-ins from the caller's address this minute
+/// (`ci-server --sign-in-failures-per-minute`; `too_many_sign_ins`, with `Retry-After` in
+/// seconds). Not recorded in the audit log.
+#[derive(ToResponse)]
+pub struct SignInsLimited(pub ErrorBody);
 
 /// The whole blob, streamed, with its stored content type (`application/octet-stream` when it
 /// has none).

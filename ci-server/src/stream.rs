@@ -493,6 +493,7 @@ mod tests {
             metrics: Arc::default(),
             secrets: None,
             key_rate: None,
+            sign_in_failures: None,
         };
         Setup {
             _db: db,

@@ -792,3 +792,82 @@ async fn an_action_and_its_audit_row_are_one_change_and_refusals_are_not_recorde
     assert_eq!(denied.detail["code"], "unknown_api_key");
     assert!(!format!("{all:?}").contains(stranger.expose()));
 }
+
+#[tokio::test]
+async fn past_the_limit_refused_sign_ins_from_an_address_are_429_and_not_recorded() {
+    use ci_common::db::audit::{self, AuditFilter, Outcome};
+    let app = App::with_config(|config| config.sign_in_failures_per_minute = 3).await;
+    let sign_in = |api_key: &str, from: [u8; 4]| {
+        let request = Request::post("/api/v1/session")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "api_key": api_key }).to_string(),
+            ))
+            .unwrap();
+        let peer = std::net::SocketAddr::from((from, 40000));
+        let router = app
+            .router()
+            .layer(axum::extract::connect_info::MockConnectInfo(peer));
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            (status, headers, body.to_vec())
+        }
+    };
+    let wrong = SecretKey::generate();
+    let attacker = [203, 0, 113, 9];
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(sign_in(wrong.expose(), attacker).await.0);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+    );
+    let (_, headers, body) = sign_in(wrong.expose(), attacker).await;
+    let retry_after: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    let error = error_body(&headers, &body);
+    assert_eq!(error.code, "too_many_sign_ins");
+    assert!(
+        error.error.contains("at most 3 a minute"),
+        "{}",
+        error.error
+    );
+
+    // Only the first three are in the audit log; another address is refused and recorded as
+    // before, and the right key still signs in from the limited address.
+    assert_eq!(
+        sign_in(wrong.expose(), [198, 51, 100, 4]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(sign_in(&app.key, attacker).await.0, StatusCode::CREATED);
+    let rows = audit::list(&app.db.pool, &AuditFilter::default())
+        .await
+        .unwrap();
+    let denied: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.outcome == Outcome::Denied)
+        .map(|r| r.source.as_str())
+        .collect();
+    assert_eq!(
+        denied,
+        ["203.0.113.9", "203.0.113.9", "203.0.113.9", "198.51.100.4"],
+        "{rows:?}"
+    );
+    assert!(rows
+        .iter()
+        .any(|r| r.outcome == Outcome::Ok && r.source == "203.0.113.9"));
+}

@@ -29,8 +29,10 @@ pub struct SignIn {
 }
 
 /// `POST /api/v1/session` with `{"api_key": "ci_..."}`: 201 with [`SessionView`] and the
-/// session cookie. A key that could not be used is a 401 that says why, as for any request; a
-/// request from another site's page (its `Origin`) is a 403.
+/// session cookie. A key that could not be used is a 401 that says why, as for any request, and
+/// is recorded in the audit log; past `--sign-in-failures-per-minute` such refusals from one
+/// address, a 429 instead, not recorded. A request from another site's page (its `Origin`) is a
+/// 403.
 #[utoipa::path(
     post,
     path = "/api/v1/session",
@@ -45,6 +47,7 @@ pub struct SignIn {
             (`bad_request`).", body = ErrorBody),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::CrossOrigin),
+        (status = 429, response = crate::openapi::SignInsLimited),
     )
 )]
 pub async fn create(
@@ -67,6 +70,9 @@ pub async fn create(
     let (key, user) = match authenticate_key(&state, text).await {
         Ok(found) => found,
         Err(refused) => {
+            if let Some(limit) = &state.sign_in_failures {
+                limit.check(&source)?;
+            }
             record_denied_sign_in(&state, &source, text, &refused).await;
             return Err(refused);
         }
