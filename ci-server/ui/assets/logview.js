@@ -73,7 +73,12 @@ export class LogView {
   /** Whether new lines are still coming (the follow button makes sense). */
   setLive(live) {
     this.live = live;
-    if (!live) this.setFollow(false);
+    if (!live) {
+      // The last lines often come with the end, before they were drawn: a reader who was
+      // following sees them before following stops.
+      if (this.follow) this.scrollToEnd();
+      this.setFollow(false);
+    }
   }
 
   /** Live lines from the stream: `seq` → text. */
