@@ -101,48 +101,42 @@ impl<K: std::hash::Hash + Eq + Clone> PerMinute<K> {
         })
     }
 
-    /// The limit, per minute.
-    pub fn per_minute(&self) -> u32 {
-        self.per_minute
-    }
-
-    /// Counts one for `key`; past the rate, `Err` with the whole seconds (at least 1) until the
-    /// next one is allowed, for `Retry-After`.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
+    /// Counts one for `key`; past the rate, a 429 `code` whose message is `describe(the limit
+    /// per minute)`, with the whole seconds (at least 1) until the next one is allowed in
+    /// `Retry-After`.
+    fn check(
+        &self,
+        key: &K,
+        code: &'static str,
+        describe: impl FnOnce(u32) -> String,
+    ) -> Result<(), ApiError> {
         use governor::clock::Clock as _;
         if self.limiter.len() > Self::MAX_KEYS {
             self.limiter.retain_recent();
         }
         self.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            wait.as_secs() + 1
+            ApiError::RateLimited {
+                code,
+                message: describe(self.per_minute),
+                retry_after_secs: wait.as_secs() + 1,
+            }
         })
     }
 }
 
 /// The operator's limit of requests per key and minute on this replica (`--key-rate-per-minute`).
-pub struct KeyRate(PerMinute<ApiKeyId>);
+pub type KeyRate = PerMinute<ApiKeyId>;
 
 impl KeyRate {
-    /// `None` for 0 (no limit).
-    pub fn new(per_minute: u32) -> Option<Self> {
-        PerMinute::new(per_minute).map(Self)
-    }
-
-    /// Counts a request of `key`; past the rate, a 429 with the seconds until the next one may
-    /// come.
-    fn check(&self, key: ApiKeyId) -> Result<(), ApiError> {
-        self.0
-            .check(&key)
-            .map_err(|retry_after_secs| ApiError::RateLimited {
-                code: "rate_limited",
-                message: format!(
-                    "too many requests with this API key: at most {} a minute on this server; \
-                     slow down, and try again after the time in Retry-After",
-                    self.0.per_minute()
-                ),
-                retry_after_secs,
-            })
+    /// Counts a request of `key`; past the rate, a 429 `rate_limited`.
+    fn check_request(&self, key: ApiKeyId) -> Result<(), ApiError> {
+        self.check(&key, "rate_limited", |limit| {
+            format!(
+                "too many requests with this API key: at most {limit} a minute on this server; \
+                 slow down, and try again after the time in Retry-After"
+            )
+        })
     }
 }
 
@@ -150,29 +144,19 @@ impl KeyRate {
 /// (`--sign-in-failures-per-minute`): past it, a refused sign-in is answered 429
 /// `too_many_sign_ins` and not recorded in the audit log, so that nobody can fill the log (or
 /// try keys) by posting wrong ones. Sign-ins with a key that works are never held back.
-pub struct SignInFailures(PerMinute<String>);
+pub type SignInFailures = PerMinute<String>;
 
 impl SignInFailures {
-    /// `None` for 0 (no limit).
-    pub fn new(per_minute: u32) -> Option<Self> {
-        PerMinute::new(per_minute).map(Self)
-    }
-
     /// Counts a refused sign-in from `source` (the [`ClientAddr`]); past the rate, the 429 to
     /// answer instead of the refusal.
-    pub fn check(&self, source: &str) -> Result<(), ApiError> {
-        self.0
-            .check(&source.to_owned())
-            .map_err(|retry_after_secs| ApiError::RateLimited {
-                code: "too_many_sign_ins",
-                message: format!(
-                    "too many refused sign-ins from this address: at most {} a minute on this \
-                     server; check the API key (`ci-admin key list` shows yours), and try again \
-                     after the time in Retry-After",
-                    self.0.per_minute()
-                ),
-                retry_after_secs,
-            })
+    pub fn check_refused(&self, source: &str) -> Result<(), ApiError> {
+        self.check(&source.to_owned(), "too_many_sign_ins", |limit| {
+            format!(
+                "too many refused sign-ins from this address: at most {limit} a minute on this \
+                 server; check the API key (`ci-admin key list` shows yours), and try again \
+                 after the time in Retry-After"
+            )
+        })
     }
 }
 
@@ -225,7 +209,7 @@ impl FromRequestParts<AppState> for AuthUser {
             let (key, user) = authenticate_key(state, key).await?;
             check_scope(key.scope, &parts.method, parts.uri.path())?;
             if let Some(rate) = &state.key_rate {
-                rate.check(key.id)?;
+                rate.check_request(key.id)?;
             }
             return Ok(AuthUser {
                 user_id: user.id,
@@ -249,7 +233,7 @@ impl FromRequestParts<AppState> for AuthUser {
         }
         check_scope(user.scope, &parts.method, parts.uri.path())?;
         if let Some(rate) = &state.key_rate {
-            rate.check(user.key_id)?;
+            rate.check_request(user.key_id)?;
         }
         Ok(user)
     }

@@ -71,7 +71,7 @@ pub async fn create(
         Ok(found) => found,
         Err(refused) => {
             if let Some(limit) = &state.sign_in_failures {
-                limit.check(&source)?;
+                limit.check_refused(&source)?;
             }
             record_denied_sign_in(&state, &source, text, &refused).await;
             return Err(refused);
