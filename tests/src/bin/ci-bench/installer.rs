@@ -1308,15 +1308,11 @@ impl Projects {
             );
         }
         let wheel_bytes: usize = wheels.iter().map(|(_, b)| b.len()).sum();
-        let mut pins: Vec<String> = PACKAGES
-            .iter()
-            .map(|p| format!("{}=={}\n", p.dist, p.version))
-            .collect();
-        pins.sort();
-        let requirements = format!(
-            "# ci-bench scenario 10: a dozen pinned packages from local wheels\n\
-             --no-index\n--find-links wheels\n{}",
-            pins.concat()
+        let requirements = requirements_of(
+            PACKAGES
+                .iter()
+                .map(|p| format!("{}=={}", p.dist, p.version))
+                .collect(),
         );
         let scripts: Vec<&str> = PACKAGES
             .iter()
@@ -1353,6 +1349,17 @@ impl Projects {
             ),
         })
     }
+}
+
+/// `requirements.txt` of scenario 10: `pins` (`NAME==VERSION`), sorted, from the project's
+/// `wheels` folder only.
+fn requirements_of(mut pins: Vec<String>) -> String {
+    pins.sort();
+    format!(
+        "# ci-bench scenario 10: a dozen pinned packages from local wheels\n\
+         --no-index\n--find-links wheels\n{}\n",
+        pins.join("\n")
+    )
 }
 
 /// The two projects, the same files but for `installer` under `[tool.ci]`: (uv's, pip's).
@@ -1491,14 +1498,10 @@ impl Projects {
         }
         let mut pins: Vec<String> = wheels
             .iter()
-            .map(|(_, _, i)| format!("{}=={}\n", i.name, i.version))
+            .map(|(_, _, i)| format!("{}=={}", i.name, i.version))
             .collect();
         pins.sort();
-        let requirements = format!(
-            "# ci-bench scenario 10: a dozen pinned packages from local wheels\n\
-             --no-index\n--find-links wheels\n{}",
-            pins.concat()
-        );
+        let requirements = requirements_of(pins.clone());
         let mut packages = String::new();
         let mut scripts = Vec::new();
         for (_, _, info) in &wheels {
@@ -1554,7 +1557,7 @@ def test_console_script(script):
              `scripts/fetch-bench-wheels.sh`), {} KB in all, {files} files installed, {} \
              console scripts",
             wheels.len(),
-            pins.iter().map(|p| p.trim()).collect::<Vec<_>>().join(", "),
+            pins.join(", "),
             wheel_bytes / 1024,
             scripts.len()
         );
