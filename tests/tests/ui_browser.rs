@@ -137,6 +137,7 @@ async fn flows() {
     sign_in(&browser, &server, &ada).await;
 
     let live = live_job(&browser, &server, &ada, &env).await;
+    lines_that_come_with_the_end_are_shown(&browser).await;
     browser.screenshot(&shots.join("jobs.png")).await;
     eprintln!(
         "ui_browser: live job {live} done after {:?}",
@@ -159,6 +160,44 @@ async fn flows() {
     sign_out_ends_the_stream(&browser, &server, &ada).await;
     eprintln!("ui_browser: all flows done after {:?}", started.elapsed());
     browser.close().await;
+}
+
+/// A log view that follows its log shows the lines that arrive together with the job's end: the
+/// stream's last batch appends them and ends the view's live state before the browser draws a
+/// frame. Drives the page's own `LogView` module in a box of 10 rows.
+async fn lines_that_come_with_the_end_are_shown(browser: &Browser) {
+    let range = browser
+        .js(
+            r#"return (async () => {
+  const { LogView } = await import('/ui/assets/logview.js');
+  const root = document.createElement('div');
+  root.className = 'log';
+  root.innerHTML = '<div class="log-scroller" style="height: 200px; overflow: auto">'
+    + '<div class="log-spacer"></div><div class="log-rows"></div></div>';
+  document.body.appendChild(root);
+  const view = new LogView(root, { fetchLines: async () => [] });
+  view.setLive(true);
+  for (let seq = 1; seq <= 100; seq++) view.append(seq, `line ${seq}`);
+  view.setFollow(true);
+  // The last batch: ten lines, then the end, in one task.
+  for (let seq = 101; seq <= 110; seq++) view.append(seq, `line ${seq}`);
+  view.setLive(false);
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  const range = view.visibleRange();
+  root.remove();
+  return { range, follow: view.follow };
+})();"#,
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        range["range"][1], 110,
+        "the last line is on screen after the end: {range}"
+    );
+    assert_eq!(
+        range["follow"], false,
+        "following stops with the end: {range}"
+    );
 }
 
 /// `/` leads to the sign-in page; a wrong key is refused with the server's message; the right
